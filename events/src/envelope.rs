@@ -1,0 +1,91 @@
+//! The envelope every event travels in:
+//! `{id, type, version, occurred_at, aggregate_id, correlation_id?, causation_id?, data}`.
+//! The id is a UUID v7 and doubles as the `Nats-Msg-Id`, so a retried
+//! publish is de-duplicated by the server.
+
+use crate::event::{Event, KNOWN_TYPES};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub id: Uuid,
+    pub version: u32,
+    pub occurred_at: DateTime<Utc>,
+    pub aggregate_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<Uuid>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub causation_id: Option<Uuid>,
+    /// `type` and `data` of the JSON object.
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+/// Why bytes off a stream are not an event this build can use.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// Written by a newer build; safe to skip for consumers that do not
+    /// know the type.
+    #[error("unknown event type {0:?}")]
+    UnknownType(String),
+    #[error("malformed event: {0}")]
+    Malformed(#[from] serde_json::Error),
+}
+
+impl Envelope {
+    /// Wraps an event with a fresh time-ordered id.
+    pub fn new(event: Event, occurred_at: DateTime<Utc>) -> Self {
+        Self::with_id(Uuid::now_v7(), event, occurred_at)
+    }
+
+    /// Wraps an event with a caller-chosen id, for events whose id must be
+    /// derived from their content so a re-publish is de-duplicated.
+    pub fn with_id(id: Uuid, event: Event, occurred_at: DateTime<Utc>) -> Self {
+        Self {
+            id,
+            version: event.version(),
+            occurred_at,
+            aggregate_id: event.aggregate_id(),
+            correlation_id: None,
+            causation_id: None,
+            event,
+        }
+    }
+
+    pub fn caused_by(mut self, cause: &Envelope) -> Self {
+        self.causation_id = Some(cause.id);
+        self.correlation_id = Some(cause.correlation_id.unwrap_or(cause.id));
+        self
+    }
+
+    pub fn subject(&self) -> String {
+        self.event.subject()
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        // An envelope is plain data (strings, numbers, maps); serializing it
+        // cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    pub fn from_json(bytes: &[u8]) -> Result<Self, DecodeError> {
+        match serde_json::from_slice(bytes) {
+            Ok(envelope) => Ok(envelope),
+            Err(error) => {
+                #[derive(Deserialize)]
+                struct TypeOnly {
+                    #[serde(rename = "type")]
+                    event_type: String,
+                }
+                match serde_json::from_slice::<TypeOnly>(bytes) {
+                    Ok(t) if !KNOWN_TYPES.contains(&t.event_type.as_str()) => {
+                        Err(DecodeError::UnknownType(t.event_type))
+                    }
+                    _ => Err(DecodeError::Malformed(error)),
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,194 @@
+//! The event catalogue. Names are past tense; each type has a version that
+//! grows when its shape changes. New fields are added with serde defaults so
+//! every event ever stored still decodes.
+
+use crate::values::{EmailAddress, IntervalSecs, RegionName, TimeoutMs, WebsiteName, WebsiteUrl};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// A fact that happened, with its payload. Serialized as
+/// `{"type": "WebsiteAdded", "data": {...}}` inside the envelope.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data")]
+pub enum Event {
+    WebsiteAdded(WebsiteAdded),
+    WebsiteUpdated(WebsiteUpdated),
+    WebsiteRemoved(WebsiteRemoved),
+    RegionAdded(RegionAdded),
+    CheckCompleted(CheckCompleted),
+    SiteDown(SiteDown),
+    SiteUp(SiteUp),
+}
+
+/// Every event type name this build knows, so a consumer can tell an event
+/// from a newer build (skippable) from a broken one (not).
+pub const KNOWN_TYPES: &[&str] = &[
+    "WebsiteAdded",
+    "WebsiteUpdated",
+    "WebsiteRemoved",
+    "RegionAdded",
+    "CheckCompleted",
+    "SiteDown",
+    "SiteUp",
+];
+
+impl Event {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Event::WebsiteAdded(_) => "WebsiteAdded",
+            Event::WebsiteUpdated(_) => "WebsiteUpdated",
+            Event::WebsiteRemoved(_) => "WebsiteRemoved",
+            Event::RegionAdded(_) => "RegionAdded",
+            Event::CheckCompleted(_) => "CheckCompleted",
+            Event::SiteDown(_) => "SiteDown",
+            Event::SiteUp(_) => "SiteUp",
+        }
+    }
+
+    /// The current schema version of this event type.
+    pub fn version(&self) -> u32 {
+        1
+    }
+
+    /// The id of the aggregate the event belongs to: a website id, or a
+    /// region name for region events.
+    pub fn aggregate_id(&self) -> String {
+        match self {
+            Event::WebsiteAdded(e) => e.website_id.to_string(),
+            Event::WebsiteUpdated(e) => e.website_id.to_string(),
+            Event::WebsiteRemoved(e) => e.website_id.to_string(),
+            Event::RegionAdded(e) => e.region.to_string(),
+            Event::CheckCompleted(e) => e.website_id.to_string(),
+            Event::SiteDown(e) => e.website_id.to_string(),
+            Event::SiteUp(e) => e.website_id.to_string(),
+        }
+    }
+
+    /// The subject the event is published on (see [`crate::subject`]).
+    pub fn subject(&self) -> String {
+        use crate::subject;
+        match self {
+            Event::WebsiteAdded(e) => subject::website(e.website_id),
+            Event::WebsiteUpdated(e) => subject::website(e.website_id),
+            Event::WebsiteRemoved(e) => subject::website(e.website_id),
+            Event::RegionAdded(e) => subject::region(&e.region),
+            Event::CheckCompleted(e) => subject::check(&e.region, e.website_id),
+            Event::SiteDown(e) => subject::incident(e.website_id),
+            Event::SiteUp(e) => subject::incident(e.website_id),
+        }
+    }
+}
+
+fn default_timeout() -> TimeoutMs {
+    TimeoutMs::DEFAULT
+}
+
+/// A website was registered for monitoring.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WebsiteAdded {
+    pub website_id: Uuid,
+    pub url: WebsiteUrl,
+    pub name: WebsiteName,
+    /// Regions it is checked from, sorted and without duplicates.
+    pub regions: Vec<RegionName>,
+    #[serde(default)]
+    pub interval_seconds: IntervalSecs,
+    #[serde(default = "default_timeout")]
+    pub timeout_ms: TimeoutMs,
+    #[serde(default)]
+    pub notify_emails: Vec<EmailAddress>,
+}
+
+/// Some settings of a website changed; absent fields did not change.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WebsiteUpdated {
+    pub website_id: Uuid,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<WebsiteUrl>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<WebsiteName>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regions: Option<Vec<RegionName>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval_seconds: Option<IntervalSecs>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<TimeoutMs>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify_emails: Option<Vec<EmailAddress>>,
+}
+
+/// A website is no longer monitored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WebsiteRemoved {
+    pub website_id: Uuid,
+}
+
+/// A region websites can be checked from was created.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegionAdded {
+    pub region: RegionName,
+}
+
+/// Why a check failed, machine-readable. `Other` also absorbs causes added
+/// by a newer build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureCause {
+    Dns,
+    Connect,
+    Tls,
+    Timeout,
+    HttpStatus,
+    RedirectLoop,
+    TooManyRedirects,
+    Blocked,
+    #[serde(other)]
+    Other,
+}
+
+/// One check of one website from one region finished.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckCompleted {
+    pub website_id: Uuid,
+    pub region: RegionName,
+    /// When the check was due; with the website and region it identifies
+    /// the check, so a re-published result is de-duplicated.
+    pub scheduled_at: DateTime<Utc>,
+    pub started_at: DateTime<Utc>,
+    pub up: bool,
+    #[serde(default)]
+    pub status_code: Option<u16>,
+    /// Time to the response head, including DNS, connect and TLS.
+    #[serde(default)]
+    pub response_ms: Option<u32>,
+    #[serde(default)]
+    pub cause: Option<FailureCause>,
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+/// A website was confirmed down from a region.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SiteDown {
+    pub website_id: Uuid,
+    pub region: RegionName,
+    /// The first failed check of the outage, not the confirming one.
+    pub started_at: DateTime<Utc>,
+    #[serde(default)]
+    pub cause: Option<FailureCause>,
+    #[serde(default)]
+    pub status_code: Option<u16>,
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+/// A website recovered in a region.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SiteUp {
+    pub website_id: Uuid,
+    pub region: RegionName,
+    pub started_at: DateTime<Utc>,
+    pub ended_at: DateTime<Utc>,
+    pub downtime_seconds: i64,
+}

@@ -1,0 +1,38 @@
+//! The monitor's vocabulary: event types and their envelope, the subjects they
+//! are published on, validated value types, and the pure decide/apply rules of
+//! the website and region aggregates.
+//!
+//! This crate performs no I/O. Everything else depends on it, never the
+//! reverse, so the rules here can be tested without any server.
+
+pub mod envelope;
+pub mod event;
+pub mod region;
+pub mod subject;
+pub mod values;
+pub mod website;
+
+pub use envelope::{DecodeError, Envelope};
+pub use event::{
+    CheckCompleted, Event, FailureCause, RegionAdded, SiteDown, SiteUp, WebsiteAdded,
+    WebsiteRemoved, WebsiteUpdated,
+};
+pub use values::{
+    EmailAddress, IntervalSecs, RegionName, TimeoutMs, ValueError, WebsiteName, WebsiteUrl,
+};
+
+/// Why a command was refused by the domain rules (as opposed to failing in
+/// the infrastructure).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DomainError {
+    #[error("website {0} does not exist")]
+    WebsiteNotFound(uuid::Uuid),
+    #[error("website {0} already exists")]
+    WebsiteExists(uuid::Uuid),
+    #[error("region {0} already exists")]
+    RegionExists(RegionName),
+    #[error("unknown region(s): {}", .0.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", "))]
+    UnknownRegions(Vec<RegionName>),
+    #[error("a website must be checked from at least one region")]
+    NoRegions,
+}

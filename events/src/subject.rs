@@ -1,0 +1,31 @@
+//! Subjects and stream names. Every subject carries the aggregate it is
+//! about, so JetStream can check the expected last sequence per aggregate.
+
+use crate::values::RegionName;
+use uuid::Uuid;
+
+/// The system of record: websites, regions, incidents. Never expires.
+pub const MONITOR_STREAM: &str = "MONITOR";
+/// Check results: high volume, bounded age.
+pub const CHECKS_STREAM: &str = "CHECKS";
+
+pub const WEBSITES: &str = "monitor.website.>";
+pub const REGIONS: &str = "monitor.region.>";
+pub const INCIDENTS: &str = "incidents.>";
+pub const CHECKS: &str = "checks.>";
+
+pub fn website(id: Uuid) -> String {
+    format!("monitor.website.{id}")
+}
+
+pub fn region(name: &RegionName) -> String {
+    format!("monitor.region.{name}")
+}
+
+pub fn check(region: &RegionName, website_id: Uuid) -> String {
+    format!("checks.{region}.{website_id}")
+}
+
+pub fn incident(website_id: Uuid) -> String {
+    format!("incidents.{website_id}")
+}

@@ -1,0 +1,145 @@
+//! Every event survives a JSON round trip inside its envelope, and events
+//! written by older shapes still decode.
+
+use chrono::{DateTime, TimeZone, Utc};
+use events::*;
+use uuid::Uuid;
+
+fn at(secs: i64) -> DateTime<Utc> {
+    Utc.timestamp_opt(secs, 0).single().unwrap_or_default()
+}
+
+fn region(name: &str) -> RegionName {
+    RegionName::parse(name).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn every_event() -> Vec<Event> {
+    let website_id = Uuid::now_v7();
+    vec![
+        Event::WebsiteAdded(WebsiteAdded {
+            website_id,
+            url: WebsiteUrl::parse("https://google.com").unwrap_or_else(|e| panic!("{e}")),
+            name: WebsiteName::parse("google").unwrap_or_else(|e| panic!("{e}")),
+            regions: vec![region("europe"), region("local")],
+            interval_seconds: IntervalSecs::parse(60).unwrap_or_else(|e| panic!("{e}")),
+            timeout_ms: TimeoutMs::parse(5000).unwrap_or_else(|e| panic!("{e}")),
+            notify_emails: vec![EmailAddress::parse("ops@example.com").unwrap_or_else(|e| panic!("{e}"))],
+        }),
+        Event::WebsiteUpdated(WebsiteUpdated {
+            website_id,
+            name: Some(WebsiteName::parse("renamed").unwrap_or_else(|e| panic!("{e}"))),
+            ..Default::default()
+        }),
+        Event::WebsiteRemoved(WebsiteRemoved { website_id }),
+        Event::RegionAdded(RegionAdded { region: region("europe") }),
+        Event::CheckCompleted(CheckCompleted {
+            website_id,
+            region: region("europe"),
+            scheduled_at: at(1_000),
+            started_at: at(1_001),
+            up: false,
+            status_code: Some(503),
+            response_ms: Some(120),
+            cause: Some(FailureCause::HttpStatus),
+            message: Some("503 Service Unavailable".into()),
+        }),
+        Event::SiteDown(SiteDown {
+            website_id,
+            region: region("europe"),
+            started_at: at(1_000),
+            cause: Some(FailureCause::Timeout),
+            status_code: None,
+            message: None,
+        }),
+        Event::SiteUp(SiteUp {
+            website_id,
+            region: region("europe"),
+            started_at: at(1_000),
+            ended_at: at(1_360),
+            downtime_seconds: 360,
+        }),
+    ]
+}
+
+#[test]
+fn every_event_round_trips_through_json() {
+    let events = every_event();
+    assert_eq!(events.len(), events::event::KNOWN_TYPES.len());
+    for event in events {
+        let envelope = Envelope::new(event, at(2_000));
+        let decoded = Envelope::from_json(&envelope.to_json()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(decoded, envelope);
+    }
+}
+
+#[test]
+fn the_envelope_has_the_documented_fields() {
+    let envelope = Envelope::new(Event::RegionAdded(RegionAdded { region: region("local") }), at(0));
+    let json: serde_json::Value =
+        serde_json::from_slice(&envelope.to_json()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(json["type"], "RegionAdded");
+    assert_eq!(json["version"], 1);
+    assert_eq!(json["aggregate_id"], "local");
+    assert_eq!(json["occurred_at"], "1970-01-01T00:00:00Z");
+    assert_eq!(json["data"]["region"], "local");
+    assert_eq!(json["id"], envelope.id.to_string());
+    assert_eq!(envelope.id.get_version_num(), 7);
+}
+
+#[test]
+fn a_website_added_without_the_newer_optional_fields_still_decodes() {
+    let old = br#"{
+        "id": "0192f3c4-0000-7000-8000-000000000001",
+        "type": "WebsiteAdded", "version": 1,
+        "occurred_at": "2026-01-01T00:00:00Z",
+        "aggregate_id": "0192f3c4-0000-7000-8000-0000000000aa",
+        "data": {
+            "website_id": "0192f3c4-0000-7000-8000-0000000000aa",
+            "url": "https://google.com/", "name": "google", "regions": ["local"]
+        }
+    }"#;
+    let envelope = Envelope::from_json(old).unwrap_or_else(|e| panic!("{e}"));
+    let Event::WebsiteAdded(added) = envelope.event else { panic!("wrong type") };
+    assert_eq!(added.interval_seconds, IntervalSecs::DEFAULT);
+    assert_eq!(added.timeout_ms, TimeoutMs::DEFAULT);
+    assert!(added.notify_emails.is_empty());
+}
+
+#[test]
+fn a_check_without_optional_fields_and_with_a_future_cause_still_decodes() {
+    let old = br#"{
+        "id": "0192f3c4-0000-7000-8000-000000000002",
+        "type": "CheckCompleted", "version": 1,
+        "occurred_at": "2026-01-01T00:00:00Z",
+        "aggregate_id": "0192f3c4-0000-7000-8000-0000000000aa",
+        "data": {
+            "website_id": "0192f3c4-0000-7000-8000-0000000000aa",
+            "region": "local",
+            "scheduled_at": "2026-01-01T00:00:00Z",
+            "started_at": "2026-01-01T00:00:00Z",
+            "up": false,
+            "cause": "quantum_flux"
+        }
+    }"#;
+    let envelope = Envelope::from_json(old).unwrap_or_else(|e| panic!("{e}"));
+    let Event::CheckCompleted(check) = envelope.event else { panic!("wrong type") };
+    assert_eq!(check.cause, Some(FailureCause::Other));
+    assert_eq!(check.status_code, None);
+}
+
+#[test]
+fn an_event_type_from_a_newer_build_is_reported_as_unknown_not_malformed() {
+    let newer = br#"{"id":"0192f3c4-0000-7000-8000-000000000003","type":"WebsitePaused","version":1,
+        "occurred_at":"2026-01-01T00:00:00Z","aggregate_id":"x","data":{}}"#;
+    assert!(matches!(Envelope::from_json(newer), Err(DecodeError::UnknownType(t)) if t == "WebsitePaused"));
+    assert!(matches!(Envelope::from_json(b"{not json"), Err(DecodeError::Malformed(_))));
+}
+
+#[test]
+fn subjects_name_the_aggregate() {
+    let id = Uuid::nil();
+    assert_eq!(events::subject::website(id), format!("monitor.website.{id}"));
+    assert_eq!(events::subject::region(&region("europe")), "monitor.region.europe");
+    assert_eq!(events::subject::check(&region("europe"), id), format!("checks.europe.{id}"));
+    assert_eq!(events::subject::incident(id), format!("incidents.{id}"));
+}
