@@ -4,7 +4,7 @@
 //! publish is de-duplicated by the server.
 
 use crate::event::{Event, KNOWN_TYPES};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -42,11 +42,14 @@ impl Envelope {
 
     /// Wraps an event with a caller-chosen id, for events whose id must be
     /// derived from their content so a re-publish is de-duplicated.
+    ///
+    /// Times are kept to the microsecond, the precision of the projections,
+    /// so an event and its projected rows agree exactly.
     pub fn with_id(id: Uuid, event: Event, occurred_at: DateTime<Utc>) -> Self {
         Self {
             id,
             version: event.version(),
-            occurred_at,
+            occurred_at: occurred_at.trunc_subsecs(6),
             aggregate_id: event.aggregate_id(),
             correlation_id: None,
             causation_id: None,

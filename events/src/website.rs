@@ -297,6 +297,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::manual_try_fold)] // apply is a fold over Option states, not a Try chain
     fn a_removed_website_has_no_state_and_cannot_be_changed() {
         let site = added(&["local"]);
         let events = decide(site.id, Some(&site), WebsiteCommand::Remove, &[])

@@ -1,1 +1,20 @@
+//! Read models built from the event streams. Each projection has a name,
+//! applies events in stream order, and stores the stream sequence it reached
+//! in the same transaction as its writes; re-running an event it already
+//! applied is a no-op. Dropping a projection and replaying its stream from
+//! sequence 1 gives the same rows.
 
+pub mod postgres;
+
+/// The projection's storage failed (as opposed to an event being refused).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored row is not valid: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

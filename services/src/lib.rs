@@ -1,1 +1,16 @@
+//! The monitor's services. Each is a module with a `run` that takes its
+//! configuration and a cancellation token; the binaries in `src/bin` are thin
+//! wrappers, and `monitor` runs them all in one process.
+//!
+//! - [`api`]: REST commands become events; queries read the projections.
+//! - [`projector`]: applies the MONITOR stream to Postgres.
+//! - [`bus`]: JetStream connection, stream definitions, publishing.
 
+pub mod all;
+pub mod api;
+pub mod bus;
+pub mod config;
+pub mod projector;
+pub mod runtime;
+
+pub use config::Config;

@@ -1,0 +1,333 @@
+//! The Postgres projection of the MONITOR stream: websites, regions and
+//! which regions each website is checked from, plus the queries the API
+//! answers from them.
+//!
+//! Guarantees: events are applied in stream order, a batch of them in one
+//! transaction together with the new stream position; the position row is
+//! locked and compared with the caller's cursor first, so two projectors (or
+//! a projector and a replay) can never interleave their writes. Each write is
+//! also guarded by the row's own stream sequence, so re-applying is harmless.
+
+use crate::{Error, Result};
+use chrono::{DateTime, Utc};
+use events::website::Website;
+use events::{
+    EmailAddress, Envelope, Event, IntervalSecs, RegionName, TimeoutMs, WebsiteName, WebsiteUrl,
+};
+use sqlx::migrate::Migrator;
+use sqlx::{PgPool, Postgres, Transaction};
+use uuid::Uuid;
+
+pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
+
+/// The name under which this projection records its stream position.
+pub const PROJECTION: &str = "postgres";
+
+/// Applies the migrations; safe to run from several processes at once.
+pub async fn migrate(pool: &PgPool) -> Result<()> {
+    MIGRATOR.run(pool).await?;
+    Ok(())
+}
+
+/// One message off the stream: its sequence and, unless it is an event type
+/// this build does not know, the decoded event.
+#[derive(Debug, Clone)]
+pub struct StreamEvent {
+    pub seq: u64,
+    pub envelope: Option<Envelope>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchOutcome {
+    /// The batch was applied; the projection now stands at `offset`.
+    Applied { offset: u64 },
+    /// Someone else moved the projection (a replay, another projector); the
+    /// caller must continue from `offset`.
+    Moved { offset: u64 },
+}
+
+/// The stream sequence the projection `name` has applied up to (0: nothing).
+pub async fn offset(pool: &PgPool, name: &str) -> Result<u64> {
+    let seq: Option<i64> =
+        sqlx::query_scalar("select stream_seq from projection_offsets where name = $1")
+            .bind(name)
+            .fetch_optional(pool)
+            .await?;
+    Ok(to_u64(seq.unwrap_or(0)))
+}
+
+/// Applies `batch` (in stream order, all after `cursor`) if the projection
+/// still stands at `cursor`.
+pub async fn apply_batch(
+    pool: &PgPool,
+    name: &str,
+    cursor: u64,
+    batch: &[StreamEvent],
+) -> Result<BatchOutcome> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("insert into projection_offsets (name, stream_seq) values ($1, 0) on conflict do nothing")
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+    let stored: i64 =
+        sqlx::query_scalar("select stream_seq from projection_offsets where name = $1 for update")
+            .bind(name)
+            .fetch_one(&mut *tx)
+            .await?;
+    let stored = to_u64(stored);
+    if stored != cursor {
+        return Ok(BatchOutcome::Moved { offset: stored });
+    }
+    let mut reached = cursor;
+    for item in batch.iter().filter(|item| item.seq > cursor) {
+        if let Some(envelope) = &item.envelope {
+            apply(&mut tx, item.seq, envelope).await?;
+        }
+        reached = reached.max(item.seq);
+    }
+    sqlx::query("update projection_offsets set stream_seq = $2, updated_at = now() where name = $1")
+        .bind(name)
+        .bind(to_i64(reached))
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(BatchOutcome::Applied { offset: reached })
+}
+
+/// Empties the projection and moves it back to the start of its stream, in
+/// one transaction; a running projector notices and replays from sequence 1.
+pub async fn reset(pool: &PgPool, name: &str) -> Result<()> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("insert into projection_offsets (name, stream_seq) values ($1, 0) on conflict do nothing")
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+    // Lock the position first so a projector mid-batch finishes (or waits)
+    // before the tables are emptied under it.
+    sqlx::query("select stream_seq from projection_offsets where name = $1 for update")
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("truncate website_regions, websites, regions")
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("update projection_offsets set stream_seq = 0, updated_at = now() where name = $1")
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn apply(tx: &mut Transaction<'_, Postgres>, seq: u64, envelope: &Envelope) -> Result<()> {
+    let seq = to_i64(seq);
+    let at = envelope.occurred_at;
+    match &envelope.event {
+        Event::WebsiteAdded(e) => {
+            let emails: Vec<&str> = e.notify_emails.iter().map(|m| m.as_str()).collect();
+            let inserted = sqlx::query(
+                "insert into websites (id, url, name, interval_seconds, timeout_ms, notify_emails, created_at, updated_at, stream_seq)
+                 values ($1, $2, $3, $4, $5, $6, $7, $7, $8)
+                 on conflict (id) do nothing",
+            )
+            .bind(e.website_id)
+            .bind(e.url.as_str())
+            .bind(e.name.as_str())
+            .bind(to_i32(e.interval_seconds.get()))
+            .bind(to_i32(e.timeout_ms.get()))
+            .bind(&emails)
+            .bind(at)
+            .bind(seq)
+            .execute(&mut **tx)
+            .await?;
+            if inserted.rows_affected() == 1 {
+                set_regions(tx, e.website_id, &e.regions).await?;
+            }
+        }
+        Event::WebsiteUpdated(e) => {
+            let emails: Option<Vec<&str>> = e
+                .notify_emails
+                .as_ref()
+                .map(|list| list.iter().map(|m| m.as_str()).collect());
+            let updated = sqlx::query(
+                "update websites set
+                    url = coalesce($2, url),
+                    name = coalesce($3, name),
+                    interval_seconds = coalesce($4, interval_seconds),
+                    timeout_ms = coalesce($5, timeout_ms),
+                    notify_emails = coalesce($6, notify_emails),
+                    updated_at = $7,
+                    stream_seq = $8
+                 where id = $1 and stream_seq < $8",
+            )
+            .bind(e.website_id)
+            .bind(e.url.as_ref().map(|u| u.as_str()))
+            .bind(e.name.as_ref().map(|n| n.as_str()))
+            .bind(e.interval_seconds.map(|i| to_i32(i.get())))
+            .bind(e.timeout_ms.map(|t| to_i32(t.get())))
+            .bind(emails)
+            .bind(at)
+            .bind(seq)
+            .execute(&mut **tx)
+            .await?;
+            if let (Some(regions), 1) = (&e.regions, updated.rows_affected()) {
+                set_regions(tx, e.website_id, regions).await?;
+            }
+        }
+        Event::WebsiteRemoved(e) => {
+            sqlx::query("delete from websites where id = $1 and stream_seq < $2")
+                .bind(e.website_id)
+                .bind(seq)
+                .execute(&mut **tx)
+                .await?;
+        }
+        Event::RegionAdded(e) => {
+            sqlx::query(
+                "insert into regions (name, created_at, stream_seq) values ($1, $2, $3)
+                 on conflict (name) do nothing",
+            )
+            .bind(e.region.as_str())
+            .bind(at)
+            .bind(seq)
+            .execute(&mut **tx)
+            .await?;
+        }
+        // Check results and incidents have projections of their own.
+        Event::CheckCompleted(_) | Event::SiteDown(_) | Event::SiteUp(_) => {}
+    }
+    Ok(())
+}
+
+async fn set_regions(
+    tx: &mut Transaction<'_, Postgres>,
+    website_id: Uuid,
+    regions: &[RegionName],
+) -> Result<()> {
+    let names: Vec<&str> = regions.iter().map(|r| r.as_str()).collect();
+    sqlx::query("delete from website_regions where website_id = $1")
+        .bind(website_id)
+        .execute(&mut **tx)
+        .await?;
+    // Only regions that exist: the command was validated against them, and a
+    // dangling name must not wedge the projection on a foreign key.
+    sqlx::query(
+        "insert into website_regions (website_id, region)
+         select $1, name from regions where name = any($2)",
+    )
+    .bind(website_id)
+    .bind(&names)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// A website as stored, with the stream sequence of its last event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredWebsite {
+    pub website: Website,
+    pub stream_seq: u64,
+}
+
+type WebsiteRow = (
+    Uuid,
+    String,
+    String,
+    i32,
+    i32,
+    Vec<String>,
+    DateTime<Utc>,
+    DateTime<Utc>,
+    i64,
+    Vec<String>,
+);
+
+const SELECT_WEBSITES: &str = "
+    select w.id, w.url, w.name, w.interval_seconds, w.timeout_ms, w.notify_emails,
+           w.created_at, w.updated_at, w.stream_seq,
+           coalesce(array_agg(wr.region order by wr.region) filter (where wr.region is not null), '{}') as regions
+    from websites w left join website_regions wr on wr.website_id = w.id";
+
+pub async fn website(pool: &PgPool, id: Uuid) -> Result<Option<StoredWebsite>> {
+    let row: Option<WebsiteRow> =
+        sqlx::query_as(&format!("{SELECT_WEBSITES} where w.id = $1 group by w.id"))
+            .bind(id)
+            .fetch_optional(pool)
+            .await?;
+    row.map(decode_website).transpose()
+}
+
+/// Websites in the order they were added; `limit: None` returns all.
+pub async fn websites(pool: &PgPool, limit: Option<i64>, offset: i64) -> Result<Vec<Website>> {
+    let rows: Vec<WebsiteRow> = sqlx::query_as(&format!(
+        "{SELECT_WEBSITES} group by w.id order by w.created_at, w.id limit $1 offset $2"
+    ))
+    .bind(limit)
+    .bind(offset)
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter()
+        .map(|row| decode_website(row).map(|stored| stored.website))
+        .collect()
+}
+
+fn decode_website(row: WebsiteRow) -> Result<StoredWebsite> {
+    let (id, url, name, interval, timeout, emails, created_at, updated_at, seq, regions) = row;
+    let corrupt = |what: &str, e: events::ValueError| Error::Corrupt(format!("website {id} {what}: {e}"));
+    Ok(StoredWebsite {
+        website: Website {
+            id,
+            url: WebsiteUrl::parse(&url).map_err(|e| corrupt("url", e))?,
+            name: WebsiteName::parse(&name).map_err(|e| corrupt("name", e))?,
+            regions: regions
+                .iter()
+                .map(|r| RegionName::parse(r).map_err(|e| corrupt("region", e)))
+                .collect::<Result<_>>()?,
+            interval_seconds: IntervalSecs::parse(interval.into())
+                .map_err(|e| corrupt("interval", e))?,
+            timeout_ms: TimeoutMs::parse(timeout.into()).map_err(|e| corrupt("timeout", e))?,
+            notify_emails: emails
+                .iter()
+                .map(|m| EmailAddress::parse(m).map_err(|e| corrupt("email", e)))
+                .collect::<Result<_>>()?,
+            created_at,
+            updated_at,
+        },
+        stream_seq: to_u64(seq),
+    })
+}
+
+/// A region websites can be checked from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Region {
+    pub name: RegionName,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Every region, by name.
+pub async fn regions(pool: &PgPool) -> Result<Vec<Region>> {
+    let rows: Vec<(String, DateTime<Utc>)> =
+        sqlx::query_as("select name, created_at from regions order by name")
+            .fetch_all(pool)
+            .await?;
+    rows.into_iter()
+        .map(|(name, created_at)| {
+            let name = RegionName::parse(&name)
+                .map_err(|e| Error::Corrupt(format!("region {name}: {e}")))?;
+            Ok(Region { name, created_at })
+        })
+        .collect()
+}
+
+// Stream sequences are u64 in NATS and bigint in Postgres; they never come
+// near 2^63, so the conversions saturate rather than fail.
+fn to_i64(seq: u64) -> i64 {
+    i64::try_from(seq).unwrap_or(i64::MAX)
+}
+
+fn to_u64(seq: i64) -> u64 {
+    u64::try_from(seq).unwrap_or(0)
+}
+
+fn to_i32(value: u32) -> i32 {
+    i32::try_from(value).unwrap_or(i32::MAX)
+}

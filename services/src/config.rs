@@ -1,0 +1,222 @@
+//! Settings from the environment (and a `.env` file, loaded by the binaries).
+//! Every setting has a default that works with `./dev up`; a malformed value
+//! stops the service at start with one line naming the setting.
+
+use events::RegionName;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub nats_url: String,
+    pub database_url: String,
+    pub redis_url: String,
+    pub influxdb: InfluxConfig,
+    pub smtp: SmtpConfig,
+    pub api_host: String,
+    pub api_port: u16,
+    /// The region a fresh system starts with.
+    pub default_region: RegionName,
+    /// How long CHECKS keeps results (InfluxDB keeps the long-term copy).
+    pub checks_max_age: Duration,
+    /// How long a command waits for the Postgres projection to show it.
+    pub projection_wait: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct InfluxConfig {
+    pub url: String,
+    pub token: Option<String>,
+    /// Accepted for InfluxDB 2.x/3.x set-ups; the v1 API does not use it.
+    pub org: Option<String>,
+    /// The database (bucket) check points are written to.
+    pub bucket: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct SmtpConfig {
+    pub host: String,
+    pub port: u16,
+    pub user: Option<String>,
+    pub pass: Option<String>,
+    pub from: String,
+    pub tls: SmtpTls,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpTls {
+    None,
+    StartTls,
+    Tls,
+}
+
+/// A setting that could not be used; the message names it.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid setting {name}: {reason}")]
+pub struct ConfigError {
+    pub name: &'static str,
+    pub reason: String,
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads settings through `lookup`, so tests need not touch the process
+    /// environment.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let s = Settings { lookup: &lookup };
+        Ok(Self {
+            nats_url: s.url("NATS_URL", "nats://127.0.0.1:4222", &["nats", "tls", "ws", "wss"])?,
+            database_url: s.url(
+                "DATABASE_URL",
+                "postgres://postgres@127.0.0.1:15432/monitor",
+                &["postgres", "postgresql"],
+            )?,
+            redis_url: s.url("REDIS_URL", "redis://127.0.0.1:16379", &["redis", "rediss"])?,
+            influxdb: InfluxConfig {
+                url: s.url("INFLUXDB_URL", "http://127.0.0.1:18086", &["http", "https"])?,
+                token: s.optional("INFLUXDB_TOKEN"),
+                org: s.optional("INFLUXDB_ORG"),
+                bucket: s.text("INFLUXDB_BUCKET", "website_ticks")?,
+            },
+            smtp: SmtpConfig {
+                host: s.text("SMTP_HOST", "127.0.0.1")?,
+                port: s.number("SMTP_PORT", 2525u16, 1, u16::MAX)?,
+                user: s.optional("SMTP_USER"),
+                pass: s.optional("SMTP_PASS"),
+                from: s.text("SMTP_FROM", "Website Monitor <monitor@localhost>")?,
+                tls: s.smtp_tls("SMTP_TLS")?,
+            },
+            api_host: s.text("API_HOST", "127.0.0.1")?,
+            api_port: s.number("API_PORT", 3002u16, 1, u16::MAX)?,
+            default_region: {
+                let raw = s.text("DEFAULT_REGION", "local")?;
+                RegionName::parse(&raw).map_err(|e| ConfigError {
+                    name: "DEFAULT_REGION",
+                    reason: e.to_string(),
+                })?
+            },
+            checks_max_age: Duration::from_secs(
+                s.number("CHECKS_MAX_AGE_HOURS", 168u64, 1, 24 * 365 * 10)? * 3600,
+            ),
+            projection_wait: Duration::from_millis(s.number(
+                "PROJECTION_WAIT_MS",
+                5000u64,
+                0,
+                600_000,
+            )?),
+        })
+    }
+}
+
+struct Settings<'a> {
+    lookup: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl Settings<'_> {
+    /// The trimmed value, `None` when unset or blank.
+    fn optional(&self, name: &str) -> Option<String> {
+        (self.lookup)(name)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    }
+
+    fn text(&self, name: &'static str, default: &str) -> Result<String, ConfigError> {
+        Ok(self.optional(name).unwrap_or_else(|| default.to_owned()))
+    }
+
+    fn url(&self, name: &'static str, default: &str, schemes: &[&str]) -> Result<String, ConfigError> {
+        let value = self.text(name, default)?;
+        let parsed = url::Url::parse(&value).map_err(|e| ConfigError {
+            name,
+            reason: format!("{e} (got {value:?})"),
+        })?;
+        if !schemes.contains(&parsed.scheme()) {
+            return Err(ConfigError {
+                name,
+                reason: format!("scheme must be one of {} (got {value:?})", schemes.join(", ")),
+            });
+        }
+        Ok(value)
+    }
+
+    fn number<T>(&self, name: &'static str, default: T, min: T, max: T) -> Result<T, ConfigError>
+    where
+        T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
+    {
+        let Some(raw) = self.optional(name) else {
+            return Ok(default);
+        };
+        match raw.parse::<T>() {
+            Ok(v) if v >= min && v <= max => Ok(v),
+            _ => Err(ConfigError {
+                name,
+                reason: format!("expected a whole number from {min} to {max} (got {raw:?})"),
+            }),
+        }
+    }
+
+    fn smtp_tls(&self, name: &'static str) -> Result<SmtpTls, ConfigError> {
+        match self.optional(name).as_deref().map(str::to_ascii_lowercase).as_deref() {
+            None | Some("none") => Ok(SmtpTls::None),
+            Some("starttls") => Ok(SmtpTls::StartTls),
+            Some("tls") => Ok(SmtpTls::Tls),
+            Some(other) => Err(ConfigError {
+                name,
+                reason: format!("expected none, starttls or tls (got {other:?})"),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> =
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn every_setting_has_a_working_default() {
+        let config = config(&[]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.api_port, 3002);
+        assert_eq!(config.influxdb.bucket, "website_ticks");
+        assert_eq!(config.default_region.as_str(), "local");
+        assert_eq!(config.smtp.tls, SmtpTls::None);
+        assert_eq!(config.influxdb.token, None);
+    }
+
+    #[test]
+    fn a_malformed_setting_is_named_in_the_error() {
+        for (name, value) in [
+            ("API_PORT", "abc"),
+            ("API_PORT", "0"),
+            ("API_PORT", "70000"),
+            ("DATABASE_URL", "not a url"),
+            ("DATABASE_URL", "mysql://localhost/x"),
+            ("NATS_URL", "http://localhost:4222"),
+            ("SMTP_TLS", "maybe"),
+            ("DEFAULT_REGION", "Not A Region"),
+            ("PROJECTION_WAIT_MS", "-5"),
+        ] {
+            let error = config(&[(name, value)]).err();
+            assert_eq!(error.as_ref().map(|e| e.name), Some(name), "{name}={value}");
+            let line = error.map(|e| e.to_string()).unwrap_or_default();
+            assert!(line.starts_with(&format!("invalid setting {name}:")), "{line}");
+        }
+    }
+
+    #[test]
+    fn blank_optional_settings_count_as_unset() {
+        let config = config(&[("INFLUXDB_TOKEN", "  "), ("SMTP_TLS", "STARTTLS")])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.influxdb.token, None);
+        assert_eq!(config.smtp.tls, SmtpTls::StartTls);
+    }
+}

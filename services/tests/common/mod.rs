@@ -1,0 +1,189 @@
+//! What the integration tests share: a NATS server of their own (started
+//! per test on a free port with a temporary store, killed on drop), a fresh
+//! Postgres database per test on the server `./dev test` starts, and the API
+//! with a projector running in-process.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use poem::endpoint::BoxEndpoint;
+use poem::test::TestClient;
+use services::api::{self, ApiState};
+use services::bus::Bus;
+use services::{projector, Config};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::PgPool;
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+pub struct Nats {
+    child: Child,
+    pub url: String,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Nats {
+    pub async fn start() -> Nats {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let port = free_port();
+        let child = spawn_nats(port, dir.path());
+        let nats = Nats { child, url: format!("nats://127.0.0.1:{port}"), port, dir };
+        nats.wait_ready().await;
+        nats
+    }
+
+    /// Kills the server and starts it again on the same port and store.
+    pub async fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = spawn_nats(self.port, self.dir.path());
+        self.wait_ready().await;
+    }
+
+    async fn wait_ready(&self) {
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("nats-server did not start on port {}", self.port);
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn_nats(port: u16, store: &std::path::Path) -> Child {
+    let bin = std::env::var("NATS_SERVER_BIN").unwrap_or_else(|_| "nats-server".into());
+    Command::new(&bin)
+        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+        .arg(store)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("cannot start {bin}: {e}. Run the tests with `./dev test`, which installs nats-server and sets NATS_SERVER_BIN")
+        })
+}
+
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().expect("local address").port()
+}
+
+/// A database of its own on the test PostgreSQL, migrated.
+pub struct Db {
+    pub url: String,
+    pub pool: PgPool,
+}
+
+impl Db {
+    pub async fn fresh() -> Db {
+        let admin_url = std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| {
+            panic!("TEST_DATABASE_URL is not set. Run the tests with `./dev test`, which starts PostgreSQL and sets it")
+        });
+        let admin = PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&admin_url)
+            .await
+            .unwrap_or_else(|e| panic!("cannot reach the test PostgreSQL at {admin_url}: {e}. Start it with `./dev test`"));
+        let name = format!("test_{}", uuid::Uuid::new_v4().simple());
+        sqlx::query(&format!("create database {name}")).execute(&admin).await.expect("create database");
+        admin.close().await;
+        let mut url = url::Url::parse(&admin_url).expect("TEST_DATABASE_URL is a URL");
+        url.set_path(&name);
+        let url = url.to_string();
+        let pool = PgPoolOptions::new().max_connections(10).connect(&url).await.expect("connect test database");
+        projections::postgres::migrate(&pool).await.expect("migrate");
+        Db { url, pool }
+    }
+}
+
+pub fn config(nats: &Nats, db: &Db, extra: &[(&str, &str)]) -> Config {
+    let mut map: HashMap<String, String> = HashMap::new();
+    map.insert("NATS_URL".into(), nats.url.clone());
+    map.insert("DATABASE_URL".into(), db.url.clone());
+    for (k, v) in extra {
+        map.insert(k.to_string(), v.to_string());
+    }
+    Config::from_lookup(|name| map.get(name).cloned()).expect("test configuration")
+}
+
+/// The API in-process with a projector running behind it.
+pub struct TestApp {
+    pub client: TestClient<BoxEndpoint<'static>>,
+    pub bus: Bus,
+    pub db: Db,
+    pub config: Config,
+    pub cancel: CancellationToken,
+    pub nats: Nats,
+}
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        let nats = Nats::start().await;
+        let db = Db::fresh().await;
+        let config = config(&nats, &db, &[]);
+        let bus = services::runtime::connect_bus(&config).await.expect("connect bus");
+        let cancel = CancellationToken::new();
+        tokio::spawn(projector::run(bus.clone(), db.pool.clone(), cancel.clone()));
+        api::ensure_default_region(&bus, &config.default_region).await.expect("default region");
+        let state = Arc::new(ApiState {
+            bus: bus.clone(),
+            pool: db.pool.clone(),
+            projection_wait: config.projection_wait,
+        });
+        let app = TestApp { client: TestClient::new(api::app(state)), bus, db, config, cancel, nats };
+        app.settle().await;
+        app
+    }
+
+    /// Waits until the projection has applied everything in MONITOR.
+    pub async fn settle(&self) {
+        let last = last_sequence(&self.bus).await;
+        assert!(
+            projector::wait_for(&self.db.pool, last, Duration::from_secs(10)).await.expect("offset"),
+            "projection did not reach {last}"
+        );
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+pub async fn last_sequence(bus: &Bus) -> u64 {
+    let mut stream = bus.monitor_stream().await.expect("MONITOR");
+    stream.info().await.expect("MONITOR info").state.last_sequence
+}
+
+/// Every projected table as JSON, in a stable order, for comparisons.
+pub async fn snapshot(pool: &PgPool) -> serde_json::Value {
+    let mut tables = serde_json::Map::new();
+    for (table, order) in [
+        ("regions", "name"),
+        ("websites", "id"),
+        ("website_regions", "website_id, region"),
+        ("projection_offsets", "name"),
+    ] {
+        let columns = if table == "projection_offsets" { "name, stream_seq" } else { "*" };
+        let rows: serde_json::Value = sqlx::query_scalar(&format!(
+            "select coalesce(json_agg(t), '[]'::json) from (select {columns} from {table} order by {order}) t"
+        ))
+        .fetch_one(pool)
+        .await
+        .expect("snapshot");
+        tables.insert(table.into(), rows);
+    }
+    serde_json::Value::Object(tables)
+}
