@@ -1,0 +1,184 @@
+//! The projector as a real process against real NATS and PostgreSQL: killed
+//! with SIGKILL mid-stream and restarted, it neither loses nor doubles an
+//! event; events of unknown types are skipped, not fatal.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use chrono::Utc;
+use common::{config, last_sequence, snapshot, Db, Nats};
+use events::{Envelope, Event, IntervalSecs, RegionAdded, RegionName, TimeoutMs, WebsiteAdded, WebsiteName, WebsiteRemoved, WebsiteUpdated, WebsiteUrl};
+use projections::postgres::{self, PROJECTION};
+use services::bus::Bus;
+use services::projector;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+fn spawn_projector(nats: &Nats, db: &Db) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_projector"))
+        .env("NATS_URL", &nats.url)
+        .env("DATABASE_URL", &db.url)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn projector")
+}
+
+async fn wait_offset(db: &Db, at_least: u64, timeout: Duration) -> bool {
+    projector::wait_for(&db.pool, at_least, timeout).await.expect("offset")
+}
+
+/// Publishes `count` websites, renames each, removes every tenth; returns
+/// the ids that should remain with their final names.
+async fn publish_history(bus: Bus, count: usize) -> Vec<(Uuid, String)> {
+    let region = RegionName::parse("local").expect("region");
+    let mut remaining = Vec::new();
+    for n in 0..count {
+        let id = Uuid::now_v7();
+        let added = Envelope::new(
+            Event::WebsiteAdded(WebsiteAdded {
+                website_id: id,
+                url: WebsiteUrl::parse(&format!("https://{n}.example.com")).expect("url"),
+                name: WebsiteName::parse(&format!("site {n}")).expect("name"),
+                regions: vec![region.clone()],
+                interval_seconds: IntervalSecs::default(),
+                timeout_ms: TimeoutMs::default(),
+                notify_emails: vec![],
+            }),
+            Utc::now(),
+        );
+        let seq = bus.publish(&added, Some(0)).await.expect("publish added");
+        let final_name = format!("renamed {n}");
+        let renamed = Envelope::new(
+            Event::WebsiteUpdated(WebsiteUpdated {
+                website_id: id,
+                name: Some(WebsiteName::parse(&final_name).expect("name")),
+                ..Default::default()
+            }),
+            Utc::now(),
+        );
+        let seq = bus.publish(&renamed, Some(seq)).await.expect("publish renamed");
+        if n % 10 == 0 {
+            let removed = Envelope::new(Event::WebsiteRemoved(WebsiteRemoved { website_id: id }), Utc::now());
+            bus.publish(&removed, Some(seq)).await.expect("publish removed");
+        } else {
+            remaining.push((id, final_name));
+        }
+    }
+    remaining
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_projector_killed_mid_stream_loses_and_doubles_nothing() {
+    let nats = Nats::start().await;
+    let db = Db::fresh().await;
+    let bus = services::runtime::connect_bus(&config(&nats, &db, &[])).await.expect("bus");
+    let region = Envelope::new(
+        Event::RegionAdded(RegionAdded { region: RegionName::parse("local").expect("region") }),
+        Utc::now(),
+    );
+    bus.publish(&region, Some(0)).await.expect("region");
+
+    let mut projector = spawn_projector(&nats, &db);
+    let publisher = tokio::spawn(publish_history(bus.clone(), 1000));
+
+    // Kill it twice while events are still arriving, restarting each time.
+    for threshold in [300, 1200] {
+        assert!(wait_offset(&db, threshold, Duration::from_secs(30)).await, "projector stalled before {threshold}");
+        projector.kill().expect("kill");
+        projector.wait().expect("reap");
+        projector = spawn_projector(&nats, &db);
+    }
+    let remaining = publisher.await.expect("publisher");
+    let last = last_sequence(&bus).await;
+    assert!(wait_offset(&db, last, Duration::from_secs(60)).await, "projector did not catch up to {last}");
+    projector.kill().expect("kill");
+    projector.wait().expect("reap");
+
+    // Exactly the websites that should remain, each with its final name and
+    // the sequence of its own last event.
+    let rows: Vec<(Uuid, String, i64)> =
+        sqlx::query_as("select id, name, stream_seq from websites order by id").fetch_all(&db.pool).await.expect("rows");
+    let mut expected = remaining.clone();
+    expected.sort();
+    let got: Vec<(Uuid, String)> = rows.iter().map(|(id, name, _)| (*id, name.clone())).collect();
+    assert_eq!(got, expected);
+    for (id, _, seq) in &rows {
+        let subject_last = bus.last_subject_seq(&events::subject::website(*id)).await.expect("last");
+        assert_eq!(*seq as u64, subject_last, "website {id} is at its last event");
+    }
+    let links: i64 = sqlx::query_scalar("select count(*) from website_regions").fetch_one(&db.pool).await.expect("count");
+    assert_eq!(links as usize, remaining.len());
+
+    // And the same rows as a projection that was never interrupted.
+    let clean = Db::fresh().await;
+    projector::replay(&bus, &clean.pool, &CancellationToken::new()).await.expect("replay");
+    assert_eq!(snapshot(&clean.pool).await, snapshot(&db.pool).await);
+}
+
+#[tokio::test]
+async fn an_event_type_from_a_newer_build_is_skipped_and_the_rest_applied() {
+    let nats = Nats::start().await;
+    let db = Db::fresh().await;
+    let bus = services::runtime::connect_bus(&config(&nats, &db, &[])).await.expect("bus");
+    let future = serde_json::json!({
+        "id": Uuid::now_v7(), "type": "WebsitePaused", "version": 1,
+        "occurred_at": Utc::now(), "aggregate_id": "x", "data": {}
+    });
+    bus.js
+        .publish("monitor.website.future", serde_json::to_vec(&future).expect("json").into())
+        .await
+        .expect("publish")
+        .await
+        .expect("ack");
+    let region = Envelope::new(
+        Event::RegionAdded(RegionAdded { region: RegionName::parse("europe").expect("region") }),
+        Utc::now(),
+    );
+    bus.publish(&region, Some(0)).await.expect("region");
+
+    let cancel = CancellationToken::new();
+    tokio::spawn(projector::run(bus.clone(), db.pool.clone(), cancel.clone()));
+
+    assert!(wait_offset(&db, 2, Duration::from_secs(10)).await);
+    let regions = postgres::regions(&db.pool).await.expect("regions");
+    assert_eq!(regions.len(), 1);
+    assert_eq!(postgres::offset(&db.pool, PROJECTION).await.expect("offset"), 2);
+    cancel.cancel();
+}
+
+#[tokio::test]
+async fn a_retried_publish_of_the_same_event_is_stored_once() {
+    let nats = Nats::start().await;
+    let db = Db::fresh().await;
+    let bus = services::runtime::connect_bus(&config(&nats, &db, &[])).await.expect("bus");
+    let region = Envelope::new(
+        Event::RegionAdded(RegionAdded { region: RegionName::parse("europe").expect("region") }),
+        Utc::now(),
+    );
+    let first = bus.publish(&region, None).await.expect("first");
+    let second = bus.publish(&region, None).await.expect("second");
+    assert_eq!(first, second);
+    assert_eq!(last_sequence(&bus).await, 1);
+}
+
+#[tokio::test]
+async fn the_streams_survive_a_nats_restart_and_are_reapplied_idempotently() {
+    let mut nats = Nats::start().await;
+    let db = Db::fresh().await;
+    let config = config(&nats, &db, &[]);
+    let bus = services::runtime::connect_bus(&config).await.expect("bus");
+    let region = Envelope::new(
+        Event::RegionAdded(RegionAdded { region: RegionName::parse("europe").expect("region") }),
+        Utc::now(),
+    );
+    bus.publish(&region, Some(0)).await.expect("publish");
+
+    nats.restart().await;
+    let bus = services::runtime::connect_bus(&config).await.expect("bus after restart");
+    bus.ensure_streams(config.checks_max_age).await.expect("re-apply definitions");
+    assert_eq!(last_sequence(&bus).await, 1, "the acknowledged event is still there");
+}
