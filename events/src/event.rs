@@ -192,3 +192,41 @@ pub struct SiteUp {
     pub ended_at: DateTime<Utc>,
     pub downtime_seconds: i64,
 }
+
+impl CheckCompleted {
+    /// The event id of the check of `website_id` from `region` due at
+    /// `scheduled_at`: a UUID v7 whose time is the scheduled time and whose
+    /// other bits are a hash of the three, so a check published twice (a
+    /// reclaimed job) carries the same `Nats-Msg-Id` and is stored once.
+    pub fn event_id(website_id: Uuid, region: &RegionName, scheduled_at: DateTime<Utc>) -> Uuid {
+        let millis = scheduled_at.timestamp_millis();
+        let name = format!("{website_id}/{region}/{millis}");
+        let hash = Uuid::new_v5(&Uuid::NAMESPACE_OID, name.as_bytes());
+        let mut random = [0u8; 10];
+        random.copy_from_slice(&hash.as_bytes()[6..16]);
+        uuid::Builder::from_unix_timestamp_millis(u64::try_from(millis).unwrap_or(0), &random).into_uuid()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn a_check_event_id_is_a_v7_derived_from_website_region_and_schedule() {
+        let website = Uuid::now_v7();
+        let region = RegionName::parse("europe").unwrap_or_else(|e| panic!("{e}"));
+        let other = RegionName::parse("asia").unwrap_or_else(|e| panic!("{e}"));
+        let at = Utc.timestamp_millis_opt(1_700_000_000_123).single().unwrap_or_default();
+        let id = CheckCompleted::event_id(website, &region, at);
+        assert_eq!(id.get_version_num(), 7);
+        assert_eq!(id, CheckCompleted::event_id(website, &region, at));
+        assert_ne!(id, CheckCompleted::event_id(website, &other, at));
+        assert_ne!(id, CheckCompleted::event_id(Uuid::now_v7(), &region, at));
+        let later = at + chrono::Duration::milliseconds(1);
+        assert_ne!(id, CheckCompleted::event_id(website, &region, later));
+        let (secs, nanos) = id.get_timestamp().map(|t| t.to_unix()).unwrap_or_default();
+        assert_eq!(secs * 1000 + u64::from(nanos) / 1_000_000, 1_700_000_000_123);
+    }
+}

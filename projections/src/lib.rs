@@ -4,7 +4,9 @@
 //! applied is a no-op. Dropping a projection and replaying its stream from
 //! sequence 1 gives the same rows.
 
+pub mod influx;
 pub mod postgres;
+pub mod status;
 
 /// The projection's storage failed (as opposed to an event being refused).
 #[derive(Debug, thiserror::Error)]
@@ -13,6 +15,8 @@ pub enum Error {
     Database(#[from] sqlx::Error),
     #[error("migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("influxdb: {0}")]
+    Influx(String),
     #[error("stored row is not valid: {0}")]
     Corrupt(String),
 }

@@ -65,16 +65,7 @@ pub async fn apply_batch(
     batch: &[StreamEvent],
 ) -> Result<BatchOutcome> {
     let mut tx = pool.begin().await?;
-    sqlx::query("insert into projection_offsets (name, stream_seq) values ($1, 0) on conflict do nothing")
-        .bind(name)
-        .execute(&mut *tx)
-        .await?;
-    let stored: i64 =
-        sqlx::query_scalar("select stream_seq from projection_offsets where name = $1 for update")
-            .bind(name)
-            .fetch_one(&mut *tx)
-            .await?;
-    let stored = to_u64(stored);
+    let stored = lock_offset(&mut tx, name).await?;
     if stored != cursor {
         return Ok(BatchOutcome::Moved { offset: stored });
     }
@@ -85,36 +76,47 @@ pub async fn apply_batch(
         }
         reached = reached.max(item.seq);
     }
-    sqlx::query("update projection_offsets set stream_seq = $2, updated_at = now() where name = $1")
-        .bind(name)
-        .bind(to_i64(reached))
-        .execute(&mut *tx)
-        .await?;
+    store_offset(&mut tx, name, reached).await?;
     tx.commit().await?;
     Ok(BatchOutcome::Applied { offset: reached })
+}
+
+/// Locks the position row of projection `name` (creating it at 0) for the
+/// rest of the transaction and returns it; writers of one projection are
+/// serialised on this lock.
+pub async fn lock_offset(tx: &mut Transaction<'_, Postgres>, name: &str) -> Result<u64> {
+    sqlx::query("insert into projection_offsets (name, stream_seq) values ($1, 0) on conflict do nothing")
+        .bind(name)
+        .execute(&mut **tx)
+        .await?;
+    let stored: i64 =
+        sqlx::query_scalar("select stream_seq from projection_offsets where name = $1 for update")
+            .bind(name)
+            .fetch_one(&mut **tx)
+            .await?;
+    Ok(to_u64(stored))
+}
+
+pub async fn store_offset(tx: &mut Transaction<'_, Postgres>, name: &str, seq: u64) -> Result<()> {
+    sqlx::query("update projection_offsets set stream_seq = $2, updated_at = now() where name = $1")
+        .bind(name)
+        .bind(to_i64(seq))
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 /// Empties the projection and moves it back to the start of its stream, in
 /// one transaction; a running projector notices and replays from sequence 1.
 pub async fn reset(pool: &PgPool, name: &str) -> Result<()> {
     let mut tx = pool.begin().await?;
-    sqlx::query("insert into projection_offsets (name, stream_seq) values ($1, 0) on conflict do nothing")
-        .bind(name)
-        .execute(&mut *tx)
-        .await?;
     // Lock the position first so a projector mid-batch finishes (or waits)
     // before the tables are emptied under it.
-    sqlx::query("select stream_seq from projection_offsets where name = $1 for update")
-        .bind(name)
-        .execute(&mut *tx)
-        .await?;
+    lock_offset(&mut tx, name).await?;
     sqlx::query("truncate website_regions, websites, regions")
         .execute(&mut *tx)
         .await?;
-    sqlx::query("update projection_offsets set stream_seq = 0, updated_at = now() where name = $1")
-        .bind(name)
-        .execute(&mut *tx)
-        .await?;
+    store_offset(&mut tx, name, 0).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -175,11 +177,17 @@ async fn apply(tx: &mut Transaction<'_, Postgres>, seq: u64, envelope: &Envelope
             }
         }
         Event::WebsiteRemoved(e) => {
-            sqlx::query("delete from websites where id = $1 and stream_seq < $2")
+            let removed = sqlx::query("delete from websites where id = $1 and stream_seq < $2")
                 .bind(e.website_id)
                 .bind(seq)
                 .execute(&mut **tx)
                 .await?;
+            if removed.rows_affected() == 1 {
+                sqlx::query("delete from latest_status where website_id = $1")
+                    .bind(e.website_id)
+                    .execute(&mut **tx)
+                    .await?;
+            }
         }
         Event::RegionAdded(e) => {
             sqlx::query(
@@ -330,4 +338,30 @@ fn to_u64(seq: i64) -> u64 {
 
 fn to_i32(value: u32) -> i32 {
     i32::try_from(value).unwrap_or(i32::MAX)
+}
+
+/// Every website with the projection's position, read in one repeatable-read
+/// transaction so the rows are exactly the state at that position.
+pub async fn websites_at_offset(pool: &PgPool, name: &str) -> Result<(u64, Vec<StoredWebsite>, Vec<RegionName>)> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("set transaction isolation level repeatable read read only")
+        .execute(&mut *tx)
+        .await?;
+    let offset: Option<i64> = sqlx::query_scalar("select stream_seq from projection_offsets where name = $1")
+        .bind(name)
+        .fetch_optional(&mut *tx)
+        .await?;
+    let rows: Vec<WebsiteRow> = sqlx::query_as(&format!("{SELECT_WEBSITES} group by w.id order by w.id"))
+        .fetch_all(&mut *tx)
+        .await?;
+    let regions: Vec<String> = sqlx::query_scalar("select name from regions order by name")
+        .fetch_all(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    let websites = rows.into_iter().map(decode_website).collect::<Result<Vec<_>>>()?;
+    let regions = regions
+        .iter()
+        .map(|r| RegionName::parse(r).map_err(|e| Error::Corrupt(format!("region {r}: {e}"))))
+        .collect::<Result<Vec<_>>>()?;
+    Ok((to_u64(offset.unwrap_or(0)), websites, regions))
 }

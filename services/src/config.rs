@@ -20,6 +20,34 @@ pub struct Config {
     pub checks_max_age: Duration,
     /// How long a command waits for the Postgres projection to show it.
     pub projection_wait: Duration,
+    pub cron: CronConfig,
+    pub worker: WorkerConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct CronConfig {
+    /// When Redis is reconciled against Postgres (`CRON_RECONCILE`, a cron
+    /// expression with seconds; default midnight UTC).
+    pub reconcile: cron::Schedule,
+    /// A region's queue length at which scheduling pauses (back-pressure).
+    pub max_queue: usize,
+    /// Checks claimed per Redis round trip.
+    pub batch: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// The region this worker checks from (`REGION`); the all-in-one run
+    /// starts one worker per known region instead.
+    pub region: Option<RegionName>,
+    /// Checks in flight at once.
+    pub concurrency: usize,
+    /// A job pending this long with a silent worker is taken over.
+    pub reclaim_idle: Duration,
+    /// Deliveries after which a job goes to the dead-letter stream.
+    pub max_deliveries: usize,
+    /// Whether loopback/private targets may be checked (local runs, tests).
+    pub allow_private_targets: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -107,6 +135,30 @@ impl Config {
                 0,
                 600_000,
             )?),
+            cron: CronConfig {
+                reconcile: {
+                    let raw = s.text("CRON_RECONCILE", "0 0 0 * * *")?;
+                    raw.parse::<cron::Schedule>().map_err(|e| ConfigError {
+                        name: "CRON_RECONCILE",
+                        reason: format!("not a cron expression with seconds ({e}); got {raw:?}"),
+                    })?
+                },
+                max_queue: s.number("CRON_MAX_QUEUE", 200_000usize, 100, 100_000_000)?,
+                batch: s.number("CRON_BATCH", 1000usize, 1, 100_000)?,
+            },
+            worker: WorkerConfig {
+                region: match s.optional("REGION") {
+                    None => None,
+                    Some(raw) => Some(RegionName::parse(&raw).map_err(|e| ConfigError {
+                        name: "REGION",
+                        reason: e.to_string(),
+                    })?),
+                },
+                concurrency: s.number("WORKER_CONCURRENCY", 256usize, 1, 100_000)?,
+                reclaim_idle: Duration::from_millis(s.number("WORKER_RECLAIM_IDLE_MS", 60_000u64, 100, 86_400_000)?),
+                max_deliveries: s.number("WORKER_MAX_DELIVERIES", 5usize, 1, 1000)?,
+                allow_private_targets: s.flag("ALLOW_PRIVATE_TARGETS")?,
+            },
         })
     }
 }
@@ -158,6 +210,14 @@ impl Settings<'_> {
         }
     }
 
+    fn flag(&self, name: &'static str) -> Result<bool, ConfigError> {
+        match self.optional(name).as_deref().map(str::to_ascii_lowercase).as_deref() {
+            None | Some("false") | Some("0") | Some("no") => Ok(false),
+            Some("true") | Some("1") | Some("yes") => Ok(true),
+            Some(other) => Err(ConfigError { name, reason: format!("expected true or false (got {other:?})") }),
+        }
+    }
+
     fn smtp_tls(&self, name: &'static str) -> Result<SmtpTls, ConfigError> {
         match self.optional(name).as_deref().map(str::to_ascii_lowercase).as_deref() {
             None | Some("none") => Ok(SmtpTls::None),
@@ -204,6 +264,10 @@ mod tests {
             ("SMTP_TLS", "maybe"),
             ("DEFAULT_REGION", "Not A Region"),
             ("PROJECTION_WAIT_MS", "-5"),
+            ("CRON_RECONCILE", "every day"),
+            ("REGION", "EU WEST"),
+            ("ALLOW_PRIVATE_TARGETS", "perhaps"),
+            ("WORKER_CONCURRENCY", "0"),
         ] {
             let error = config(&[(name, value)]).err();
             assert_eq!(error.as_ref().map(|e| e.name), Some(name), "{name}={value}");

@@ -10,7 +10,10 @@ pub mod all;
 pub mod api;
 pub mod bus;
 pub mod config;
+pub mod cron;
 pub mod projector;
+pub mod queue;
 pub mod runtime;
+pub mod worker;
 
 pub use config::Config;

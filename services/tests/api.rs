@@ -405,7 +405,7 @@ async fn replay_rebuilds_identical_tables_while_the_projector_runs() {
     app.settle().await;
     let before = snapshot(&app.db.pool).await;
 
-    let reached = projector::replay(&app.bus, &app.db.pool, &CancellationToken::new()).await.expect("replay");
+    let reached = projector::replay(&app.bus, &app.db.pool, projector::Projection::Monitor, &CancellationToken::new()).await.expect("replay");
     app.settle().await;
 
     assert_eq!(reached, last_sequence(&app.bus).await);

@@ -115,7 +115,7 @@ async fn a_projector_killed_mid_stream_loses_and_doubles_nothing() {
 
     // And the same rows as a projection that was never interrupted.
     let clean = Db::fresh().await;
-    projector::replay(&bus, &clean.pool, &CancellationToken::new()).await.expect("replay");
+    projector::replay(&bus, &clean.pool, projector::Projection::Monitor, &CancellationToken::new()).await.expect("replay");
     assert_eq!(snapshot(&clean.pool).await, snapshot(&db.pool).await);
 }
 
@@ -141,7 +141,7 @@ async fn an_event_type_from_a_newer_build_is_skipped_and_the_rest_applied() {
     bus.publish(&region, Some(0)).await.expect("region");
 
     let cancel = CancellationToken::new();
-    tokio::spawn(projector::run(bus.clone(), db.pool.clone(), cancel.clone()));
+    tokio::spawn(projector::run(bus.clone(), db.pool.clone(), projector::Projection::Monitor, cancel.clone()));
 
     assert!(wait_offset(&db, 2, Duration::from_secs(10)).await);
     let regions = postgres::regions(&db.pool).await.expect("regions");

@@ -5,6 +5,7 @@
 
 pub mod body;
 pub mod error;
+pub mod monitor;
 pub mod regions;
 pub mod websites;
 
@@ -16,6 +17,7 @@ use chrono::Utc;
 use error::ApiError;
 use events::{Envelope, Event, RegionAdded, RegionName};
 use poem::endpoint::BoxEndpoint;
+use projections::influx::Influx;
 use poem::listener::TcpListener;
 use poem::middleware::Tracing;
 use poem::web::{Data, Json};
@@ -28,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 pub struct ApiState {
     pub bus: Bus,
     pub pool: PgPool,
+    pub influx: Influx,
     pub projection_wait: Duration,
 }
 
@@ -37,6 +40,8 @@ pub fn app(state: Arc<ApiState>) -> BoxEndpoint<'static> {
         .at("/websites", get(websites::list).post(websites::create))
         .at("/websites/:id", get(websites::show).patch(websites::update).delete(websites::remove))
         .at("/regions", get(regions::list).post(regions::create))
+        .at("/monitor", get(monitor::overview))
+        .at("/monitor/:id", get(monitor::series))
         .at("/health", get(health))
         .data(state)
         .with(Tracing)
@@ -55,7 +60,8 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
 
 pub async fn serve(config: &Config, bus: Bus, pool: PgPool, cancel: CancellationToken) -> anyhow::Result<()> {
     ensure_default_region(&bus, &config.default_region).await?;
-    let state = Arc::new(ApiState { bus, pool, projection_wait: config.projection_wait });
+    let influx = Influx::new(&config.influxdb.url, &config.influxdb.bucket, config.influxdb.token.as_deref());
+    let state = Arc::new(ApiState { bus, pool, influx, projection_wait: config.projection_wait });
     let address = format!("{}:{}", config.api_host, config.api_port);
     tracing::info!(%address, "api listening");
     Server::new(TcpListener::bind(address.clone()))

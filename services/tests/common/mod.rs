@@ -79,6 +79,51 @@ pub fn free_port() -> u16 {
     listener.local_addr().expect("local address").port()
 }
 
+/// A Redis server of its own (started per test on a free port, in memory
+/// only, killed on drop).
+pub struct Redis {
+    child: Child,
+    pub url: String,
+    pub port: u16,
+}
+
+impl Redis {
+    pub async fn start() -> Redis {
+        let bin = std::env::var("REDIS_SERVER_BIN").unwrap_or_else(|_| "redis-server".into());
+        let port = free_port();
+        let child = Command::new(&bin)
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {bin}: {e}. Run the tests with `./dev test`, which installs redis-server"));
+        let redis = Redis { child, url: format!("redis://127.0.0.1:{port}"), port };
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return redis;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("redis-server did not start on port {port}");
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The test InfluxDB (started by `./dev test`) and a database name of the
+/// test's own.
+pub fn influx_settings() -> (String, String) {
+    let url = std::env::var("TEST_INFLUXDB_URL").unwrap_or_else(|_| {
+        panic!("TEST_INFLUXDB_URL is not set. Run the tests with `./dev test`, which starts InfluxDB and sets it")
+    });
+    (url, format!("test_{}", uuid::Uuid::new_v4().simple()))
+}
+
 /// A database of its own on the test PostgreSQL, migrated.
 pub struct Db {
     pub url: String,
@@ -111,6 +156,11 @@ pub fn config(nats: &Nats, db: &Db, extra: &[(&str, &str)]) -> Config {
     let mut map: HashMap<String, String> = HashMap::new();
     map.insert("NATS_URL".into(), nats.url.clone());
     map.insert("DATABASE_URL".into(), db.url.clone());
+    if let Ok(url) = std::env::var("TEST_INFLUXDB_URL") {
+        map.insert("INFLUXDB_URL".into(), url);
+    }
+    map.insert("INFLUXDB_BUCKET".into(), format!("test_{}", uuid::Uuid::new_v4().simple()));
+    map.insert("ALLOW_PRIVATE_TARGETS".into(), "true".into());
     for (k, v) in extra {
         map.insert(k.to_string(), v.to_string());
     }
@@ -134,11 +184,12 @@ impl TestApp {
         let config = config(&nats, &db, &[]);
         let bus = services::runtime::connect_bus(&config).await.expect("connect bus");
         let cancel = CancellationToken::new();
-        tokio::spawn(projector::run(bus.clone(), db.pool.clone(), cancel.clone()));
+        tokio::spawn(projector::run(bus.clone(), db.pool.clone(), projector::Projection::Monitor, cancel.clone()));
         api::ensure_default_region(&bus, &config.default_region).await.expect("default region");
         let state = Arc::new(ApiState {
             bus: bus.clone(),
             pool: db.pool.clone(),
+            influx: influx(&config),
             projection_wait: config.projection_wait,
         });
         let app = TestApp { client: TestClient::new(api::app(state)), bus, db, config, cancel, nats };
@@ -160,6 +211,10 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         self.cancel.cancel();
     }
+}
+
+pub fn influx(config: &Config) -> projections::influx::Influx {
+    projections::influx::Influx::new(&config.influxdb.url, &config.influxdb.bucket, config.influxdb.token.as_deref())
 }
 
 pub async fn last_sequence(bus: &Bus) -> u64 {

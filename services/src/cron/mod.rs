@@ -1,0 +1,350 @@
+//! The scheduler. Keeps, per region, a Redis sorted set of website ids by
+//! next due time and moves due checks into the region's queue
+//! `checks:<region>` (see [`store`] for the atomic claim, [`schedule`] for
+//! the spreading maths).
+//!
+//! Three loops:
+//! - follower: applies the MONITOR stream to the schedule, so an added,
+//!   changed or removed website takes effect within seconds. Its position
+//!   (`cron:offset`) is stored in Redis beside the schedule; when it is
+//!   missing (new or flushed Redis) the schedule is rebuilt from a
+//!   consistent Postgres snapshot and following resumes after its sequence.
+//! - claimer: queues due checks, pausing a region whose queue is full
+//!   (back-pressure: queued jobs are never trimmed).
+//! - reconciler: at start and on `CRON_RECONCILE` (default midnight UTC),
+//!   compares Redis with the Postgres projection, repairs the difference and
+//!   logs it.
+//!
+//! Any number of schedulers may run: claims are atomic and applying an
+//! event is guarded by the website's sequence.
+
+pub mod schedule;
+pub mod store;
+
+use crate::bus::Bus;
+use crate::config::{Config, CronConfig};
+use crate::runtime::{self, pause};
+use anyhow::Context;
+use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
+use chrono::Utc;
+use events::{DecodeError, Envelope, Event};
+use futures::StreamExt;
+use projections::postgres::{self, PROJECTION};
+use sqlx::PgPool;
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+use store::{Applied, Claim, OffsetMove, ScheduleStore, SiteChange};
+use tokio_util::sync::CancellationToken;
+
+pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()> {
+    let pool = runtime::connect_db(&config.database_url, 4, &cancel).await?;
+    let bus = runtime::connect_bus(&config).await?;
+    let store = connect_store(&config.redis_url, &cancel).await?;
+    serve(config.cron.clone(), bus, pool, store, cancel).await
+}
+
+/// Connects to Redis, retrying every second until it answers.
+pub async fn connect_store(url: &str, cancel: &CancellationToken) -> anyhow::Result<ScheduleStore> {
+    loop {
+        match ScheduleStore::connect(url).await {
+            Ok(store) => return Ok(store),
+            Err(e) => {
+                tracing::warn!(error = %e, "redis is not reachable yet; retrying");
+                if !pause(Duration::from_secs(1), cancel).await {
+                    anyhow::bail!("cancelled while waiting for redis");
+                }
+            }
+        }
+    }
+}
+
+pub async fn serve(
+    config: CronConfig,
+    bus: Bus,
+    pool: PgPool,
+    store: ScheduleStore,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(follow(bus, pool.clone(), store.clone(), cancel.clone()));
+    tasks.spawn(claim_loop(config.clone(), store.clone(), cancel.clone()));
+    tasks.spawn(reconcile_loop(config, pool, store, cancel.clone()));
+    let mut result = Ok(());
+    while let Some(joined) = tasks.join_next().await {
+        if let Err(e) = joined.map_err(anyhow::Error::from).and_then(|r| r) {
+            tracing::error!(error = format!("{e:#}"), "scheduler task failed");
+            result = Err(e);
+            cancel.cancel();
+        }
+    }
+    result
+}
+
+fn now_ms() -> u64 {
+    u64::try_from(Utc::now().timestamp_millis()).unwrap_or(0)
+}
+
+/// Follows MONITOR into the schedule until cancelled.
+async fn follow(bus: Bus, pool: PgPool, store: ScheduleStore, cancel: CancellationToken) -> anyhow::Result<()> {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let pass = async {
+            let offset = match store.offset().await? {
+                Some(offset) => offset,
+                None => rebuild(&store, &pool).await?,
+            };
+            follow_from(&bus, &store, offset, &cancel).await
+        };
+        match pass.await {
+            Ok(true) => return Ok(()),
+            Ok(false) => backoff = Duration::from_millis(100),
+            Err(e) => {
+                tracing::warn!(error = format!("{e:#}"), retry_in = ?backoff, "schedule follower pass failed");
+                if !pause(backoff, &cancel).await {
+                    return Ok(());
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+/// Rebuilds the schedule from the Postgres projection; returns the MONITOR
+/// sequence the snapshot reflects.
+pub async fn rebuild(store: &ScheduleStore, pool: &PgPool) -> anyhow::Result<u64> {
+    let (offset, websites, regions) = postgres::websites_at_offset(pool, PROJECTION).await?;
+    for region in &regions {
+        store.add_region(region).await?;
+    }
+    let now = now_ms();
+    let entries: Vec<_> = websites.into_iter().map(|w| (w.website, w.stream_seq)).collect();
+    for chunk in entries.chunks(1000) {
+        store.upsert_many(chunk, now).await?;
+    }
+    store.set_offset(offset, true).await?;
+    tracing::info!(offset, websites = entries.len(), regions = regions.len(), "schedule rebuilt from postgres");
+    Ok(offset)
+}
+
+/// Applies MONITOR events after `offset`. Returns true when cancelled,
+/// false when the schedule vanished and must be rebuilt.
+async fn follow_from(bus: &Bus, store: &ScheduleStore, offset: u64, cancel: &CancellationToken) -> anyhow::Result<bool> {
+    let stream = bus.monitor_stream().await?;
+    let deliver_policy = if offset == 0 {
+        DeliverPolicy::All
+    } else {
+        DeliverPolicy::ByStartSequence { start_sequence: offset + 1 }
+    };
+    let consumer = stream
+        .create_consumer(OrderedConfig {
+            deliver_policy,
+            filter_subject: "monitor.>".into(),
+            ..Default::default()
+        })
+        .await
+        .context("creating ordered consumer")?;
+    let mut batches = consumer.messages().await.context("opening message stream")?.ready_chunks(256);
+    loop {
+        let batch = tokio::select! {
+            _ = cancel.cancelled() => return Ok(true),
+            batch = batches.next() => batch,
+        };
+        let Some(batch) = batch else { anyhow::bail!("message stream ended") };
+        let mut last = None;
+        for message in batch {
+            let message = message.context("receiving")?;
+            let seq = message.info().map_err(|e| anyhow::anyhow!("message info: {e}"))?.stream_sequence;
+            match Envelope::from_json(&message.payload) {
+                Ok(envelope) => apply(store, seq, &envelope.event).await?,
+                Err(DecodeError::UnknownType(kind)) => tracing::debug!(seq, kind, "not a scheduling event"),
+                Err(e) => return Err(e).with_context(|| format!("MONITOR sequence {seq}")),
+            }
+            last = Some(seq);
+        }
+        if let Some(seq) = last {
+            if store.set_offset(seq, false).await? == OffsetMove::Missing {
+                tracing::warn!("schedule offset vanished (redis flushed?); rebuilding");
+                return Ok(false);
+            }
+        }
+    }
+}
+
+/// One event's effect on the schedule.
+async fn apply(store: &ScheduleStore, seq: u64, event: &Event) -> anyhow::Result<()> {
+    let now = now_ms();
+    let applied = match event {
+        Event::WebsiteAdded(e) => {
+            let change = SiteChange {
+                id: e.website_id,
+                url: Some(e.url.to_string()),
+                timeout_ms: Some(e.timeout_ms.get()),
+                interval_seconds: Some(e.interval_seconds.get()),
+                regions: Some(e.regions.clone()),
+            };
+            store.upsert(&change, seq, now).await?
+        }
+        Event::WebsiteUpdated(e) => {
+            let change = SiteChange {
+                id: e.website_id,
+                url: e.url.as_ref().map(|u| u.to_string()),
+                timeout_ms: e.timeout_ms.map(|t| t.get()),
+                interval_seconds: e.interval_seconds.map(|i| i.get()),
+                regions: e.regions.clone(),
+            };
+            store.upsert(&change, seq, now).await?
+        }
+        Event::WebsiteRemoved(e) => {
+            store.remove(e.website_id, seq).await?;
+            Applied::Changed
+        }
+        Event::RegionAdded(e) => {
+            store.add_region(&e.region).await?;
+            Applied::Changed
+        }
+        Event::CheckCompleted(_) | Event::SiteDown(_) | Event::SiteUp(_) => Applied::AlreadyApplied,
+    };
+    if applied == Applied::Unknown {
+        tracing::warn!(seq, "change for a website the schedule does not know; reconciliation will repair it");
+    }
+    Ok(())
+}
+
+/// Queues due checks of every region until cancelled.
+async fn claim_loop(config: CronConfig, store: ScheduleStore, cancel: CancellationToken) -> anyhow::Result<()> {
+    let mut regions = Vec::new();
+    let mut regions_read = tokio::time::Instant::now() - Duration::from_secs(60);
+    let mut full_warned: HashMap<String, tokio::time::Instant> = HashMap::new();
+    let mut queued_since_report = 0u64;
+    let mut last_report = tokio::time::Instant::now();
+    let mut backoff = Duration::from_millis(100);
+    while !cancel.is_cancelled() {
+        let round = async {
+            if regions_read.elapsed() >= Duration::from_secs(1) {
+                regions = store.regions().await?;
+                regions_read = tokio::time::Instant::now();
+            }
+            let mut busy = false;
+            for region in &regions {
+                match store.claim(region, now_ms(), config.batch, config.max_queue).await? {
+                    Claim::Queued(n) => {
+                        queued_since_report += n;
+                        busy |= n as usize >= config.batch;
+                    }
+                    Claim::QueueFull => {
+                        let warned = full_warned.get(region.as_str());
+                        if warned.is_none_or(|at| at.elapsed() >= Duration::from_secs(30)) {
+                            tracing::warn!(%region, max_queue = config.max_queue, "queue full: holding due checks until workers catch up");
+                            full_warned.insert(region.to_string(), tokio::time::Instant::now());
+                        }
+                    }
+                }
+            }
+            Ok::<bool, redis::RedisError>(busy)
+        };
+        match round.await {
+            Ok(busy) => {
+                backoff = Duration::from_millis(100);
+                if !busy && !pause(Duration::from_millis(100), &cancel).await {
+                    break;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?backoff, "claiming due checks failed");
+                if !pause(backoff, &cancel).await {
+                    break;
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+        if last_report.elapsed() >= Duration::from_secs(60) {
+            tracing::info!(queued = queued_since_report, "checks queued in the last minute");
+            queued_since_report = 0;
+            last_report = tokio::time::Instant::now();
+        }
+    }
+    Ok(())
+}
+
+/// Reconciles at start and then on the configured schedule.
+async fn reconcile_loop(config: CronConfig, pool: PgPool, store: ScheduleStore, cancel: CancellationToken) -> anyhow::Result<()> {
+    loop {
+        match reconcile(&store, &pool).await {
+            Ok(report) => tracing::info!(
+                added = report.added,
+                removed = report.removed,
+                repaired = report.repaired,
+                rebuilt = report.rebuilt,
+                "schedule reconciled with postgres"
+            ),
+            Err(e) => tracing::warn!(error = format!("{e:#}"), "reconciliation failed; next run will retry"),
+        }
+        let Some(next) = config.reconcile.upcoming(Utc).next() else {
+            return Ok(());
+        };
+        let wait = (next - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+        if !pause(wait, &cancel).await {
+            return Ok(());
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Reconciliation {
+    /// Websites in Postgres the schedule had lost.
+    pub added: usize,
+    /// Websites scheduled that Postgres no longer has.
+    pub removed: usize,
+    /// Missing per-region entries of known websites.
+    pub repaired: usize,
+    /// Whether the whole schedule was rebuilt (Redis was empty).
+    pub rebuilt: bool,
+}
+
+/// Compares the schedule with the Postgres projection and repairs it. Only
+/// differences both sides have had time to see are acted on: a website is
+/// added back only if the schedule has followed past its last event, and
+/// dropped only if Postgres has applied past the schedule's last event of it.
+pub async fn reconcile(store: &ScheduleStore, pool: &PgPool) -> anyhow::Result<Reconciliation> {
+    let Some(schedule_offset) = store.offset().await? else {
+        rebuild(store, pool).await?;
+        return Ok(Reconciliation { rebuilt: true, ..Default::default() });
+    };
+    let (pg_offset, websites, regions) = postgres::websites_at_offset(pool, PROJECTION).await?;
+    for region in &regions {
+        store.add_region(region).await?;
+    }
+    let sites = store.sites().await?;
+    let now = now_ms();
+    let mut report = Reconciliation::default();
+    let mut known = HashSet::with_capacity(websites.len());
+    let mut lost = Vec::new();
+    for stored in websites {
+        let id = stored.website.id;
+        known.insert(id);
+        match sites.get(&id) {
+            None if stored.stream_seq <= schedule_offset => lost.push((stored.website, stored.stream_seq)),
+            Some(site) if !site.removed && site.seq == stored.stream_seq => {
+                for region in &stored.website.regions {
+                    if store.ensure_due(id, region.as_str(), now).await? {
+                        report.repaired += 1;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    report.added = lost.len();
+    for chunk in lost.chunks(1000) {
+        store.upsert_many(chunk, now).await?;
+    }
+    for (id, site) in &sites {
+        if !known.contains(id) && site.seq <= pg_offset {
+            store.forget(*id, &site.regions).await?;
+            if !site.removed {
+                report.removed += 1;
+            }
+        }
+    }
+    Ok(report)
+}

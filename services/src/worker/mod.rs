@@ -1,0 +1,281 @@
+//! A regional worker. Reads due checks from `checks:<region>` through the
+//! `workers` consumer group, runs up to `WORKER_CONCURRENCY` checks at once,
+//! publishes each result as CheckCompleted and only then XACKs (and XDELs)
+//! the job. Publishing is asynchronous: every check task waits for its own
+//! JetStream ack, so many are in flight.
+//!
+//! Nothing is lost when a worker dies: its jobs stay pending and, once idle
+//! for `WORKER_RECLAIM_IDLE_MS`, another worker takes them over with
+//! XAUTOCLAIM and checks them again. The event id is derived from (website,
+//! region, scheduled time), so a result published twice is stored once. A
+//! job delivered `WORKER_MAX_DELIVERIES` times goes to `checks:dead:<region>`
+//! and is logged.
+
+pub mod check;
+
+use crate::bus::Bus;
+use crate::config::{Config, WorkerConfig};
+use crate::queue::{self, Job, GROUP};
+use crate::runtime::{self, pause};
+use anyhow::Context;
+use chrono::Utc;
+use check::{CheckOutcome, Checker, CheckerOptions};
+use events::{CheckCompleted, Envelope, Event, RegionName};
+use redis::aio::ConnectionManager;
+use redis::streams::{StreamAutoClaimOptions, StreamAutoClaimReply, StreamId, StreamPendingCountReply, StreamReadOptions, StreamReadReply};
+use redis::AsyncCommands;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()> {
+    let region = config
+        .worker
+        .region
+        .clone()
+        .context("REGION is not set: a worker checks from one region (e.g. REGION=local)")?;
+    let bus = runtime::connect_bus(&config).await?;
+    let checker = Checker::new(CheckerOptions {
+        allow_private_targets: config.worker.allow_private_targets,
+        ..Default::default()
+    })
+    .context("building the HTTP client")?;
+    serve(config.worker.clone(), &config.redis_url, region, bus, checker, cancel).await
+}
+
+/// Everything a check task needs, shared.
+struct Shared {
+    region: RegionName,
+    key: String,
+    bus: Bus,
+    acks: ConnectionManager,
+    checker: Checker,
+}
+
+pub async fn serve(
+    settings: WorkerConfig,
+    redis_url: &str,
+    region: RegionName,
+    bus: Bus,
+    checker: Checker,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    // Blocking reads get a connection of their own, so acks never queue
+    // behind an XREADGROUP ... BLOCK.
+    let mut reads = connect(redis_url, &cancel).await?;
+    let acks = connect(redis_url, &cancel).await?;
+    let key = queue::checks_key(&region);
+    ensure_group(&mut reads, &key).await?;
+    let consumer = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
+    let shared = Arc::new(Shared { region: region.clone(), key: key.clone(), bus, acks, checker });
+    let permits = Arc::new(Semaphore::new(settings.concurrency));
+    tracing::info!(%region, consumer, concurrency = settings.concurrency, "worker reading {key}");
+
+    let reclaim_every = (settings.reclaim_idle / 2).max(Duration::from_millis(100));
+    let mut last_reclaim = tokio::time::Instant::now();
+    let mut backoff = Duration::from_millis(100);
+    while !cancel.is_cancelled() {
+        let step = async {
+            if last_reclaim.elapsed() >= reclaim_every {
+                last_reclaim = tokio::time::Instant::now();
+                reclaim(&shared, &mut reads, &consumer, &settings, &permits).await?;
+            }
+            // Wait for room before reading, so jobs are never taken from the
+            // group just to sit in this process.
+            let permit = tokio::select! {
+                _ = cancel.cancelled() => return Ok(()),
+                permit = permits.clone().acquire_owned() => permit?,
+            };
+            let room = permits.available_permits() + 1;
+            let options = StreamReadOptions::default().group(GROUP, &consumer).count(room).block(1000);
+            let reply: Option<StreamReadReply> = reads.xread_options(&[&key], &[">"], &options).await?;
+            let entries: Vec<StreamId> = reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids).collect();
+            let mut permit = Some(permit);
+            for entry in entries {
+                let permit = match permit.take() {
+                    Some(p) => p,
+                    None => permits.clone().acquire_owned().await?,
+                };
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    process(&shared, entry).await;
+                    drop(permit);
+                });
+            }
+            Ok::<(), anyhow::Error>(())
+        };
+        match step.await {
+            Ok(()) => backoff = Duration::from_millis(100),
+            Err(e) => {
+                tracing::warn!(%region, error = format!("{e:#}"), retry_in = ?backoff, "worker step failed");
+                if !pause(backoff, &cancel).await {
+                    break;
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+    // Let checks in flight finish and publish; what does not finish in time
+    // stays pending and is reclaimed by another worker.
+    let drained = tokio::time::timeout(
+        Duration::from_secs(15),
+        permits.acquire_many(u32::try_from(settings.concurrency).unwrap_or(u32::MAX)),
+    )
+    .await;
+    if drained.is_err() {
+        tracing::warn!(%region, "stopped with checks still in flight; they will be reclaimed");
+    }
+    Ok(())
+}
+
+async fn connect(url: &str, cancel: &CancellationToken) -> anyhow::Result<ConnectionManager> {
+    loop {
+        let attempt = async { ConnectionManager::new(redis::Client::open(url)?).await };
+        match attempt.await {
+            Ok(conn) => return Ok(conn),
+            Err(e) => {
+                tracing::warn!(error = %e, "redis is not reachable yet; retrying");
+                if !pause(Duration::from_secs(1), cancel).await {
+                    anyhow::bail!("cancelled while waiting for redis");
+                }
+            }
+        }
+    }
+}
+
+/// Creates the consumer group (and the stream) unless it exists.
+pub async fn ensure_group(conn: &mut ConnectionManager, key: &str) -> anyhow::Result<()> {
+    let created: redis::RedisResult<()> = conn.xgroup_create_mkstream(key, GROUP, "0").await;
+    match created {
+        Ok(()) => Ok(()),
+        Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("creating group {GROUP} on {key}")),
+    }
+}
+
+/// Dead-letters jobs delivered too often, then takes over the rest of the
+/// jobs other workers left idle.
+async fn reclaim(
+    shared: &Arc<Shared>,
+    conn: &mut ConnectionManager,
+    consumer: &str,
+    settings: &WorkerConfig,
+    permits: &Arc<Semaphore>,
+) -> anyhow::Result<()> {
+    let idle_ms = u64::try_from(settings.reclaim_idle.as_millis()).unwrap_or(u64::MAX);
+    let pending: StreamPendingCountReply = redis::cmd("XPENDING")
+        .arg(&shared.key)
+        .arg(GROUP)
+        .arg("IDLE")
+        .arg(idle_ms)
+        .arg("-")
+        .arg("+")
+        .arg(1000)
+        .query_async(conn)
+        .await?;
+    let exhausted: Vec<&str> = pending
+        .ids
+        .iter()
+        .filter(|p| p.times_delivered >= settings.max_deliveries)
+        .map(|p| p.id.as_str())
+        .collect();
+    if !exhausted.is_empty() {
+        let claimed: redis::streams::StreamClaimReply =
+            conn.xclaim(&shared.key, GROUP, consumer, idle_ms, &exhausted).await?;
+        for entry in claimed.ids {
+            dead_letter(shared, conn, &entry, &format!("failed {} deliveries", settings.max_deliveries)).await?;
+        }
+    }
+    let mut start = "0-0".to_owned();
+    loop {
+        let options = StreamAutoClaimOptions::default().count(100);
+        let reply: StreamAutoClaimReply =
+            conn.xautoclaim_options(&shared.key, GROUP, consumer, idle_ms, &start, options).await?;
+        if !reply.claimed.is_empty() {
+            tracing::info!(region = %shared.region, jobs = reply.claimed.len(), "reclaimed jobs of a silent worker");
+        }
+        for entry in reply.claimed {
+            let permit = permits.clone().acquire_owned().await?;
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                process(&shared, entry).await;
+                drop(permit);
+            });
+        }
+        if reply.next_stream_id == "0-0" {
+            return Ok(());
+        }
+        start = reply.next_stream_id;
+    }
+}
+
+async fn dead_letter(shared: &Shared, conn: &mut ConnectionManager, entry: &StreamId, reason: &str) -> anyhow::Result<()> {
+    let mut fields: Vec<(String, String)> = entry
+        .map
+        .iter()
+        .map(|(k, v)| (k.clone(), redis::from_redis_value::<String>(v).unwrap_or_default()))
+        .collect();
+    fields.push(("reason".into(), reason.into()));
+    fields.push(("original_id".into(), entry.id.clone()));
+    let dead_key = queue::dead_key(&shared.region);
+    let mut pipe = redis::pipe();
+    pipe.atomic()
+        .xadd(&dead_key, "*", &fields)
+        .ignore()
+        .xack(&shared.key, GROUP, &[&entry.id])
+        .ignore()
+        .xdel(&shared.key, &[&entry.id])
+        .ignore();
+    pipe.query_async::<()>(conn).await?;
+    tracing::error!(region = %shared.region, job = entry.id, reason, "job moved to {dead_key}");
+    Ok(())
+}
+
+/// Checks one job, publishes the result, then acknowledges the job. Any
+/// failure leaves the job pending, to be reclaimed and checked again.
+async fn process(shared: &Shared, entry: StreamId) {
+    let job = match Job::from_fields(&entry.map) {
+        Ok(job) => job,
+        Err(reason) => {
+            let mut conn = shared.acks.clone();
+            if let Err(e) = dead_letter(shared, &mut conn, &entry, &format!("malformed job: {reason}")).await {
+                tracing::warn!(error = format!("{e:#}"), "could not dead-letter a malformed job");
+            }
+            return;
+        }
+    };
+    let timeout = Duration::from_millis(u64::from(job.timeout_ms));
+    let outcome = shared.checker.check(&job.url, timeout).await;
+    let envelope = completed(&job, &shared.region, outcome);
+    if let Err(e) = shared.bus.publish(&envelope, None).await {
+        tracing::warn!(website_id = %job.website_id, error = %e, "publishing a check failed; the job will be retried");
+        return;
+    }
+    let mut conn = shared.acks.clone();
+    let mut pipe = redis::pipe();
+    pipe.xack(&shared.key, GROUP, &[&entry.id]).ignore().xdel(&shared.key, &[&entry.id]).ignore();
+    if let Err(e) = pipe.query_async::<()>(&mut conn).await {
+        // The result is stored; a re-check after reclaim publishes the same
+        // event id, which JetStream drops as a duplicate.
+        tracing::warn!(website_id = %job.website_id, error = %e, "acknowledging a job failed");
+    }
+}
+
+/// The CheckCompleted event of a job's outcome.
+pub fn completed(job: &Job, region: &RegionName, outcome: CheckOutcome) -> Envelope {
+    let scheduled_at = job.scheduled_at();
+    let event = CheckCompleted {
+        website_id: job.website_id,
+        region: region.clone(),
+        scheduled_at,
+        started_at: outcome.started_at,
+        up: outcome.up,
+        status_code: outcome.status_code,
+        response_ms: outcome.response_ms,
+        cause: outcome.cause,
+        message: outcome.message,
+    };
+    let id = CheckCompleted::event_id(job.website_id, region, scheduled_at);
+    Envelope::with_id(id, Event::CheckCompleted(event), Utc::now())
+}
