@@ -67,7 +67,7 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(follow(bus, pool.clone(), store.clone(), cancel.clone()));
-    tasks.spawn(claim_loop(config.clone(), store.clone(), cancel.clone()));
+    tasks.spawn(claim_loop(config.clone(), pool.clone(), store.clone(), cancel.clone()));
     tasks.spawn(reconcile_loop(config, pool, store, cancel.clone()));
     let mut result = Ok(());
     while let Some(joined) = tasks.join_next().await {
@@ -210,8 +210,10 @@ async fn apply(store: &ScheduleStore, seq: u64, event: &Event) -> anyhow::Result
     Ok(())
 }
 
-/// Queues due checks of every region until cancelled.
-async fn claim_loop(config: CronConfig, store: ScheduleStore, cancel: CancellationToken) -> anyhow::Result<()> {
+/// Queues due checks of every region until cancelled. Also notices a
+/// flushed Redis (no offset) and rebuilds the schedule at once, rather than
+/// waiting for the next event or the daily reconciliation.
+async fn claim_loop(config: CronConfig, pool: PgPool, store: ScheduleStore, cancel: CancellationToken) -> anyhow::Result<()> {
     let mut regions = Vec::new();
     let mut regions_read = tokio::time::Instant::now() - Duration::from_secs(60);
     let mut full_warned: HashMap<String, tokio::time::Instant> = HashMap::new();
@@ -221,6 +223,10 @@ async fn claim_loop(config: CronConfig, store: ScheduleStore, cancel: Cancellati
     while !cancel.is_cancelled() {
         let round = async {
             if regions_read.elapsed() >= Duration::from_secs(1) {
+                if store.offset().await?.is_none() {
+                    tracing::warn!("schedule is gone (redis flushed?); rebuilding from postgres");
+                    rebuild(&store, &pool).await?;
+                }
                 regions = store.regions().await?;
                 regions_read = tokio::time::Instant::now();
             }
@@ -240,7 +246,7 @@ async fn claim_loop(config: CronConfig, store: ScheduleStore, cancel: Cancellati
                     }
                 }
             }
-            Ok::<bool, redis::RedisError>(busy)
+            Ok::<bool, anyhow::Error>(busy)
         };
         match round.await {
             Ok(busy) => {
@@ -250,7 +256,7 @@ async fn claim_loop(config: CronConfig, store: ScheduleStore, cancel: Cancellati
                 }
             }
             Err(e) => {
-                tracing::warn!(error = %e, retry_in = ?backoff, "claiming due checks failed");
+                tracing::warn!(error = format!("{e:#}"), retry_in = ?backoff, "claiming due checks failed");
                 if !pause(backoff, &cancel).await {
                     break;
                 }

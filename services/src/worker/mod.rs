@@ -109,6 +109,11 @@ pub async fn serve(
             Ok(()) => backoff = Duration::from_millis(100),
             Err(e) => {
                 tracing::warn!(%region, error = format!("{e:#}"), retry_in = ?backoff, "worker step failed");
+                // A flushed Redis loses the group too; recreate it (a no-op
+                // when it exists).
+                if let Err(e) = ensure_group(&mut reads, &key).await {
+                    tracing::warn!(%region, error = format!("{e:#}"), "recreating the consumer group failed");
+                }
                 if !pause(backoff, &cancel).await {
                     break;
                 }

@@ -4,6 +4,8 @@
 //! with a projector running in-process.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod target;
+
 use poem::endpoint::BoxEndpoint;
 use poem::test::TestClient;
 use services::api::{self, ApiState};

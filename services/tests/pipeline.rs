@@ -1,0 +1,440 @@
+//! The checking pipeline end to end against real NATS, PostgreSQL, Redis
+//! and InfluxDB: API -> MONITOR -> cron (Redis) -> workers -> CHECKS ->
+//! InfluxDB and Postgres -> /monitor.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::target::Target;
+use common::{config, influx, Db, Nats, Redis};
+use futures::StreamExt;
+use poem::endpoint::BoxEndpoint;
+use poem::http::{Method, StatusCode};
+use poem::test::TestClient;
+use redis::AsyncCommands;
+use serde_json::{json, Value};
+use services::api::{self, ApiState};
+use services::bus::Bus;
+use services::cron::store::ScheduleStore;
+use services::worker::check::{Checker, CheckerOptions};
+use services::{cron, projector, queue, worker, Config};
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+struct Stack {
+    client: TestClient<BoxEndpoint<'static>>,
+    bus: Bus,
+    db: Db,
+    config: Config,
+    store: ScheduleStore,
+    cancel: CancellationToken,
+    workers: HashMap<String, (CancellationToken, JoinHandle<anyhow::Result<()>>)>,
+    redis: Redis,
+    _nats: Nats,
+}
+
+impl Stack {
+    /// Everything but the workers, which each test starts as it needs.
+    async fn start(extra: &[(&str, &str)]) -> Stack {
+        let nats = Nats::start().await;
+        let db = Db::fresh().await;
+        let redis = Redis::start().await;
+        let mut settings = vec![("REDIS_URL", redis.url.as_str()), ("WORKER_RECLAIM_IDLE_MS", "1000")];
+        settings.extend_from_slice(extra);
+        let config = config(&nats, &db, &settings);
+        let bus = services::runtime::connect_bus(&config).await.expect("bus");
+        let cancel = CancellationToken::new();
+        api::ensure_default_region(&bus, &config.default_region).await.expect("default region");
+        tokio::spawn(projector::run_all(bus.clone(), db.pool.clone(), influx(&config), cancel.clone()));
+        let last = common::last_sequence(&bus).await;
+        assert!(projector::wait_for(&db.pool, last, Duration::from_secs(10)).await.expect("offset"));
+        let store = ScheduleStore::connect(&redis.url).await.expect("redis");
+        tokio::spawn(cron::serve(config.cron.clone(), bus.clone(), db.pool.clone(), store.clone(), cancel.clone()));
+        let state = Arc::new(ApiState {
+            bus: bus.clone(),
+            pool: db.pool.clone(),
+            influx: influx(&config),
+            projection_wait: config.projection_wait,
+        });
+        Stack {
+            client: TestClient::new(api::app(state)),
+            bus,
+            db,
+            config,
+            store,
+            cancel,
+            workers: HashMap::new(),
+            redis,
+            _nats: nats,
+        }
+    }
+
+    fn start_worker(&mut self, region: &str) {
+        let token = self.cancel.child_token();
+        let checker = Checker::new(CheckerOptions { allow_private_targets: true, ..Default::default() }).expect("checker");
+        let (settings, url, bus, region_name, cancel) =
+            (self.config.worker.clone(), self.config.redis_url.clone(), self.bus.clone(), region.parse_region(), token.clone());
+        let handle = tokio::spawn(async move { worker::serve(settings, &url, region_name, bus, checker, cancel).await });
+        self.workers.insert(region.to_owned(), (token, handle));
+    }
+
+    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let mut request = self.client.request(method, path);
+        if let Some(body) = body {
+            request = request.body_json(&body);
+        }
+        let response = request.send().await;
+        let status = response.0.status();
+        let bytes = response.0.into_body().into_vec().await.expect("body");
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    async fn add_website(&self, body: Value) -> String {
+        let (status, website) = self.call(Method::POST, "/websites", Some(body)).await;
+        assert_eq!(status, StatusCode::CREATED, "{website}");
+        website["id"].as_str().expect("id").to_owned()
+    }
+
+    /// The latest /monitor entry of a website.
+    async fn monitor(&self, id: &str) -> Value {
+        let (status, all) = self.call(Method::GET, "/monitor", None).await;
+        assert_eq!(status, StatusCode::OK, "{all}");
+        all.as_array().into_iter().flatten().find(|w| w["id"] == id).cloned().unwrap_or(Value::Null)
+    }
+
+    /// CheckCompleted events stored per subject.
+    async fn checks_per_subject(&self) -> HashMap<String, usize> {
+        let stream = self.bus.js.get_stream("CHECKS").await.expect("CHECKS");
+        let mut subjects = stream.info_with_subjects("checks.>").await.expect("info");
+        let mut counts = HashMap::new();
+        while let Some(entry) = subjects.next().await {
+            let (subject, count) = entry.expect("subject");
+            counts.insert(subject, count);
+        }
+        counts
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+trait ParseRegion {
+    fn parse_region(&self) -> events::RegionName;
+}
+
+impl ParseRegion for str {
+    fn parse_region(&self) -> events::RegionName {
+        events::RegionName::parse(self).expect("region")
+    }
+}
+
+/// Polls `probe` until it returns `Some`, or fails after `timeout`.
+async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_website_added_through_the_api_is_checked_from_each_region_within_seconds() {
+    let mut stack = Stack::start(&[]).await;
+    let target = Target::start().await;
+    let (status, _) = stack.call(Method::POST, "/regions", Some(json!({ "name": "europe" }))).await;
+    assert_eq!(status, StatusCode::CREATED);
+    stack.start_worker("local");
+    stack.start_worker("europe");
+
+    let id = stack
+        .add_website(json!({ "url": target.url("/status"), "name": "target", "regions": ["local", "europe"], "interval_seconds": 10 }))
+        .await;
+
+    let entry = eventually(Duration::from_secs(10), "both regions up in /monitor", || async {
+        let entry = stack.monitor(&id).await;
+        (entry["status"] == "up").then_some(entry)
+    })
+    .await;
+    let regions: Vec<&str> = entry["regions"].as_array().expect("regions").iter().filter_map(|r| r["region"].as_str()).collect();
+    assert_eq!(regions, ["europe", "local"]);
+    for region in entry["regions"].as_array().expect("regions") {
+        assert_eq!(region["status_code"], 200);
+        assert!(region["response_ms"].is_number());
+    }
+
+    let points = eventually(Duration::from_secs(10), "points of both regions in influxdb", || async {
+        let (status, points) = stack.call(Method::GET, &format!("/monitor/{id}?days=1"), None).await;
+        assert_eq!(status, StatusCode::OK, "{points}");
+        let regions: std::collections::BTreeSet<String> =
+            points.as_array().into_iter().flatten().filter_map(|p| p["region"].as_str().map(str::to_owned)).collect();
+        (regions.len() == 2).then_some(points)
+    })
+    .await;
+    let first = &points[0];
+    assert_eq!(first["up"], true);
+    assert_eq!(first["status_code"], 200);
+    assert!(first["response_ms"].is_number());
+    assert!(first["time"].is_string());
+
+    let (status, only_europe) = stack.call(Method::GET, &format!("/monitor/{id}?region=europe&days=7"), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(only_europe.as_array().expect("array").iter().all(|p| p["region"] == "europe"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_targets_are_down_in_monitor_with_their_cause() {
+    let mut stack = Stack::start(&[]).await;
+    let target = Target::start().await;
+    target.answer(500);
+    stack.start_worker("local");
+    let refused = format!("http://127.0.0.1:{}/", common::free_port());
+    let cases = [
+        (target.url("/status"), 10_000, "http_status"),
+        (refused, 10_000, "connect"),
+        (target.url("/slow/5000"), 300, "timeout"),
+        ("http://does-not-exist.invalid/".to_owned(), 10_000, "dns"),
+    ];
+    let mut ids = Vec::new();
+    for (url, timeout_ms, cause) in &cases {
+        let id = stack.add_website(json!({ "url": url, "name": cause, "timeout_ms": timeout_ms, "interval_seconds": 10 })).await;
+        ids.push((id, *cause));
+    }
+    for (id, cause) in ids {
+        let entry = eventually(Duration::from_secs(10), cause, || async {
+            let entry = stack.monitor(&id).await;
+            (entry["status"] == "down").then_some(entry)
+        })
+        .await;
+        assert_eq!(entry["regions"][0]["cause"], cause, "{entry}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn monitor_series_refuses_bad_days_unknown_regions_and_unknown_websites() {
+    let stack = Stack::start(&[]).await;
+    let id = stack.add_website(json!({ "url": "https://example.com", "name": "example" })).await;
+    for (query, status, field) in [
+        ("days=0", StatusCode::UNPROCESSABLE_ENTITY, "days"),
+        ("days=91", StatusCode::UNPROCESSABLE_ENTITY, "days"),
+        ("days=week", StatusCode::UNPROCESSABLE_ENTITY, "days"),
+        ("region=mars", StatusCode::UNPROCESSABLE_ENTITY, "region"),
+        ("region=Not%20Valid", StatusCode::UNPROCESSABLE_ENTITY, "region"),
+    ] {
+        let (got, body) = stack.call(Method::GET, &format!("/monitor/{id}?{query}"), None).await;
+        assert_eq!(got, status, "{query}: {body}");
+        assert_eq!(body["field"], field, "{query}: {body}");
+    }
+    let (got, body) = stack.call(Method::GET, &format!("/monitor/{}", Uuid::now_v7()), None).await;
+    assert_eq!(got, StatusCode::NOT_FOUND, "{body}");
+    let (got, _) = stack.call(Method::GET, "/monitor/not-a-uuid", None).await;
+    assert_eq!(got, StatusCode::NOT_FOUND);
+    let (got, points) = stack.call(Method::GET, &format!("/monitor/{id}?days=90"), None).await;
+    assert_eq!(got, StatusCode::OK, "{points}");
+    assert_eq!(points, json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_with_jobs_in_flight_loses_none() {
+    let mut stack = Stack::start(&[("WORKER_RECLAIM_IDLE_MS", "500")]).await;
+    let target = Target::start().await;
+    let key = queue::checks_key(&"local".parse_region());
+    let mut conn = stack.store.connection();
+    worker::ensure_group(&mut conn, &key).await.expect("group");
+    // Ten slow jobs queued by hand, so nothing else schedules them.
+    let mut ids = Vec::new();
+    for n in 0..10 {
+        let id = Uuid::now_v7();
+        let fields = [
+            ("id", id.to_string()),
+            ("url", target.url("/slow/1500")),
+            ("timeout_ms", "5000".to_owned()),
+            ("scheduled_ms", (1_700_000_000_000i64 + n).to_string()),
+        ];
+        let _: String = conn.xadd(&key, "*", &fields).await.expect("xadd");
+        ids.push(id);
+    }
+
+    // The first worker takes them all and dies mid-check.
+    stack.start_worker("local");
+    eventually(Duration::from_secs(5), "the first worker to start checking", || async {
+        (target.hits() >= 10).then_some(())
+    })
+    .await;
+    let (_, handle) = stack.workers.remove("local").expect("worker");
+    handle.abort();
+    let pending: redis::streams::StreamPendingReply = conn.xpending(&key, queue::GROUP).await.expect("pending");
+    assert_eq!(pending.count(), 10, "the dead worker's jobs are pending");
+
+    // Another worker reclaims, checks and publishes each exactly once.
+    stack.start_worker("local");
+    eventually(Duration::from_secs(15), "every job reclaimed and acknowledged", || async {
+        let mut conn = stack.store.connection();
+        let len: usize = conn.xlen(&key).await.expect("xlen");
+        (len == 0).then_some(())
+    })
+    .await;
+    let counts = stack.checks_per_subject().await;
+    for id in ids {
+        assert_eq!(counts.get(&format!("checks.local.{id}")), Some(&1), "one event for {id}");
+    }
+    let dead: usize = conn.xlen(queue::dead_key(&"local".parse_region())).await.expect("xlen");
+    assert_eq!(dead, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_job_goes_to_the_dead_letter_stream() {
+    let mut stack = Stack::start(&[]).await;
+    let key = queue::checks_key(&"local".parse_region());
+    let mut conn = stack.store.connection();
+    worker::ensure_group(&mut conn, &key).await.expect("group");
+    let _: String = conn.xadd(&key, "*", &[("id", "not-a-uuid"), ("url", "x")]).await.expect("xadd");
+    stack.start_worker("local");
+    let dead_key = queue::dead_key(&"local".parse_region());
+    let reason: String = eventually(Duration::from_secs(5), "the dead letter", || async {
+        let mut conn = stack.store.connection();
+        let entries: redis::streams::StreamRangeReply = conn.xrange_all(&dead_key).await.expect("xrange");
+        entries.ids.first().and_then(|e| e.get::<String>("reason"))
+    })
+    .await;
+    assert!(reason.contains("malformed job"), "{reason}");
+    let len: usize = conn.xlen(&key).await.expect("xlen");
+    assert_eq!(len, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_schedulers_never_queue_a_check_twice() {
+    let stack = Stack::start(&[]).await;
+    // A second scheduler on the same Redis.
+    tokio::spawn(cron::serve(
+        stack.config.cron.clone(),
+        stack.bus.clone(),
+        stack.db.pool.clone(),
+        stack.store.clone(),
+        stack.cancel.clone(),
+    ));
+    let mut ids = Vec::new();
+    for n in 0..30 {
+        ids.push(stack.add_website(json!({ "url": format!("https://{n}.example.com"), "name": "x", "interval_seconds": 10 })).await);
+    }
+    // Without workers, every queued check stays in the stream: over 12 s
+    // each website is due a few times (its quick first check, then its
+    // slots), never twice for one slot.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let mut conn = stack.store.connection();
+    let entries: redis::streams::StreamRangeReply =
+        conn.xrange_all(queue::checks_key(&"local".parse_region())).await.expect("xrange");
+    let mut seen = std::collections::HashSet::new();
+    for entry in &entries.ids {
+        let key = (entry.get::<String>("id"), entry.get::<String>("scheduled_ms"));
+        assert!(seen.insert(key.clone()), "queued twice: {key:?}");
+    }
+    for id in &ids {
+        let checks = entries.ids.iter().filter(|e| e.get::<String>("id").as_deref() == Some(id)).count();
+        assert!((1..=3).contains(&checks), "{id} queued {checks} times in 12 s at a 10 s interval");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flushed_redis_is_rebuilt_from_postgres_and_checks_resume() {
+    let mut stack = Stack::start(&[]).await;
+    let target = Target::start().await;
+    stack.start_worker("local");
+    let id = stack.add_website(json!({ "url": target.url("/status"), "name": "t", "interval_seconds": 10 })).await;
+    eventually(Duration::from_secs(10), "the first check", || async { (target.hits() >= 1).then_some(()) }).await;
+
+    let mut conn = stack.store.connection();
+    let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await.expect("flush");
+
+    eventually(Duration::from_secs(10), "the schedule to be rebuilt", || async {
+        let scheduled = stack.store.is_scheduled(id.parse().expect("uuid"), "local").await.expect("zscore");
+        scheduled.then_some(())
+    })
+    .await;
+    let offset = stack.store.offset().await.expect("offset");
+    assert!(offset.is_some_and(|o| o > 0));
+    // The worker group was flushed too; the worker recreates it and checks go on.
+    let hits = target.hits();
+    eventually(Duration::from_secs(15), "a check after the flush", || async { (target.hits() > hits).then_some(()) }).await;
+    drop(stack.redis.port);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconciliation_adds_what_redis_lost_and_drops_what_postgres_no_longer_has() {
+    let stack = Stack::start(&[]).await;
+    let lost = stack.add_website(json!({ "url": "https://lost.example.com", "name": "lost" })).await;
+    let kept = stack.add_website(json!({ "url": "https://kept.example.com", "name": "kept" })).await;
+    eventually(Duration::from_secs(5), "both scheduled", || async {
+        let a = stack.store.is_scheduled(lost.parse().expect("uuid"), "local").await.expect("zscore");
+        let b = stack.store.is_scheduled(kept.parse().expect("uuid"), "local").await.expect("zscore");
+        (a && b).then_some(())
+    })
+    .await;
+    let mut conn = stack.store.connection();
+    let _: () = conn.del(format!("site:{lost}")).await.expect("del");
+    let _: () = conn.zrem("due:local", &lost).await.expect("zrem");
+    let _: () = conn.zrem("due:local", &kept).await.expect("zrem");
+    let stale = Uuid::now_v7();
+    let _: () = conn
+        .hset_multiple(format!("site:{stale}"), &[("url", "https://stale.example.com/"), ("seq", "1"), ("regions", "local")])
+        .await
+        .expect("hset");
+    let _: () = conn.zadd("due:local", stale.to_string(), 1).await.expect("zadd");
+
+    let report = cron::reconcile(&stack.store, &stack.db.pool).await.expect("reconcile");
+
+    assert_eq!((report.added, report.removed, report.repaired, report.rebuilt), (1, 1, 1, false));
+    for id in [&lost, &kept] {
+        assert!(stack.store.is_scheduled(id.parse().expect("uuid"), "local").await.expect("zscore"));
+    }
+    assert!(!stack.store.is_scheduled(stale, "local").await.expect("zscore"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_website_is_never_checked_again() {
+    let mut stack = Stack::start(&[]).await;
+    let target = Target::start().await;
+    stack.start_worker("local");
+    let id = stack.add_website(json!({ "url": target.url("/status"), "name": "t", "interval_seconds": 10 })).await;
+    eventually(Duration::from_secs(10), "the first check", || async { (target.hits() >= 1).then_some(()) }).await;
+
+    let (status, _) = stack.call(Method::DELETE, &format!("/websites/{id}"), None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    eventually(Duration::from_secs(5), "the schedule to drop it", || async {
+        let scheduled = stack.store.is_scheduled(id.parse().expect("uuid"), "local").await.expect("zscore");
+        (!scheduled).then_some(())
+    })
+    .await;
+    let hits = target.hits();
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    assert_eq!(target.hits(), hits, "checked after removal");
+    assert!(stack.monitor(&id).await.is_null());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_url_is_used_from_the_next_check() {
+    let mut stack = Stack::start(&[]).await;
+    let first = Target::start().await;
+    let second = Target::start().await;
+    stack.start_worker("local");
+    let id = stack.add_website(json!({ "url": first.url("/status"), "name": "t", "interval_seconds": 10 })).await;
+    eventually(Duration::from_secs(10), "the first check", || async { (first.hits() >= 1).then_some(()) }).await;
+    let (status, _) =
+        stack.call(Method::PATCH, &format!("/websites/{id}"), Some(json!({ "url": second.url("/status") }))).await;
+    assert_eq!(status, StatusCode::OK);
+    eventually(Duration::from_secs(15), "a check of the new url", || async { (second.hits() >= 1).then_some(()) }).await;
+}
