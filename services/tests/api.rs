@@ -412,3 +412,18 @@ async fn replay_rebuilds_identical_tables_while_the_projector_runs() {
     assert_eq!(snapshot(&app.db.pool).await, before);
     assert_eq!(before["websites"].as_array().map(Vec::len), Some(15));
 }
+
+#[tokio::test]
+async fn a_url_the_workers_would_refuse_is_422_when_private_targets_are_not_allowed() {
+    let app = TestApp::spawn_with(&[("ALLOW_PRIVATE_TARGETS", "false")]).await;
+    for url in ["http://127.0.0.1:8080/", "http://169.254.169.254/latest/meta-data/", "http://localhost/", "http://[::1]/"] {
+        let (status, error) = call(&app, Method::POST, "/websites", Some(json!({ "url": url, "name": "x" }))).await;
+        assert_error(status, &error, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+        assert_eq!(error["field"], "url", "{url}: {error}");
+    }
+    // A name that does not resolve (yet) is accepted: it may resolve later.
+    let website = create(&app, json!({ "url": "https://does-not-exist.invalid/", "name": "later" })).await;
+    let path = format!("/websites/{}", website["id"].as_str().expect("id"));
+    let (status, error) = call(&app, Method::PATCH, &path, Some(json!({ "url": "http://10.0.0.1/" }))).await;
+    assert_error(status, &error, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+}

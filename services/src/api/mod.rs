@@ -32,6 +32,9 @@ pub struct ApiState {
     pub pool: PgPool,
     pub influx: Influx,
     pub projection_wait: Duration,
+    /// Whether websites on loopback/private addresses are accepted (the
+    /// workers would refuse to check them otherwise).
+    pub allow_private_targets: bool,
 }
 
 /// The whole API as one endpoint, for the server and for in-process tests.
@@ -61,7 +64,13 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
 pub async fn serve(config: &Config, bus: Bus, pool: PgPool, cancel: CancellationToken) -> anyhow::Result<()> {
     ensure_default_region(&bus, &config.default_region).await?;
     let influx = Influx::new(&config.influxdb.url, &config.influxdb.bucket, config.influxdb.token.as_deref());
-    let state = Arc::new(ApiState { bus, pool, influx, projection_wait: config.projection_wait });
+    let state = Arc::new(ApiState {
+        bus,
+        pool,
+        influx,
+        projection_wait: config.projection_wait,
+        allow_private_targets: config.worker.allow_private_targets,
+    });
     let address = format!("{}:{}", config.api_host, config.api_port);
     tracing::info!(%address, "api listening");
     Server::new(TcpListener::bind(address.clone()))

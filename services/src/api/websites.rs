@@ -73,6 +73,9 @@ pub async fn create(state: Data<&Arc<ApiState>>, body: Body) -> Result<(StatusCo
     let timeout = input.timeout_ms.map(|t| check.field("timeout_ms", TimeoutMs::parse(t)));
     let emails = input.notify_emails.map(|e| check.emails(e));
     check.finish()?;
+    if let Some(url) = &url {
+        refuse_private(&state, url).await?;
+    }
     let (Some(url), Some(name)) = (url, name) else {
         return Err(ApiError::Internal("validated fields missing".into()));
     };
@@ -129,6 +132,9 @@ pub async fn update(state: Data<&Arc<ApiState>>, Path(id): Path<String>, body: B
         notify_emails: input.notify_emails.and_then(|e| check.emails(e)),
     };
     check.finish()?;
+    if let Some(url) = &change.url {
+        refuse_private(&state, url).await?;
+    }
     match execute(&state, id, WebsiteCommand::Change(change)).await? {
         Some(website) => Ok(Json(website)),
         None => Err(ApiError::NotFound(format!("website {id} does not exist"))),
@@ -140,6 +146,18 @@ pub async fn remove(state: Data<&Arc<ApiState>>, Path(id): Path<String>) -> Resu
     let id = parse_id(&id, "website")?;
     execute(&state, id, WebsiteCommand::Remove).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Refuses a URL the workers would refuse to check (SSRF guard), so the
+/// user learns it now rather than from a website that is always down.
+async fn refuse_private(state: &ApiState, url: &WebsiteUrl) -> Result<(), ApiError> {
+    if state.allow_private_targets {
+        return Ok(());
+    }
+    match crate::worker::check::refused_target(url.as_str()).await {
+        Some(reason) => Err(ApiError::invalid("url", reason)),
+        None => Ok(()),
+    }
 }
 
 /// Decides `command` against the projected state, publishes the events with

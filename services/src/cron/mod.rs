@@ -32,8 +32,10 @@ use futures::StreamExt;
 use projections::postgres::{self, PROJECTION};
 use sqlx::PgPool;
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 use store::{Applied, Claim, OffsetMove, ScheduleStore, SiteChange};
+use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
 pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()> {
@@ -66,8 +68,9 @@ pub async fn serve(
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(follow(bus, pool.clone(), store.clone(), cancel.clone()));
-    tasks.spawn(claim_loop(config.clone(), pool.clone(), store.clone(), cancel.clone()));
+    let rebuilding = Arc::new(Mutex::new(()));
+    tasks.spawn(follow(bus, pool.clone(), store.clone(), rebuilding.clone(), cancel.clone()));
+    tasks.spawn(claim_loop(config.clone(), pool.clone(), store.clone(), rebuilding, cancel.clone()));
     tasks.spawn(reconcile_loop(config, pool, store, cancel.clone()));
     let mut result = Ok(());
     while let Some(joined) = tasks.join_next().await {
@@ -84,15 +87,28 @@ fn now_ms() -> u64 {
     u64::try_from(Utc::now().timestamp_millis()).unwrap_or(0)
 }
 
+/// The schedule's offset, rebuilding the schedule first if it has none.
+/// One rebuild at a time per process: whoever comes second finds the offset.
+async fn offset_or_rebuild(store: &ScheduleStore, pool: &PgPool, rebuilding: &Mutex<()>) -> anyhow::Result<u64> {
+    let _guard = rebuilding.lock().await;
+    match store.offset().await? {
+        Some(offset) => Ok(offset),
+        None => rebuild(store, pool).await,
+    }
+}
+
 /// Follows MONITOR into the schedule until cancelled.
-async fn follow(bus: Bus, pool: PgPool, store: ScheduleStore, cancel: CancellationToken) -> anyhow::Result<()> {
+async fn follow(
+    bus: Bus,
+    pool: PgPool,
+    store: ScheduleStore,
+    rebuilding: Arc<Mutex<()>>,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
     let mut backoff = Duration::from_millis(100);
     loop {
         let pass = async {
-            let offset = match store.offset().await? {
-                Some(offset) => offset,
-                None => rebuild(&store, &pool).await?,
-            };
+            let offset = offset_or_rebuild(&store, &pool, &rebuilding).await?;
             follow_from(&bus, &store, offset, &cancel).await
         };
         match pass.await {
@@ -213,7 +229,13 @@ async fn apply(store: &ScheduleStore, seq: u64, event: &Event) -> anyhow::Result
 /// Queues due checks of every region until cancelled. Also notices a
 /// flushed Redis (no offset) and rebuilds the schedule at once, rather than
 /// waiting for the next event or the daily reconciliation.
-async fn claim_loop(config: CronConfig, pool: PgPool, store: ScheduleStore, cancel: CancellationToken) -> anyhow::Result<()> {
+async fn claim_loop(
+    config: CronConfig,
+    pool: PgPool,
+    store: ScheduleStore,
+    rebuilding: Arc<Mutex<()>>,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
     let mut regions = Vec::new();
     let mut regions_read = tokio::time::Instant::now() - Duration::from_secs(60);
     let mut full_warned: HashMap<String, tokio::time::Instant> = HashMap::new();
@@ -222,10 +244,10 @@ async fn claim_loop(config: CronConfig, pool: PgPool, store: ScheduleStore, canc
     let mut backoff = Duration::from_millis(100);
     while !cancel.is_cancelled() {
         let round = async {
-            if regions_read.elapsed() >= Duration::from_secs(1) {
+            if regions_read.elapsed() >= Duration::from_secs(2) {
                 if store.offset().await?.is_none() {
                     tracing::warn!("schedule is gone (redis flushed?); rebuilding from postgres");
-                    rebuild(&store, &pool).await?;
+                    offset_or_rebuild(&store, &pool, &rebuilding).await?;
                 }
                 regions = store.regions().await?;
                 regions_read = tokio::time::Instant::now();
@@ -280,7 +302,6 @@ async fn reconcile_loop(config: CronConfig, pool: PgPool, store: ScheduleStore, 
                 added = report.added,
                 removed = report.removed,
                 repaired = report.repaired,
-                rebuilt = report.rebuilt,
                 "schedule reconciled with postgres"
             ),
             Err(e) => tracing::warn!(error = format!("{e:#}"), "reconciliation failed; next run will retry"),
@@ -303,8 +324,6 @@ pub struct Reconciliation {
     pub removed: usize,
     /// Missing per-region entries of known websites.
     pub repaired: usize,
-    /// Whether the whole schedule was rebuilt (Redis was empty).
-    pub rebuilt: bool,
 }
 
 /// Compares the schedule with the Postgres projection and repairs it. Only
@@ -313,8 +332,10 @@ pub struct Reconciliation {
 /// dropped only if Postgres has applied past the schedule's last event of it.
 pub async fn reconcile(store: &ScheduleStore, pool: &PgPool) -> anyhow::Result<Reconciliation> {
     let Some(schedule_offset) = store.offset().await? else {
-        rebuild(store, pool).await?;
-        return Ok(Reconciliation { rebuilt: true, ..Default::default() });
+        // No schedule yet: the follower (or the claimer, after a flush)
+        // builds it from the same snapshot; building it here too would only
+        // repeat the work.
+        return Ok(Reconciliation::default());
     };
     let (pg_offset, websites, regions) = postgres::websites_at_offset(pool, PROJECTION).await?;
     for region in &regions {

@@ -226,6 +226,26 @@ fn classify(error: &reqwest::Error, timeout: Duration) -> (FailureCause, String)
     (FailureCause::Other, detail)
 }
 
+/// Why checks would refuse `url`'s host, if they would: an IP literal that
+/// is blocked, or a name that resolves only to blocked addresses. A name that
+/// does not resolve now is not refused (it may resolve later).
+pub async fn refused_target(url: &str) -> Option<String> {
+    let parsed = Url::parse(url).ok()?;
+    if let Some(blocked) = blocked_literal(&parsed, false) {
+        return Some(format!("url points to {blocked}; checks refuse such targets"));
+    }
+    let Some(Host::Domain(name)) = parsed.host() else { return None };
+    let lookup = tokio::net::lookup_host((name, 0));
+    let addresses: Vec<IpAddr> = match tokio::time::timeout(Duration::from_secs(2), lookup).await {
+        Ok(Ok(found)) => found.map(|a| a.ip()).collect(),
+        _ => return None,
+    };
+    let first = *addresses.first()?;
+    addresses.iter().all(|ip| is_blocked(*ip)).then(|| {
+        format!("url resolves to {first}, a private or reserved address; checks refuse such targets")
+    })
+}
+
 /// Refuses an IP-literal host that is blocked (names go through the
 /// resolver instead).
 fn blocked_literal(url: &Url, allow_private: bool) -> Option<Blocked> {

@@ -181,9 +181,13 @@ pub struct TestApp {
 
 impl TestApp {
     pub async fn spawn() -> TestApp {
+        Self::spawn_with(&[]).await
+    }
+
+    pub async fn spawn_with(settings: &[(&str, &str)]) -> TestApp {
         let nats = Nats::start().await;
         let db = Db::fresh().await;
-        let config = config(&nats, &db, &[]);
+        let config = config(&nats, &db, settings);
         let bus = services::runtime::connect_bus(&config).await.expect("connect bus");
         let cancel = CancellationToken::new();
         tokio::spawn(projector::run(bus.clone(), db.pool.clone(), projector::Projection::Monitor, cancel.clone()));
@@ -193,6 +197,7 @@ impl TestApp {
             pool: db.pool.clone(),
             influx: influx(&config),
             projection_wait: config.projection_wait,
+            allow_private_targets: config.worker.allow_private_targets,
         });
         let app = TestApp { client: TestClient::new(api::app(state)), bus, db, config, cancel, nats };
         app.settle().await;
