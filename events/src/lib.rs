@@ -5,6 +5,7 @@
 //! This crate performs no I/O. Everything else depends on it, never the
 //! reverse, so the rules here can be tested without any server.
 
+pub mod detection;
 pub mod envelope;
 pub mod event;
 pub mod region;

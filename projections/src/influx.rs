@@ -124,6 +124,49 @@ impl Influx {
     }
 }
 
+/// Response-time percentiles over a window, in ms.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Percentiles {
+    pub p50: Option<f64>,
+    pub p95: Option<f64>,
+    pub p99: Option<f64>,
+    /// How many checks with a response the window holds.
+    pub samples: u64,
+}
+
+impl Influx {
+    /// p50/p95/p99 of the response time of a website over the last `days`.
+    pub async fn percentiles(&self, website_id: Uuid, region: Option<&RegionName>, days: u32) -> Result<Percentiles> {
+        let mut filter = format!("\"website_id\" = '{website_id}' AND time > now() - {days}d");
+        if let Some(region) = region {
+            filter.push_str(&format!(" AND \"region\" = '{region}'"));
+        }
+        let query = format!(
+            "SELECT percentile(\"response_ms\", 50) AS p50, percentile(\"response_ms\", 95) AS p95, \
+             percentile(\"response_ms\", 99) AS p99, count(\"response_ms\") AS samples FROM \"{MEASUREMENT}\" WHERE {filter}"
+        );
+        #[derive(Deserialize)]
+        struct Row {
+            p50: Option<f64>,
+            p95: Option<f64>,
+            p99: Option<f64>,
+            samples: Option<f64>,
+        }
+        let mut result = self.client.json_query(ReadQuery::new(query)).await.map_err(influx_error)?;
+        if result.results.is_empty() {
+            return Ok(Percentiles::default());
+        }
+        let rows = result.deserialize_next::<Row>().map_err(influx_error)?;
+        let row = rows.series.into_iter().flat_map(|s| s.values).next();
+        Ok(row.map_or_else(Percentiles::default, |r| Percentiles {
+            p50: r.p50,
+            p95: r.p95,
+            p99: r.p99,
+            samples: r.samples.map_or(0, |n| n as u64),
+        }))
+    }
+}
+
 /// The point of one check.
 pub fn point(check: &CheckCompleted) -> WriteQuery {
     let millis = u128::try_from(check.scheduled_at.timestamp_millis()).unwrap_or(0);

@@ -113,7 +113,7 @@ pub async fn reset(pool: &PgPool, name: &str) -> Result<()> {
     // Lock the position first so a projector mid-batch finishes (or waits)
     // before the tables are emptied under it.
     lock_offset(&mut tx, name).await?;
-    sqlx::query("truncate website_regions, websites, regions")
+    sqlx::query("truncate website_regions, websites, regions, incidents")
         .execute(&mut *tx)
         .await?;
     store_offset(&mut tx, name, 0).await?;
@@ -200,8 +200,41 @@ async fn apply(tx: &mut Transaction<'_, Postgres>, seq: u64, envelope: &Envelope
             .execute(&mut **tx)
             .await?;
         }
-        // Check results and incidents have projections of their own.
-        Event::CheckCompleted(_) | Event::SiteDown(_) | Event::SiteUp(_) => {}
+        Event::SiteDown(e) => {
+            sqlx::query(
+                "insert into incidents (website_id, region, started_at, cause, status_code, message)
+                 values ($1, $2, $3, $4, $5, $6)
+                 on conflict (website_id, region, started_at) do nothing",
+            )
+            .bind(e.website_id)
+            .bind(e.region.as_str())
+            .bind(e.started_at)
+            .bind(e.cause.map(crate::status::cause_name))
+            .bind(e.status_code.map(i32::from))
+            .bind(&e.message)
+            .execute(&mut **tx)
+            .await?;
+        }
+        Event::SiteUp(e) => {
+            // The row exists unless the SiteDown predates this projection's
+            // history; then the closed incident is recorded whole.
+            sqlx::query(
+                "insert into incidents (website_id, region, started_at, ended_at, duration_seconds)
+                 values ($1, $2, $3, $4, $5)
+                 on conflict (website_id, region, started_at) do update
+                 set ended_at = excluded.ended_at, duration_seconds = excluded.duration_seconds
+                 where incidents.ended_at is null",
+            )
+            .bind(e.website_id)
+            .bind(e.region.as_str())
+            .bind(e.started_at)
+            .bind(e.ended_at)
+            .bind(e.downtime_seconds)
+            .execute(&mut **tx)
+            .await?;
+        }
+        // Check results have projections of their own.
+        Event::CheckCompleted(_) => {}
     }
     Ok(())
 }
@@ -364,4 +397,58 @@ pub async fn websites_at_offset(pool: &PgPool, name: &str) -> Result<(u64, Vec<S
         .map(|r| RegionName::parse(r).map_err(|e| Error::Corrupt(format!("region {r}: {e}"))))
         .collect::<Result<Vec<_>>>()?;
     Ok((to_u64(offset.unwrap_or(0)), websites, regions))
+}
+
+/// One downtime incident.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Incident {
+    pub region: String,
+    pub started_at: DateTime<Utc>,
+    pub ended_at: Option<DateTime<Utc>>,
+    /// Seconds; for an open incident, so far.
+    pub duration_seconds: i64,
+    pub ongoing: bool,
+    pub cause: Option<String>,
+    pub status_code: Option<i32>,
+    pub message: Option<String>,
+}
+
+type IncidentRow = (String, DateTime<Utc>, Option<DateTime<Utc>>, Option<i64>, Option<String>, Option<i32>, Option<String>);
+
+/// Incidents of a website overlapping `[since, now]`, newest first.
+pub async fn incidents(
+    pool: &PgPool,
+    website_id: Uuid,
+    region: Option<&RegionName>,
+    since: DateTime<Utc>,
+    limit: Option<i64>,
+) -> Result<Vec<Incident>> {
+    let rows: Vec<IncidentRow> = sqlx::query_as(
+        "select region, started_at, ended_at, duration_seconds, cause, status_code, message
+         from incidents
+         where website_id = $1 and ($2::text is null or region = $2)
+           and (ended_at is null or ended_at >= $3)
+         order by started_at desc, region
+         limit $4",
+    )
+    .bind(website_id)
+    .bind(region.map(|r| r.as_str()))
+    .bind(since)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    let now = Utc::now();
+    Ok(rows
+        .into_iter()
+        .map(|(region, started_at, ended_at, duration, cause, status_code, message)| Incident {
+            region,
+            started_at,
+            ended_at,
+            duration_seconds: duration.unwrap_or_else(|| (ended_at.unwrap_or(now) - started_at).num_seconds().max(0)),
+            ongoing: ended_at.is_none(),
+            cause,
+            status_code,
+            message,
+        })
+        .collect())
 }

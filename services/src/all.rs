@@ -1,12 +1,13 @@
 //! All services in one process, for local use: the projections, the API,
-//! the scheduler and one worker per known region (regions added while it
+//! the scheduler, the detector, the notifier and one worker per known region (regions added while it
 //! runs get a worker within seconds). They share one Postgres pool and one
 //! NATS connection. When a task fails the others are cancelled and the
 //! reason is reported.
 
 use crate::config::Config;
 use crate::worker::check::{Checker, CheckerOptions};
-use crate::{api, cron, projector, runtime, worker};
+use crate::notification::Mailer;
+use crate::{api, cron, detector, notification, projector, runtime, worker};
 use anyhow::Context;
 use events::RegionName;
 use projections::influx::Influx;
@@ -27,6 +28,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
         ..Default::default()
     })
     .context("building the HTTP client")?;
+    let mailer = Mailer::new(&config.smtp)?;
 
     let mut tasks: JoinSet<Task> = JoinSet::new();
     tasks.spawn({
@@ -40,6 +42,15 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
     tasks.spawn({
         let (cron_config, bus, pool, cancel) = (config.cron.clone(), bus.clone(), pool.clone(), cancel.clone());
         async move { ("cron".into(), cron::serve(cron_config, bus, pool, store, cancel).await) }
+    });
+
+    tasks.spawn({
+        let (bus, pool, policy, cancel) = (bus.clone(), pool.clone(), config.detector, cancel.clone());
+        async move { ("detector".into(), detector::serve(bus, pool, policy, cancel).await) }
+    });
+    tasks.spawn({
+        let (bus, pool, settings, cancel) = (bus.clone(), pool.clone(), config.notify.clone(), cancel.clone());
+        async move { ("notification".into(), notification::serve(bus, pool, mailer, settings, cancel).await) }
     });
 
     let mut started: HashSet<RegionName> = HashSet::new();

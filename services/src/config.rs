@@ -22,6 +22,22 @@ pub struct Config {
     pub projection_wait: Duration,
     pub cron: CronConfig,
     pub worker: WorkerConfig,
+    /// Consecutive failures that confirm an outage, and successes that end
+    /// it (`DETECTOR_DOWN_AFTER`, default 2; `DETECTOR_UP_AFTER`, default 1).
+    pub detector: events::detection::Policy,
+    pub notify: NotifyConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct NotifyConfig {
+    /// Who is told when a website has no `notify_emails`
+    /// (`NOTIFY_DEFAULT_EMAIL`; unset: nobody).
+    pub default_recipient: Option<events::EmailAddress>,
+    /// Where emails link to (`PUBLIC_URL`, default the local API).
+    pub public_url: String,
+    /// Transitions older than this are recorded but not emailed, so a
+    /// replay or a first start on old history does not mail the past.
+    pub max_age: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -95,6 +111,7 @@ impl Config {
     /// environment.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let s = Settings { lookup: &lookup };
+        let api_port = s.number("API_PORT", 3002u16, 1, u16::MAX)?;
         Ok(Self {
             nats_url: s.url("NATS_URL", "nats://127.0.0.1:4222", &["nats", "tls", "ws", "wss"])?,
             database_url: s.url(
@@ -118,7 +135,7 @@ impl Config {
                 tls: s.smtp_tls("SMTP_TLS")?,
             },
             api_host: s.text("API_HOST", "127.0.0.1")?,
-            api_port: s.number("API_PORT", 3002u16, 1, u16::MAX)?,
+            api_port,
             default_region: {
                 let raw = s.text("DEFAULT_REGION", "local")?;
                 RegionName::parse(&raw).map_err(|e| ConfigError {
@@ -158,6 +175,21 @@ impl Config {
                 reclaim_idle: Duration::from_millis(s.number("WORKER_RECLAIM_IDLE_MS", 60_000u64, 100, 86_400_000)?),
                 max_deliveries: s.number("WORKER_MAX_DELIVERIES", 5usize, 1, 1000)?,
                 allow_private_targets: s.flag("ALLOW_PRIVATE_TARGETS")?,
+            },
+            detector: events::detection::Policy {
+                down_after: s.number("DETECTOR_DOWN_AFTER", 2u32, 1, 1000)?,
+                up_after: s.number("DETECTOR_UP_AFTER", 1u32, 1, 1000)?,
+            },
+            notify: NotifyConfig {
+                default_recipient: match s.optional("NOTIFY_DEFAULT_EMAIL") {
+                    None => None,
+                    Some(raw) => Some(events::EmailAddress::parse(&raw).map_err(|e| ConfigError {
+                        name: "NOTIFY_DEFAULT_EMAIL",
+                        reason: e.to_string(),
+                    })?),
+                },
+                public_url: s.url("PUBLIC_URL", &format!("http://127.0.0.1:{api_port}"), &["http", "https"])?,
+                max_age: Duration::from_secs(s.number("NOTIFY_MAX_AGE_MINUTES", 60u64, 1, 525_600)? * 60),
             },
         })
     }

@@ -11,6 +11,8 @@ pub mod api;
 pub mod bus;
 pub mod config;
 pub mod cron;
+pub mod notification;
+pub mod detector;
 pub mod projector;
 pub mod queue;
 pub mod runtime;

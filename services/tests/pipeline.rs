@@ -371,7 +371,6 @@ async fn a_flushed_redis_is_rebuilt_from_postgres_and_checks_resume() {
     // The worker group was flushed too; the worker recreates it and checks go on.
     let hits = target.hits();
     eventually(Duration::from_secs(15), "a check after the flush", || async { (target.hits() > hits).then_some(()) }).await;
-    drop(stack.redis.port);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -152,3 +152,129 @@ pub async fn series(
         .map_err(|e| ApiError::Unavailable(format!("influxdb: {e}")))?;
     Ok(Json(points))
 }
+
+#[derive(Debug, Deserialize)]
+pub struct DowntimeParams {
+    days: Option<String>,
+    region: Option<String>,
+}
+
+/// Parses the common `days`/`region` parameters and checks the website.
+async fn window(
+    state: &ApiState,
+    id: &str,
+    days: Option<&str>,
+    region: Option<&str>,
+) -> Result<(Uuid, u32, Option<RegionName>, postgres::StoredWebsite), ApiError> {
+    let id = parse_id(id, "website")?;
+    let days = parse_days(days)?;
+    let region = parse_region(state, region).await?;
+    let website = postgres::website(&state.pool, id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("website {id} does not exist")))?;
+    Ok((id, days, region, website))
+}
+
+/// Incidents overlapping the last `days`, newest first.
+#[handler]
+pub async fn downtime(
+    state: Data<&Arc<ApiState>>,
+    Path(id): Path<String>,
+    Query(params): Query<DowntimeParams>,
+) -> Result<Json<Vec<postgres::Incident>>, ApiError> {
+    let (id, days, region, _) = window(&state, &id, params.days.as_deref(), params.region.as_deref()).await?;
+    let since = Utc::now() - chrono::Duration::days(i64::from(days));
+    Ok(Json(postgres::incidents(&state.pool, id, region.as_ref(), since, None).await?))
+}
+
+/// The most recent incident overlapping the last `days`, or `null`.
+#[handler]
+pub async fn last_downtime(
+    state: Data<&Arc<ApiState>>,
+    Path(id): Path<String>,
+    Query(params): Query<DowntimeParams>,
+) -> Result<Json<Option<postgres::Incident>>, ApiError> {
+    let (id, days, region, _) = window(&state, &id, params.days.as_deref(), params.region.as_deref()).await?;
+    let since = Utc::now() - chrono::Duration::days(i64::from(days));
+    let latest = postgres::incidents(&state.pool, id, region.as_ref(), since, Some(1)).await?;
+    Ok(Json(latest.into_iter().next()))
+}
+
+#[derive(Debug, Serialize)]
+pub struct UptimeView {
+    pub website_id: Uuid,
+    /// Whether some region is down now.
+    pub down: bool,
+    /// Percent of each window without an outage in any region (or in
+    /// `region`), counted from when the website was added.
+    pub uptime_percent: UptimeWindows,
+    /// The window of the response-time percentiles (`days`).
+    pub days: u32,
+    pub response_ms: projections::influx::Percentiles,
+    pub incidents_in_window: usize,
+    /// End of the most recent outage (start if it is still open).
+    pub last_downtime_at: Option<DateTime<Utc>>,
+    /// Seconds since the last outage ended (0 while down; since the website
+    /// was added if it never was down).
+    pub seconds_since_last_downtime: i64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct UptimeWindows {
+    #[serde(rename = "1d")]
+    pub day: f64,
+    #[serde(rename = "7d")]
+    pub week: f64,
+    #[serde(rename = "30d")]
+    pub month: f64,
+    #[serde(rename = "90d")]
+    pub quarter: f64,
+}
+
+/// Uptime over 1, 7, 30 and 90 days from the incidents, response-time
+/// percentiles over `days` (default 30) from InfluxDB, time since the last
+/// downtime.
+#[handler]
+pub async fn uptime(
+    state: Data<&Arc<ApiState>>,
+    Path(id): Path<String>,
+    Query(params): Query<DowntimeParams>,
+) -> Result<Json<UptimeView>, ApiError> {
+    let days_param = params.days.as_deref().or(Some("30"));
+    let (id, days, region, website) = window(&state, &id, days_param, params.region.as_deref()).await?;
+    let now = Utc::now();
+    let incidents = postgres::incidents(&state.pool, id, region.as_ref(), now - chrono::Duration::days(90), None).await?;
+    let intervals: Vec<_> = incidents.iter().map(|i| (i.started_at, i.ended_at)).collect();
+    let percent = |window_days: i64| {
+        let from = (now - chrono::Duration::days(window_days)).max(website.website.created_at);
+        let total = (now - from).num_seconds();
+        if total <= 0 {
+            return 100.0;
+        }
+        let down = events::detection::covered_seconds(&intervals, from, now);
+        ((1.0 - down as f64 / total as f64) * 100_000.0).round() / 1000.0
+    };
+    let response_ms = state
+        .influx
+        .percentiles(id, region.as_ref(), days)
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("influxdb: {e}")))?;
+    let down = incidents.iter().any(|i| i.ongoing);
+    let last_downtime_at = incidents.iter().map(|i| i.ended_at.unwrap_or(i.started_at)).max();
+    let seconds_since_last_downtime = if down {
+        0
+    } else {
+        (now - last_downtime_at.unwrap_or(website.website.created_at)).num_seconds().max(0)
+    };
+    let window_start = now - chrono::Duration::days(i64::from(days));
+    Ok(Json(UptimeView {
+        website_id: id,
+        down,
+        uptime_percent: UptimeWindows { day: percent(1), week: percent(7), month: percent(30), quarter: percent(90) },
+        days,
+        response_ms,
+        incidents_in_window: incidents.iter().filter(|i| i.ended_at.is_none_or(|e| e >= window_start)).count(),
+        last_downtime_at,
+        seconds_since_last_downtime,
+    }))
+}

@@ -189,7 +189,8 @@ impl ScheduleStore {
     /// Applies `change` as of MONITOR sequence `seq`.
     pub async fn upsert(&self, change: &SiteChange, seq: u64, now_ms: u64) -> Result<Applied> {
         let mut conn = self.conn.clone();
-        let applied: i64 = upsert_invocation(change, seq, now_ms).invoke_async(&mut conn).await?;
+        let first_due = schedule::first_due(now_ms, change.id);
+        let applied: i64 = upsert_invocation(change, seq, now_ms, first_due).invoke_async(&mut conn).await?;
         Ok(match applied {
             1 => Applied::Changed,
             0 => Applied::AlreadyApplied,
@@ -197,7 +198,10 @@ impl ScheduleStore {
         })
     }
 
-    /// Applies many full website states in one round trip.
+    /// Applies many full website states in one round trip. Unlike a single
+    /// new website (checked within seconds), a bulk load schedules each at
+    /// its slot, so rebuilding a million websites spreads their first checks
+    /// over their intervals instead of firing them all at once.
     pub async fn upsert_many(&self, websites: &[(Website, u64)], now_ms: u64) -> Result<()> {
         if websites.is_empty() {
             return Ok(());
@@ -205,7 +209,9 @@ impl ScheduleStore {
         let mut pipe = redis::pipe();
         pipe.load_script(&UPSERT).ignore();
         for (website, seq) in websites {
-            pipe.invoke_script(&upsert_invocation(&SiteChange::full(website), *seq, now_ms)).ignore();
+            let interval_ms = u64::from(website.interval_seconds.get()) * 1000;
+            let first_due = schedule::next_slot_after(now_ms, interval_ms, schedule::offset_ms(website.id, interval_ms));
+            pipe.invoke_script(&upsert_invocation(&SiteChange::full(website), *seq, now_ms, first_due)).ignore();
         }
         let mut conn = self.conn.clone();
         pipe.query_async::<()>(&mut conn).await
@@ -338,7 +344,7 @@ impl ScheduleStore {
     }
 }
 
-fn upsert_invocation(change: &SiteChange, seq: u64, now_ms: u64) -> redis::ScriptInvocation<'static> {
+fn upsert_invocation(change: &SiteChange, seq: u64, now_ms: u64, first_due: u64) -> redis::ScriptInvocation<'static> {
     let interval_ms = change.interval_seconds.map(|s| u64::from(s) * 1000);
     let regions = change.regions.as_ref().map(|list| {
         list.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(",")
@@ -354,7 +360,7 @@ fn upsert_invocation(change: &SiteChange, seq: u64, now_ms: u64) -> redis::Scrip
         .arg(text(interval_ms.map(|i| i.to_string())))
         .arg(text(interval_ms.map(|i| schedule::offset_ms(change.id, i).to_string())))
         .arg(text(regions))
-        .arg(schedule::first_due(now_ms, change.id))
+        .arg(first_due)
         .arg(now_ms);
     invocation
 }

@@ -4,6 +4,7 @@
 //! with a projector running in-process.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod smtp;
 pub mod target;
 
 use poem::endpoint::BoxEndpoint;

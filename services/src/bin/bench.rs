@@ -1,0 +1,382 @@
+//! Benchmark of the checking pipeline (`./dev bench [options]`).
+//!
+//! Starts a target server on many loopback addresses (configurable latency
+//! and failure rate), measures a baseline (the same check code in a bare
+//! loop, no queue, no events), then registers N websites as events and runs
+//! every component in this process (projector, scheduler, one worker)
+//! against the test set's NATS, PostgreSQL, Redis and InfluxDB. It prints
+//! sustained checks/s, check-start lateness p50/p99, check-to-InfluxDB and
+//! check-to-Postgres lag p99 and memory, and the ratio to the baseline.
+//!
+//! It resets what it uses: the NATS streams of the test set, its Redis, and
+//! a fresh Postgres database and InfluxDB database per run.
+
+use anyhow::{bail, Context};
+use chrono::Utc;
+use events::{Envelope, Event, IntervalSecs, RegionAdded, RegionName, TimeoutMs, WebsiteAdded, WebsiteName, WebsiteUrl};
+use futures::StreamExt;
+use poem::http::StatusCode;
+use poem::listener::TcpAcceptor;
+use poem::web::Data;
+use poem::{get, handler, EndpointExt, Response, Route, Server};
+use projections::influx::Influx;
+use services::bus::Bus;
+use services::cron::store::ScheduleStore;
+use services::worker::check::{Checker, CheckerOptions};
+use services::{cron, projector, runtime, worker, Config};
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+struct Options {
+    websites: usize,
+    interval: u32,
+    duration: u64,
+    latency_ms: u64,
+    fail_every: u64,
+    addresses: u8,
+    concurrency: usize,
+    baseline_secs: u64,
+}
+
+fn parse_options() -> anyhow::Result<Options> {
+    let mut options = Options {
+        websites: 20_000,
+        interval: 10,
+        duration: 60,
+        latency_ms: 5,
+        fail_every: 100,
+        addresses: 64,
+        concurrency: 512,
+        baseline_secs: 15,
+    };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut i = 0;
+    while i < args.len() {
+        let flag = args[i].as_str();
+        if flag == "--help" || flag == "-h" {
+            println!(
+                "bench [--websites N=20000] [--interval SECS=10] [--duration SECS=60] [--latency-ms MS=5]\n      \
+                 [--fail-every K=100 (every K-th answer is a 500; 0: never)] [--addresses A=64]\n      \
+                 [--concurrency C=512] [--baseline-secs SECS=15]\n\
+                 Target rate = websites / interval checks/s (1,000,000 / 180 = 5,556)."
+            );
+            std::process::exit(0);
+        }
+        let value = args.get(i + 1).with_context(|| format!("{flag} needs a value"))?;
+        let number = |what: &str| value.parse::<u64>().with_context(|| format!("{what}: not a number: {value}"));
+        match flag {
+            "--websites" => options.websites = number(flag)? as usize,
+            "--interval" => options.interval = number(flag)? as u32,
+            "--duration" => options.duration = number(flag)?,
+            "--latency-ms" => options.latency_ms = number(flag)?,
+            "--fail-every" => options.fail_every = number(flag)?,
+            "--addresses" => options.addresses = number(flag)?.clamp(1, 250) as u8,
+            "--concurrency" => options.concurrency = number(flag)?.max(1) as usize,
+            "--baseline-secs" => options.baseline_secs = number(flag)?,
+            other => bail!("unknown option {other} (see --help)"),
+        }
+        i += 2;
+    }
+    IntervalSecs::parse(i64::from(options.interval)).map_err(|e| anyhow::anyhow!("--interval: {e}"))?;
+    Ok(options)
+}
+
+#[derive(Clone)]
+struct TargetState {
+    latency: Duration,
+    fail_every: u64,
+    answered: Arc<AtomicU64>,
+}
+
+#[handler]
+async fn answer(state: Data<&TargetState>) -> Response {
+    let n = state.answered.fetch_add(1, Ordering::Relaxed) + 1;
+    if !state.latency.is_zero() {
+        tokio::time::sleep(state.latency).await;
+    }
+    let status = if state.fail_every > 0 && n % state.fail_every == 0 {
+        StatusCode::INTERNAL_SERVER_ERROR
+    } else {
+        StatusCode::OK
+    };
+    Response::builder().status(status).body("ok")
+}
+
+/// Serves the target on 127.0.0.1..127.0.0.A, one port; returns the URLs.
+async fn start_target(options: &Options) -> anyhow::Result<(Vec<String>, Arc<AtomicU64>)> {
+    let state = TargetState {
+        latency: Duration::from_millis(options.latency_ms),
+        fail_every: options.fail_every,
+        answered: Arc::new(AtomicU64::new(0)),
+    };
+    let first = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = first.local_addr()?.port();
+    let mut listeners = vec![first];
+    for last in 2..=options.addresses {
+        let address = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, last)), port);
+        listeners.push(tokio::net::TcpListener::bind(address).await.with_context(|| format!("binding {address}"))?);
+    }
+    let mut urls = Vec::new();
+    for listener in listeners {
+        urls.push(format!("http://{}/", listener.local_addr()?));
+        let app = Route::new().at("/", get(answer)).data(state.clone());
+        let acceptor = TcpAcceptor::from_tokio(listener)?;
+        tokio::spawn(async move {
+            let _ = Server::new_with_acceptor(acceptor).run(app).await;
+        });
+    }
+    Ok((urls, state.answered))
+}
+
+/// The same check code in a bare loop: no queue, no events.
+async fn baseline(options: &Options, urls: &[String]) -> anyhow::Result<f64> {
+    let checker = Checker::new(CheckerOptions { allow_private_targets: true, ..Default::default() })?;
+    let done = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(options.baseline_secs);
+    let mut tasks = tokio::task::JoinSet::new();
+    for t in 0..options.concurrency {
+        let (checker, done, urls) = (checker.clone(), done.clone(), urls.to_vec());
+        tasks.spawn(async move {
+            let mut n = t;
+            while Instant::now() < deadline {
+                checker.check(&urls[n % urls.len()], Duration::from_secs(10)).await;
+                done.fetch_add(1, Ordering::Relaxed);
+                n += 1;
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    Ok(done.load(Ordering::Relaxed) as f64 / options.baseline_secs as f64)
+}
+
+fn setting(name: &str) -> anyhow::Result<String> {
+    std::env::var(name).with_context(|| format!("{name} is not set: run the benchmark with ./dev bench"))
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+fn rss_kib(pid: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+/// Resident memory of this process and of the servers, by name, in MiB.
+fn memory() -> Vec<(String, u64)> {
+    let mut totals: HashMap<String, u64> = HashMap::new();
+    totals.insert("pipeline (this process)".into(), rss_kib("self"));
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for entry in entries.flatten() {
+            let pid = entry.file_name().to_string_lossy().to_string();
+            if !pid.chars().all(|c| c.is_ascii_digit()) {
+                continue;
+            }
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            let name = match comm.trim() {
+                "nats-server" => "nats-server",
+                "redis-server" => "redis-server",
+                "influxd" => "influxd",
+                c if c.starts_with("postgres") => "postgres",
+                _ => continue,
+            };
+            *totals.entry(name.into()).or_default() += rss_kib(&pid);
+        }
+    }
+    let mut list: Vec<(String, u64)> = totals.into_iter().map(|(k, v)| (k, v / 1024)).collect();
+    list.sort();
+    list
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    runtime::init_tracing();
+    let options = parse_options()?;
+    let target_rate = options.websites as f64 / f64::from(options.interval);
+    println!(
+        "bench: {} websites every {} s (target {:.0} checks/s), target latency {} ms, 1 in {} fails, {} addresses, concurrency {}",
+        options.websites, options.interval, target_rate, options.latency_ms, options.fail_every, options.addresses, options.concurrency
+    );
+    let (urls, answered) = start_target(&options).await?;
+
+    let base = baseline(&options, &urls).await?;
+    println!("baseline: {base:.0} checks/s (bare check loop, {} in flight, {} s)", options.concurrency, options.baseline_secs);
+
+    // Fresh state on the test set's servers.
+    let stamp = Utc::now().format("%Y%m%d%H%M%S").to_string();
+    let admin = sqlx::PgPool::connect(&setting("TEST_DATABASE_URL")?).await?;
+    let db_name = format!("bench_{stamp}");
+    sqlx::query(&format!("create database {db_name}")).execute(&admin).await?;
+    let mut db_url = url::Url::parse(&setting("TEST_DATABASE_URL")?)?;
+    db_url.set_path(&db_name);
+    let redis_url = setting("TEST_REDIS_URL")?;
+    let mut redis = redis::Client::open(redis_url.as_str())?.get_multiplexed_async_connection().await?;
+    redis::cmd("FLUSHALL").query_async::<()>(&mut redis).await?;
+    let settings: HashMap<&str, String> = HashMap::from([
+        ("NATS_URL", setting("TEST_NATS_URL")?),
+        ("DATABASE_URL", db_url.to_string()),
+        ("REDIS_URL", redis_url),
+        ("INFLUXDB_URL", setting("TEST_INFLUXDB_URL")?),
+        ("INFLUXDB_BUCKET", db_name.clone()),
+        ("ALLOW_PRIVATE_TARGETS", "true".into()),
+        ("WORKER_CONCURRENCY", options.concurrency.to_string()),
+    ]);
+    let config = Config::from_lookup(|name| settings.get(name).cloned())?;
+    let cancel = CancellationToken::new();
+    let pool = runtime::connect_db(&config.database_url, 16, &cancel).await?;
+    let bus = Bus::connect(&config.nats_url).await?;
+    for stream in ["MONITOR", "CHECKS"] {
+        let _ = bus.js.delete_stream(stream).await;
+    }
+    bus.ensure_streams(config.checks_max_age).await?;
+
+    // Register the websites as events, many publishes in flight.
+    let started = Instant::now();
+    let region = RegionName::parse("local").map_err(|e| anyhow::anyhow!("{e}"))?;
+    bus.publish(&Envelope::new(Event::RegionAdded(RegionAdded { region: region.clone() }), Utc::now()), Some(0)).await?;
+    let interval = IntervalSecs::parse(i64::from(options.interval)).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let name = WebsiteName::parse("bench").map_err(|e| anyhow::anyhow!("{e}"))?;
+    for chunk in (0..options.websites).collect::<Vec<_>>().chunks(2000) {
+        let mut acks = Vec::with_capacity(chunk.len());
+        for n in chunk {
+            let url = WebsiteUrl::parse(&urls[n % urls.len()]).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let event = Event::WebsiteAdded(WebsiteAdded {
+                website_id: uuid::Uuid::now_v7(),
+                url,
+                name: name.clone(),
+                regions: vec![region.clone()],
+                interval_seconds: interval,
+                timeout_ms: TimeoutMs::DEFAULT,
+                notify_emails: vec![],
+            });
+            let envelope = Envelope::new(event, Utc::now());
+            let publish = async_nats::jetstream::context::Publish::build()
+                .payload(envelope.to_json().into())
+                .message_id(envelope.id.to_string());
+            acks.push(bus.js.send_publish(envelope.subject(), publish).await?);
+        }
+        for ack in acks {
+            ack.await?;
+        }
+    }
+    let influx = Influx::new(&config.influxdb.url, &config.influxdb.bucket, None);
+    tokio::spawn(projector::run_all(bus.clone(), pool.clone(), influx, cancel.clone()));
+    let monitor_last = bus.monitor_stream().await?.info().await?.state.last_sequence;
+    projector::wait_for(&pool, monitor_last, Duration::from_secs(600)).await?;
+    println!("setup: {} websites published and projected in {:.1} s", options.websites, started.elapsed().as_secs_f64());
+
+    // The scheduler builds its schedule from Postgres (each website at its
+    // slot), then the worker starts checking.
+    let store = ScheduleStore::connect(&config.redis_url).await?;
+    tokio::spawn(cron::serve(config.cron.clone(), bus.clone(), pool.clone(), store, cancel.clone()));
+    let checker = Checker::new(CheckerOptions { allow_private_targets: true, ..Default::default() })?;
+    {
+        let (settings, url, bus, region, cancel) =
+            (config.worker.clone(), config.redis_url.clone(), bus.clone(), region.clone(), cancel.clone());
+        tokio::spawn(async move { worker::serve(settings, &url, region, bus, checker, cancel).await });
+    }
+
+    // Lateness of every check, from the events themselves.
+    let lateness: Arc<Mutex<Vec<f64>>> = Arc::new(Mutex::new(Vec::new()));
+    let measuring = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let mut subscription = bus.client.subscribe("checks.>").await?;
+        let (lateness, measuring) = (lateness.clone(), measuring.clone());
+        tokio::spawn(async move {
+            while let Some(message) = subscription.next().await {
+                if !measuring.load(Ordering::Relaxed) {
+                    continue;
+                }
+                if let Ok(Envelope { event: Event::CheckCompleted(check), .. }) = Envelope::from_json(&message.payload) {
+                    let late = (check.started_at - check.scheduled_at).num_microseconds().unwrap_or(0) as f64 / 1000.0;
+                    if let Ok(mut all) = lateness.lock() {
+                        all.push(late);
+                    }
+                }
+            }
+        });
+    }
+
+    // Warm up one interval, then measure.
+    let warmup = Duration::from_secs(u64::from(options.interval) + 5);
+    println!("warming up {} s, then measuring {} s", warmup.as_secs(), options.duration);
+    tokio::time::sleep(warmup).await;
+    measuring.store(true, Ordering::Relaxed);
+    let mut checks_stream = bus.js.get_stream("CHECKS").await?;
+    let influx_consumer_name = projector::INFLUX_CONSUMER;
+    let start_seq = checks_stream.info().await?.state.last_sequence;
+    let start = Instant::now();
+    // (sequence, when it was the stream's last) and the lags observed.
+    let mut marks: Vec<(u64, Instant)> = Vec::new();
+    let (mut pg_lags, mut influx_lags) = (Vec::new(), Vec::new());
+    let (mut pg_next, mut influx_next) = (0usize, 0usize);
+    let mut per_window = Vec::new();
+    let mut window_start = (Instant::now(), start_seq);
+    while start.elapsed() < Duration::from_secs(options.duration) {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let now = Instant::now();
+        let last = checks_stream.info().await?.state.last_sequence;
+        marks.push((last, now));
+        let pg = projections::postgres::offset(&pool, projections::status::PROJECTION).await?;
+        let mut consumer: async_nats::jetstream::consumer::PullConsumer =
+            checks_stream.get_consumer(influx_consumer_name).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let floor = consumer.info().await?.ack_floor.stream_sequence;
+        while pg_next < marks.len() && marks[pg_next].0 <= pg {
+            pg_lags.push((now - marks[pg_next].1).as_secs_f64() * 1000.0);
+            pg_next += 1;
+        }
+        while influx_next < marks.len() && marks[influx_next].0 <= floor {
+            influx_lags.push((now - marks[influx_next].1).as_secs_f64() * 1000.0);
+            influx_next += 1;
+        }
+        if now - window_start.0 >= Duration::from_secs(10) {
+            let rate = (last - window_start.1) as f64 / (now - window_start.0).as_secs_f64();
+            println!("  {:>4.0} s: {:>7.0} checks/s", start.elapsed().as_secs_f64(), rate);
+            per_window.push(rate);
+            window_start = (now, last);
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let end_seq = checks_stream.info().await?.state.last_sequence;
+    measuring.store(false, Ordering::Relaxed);
+    let sustained = (end_seq - start_seq) as f64 / elapsed;
+    let mut late = lateness.lock().map(|l| l.clone()).unwrap_or_default();
+    late.sort_by(|a, b| a.total_cmp(b));
+    pg_lags.sort_by(|a, b| a.total_cmp(b));
+    influx_lags.sort_by(|a, b| a.total_cmp(b));
+    let backlog: usize = {
+        let mut conn = redis::Client::open(config.redis_url.as_str())?.get_multiplexed_async_connection().await?;
+        redis::cmd("XLEN").arg("checks:local").query_async(&mut conn).await?
+    };
+
+    println!();
+    println!("results over {elapsed:.0} s ({} checks stored in CHECKS):", end_seq - start_seq);
+    println!("  sustained          {sustained:>8.0} checks/s   (target {target_rate:.0}; slowest 10 s window {:.0})", per_window.iter().copied().fold(f64::INFINITY, f64::min));
+    println!("  baseline           {base:>8.0} checks/s   (bare check loop)");
+    println!("  pipeline/baseline  {:>8.2}", sustained / base);
+    println!("  start lateness     p50 {:.0} ms, p99 {:.0} ms ({} checks)", percentile(&late, 50.0), percentile(&late, 99.0), late.len());
+    println!("  check -> postgres  lag p99 {:.0} ms (p50 {:.0})", percentile(&pg_lags, 99.0), percentile(&pg_lags, 50.0));
+    println!("  check -> influxdb  lag p99 {:.0} ms (p50 {:.0})", percentile(&influx_lags, 99.0), percentile(&influx_lags, 50.0));
+    println!("  queue backlog      {backlog} jobs at the end");
+    println!("  target answered    {} requests in all", answered.load(Ordering::Relaxed));
+    for (name, mib) in memory() {
+        println!("  memory             {name}: {mib} MiB");
+    }
+    cancel.cancel();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    Ok(())
+}

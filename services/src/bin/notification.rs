@@ -1,0 +1,4 @@
+//! The notification service: one email per outage and one per recovery.
+fn main() -> std::process::ExitCode {
+    services::runtime::main("notification", services::notification::run)
+}

@@ -1,0 +1,450 @@
+//! Downtime detection, incidents and email against the real servers and a
+//! real SMTP server: one email per outage and one per recovery, never a
+//! flood, never a missed one, through restarts, SMTP outages and replays.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use common::smtp::Smtp;
+use common::target::Target;
+use common::{config, influx, last_sequence, Db, Nats, Redis};
+use events::{CheckCompleted, Envelope, Event, FailureCause, RegionName};
+use futures::StreamExt;
+use poem::endpoint::BoxEndpoint;
+use poem::http::{Method, StatusCode};
+use poem::test::TestClient;
+use serde_json::{json, Value};
+use services::api::{self, ApiState};
+use services::bus::Bus;
+use services::cron::store::ScheduleStore;
+use services::notification::Mailer;
+use services::worker::check::{Checker, CheckerOptions};
+use services::{cron, detector, notification, projector, worker, Config};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+struct System {
+    client: TestClient<BoxEndpoint<'static>>,
+    bus: Bus,
+    db: Db,
+    config: Config,
+    cancel: CancellationToken,
+    smtp: Smtp,
+    _redis: Redis,
+    _nats: Nats,
+}
+
+impl System {
+    /// API and projections; the detector, notifier and pipeline are started
+    /// by each test as it needs them.
+    async fn start(smtp: Smtp) -> System {
+        let nats = Nats::start().await;
+        let db = Db::fresh().await;
+        let redis = Redis::start().await;
+        let port = smtp.port.to_string();
+        let config = config(&nats, &db, &[("REDIS_URL", &redis.url), ("SMTP_PORT", &port)]);
+        let bus = services::runtime::connect_bus(&config).await.expect("bus");
+        let cancel = CancellationToken::new();
+        api::ensure_default_region(&bus, &config.default_region).await.expect("region");
+        tokio::spawn(projector::run_all(bus.clone(), db.pool.clone(), influx(&config), cancel.clone()));
+        let last = last_sequence(&bus).await;
+        assert!(projector::wait_for(&db.pool, last, Duration::from_secs(10)).await.expect("offset"));
+        let state = Arc::new(ApiState {
+            bus: bus.clone(),
+            pool: db.pool.clone(),
+            influx: influx(&config),
+            projection_wait: config.projection_wait,
+            allow_private_targets: true,
+        });
+        System { client: TestClient::new(api::app(state)), bus, db, config, cancel, smtp, _redis: redis, _nats: nats }
+    }
+
+    fn start_detector(&self) -> (CancellationToken, JoinHandle<anyhow::Result<()>>) {
+        let token = self.cancel.child_token();
+        let handle = tokio::spawn(detector::serve(self.bus.clone(), self.db.pool.clone(), self.config.detector, token.clone()));
+        (token, handle)
+    }
+
+    fn start_notifier(&self) -> (CancellationToken, JoinHandle<anyhow::Result<()>>) {
+        let token = self.cancel.child_token();
+        let mailer = Mailer::new(&self.config.smtp).expect("mailer");
+        let handle = tokio::spawn(notification::serve(
+            self.bus.clone(),
+            self.db.pool.clone(),
+            mailer,
+            self.config.notify.clone(),
+            token.clone(),
+        ));
+        (token, handle)
+    }
+
+    async fn start_pipeline(&self) {
+        let store = ScheduleStore::connect(&self.config.redis_url).await.expect("redis");
+        tokio::spawn(cron::serve(self.config.cron.clone(), self.bus.clone(), self.db.pool.clone(), store, self.cancel.clone()));
+        let checker = Checker::new(CheckerOptions { allow_private_targets: true, ..Default::default() }).expect("checker");
+        let (settings, url, bus, cancel) =
+            (self.config.worker.clone(), self.config.redis_url.clone(), self.bus.clone(), self.cancel.clone());
+        tokio::spawn(async move { worker::serve(settings, &url, region("local"), bus, checker, cancel).await });
+    }
+
+    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let mut request = self.client.request(method, path);
+        if let Some(body) = body {
+            request = request.body_json(&body);
+        }
+        let response = request.send().await;
+        let status = response.0.status();
+        let bytes = response.0.into_body().into_vec().await.expect("body");
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    async fn add_website(&self, body: Value) -> Uuid {
+        let (status, website) = self.call(Method::POST, "/websites", Some(body)).await;
+        assert_eq!(status, StatusCode::CREATED, "{website}");
+        website["id"].as_str().expect("id").parse().expect("uuid")
+    }
+
+    /// Publishes a check result as a worker would.
+    async fn check(&self, website: Uuid, region_name: &str, scheduled_at: DateTime<Utc>, up: bool) {
+        let check = CheckCompleted {
+            website_id: website,
+            region: region(region_name),
+            scheduled_at,
+            started_at: scheduled_at + ChronoDuration::milliseconds(3),
+            up,
+            status_code: Some(if up { 200 } else { 503 }),
+            response_ms: Some(12),
+            cause: (!up).then_some(FailureCause::HttpStatus),
+            message: (!up).then(|| "HTTP 503 Service Unavailable".to_owned()),
+        };
+        let id = CheckCompleted::event_id(website, &check.region, scheduled_at);
+        let envelope = Envelope::with_id(id, Event::CheckCompleted(check), Utc::now());
+        self.bus.publish(&envelope, None).await.expect("publish check");
+    }
+
+    /// Waits until the detector has read everything in CHECKS.
+    async fn detector_settled(&self) {
+        let mut checks = self.bus.js.get_stream("CHECKS").await.expect("CHECKS");
+        let last = checks.info().await.expect("info").state.last_sequence;
+        let done = projector::wait_for_projection(&self.db.pool, detector::POSITION, last, Duration::from_secs(10)).await;
+        assert!(done.expect("offset"), "detector did not reach {last}");
+    }
+
+    /// Waits until the notifier has read every incident event in MONITOR.
+    async fn notifier_settled(&self) {
+        let last = self.bus.last_subject_seq("incidents.>").await.expect("last incident");
+        let done = projector::wait_for_projection(&self.db.pool, notification::POSITION, last, Duration::from_secs(10)).await;
+        assert!(done.expect("offset"), "notifier did not reach {last}");
+    }
+
+    /// The SiteDown/SiteUp events of a website, in order.
+    async fn transitions(&self, website: Uuid) -> Vec<Envelope> {
+        use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
+        let stream = self.bus.monitor_stream().await.expect("stream");
+        let expected = {
+            let mut info = stream.info_with_subjects(format!("incidents.{website}")).await.expect("info");
+            let mut total = 0;
+            while let Some(entry) = info.next().await {
+                total += entry.expect("subject").1;
+            }
+            total
+        };
+        if expected == 0 {
+            return vec![];
+        }
+        let consumer = stream
+            .create_consumer(OrderedConfig {
+                filter_subject: format!("incidents.{website}"),
+                deliver_policy: DeliverPolicy::All,
+                ..Default::default()
+            })
+            .await
+            .expect("consumer");
+        let mut messages = consumer.messages().await.expect("messages").take(expected);
+        let mut all = Vec::new();
+        while let Some(message) = messages.next().await {
+            all.push(Envelope::from_json(&message.expect("message").payload).expect("event"));
+        }
+        all
+    }
+
+    fn emails(&self, kind: &str) -> Vec<String> {
+        self.smtp.messages().into_iter().filter(|m| m.contains(&format!("Subject: [{kind}]"))).collect()
+    }
+}
+
+impl Drop for System {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+fn region(name: &str) -> RegionName {
+    RegionName::parse(name).expect("region")
+}
+
+fn at(offset_secs: i64) -> DateTime<Utc> {
+    // Recent, so the notifier does not treat them as old history.
+    let base = Utc::now() - ChronoDuration::minutes(5);
+    base - ChronoDuration::nanoseconds(base.timestamp_subsec_nanos() as i64) + ChronoDuration::seconds(offset_secs)
+}
+
+async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn kinds(events: &[Envelope]) -> Vec<&'static str> {
+    events.iter().map(|e| e.event.type_name()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_that_fails_and_recovers_gives_one_incident_and_two_emails() {
+    let system = System::start(Smtp::start().await).await;
+    let target = Target::start().await;
+    system.start_pipeline().await;
+    system.start_detector();
+    system.start_notifier();
+    let id = system
+        .add_website(json!({ "url": target.url("/status"), "name": "shop", "interval_seconds": 10, "notify_emails": ["ops@example.com"] }))
+        .await;
+    eventually(Duration::from_secs(15), "a first successful check", || async { (target.hits() >= 1).then_some(()) }).await;
+
+    // The site starts failing.
+    target.answer(500);
+    let failing_since = Instant::now();
+    let incident = eventually(Duration::from_secs(40), "an open incident", || async {
+        let (status, incidents) = system.call(Method::GET, &format!("/monitor/{id}/downtime"), None).await;
+        assert_eq!(status, StatusCode::OK, "{incidents}");
+        incidents.as_array().and_then(|list| list.first().cloned())
+    })
+    .await;
+    assert_eq!(incident["ongoing"], true, "{incident}");
+    assert_eq!(incident["region"], "local");
+    assert_eq!(incident["cause"], "http_status");
+    assert_eq!(incident["status_code"], 500);
+    assert!(incident["ended_at"].is_null());
+    let down_seen = Instant::now();
+    eventually(Duration::from_secs(10), "the down email", || async { (system.emails("DOWN").len() == 1).then_some(()) }).await;
+    let down_mailed = Instant::now();
+    let down = &system.emails("DOWN")[0];
+    assert!(down.contains("shop") && down.contains(&target.url("/status")), "{down}");
+    assert!(down.contains("local") && down.contains("http_status") && down.contains("500"), "{down}");
+    assert!(down.contains("To: ops@example.com"), "{down}");
+    let transitions = system.transitions(id).await;
+    let Event::SiteDown(site_down) = &transitions[0].event else { panic!("{transitions:?}") };
+
+    // It recovers.
+    target.answer(200);
+    let closed = eventually(Duration::from_secs(25), "the incident to close", || async {
+        let (_, last) = system.call(Method::GET, &format!("/monitor/{id}/last_downtime"), None).await;
+        (last["ongoing"] == false).then_some(last)
+    })
+    .await;
+    assert_eq!(closed["started_at"], incident["started_at"]);
+    assert!(closed["ended_at"].is_string());
+    assert!(closed["duration_seconds"].as_i64().is_some_and(|d| d >= 10), "{closed}");
+    eventually(Duration::from_secs(10), "the recovery email", || async { (system.emails("UP").len() == 1).then_some(()) }).await;
+    let up = &system.emails("UP")[0];
+    assert!(up.contains("back up after") && up.contains("Regions:     local"), "{up}");
+
+    // Nothing more: one incident, one SiteDown, one SiteUp, two emails.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(kinds(&system.transitions(id).await), ["SiteDown", "SiteUp"]);
+    assert_eq!(system.smtp.messages().len(), 2);
+    let (_, all) = system.call(Method::GET, &format!("/monitor/{id}/downtime?days=1"), None).await;
+    assert_eq!(all.as_array().map(Vec::len), Some(1));
+
+    let (status, uptime) = system.call(Method::GET, &format!("/monitor/{id}/uptime?days=1"), None).await;
+    assert_eq!(status, StatusCode::OK, "{uptime}");
+    assert_eq!(uptime["down"], false);
+    assert!(uptime["uptime_percent"]["1d"].as_f64().is_some_and(|p| p < 100.0), "{uptime}");
+    assert!(uptime["response_ms"]["p50"].is_number(), "{uptime}");
+
+    // Detection latency, for the record (not asserted: the machine is noisy).
+    let first_failure = site_down.started_at;
+    let down_event_at = transitions[0].occurred_at;
+    println!(
+        "detection: first failed check -> SiteDown {} ms (interval 10 s, 2 checks); test saw the incident {} ms after the target failed; SiteDown -> email {} ms",
+        (down_event_at - first_failure).num_milliseconds(),
+        (down_seen - failing_since).as_millis(),
+        (down_mailed - down_seen).as_millis(),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_flaky_check_raises_nothing() {
+    let system = System::start(Smtp::start().await).await;
+    system.start_detector();
+    system.start_notifier();
+    let id = system.add_website(json!({ "url": "https://example.com", "name": "x", "notify_emails": ["ops@example.com"] })).await;
+    for (secs, up) in [(0, true), (10, false), (20, true), (30, true)] {
+        system.check(id, "local", at(secs), up).await;
+    }
+    system.detector_settled().await;
+    system.notifier_settled().await;
+    assert!(system.transitions(id).await.is_empty());
+    let (_, incidents) = system.call(Method::GET, &format!("/monitor/{id}/downtime"), None).await;
+    assert_eq!(incidents, json!([]));
+    let (_, last) = system.call(Method::GET, &format!("/monitor/{id}/last_downtime"), None).await;
+    assert_eq!(last, Value::Null);
+    assert!(system.smtp.messages().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarting_the_detector_and_the_notifier_mid_outage_sends_no_duplicate_and_misses_nothing() {
+    let system = System::start(Smtp::start().await).await;
+    let id = system.add_website(json!({ "url": "https://example.com", "name": "x", "notify_emails": ["ops@example.com"] })).await;
+    let (detector, detector_task) = system.start_detector();
+    let (notifier, notifier_task) = system.start_notifier();
+    system.check(id, "local", at(0), false).await;
+    system.check(id, "local", at(10), false).await;
+    eventually(Duration::from_secs(10), "the down email", || async { (system.emails("DOWN").len() == 1).then_some(()) }).await;
+
+    // Both stop mid-outage; more failures and the recovery arrive meanwhile.
+    detector.cancel();
+    notifier.cancel();
+    detector_task.abort();
+    notifier_task.abort();
+    system.check(id, "local", at(20), false).await;
+    system.check(id, "local", at(30), true).await;
+    // The detector's state is wiped from memory; what it committed remains.
+    let (_, detector_task) = system.start_detector();
+    system.detector_settled().await;
+    // The detector dies again and restarts with nothing new to do.
+    detector_task.abort();
+    system.start_detector();
+    system.detector_settled().await;
+    system.start_notifier();
+    eventually(Duration::from_secs(10), "the recovery email", || async { (system.emails("UP").len() == 1).then_some(()) }).await;
+    system.notifier_settled().await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    assert_eq!(kinds(&system.transitions(id).await), ["SiteDown", "SiteUp"]);
+    assert_eq!(system.emails("DOWN").len(), 1);
+    assert_eq!(system.emails("UP").len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_smtp_outage_delays_the_email_but_does_not_drop_it() {
+    let mut system = System::start(Smtp::stopped()).await;
+    system.start_detector();
+    system.start_notifier();
+    let id = system.add_website(json!({ "url": "https://example.com", "name": "x", "notify_emails": ["ops@example.com"] })).await;
+    system.check(id, "local", at(0), false).await;
+    system.check(id, "local", at(10), false).await;
+    system.notifier_settled().await;
+    eventually(Duration::from_secs(10), "a failed attempt", || async {
+        let attempts: Option<i32> = sqlx::query_scalar("select attempts from notifications where sent_at is null")
+            .fetch_optional(&system.db.pool)
+            .await
+            .expect("query");
+        attempts.filter(|a| *a >= 1)
+    })
+    .await;
+
+    system.smtp.resume().await;
+    eventually(Duration::from_secs(20), "the delayed email", || async { (system.emails("DOWN").len() == 1).then_some(()) }).await;
+    let (attempts, error): (i32, Option<String>) =
+        sqlx::query_as("select attempts, last_error from notifications").fetch_one(&system.db.pool).await.expect("row");
+    assert!(attempts >= 2, "{attempts}");
+    assert_eq!(error, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_of_the_whole_stream_sends_no_email() {
+    let system = System::start(Smtp::start().await).await;
+    let id = system.add_website(json!({ "url": "https://example.com", "name": "x", "notify_emails": ["ops@example.com"] })).await;
+    let (notifier, notifier_task) = system.start_notifier();
+    system.start_detector();
+    for (secs, up) in [(0, false), (10, false), (20, true)] {
+        system.check(id, "local", at(secs), up).await;
+    }
+    eventually(Duration::from_secs(10), "both emails", || async { (system.smtp.messages().len() == 2).then_some(()) }).await;
+    notifier.cancel();
+    notifier_task.abort();
+
+    // Replay everything: projections from sequence 1, the notifier too.
+    projector::replay(&system.bus, &system.db.pool, projector::Projection::Monitor, &CancellationToken::new()).await.expect("replay");
+    sqlx::query("update projection_offsets set stream_seq = 0 where name = $1")
+        .bind(notification::POSITION)
+        .execute(&system.db.pool)
+        .await
+        .expect("rewind");
+    sqlx::query("delete from notification_outages").execute(&system.db.pool).await.expect("reset");
+    system.start_notifier();
+    system.notifier_settled().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(system.smtp.messages().len(), 2, "a replay must not mail again");
+    let (_, incidents) = system.call(Method::GET, &format!("/monitor/{id}/downtime"), None).await;
+    assert_eq!(incidents.as_array().map(Vec::len), Some(1), "{incidents}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_in_two_regions_is_one_email_down_and_one_when_all_are_back() {
+    let system = System::start(Smtp::start().await).await;
+    let (status, _) = system.call(Method::POST, "/regions", Some(json!({ "name": "europe" }))).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let id = system
+        .add_website(json!({ "url": "https://example.com", "name": "x", "regions": ["local", "europe"], "notify_emails": ["ops@example.com"] }))
+        .await;
+    system.start_detector();
+    system.start_notifier();
+    for secs in [0, 10] {
+        system.check(id, "local", at(secs), false).await;
+        system.check(id, "europe", at(secs + 1), false).await;
+    }
+    system.check(id, "local", at(20), true).await;
+    system.detector_settled().await;
+    system.notifier_settled().await;
+    eventually(Duration::from_secs(10), "the down email", || async { (system.emails("DOWN").len() == 1).then_some(()) }).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(system.emails("UP").is_empty(), "europe is still down");
+
+    system.check(id, "europe", at(21), true).await;
+    eventually(Duration::from_secs(10), "the recovery email", || async { (system.emails("UP").len() == 1).then_some(()) }).await;
+    let up = &system.emails("UP")[0];
+    assert!(up.contains("local") && up.contains("europe"), "{up}");
+    assert_eq!(system.smtp.messages().len(), 2);
+
+    let (_, incidents) = system.call(Method::GET, &format!("/monitor/{id}/downtime?region=europe"), None).await;
+    assert_eq!(incidents.as_array().map(Vec::len), Some(1), "{incidents}");
+    assert_eq!(incidents[0]["region"], "europe");
+    let (_, uptime) = system.call(Method::GET, &format!("/monitor/{id}/uptime"), None).await;
+    assert_eq!(uptime["down"], false, "{uptime}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn downtime_endpoints_refuse_bad_input() {
+    let system = System::start(Smtp::stopped()).await;
+    let id = system.add_website(json!({ "url": "https://example.com", "name": "x" })).await;
+    for path in ["downtime", "last_downtime", "uptime"] {
+        let (status, body) = system.call(Method::GET, &format!("/monitor/{id}/{path}?days=0"), None).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{path}: {body}");
+        let (status, body) = system.call(Method::GET, &format!("/monitor/{id}/{path}?region=mars"), None).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{path}: {body}");
+        let (status, _) = system.call(Method::GET, &format!("/monitor/{}/{path}", Uuid::now_v7()), None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
+        let (status, _) = system.call(Method::GET, &format!("/monitor/nope/{path}"), None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
+    }
+    let (status, uptime) = system.call(Method::GET, &format!("/monitor/{id}/uptime"), None).await;
+    assert_eq!(status, StatusCode::OK, "{uptime}");
+    assert_eq!(uptime["uptime_percent"]["90d"], 100.0);
+    assert_eq!(uptime["days"], 30);
+}
