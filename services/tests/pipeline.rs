@@ -34,7 +34,7 @@ struct Stack {
     store: ScheduleStore,
     cancel: CancellationToken,
     workers: HashMap<String, (CancellationToken, JoinHandle<anyhow::Result<()>>)>,
-    redis: Redis,
+    _redis: Redis,
     _nats: Nats,
 }
 
@@ -70,7 +70,7 @@ impl Stack {
             store,
             cancel,
             workers: HashMap::new(),
-            redis,
+            _redis: redis,
             _nats: nats,
         }
     }

@@ -98,7 +98,7 @@ async fn answer(state: Data<&TargetState>) -> Response {
     if !state.latency.is_zero() {
         tokio::time::sleep(state.latency).await;
     }
-    let status = if state.fail_every > 0 && n % state.fail_every == 0 {
+    let status = if state.fail_every > 0 && n.is_multiple_of(state.fail_every) {
         StatusCode::INTERNAL_SERVER_ERROR
     } else {
         StatusCode::OK

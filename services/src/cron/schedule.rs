@@ -53,7 +53,8 @@ mod tests {
 
     #[test]
     fn a_check_exactly_on_its_slot_is_next_due_one_interval_later() {
-        let slot = 1_700_000_100_000 - (1_700_000_100_000 % 60_000) + 7_000;
+        // 1_700_000_100_000 is a multiple of 60 s; +7 s is the slot of offset 7 s.
+        let slot = 1_700_000_107_000;
         assert_eq!(next_slot_after(slot, 60_000, 7_000), slot + 60_000);
     }
 
