@@ -2,7 +2,7 @@
 //! grows when its shape changes. New fields are added with serde defaults so
 //! every event ever stored still decodes.
 
-use crate::values::{EmailAddress, IntervalSecs, RegionName, TimeoutMs, WebsiteName, WebsiteUrl};
+use crate::values::{EmailAddress, FailuresBeforeDown, IntervalSecs, RegionName, TimeoutMs, WebsiteName, WebsiteUrl};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -98,6 +98,10 @@ pub struct WebsiteAdded {
     pub timeout_ms: TimeoutMs,
     #[serde(default)]
     pub notify_emails: Vec<EmailAddress>,
+    /// Consecutive failed checks that confirm an outage; `None`: the
+    /// detector's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failures_before_down: Option<FailuresBeforeDown>,
 }
 
 /// Some settings of a website changed; absent fields did not change.
@@ -116,6 +120,8 @@ pub struct WebsiteUpdated {
     pub timeout_ms: Option<TimeoutMs>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notify_emails: Option<Vec<EmailAddress>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failures_before_down: Option<FailuresBeforeDown>,
 }
 
 /// A website is no longer monitored.

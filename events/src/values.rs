@@ -221,6 +221,30 @@ impl Default for TimeoutMs {
     }
 }
 
+/// How many consecutive failed checks confirm an outage: 1 to 10.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct FailuresBeforeDown(u32);
+
+impl FailuresBeforeDown {
+    pub const MIN: u32 = 1;
+    pub const MAX: u32 = 10;
+
+    pub fn parse(count: i64) -> Result<Self, ValueError> {
+        u32::try_from(count)
+            .ok()
+            .filter(|c| (Self::MIN..=Self::MAX).contains(c))
+            .map(Self)
+            .ok_or_else(|| {
+                ValueError::new(format!("failures_before_down must be between {} and {}", Self::MIN, Self::MAX))
+            })
+    }
+
+    pub fn get(self) -> u32 {
+        self.0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -283,6 +307,10 @@ mod tests {
         assert!(TimeoutMs::parse(100).is_ok());
         assert!(TimeoutMs::parse(99).is_err());
         assert!(TimeoutMs::parse(60_001).is_err());
+        assert_eq!(FailuresBeforeDown::parse(3).map(FailuresBeforeDown::get), Ok(3));
+        for bad in [0, 11, -1] {
+            assert!(FailuresBeforeDown::parse(bad).is_err());
+        }
     }
 
     #[test]

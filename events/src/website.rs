@@ -2,7 +2,7 @@
 //! pure rules `decide` (command -> events) and `apply` (event -> state).
 
 use crate::event::{Event, WebsiteAdded, WebsiteRemoved, WebsiteUpdated};
-use crate::values::{EmailAddress, IntervalSecs, RegionName, TimeoutMs, WebsiteName, WebsiteUrl};
+use crate::values::{EmailAddress, FailuresBeforeDown, IntervalSecs, RegionName, TimeoutMs, WebsiteName, WebsiteUrl};
 use crate::DomainError;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -19,6 +19,8 @@ pub struct Website {
     pub interval_seconds: IntervalSecs,
     pub timeout_ms: TimeoutMs,
     pub notify_emails: Vec<EmailAddress>,
+    /// `None`: the detector's default (2).
+    pub failures_before_down: Option<FailuresBeforeDown>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -34,6 +36,7 @@ pub struct AddWebsite {
     pub interval_seconds: IntervalSecs,
     pub timeout_ms: TimeoutMs,
     pub notify_emails: Vec<EmailAddress>,
+    pub failures_before_down: Option<FailuresBeforeDown>,
 }
 
 /// A validated partial update; `None` leaves a setting as it is.
@@ -45,6 +48,7 @@ pub struct ChangeWebsite {
     pub interval_seconds: Option<IntervalSecs>,
     pub timeout_ms: Option<TimeoutMs>,
     pub notify_emails: Option<Vec<EmailAddress>>,
+    pub failures_before_down: Option<FailuresBeforeDown>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -77,6 +81,7 @@ pub fn decide(
                 interval_seconds: add.interval_seconds,
                 timeout_ms: add.timeout_ms,
                 notify_emails: dedup(add.notify_emails),
+                failures_before_down: add.failures_before_down,
             })])
         }
         (None, _) => Err(DomainError::WebsiteNotFound(id)),
@@ -103,6 +108,9 @@ pub fn decide(
                     .notify_emails
                     .map(dedup)
                     .filter(|v| *v != current.notify_emails),
+                failures_before_down: change
+                    .failures_before_down
+                    .filter(|v| Some(*v) != current.failures_before_down),
             };
             if update == (WebsiteUpdated { website_id: id, ..Default::default() }) {
                 Ok(vec![])
@@ -125,6 +133,7 @@ pub fn apply(state: Option<Website>, event: &Event, at: DateTime<Utc>) -> Option
             interval_seconds: e.interval_seconds,
             timeout_ms: e.timeout_ms,
             notify_emails: e.notify_emails.clone(),
+            failures_before_down: e.failures_before_down,
             created_at: at,
             updated_at: at,
         }),
@@ -146,6 +155,9 @@ pub fn apply(state: Option<Website>, event: &Event, at: DateTime<Utc>) -> Option
             }
             if let Some(emails) = &e.notify_emails {
                 w.notify_emails = emails.clone();
+            }
+            if let Some(failures) = e.failures_before_down {
+                w.failures_before_down = Some(failures);
             }
             w.updated_at = at;
             w
@@ -193,6 +205,7 @@ mod tests {
             interval_seconds: IntervalSecs::default(),
             timeout_ms: TimeoutMs::default(),
             notify_emails: vec![],
+            failures_before_down: None,
         })
     }
 

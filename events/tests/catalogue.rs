@@ -24,6 +24,7 @@ fn every_event() -> Vec<Event> {
             interval_seconds: IntervalSecs::parse(60).unwrap_or_else(|e| panic!("{e}")),
             timeout_ms: TimeoutMs::parse(5000).unwrap_or_else(|e| panic!("{e}")),
             notify_emails: vec![EmailAddress::parse("ops@example.com").unwrap_or_else(|e| panic!("{e}"))],
+            failures_before_down: FailuresBeforeDown::parse(3).ok(),
         }),
         Event::WebsiteUpdated(WebsiteUpdated {
             website_id,
@@ -103,6 +104,7 @@ fn a_website_added_without_the_newer_optional_fields_still_decodes() {
     assert_eq!(added.interval_seconds, IntervalSecs::DEFAULT);
     assert_eq!(added.timeout_ms, TimeoutMs::DEFAULT);
     assert!(added.notify_emails.is_empty());
+    assert_eq!(added.failures_before_down, None);
 }
 
 #[test]

@@ -12,7 +12,7 @@ use crate::{Error, Result};
 use chrono::{DateTime, Utc};
 use events::website::Website;
 use events::{
-    EmailAddress, Envelope, Event, IntervalSecs, RegionName, TimeoutMs, WebsiteName, WebsiteUrl,
+    EmailAddress, Envelope, Event, FailuresBeforeDown, IntervalSecs, RegionName, TimeoutMs, WebsiteName, WebsiteUrl,
 };
 use sqlx::migrate::Migrator;
 use sqlx::{PgPool, Postgres, Transaction};
@@ -128,8 +128,8 @@ async fn apply(tx: &mut Transaction<'_, Postgres>, seq: u64, envelope: &Envelope
         Event::WebsiteAdded(e) => {
             let emails: Vec<&str> = e.notify_emails.iter().map(|m| m.as_str()).collect();
             let inserted = sqlx::query(
-                "insert into websites (id, url, name, interval_seconds, timeout_ms, notify_emails, created_at, updated_at, stream_seq)
-                 values ($1, $2, $3, $4, $5, $6, $7, $7, $8)
+                "insert into websites (id, url, name, interval_seconds, timeout_ms, notify_emails, created_at, updated_at, stream_seq, failures_before_down)
+                 values ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9)
                  on conflict (id) do nothing",
             )
             .bind(e.website_id)
@@ -140,6 +140,7 @@ async fn apply(tx: &mut Transaction<'_, Postgres>, seq: u64, envelope: &Envelope
             .bind(&emails)
             .bind(at)
             .bind(seq)
+            .bind(e.failures_before_down.map(|f| to_i32(f.get())))
             .execute(&mut **tx)
             .await?;
             if inserted.rows_affected() == 1 {
@@ -158,6 +159,7 @@ async fn apply(tx: &mut Transaction<'_, Postgres>, seq: u64, envelope: &Envelope
                     interval_seconds = coalesce($4, interval_seconds),
                     timeout_ms = coalesce($5, timeout_ms),
                     notify_emails = coalesce($6, notify_emails),
+                    failures_before_down = coalesce($9, failures_before_down),
                     updated_at = $7,
                     stream_seq = $8
                  where id = $1 and stream_seq < $8",
@@ -170,6 +172,7 @@ async fn apply(tx: &mut Transaction<'_, Postgres>, seq: u64, envelope: &Envelope
             .bind(emails)
             .bind(at)
             .bind(seq)
+            .bind(e.failures_before_down.map(|f| to_i32(f.get())))
             .execute(&mut **tx)
             .await?;
             if let (Some(regions), 1) = (&e.regions, updated.rows_affected()) {
@@ -280,12 +283,14 @@ type WebsiteRow = (
     DateTime<Utc>,
     i64,
     Vec<String>,
+    Option<i32>,
 );
 
 const SELECT_WEBSITES: &str = "
     select w.id, w.url, w.name, w.interval_seconds, w.timeout_ms, w.notify_emails,
            w.created_at, w.updated_at, w.stream_seq,
-           coalesce(array_agg(wr.region order by wr.region) filter (where wr.region is not null), '{}') as regions
+           coalesce(array_agg(wr.region order by wr.region) filter (where wr.region is not null), '{}') as regions,
+           w.failures_before_down
     from websites w left join website_regions wr on wr.website_id = w.id";
 
 pub async fn website(pool: &PgPool, id: Uuid) -> Result<Option<StoredWebsite>> {
@@ -312,7 +317,7 @@ pub async fn websites(pool: &PgPool, limit: Option<i64>, offset: i64) -> Result<
 }
 
 fn decode_website(row: WebsiteRow) -> Result<StoredWebsite> {
-    let (id, url, name, interval, timeout, emails, created_at, updated_at, seq, regions) = row;
+    let (id, url, name, interval, timeout, emails, created_at, updated_at, seq, regions, failures) = row;
     let corrupt = |what: &str, e: events::ValueError| Error::Corrupt(format!("website {id} {what}: {e}"));
     Ok(StoredWebsite {
         website: Website {
@@ -330,6 +335,9 @@ fn decode_website(row: WebsiteRow) -> Result<StoredWebsite> {
                 .iter()
                 .map(|m| EmailAddress::parse(m).map_err(|e| corrupt("email", e)))
                 .collect::<Result<_>>()?,
+            failures_before_down: failures
+                .map(|f| FailuresBeforeDown::parse(f.into()).map_err(|e| corrupt("failures_before_down", e)))
+                .transpose()?,
             created_at,
             updated_at,
         },

@@ -105,9 +105,14 @@ async fn apply(
     checks: &[(u64, Envelope)],
 ) -> anyhow::Result<Option<u64>> {
     let mut states = load(pool, checks).await?;
+    let thresholds = thresholds(pool, checks).await?;
     let mut transitions = Vec::new();
     for (_, envelope) in checks {
         let Event::CheckCompleted(check) = &envelope.event else { continue };
+        let policy = Policy {
+            down_after: thresholds.get(&check.website_id).copied().unwrap_or(policy.down_after),
+            ..policy
+        };
         let state = states.entry((check.website_id, check.region.to_string())).or_default();
         let (next, event) = detection::step(state, check, policy);
         *state = next;
@@ -152,6 +157,26 @@ async fn apply(
     store_offset(&mut tx, POSITION, last).await?;
     tx.commit().await?;
     Ok(Some(last))
+}
+
+/// Websites of the batch with a threshold of their own.
+async fn thresholds(pool: &PgPool, checks: &[(u64, Envelope)]) -> anyhow::Result<HashMap<Uuid, u32>> {
+    let mut ids: Vec<Uuid> = checks
+        .iter()
+        .filter_map(|(_, e)| match &e.event {
+            Event::CheckCompleted(c) => Some(c.website_id),
+            _ => None,
+        })
+        .collect();
+    ids.sort();
+    ids.dedup();
+    let rows: Vec<(Uuid, i32)> = sqlx::query_as(
+        "select id, failures_before_down from websites where id = any($1) and failures_before_down is not null",
+    )
+    .bind(&ids)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().filter_map(|(id, n)| u32::try_from(n).ok().map(|n| (id, n))).collect())
 }
 
 async fn load(pool: &PgPool, checks: &[(u64, Envelope)]) -> anyhow::Result<HashMap<(Uuid, String), Detection>> {

@@ -53,6 +53,7 @@ async fn the_seed_payload_creates_a_website_checked_from_the_default_region() {
     assert_eq!(website["interval_seconds"], 180);
     assert_eq!(website["timeout_ms"], 10000);
     assert_eq!(website["notify_emails"], json!([]));
+    assert_eq!(website["failures_before_down"], Value::Null);
     assert!(website["created_at"].is_string());
     let id = website["id"].as_str().expect("id");
     assert_eq!(uuid::Uuid::parse_str(id).map(|u| u.get_version_num()), Ok(7));
@@ -80,10 +81,12 @@ async fn every_optional_field_is_stored_and_returned() {
             "regions": ["local", "europe", "local"],
             "interval_seconds": 60,
             "timeout_ms": 5000,
-            "notify_emails": ["ops@example.com", "ops@example.com", "dev@example.com"]
+            "notify_emails": ["ops@example.com", "ops@example.com", "dev@example.com"],
+            "failures_before_down": 4
         }),
     )
     .await;
+    assert_eq!(website["failures_before_down"], 4);
 
     assert_eq!(website["name"], "example");
     assert_eq!(website["regions"], json!(["europe", "local"]));
@@ -271,6 +274,8 @@ async fn invalid_values_are_422_naming_the_field() {
         (json!({ "url": "https://google.com", "name": "g", "regions": [] }), "regions"),
         (json!({ "url": "https://google.com", "name": "g", "regions": ["Bad Name"] }), "regions"),
         (json!({ "url": "https://google.com", "name": "g", "notify_emails": ["nobody"] }), "notify_emails"),
+        (json!({ "url": "https://google.com", "name": "g", "failures_before_down": 0 }), "failures_before_down"),
+        (json!({ "url": "https://google.com", "name": "g", "failures_before_down": 11 }), "failures_before_down"),
     ] {
         let (status, error) = call(&app, Method::POST, "/websites", Some(body.clone())).await;
         assert_error(status, &error, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");

@@ -448,3 +448,21 @@ async fn downtime_endpoints_refuse_bad_input() {
     assert_eq!(uptime["uptime_percent"]["90d"], 100.0);
     assert_eq!(uptime["days"], 30);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_website_can_require_more_failures_before_it_is_down() {
+    let system = System::start(Smtp::stopped()).await;
+    let id = system.add_website(json!({ "url": "https://example.com", "name": "x", "failures_before_down": 3 })).await;
+    let (_, website) = system.call(Method::GET, &format!("/websites/{id}"), None).await;
+    assert_eq!(website["failures_before_down"], 3);
+    system.start_detector();
+    system.check(id, "local", at(0), false).await;
+    system.check(id, "local", at(10), false).await;
+    system.detector_settled().await;
+    assert!(system.transitions(id).await.is_empty(), "two failures are not enough for this website");
+    system.check(id, "local", at(20), false).await;
+    system.detector_settled().await;
+    let transitions = system.transitions(id).await;
+    let [Envelope { event: Event::SiteDown(down), .. }] = transitions.as_slice() else { panic!("{transitions:?}") };
+    assert_eq!(down.started_at, at(0) + ChronoDuration::milliseconds(3));
+}

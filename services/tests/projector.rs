@@ -47,6 +47,7 @@ async fn publish_history(bus: Bus, count: usize) -> Vec<(Uuid, String)> {
                 interval_seconds: IntervalSecs::default(),
                 timeout_ms: TimeoutMs::default(),
                 notify_emails: vec![],
+                failures_before_down: None,
             }),
             Utc::now(),
         );

@@ -9,7 +9,7 @@ use super::ApiState;
 use crate::bus::BusError;
 use chrono::Utc;
 use events::website::{self, AddWebsite, ChangeWebsite, Website, WebsiteCommand};
-use events::{EmailAddress, Envelope, IntervalSecs, RegionName, TimeoutMs, ValueError, WebsiteName, WebsiteUrl};
+use events::{EmailAddress, Envelope, FailuresBeforeDown, IntervalSecs, RegionName, TimeoutMs, ValueError, WebsiteName, WebsiteUrl};
 use poem::http::StatusCode;
 use poem::web::{Data, Json, Path, Query};
 use poem::{handler, Body};
@@ -36,6 +36,8 @@ pub struct CreateWebsite {
     timeout_ms: Option<i64>,
     #[serde(default)]
     notify_emails: Option<Vec<String>>,
+    #[serde(default)]
+    failures_before_down: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -53,6 +55,8 @@ pub struct UpdateWebsite {
     timeout_ms: Option<i64>,
     #[serde(default)]
     notify_emails: Option<Vec<String>>,
+    #[serde(default)]
+    failures_before_down: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -72,6 +76,9 @@ pub async fn create(state: Data<&Arc<ApiState>>, body: Body) -> Result<(StatusCo
     let interval = input.interval_seconds.map(|s| check.field("interval_seconds", IntervalSecs::parse(s)));
     let timeout = input.timeout_ms.map(|t| check.field("timeout_ms", TimeoutMs::parse(t)));
     let emails = input.notify_emails.map(|e| check.emails(e));
+    let failures = input
+        .failures_before_down
+        .map(|f| check.field("failures_before_down", FailuresBeforeDown::parse(f)));
     check.finish()?;
     if let Some(url) = &url {
         refuse_private(&state, url).await?;
@@ -87,6 +94,7 @@ pub async fn create(state: Data<&Arc<ApiState>>, body: Body) -> Result<(StatusCo
         interval_seconds: interval.flatten().unwrap_or_default(),
         timeout_ms: timeout.flatten().unwrap_or_default(),
         notify_emails: emails.flatten().unwrap_or_default(),
+        failures_before_down: failures.flatten(),
     };
     let id = add.id;
     match execute(&state, id, WebsiteCommand::Add(add)).await? {
@@ -130,6 +138,9 @@ pub async fn update(state: Data<&Arc<ApiState>>, Path(id): Path<String>, body: B
         interval_seconds: input.interval_seconds.and_then(|s| check.field("interval_seconds", IntervalSecs::parse(s))),
         timeout_ms: input.timeout_ms.and_then(|t| check.field("timeout_ms", TimeoutMs::parse(t))),
         notify_emails: input.notify_emails.and_then(|e| check.emails(e)),
+        failures_before_down: input
+            .failures_before_down
+            .and_then(|f| check.field("failures_before_down", FailuresBeforeDown::parse(f))),
     };
     check.finish()?;
     if let Some(url) = &change.url {

@@ -262,6 +262,7 @@ async fn main() -> anyhow::Result<()> {
                 interval_seconds: interval,
                 timeout_ms: TimeoutMs::DEFAULT,
                 notify_emails: vec![],
+                failures_before_down: None,
             });
             let envelope = Envelope::new(event, Utc::now());
             let publish = async_nats::jetstream::context::Publish::build()
