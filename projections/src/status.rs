@@ -149,3 +149,49 @@ pub async fn latest(pool: &PgPool, website_id: Option<Uuid>) -> Result<Vec<Lates
         })
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use events::{Envelope, RegionName};
+
+    fn check(website: Uuid, region: &str, secs: i64, up: bool) -> StreamEvent {
+        let at = Utc.timestamp_opt(1_700_000_000 + secs, 0).single().unwrap_or_default();
+        let check = CheckCompleted {
+            website_id: website,
+            region: RegionName::parse(region).unwrap_or_else(|e| panic!("{e}")),
+            scheduled_at: at,
+            started_at: at,
+            up,
+            status_code: None,
+            response_ms: None,
+            cause: None,
+            message: None,
+        };
+        StreamEvent { seq: 0, envelope: Some(Envelope::new(Event::CheckCompleted(check), at)) }
+    }
+
+    #[test]
+    fn a_batch_is_reduced_to_the_newest_result_per_website_and_region() {
+        let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+        let batch = vec![
+            check(a, "local", 20, false),
+            check(a, "local", 10, true),
+            check(a, "europe", 5, true),
+            check(b, "local", 30, true),
+        ];
+        let mut newest: Vec<(Uuid, String, bool)> =
+            newest(&batch).into_iter().map(|c| (c.website_id, c.region.to_string(), c.up)).collect();
+        newest.sort();
+        let mut expected = vec![(a, "local".to_owned(), false), (a, "europe".to_owned(), true), (b, "local".to_owned(), true)];
+        expected.sort();
+        assert_eq!(newest, expected);
+    }
+
+    #[test]
+    fn causes_have_their_wire_names() {
+        assert_eq!(cause_name(events::FailureCause::HttpStatus), "http_status");
+        assert_eq!(cause_name(events::FailureCause::TooManyRedirects), "too_many_redirects");
+    }
+}

@@ -58,7 +58,9 @@ pub struct WorkerConfig {
     pub region: Option<RegionName>,
     /// Checks in flight at once.
     pub concurrency: usize,
-    /// A job pending this long with a silent worker is taken over.
+    /// A job pending this long with a silent worker is taken over; longer
+    /// than the longest check timeout (60 s), so a slow check in progress is
+    /// not checked twice.
     pub reclaim_idle: Duration,
     /// Deliveries after which a job goes to the dead-letter stream.
     pub max_deliveries: usize,
@@ -172,7 +174,7 @@ impl Config {
                     })?),
                 },
                 concurrency: s.number("WORKER_CONCURRENCY", 256usize, 1, 100_000)?,
-                reclaim_idle: Duration::from_millis(s.number("WORKER_RECLAIM_IDLE_MS", 60_000u64, 100, 86_400_000)?),
+                reclaim_idle: Duration::from_millis(s.number("WORKER_RECLAIM_IDLE_MS", 90_000u64, 100, 86_400_000)?),
                 max_deliveries: s.number("WORKER_MAX_DELIVERIES", 5usize, 1, 1000)?,
                 allow_private_targets: s.flag("ALLOW_PRIVATE_TARGETS")?,
             },

@@ -11,18 +11,15 @@
 //! by those ids, so nothing is doubled and nothing missed.
 
 use crate::bus::Bus;
-use crate::runtime::{self, pause};
+use crate::{follow, runtime};
 use anyhow::Context;
-use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
 use chrono::Utc;
 use events::detection::{self, Detection, Policy};
 use events::subject::CHECKS_STREAM;
 use events::{CheckCompleted, DecodeError, Envelope, Event};
-use futures::StreamExt;
 use projections::postgres::{self, lock_offset, store_offset};
 use sqlx::PgPool;
 use std::collections::HashMap;
-use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -38,48 +35,18 @@ pub async fn run(config: crate::Config, cancel: CancellationToken) -> anyhow::Re
 /// Runs until cancelled, restarting with backoff after errors.
 pub async fn serve(bus: Bus, pool: PgPool, policy: Policy, cancel: CancellationToken) -> anyhow::Result<()> {
     tracing::info!(down_after = policy.down_after, up_after = policy.up_after, "detector following CHECKS");
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        match pass(&bus, &pool, policy, &cancel).await {
-            Ok(true) => return Ok(()),
-            Ok(false) => backoff = Duration::from_millis(100),
-            Err(e) => {
-                tracing::warn!(error = format!("{e:#}"), retry_in = ?backoff, "detector pass failed");
-                if !pause(backoff, &cancel).await {
-                    return Ok(());
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(10));
-            }
-        }
-    }
+    follow::supervise("detector", &cancel, || pass(&bus, &pool, policy, &cancel)).await
 }
 
 /// Returns true when cancelled, false when another writer moved the
 /// position (start again from it).
 async fn pass(bus: &Bus, pool: &PgPool, policy: Policy, cancel: &CancellationToken) -> anyhow::Result<bool> {
     let mut cursor = postgres::offset(pool, POSITION).await?;
-    let stream = bus.js.get_stream(CHECKS_STREAM).await.context("opening CHECKS")?;
-    let deliver_policy = if cursor == 0 {
-        DeliverPolicy::All
-    } else {
-        DeliverPolicy::ByStartSequence { start_sequence: cursor + 1 }
-    };
-    let consumer = stream
-        .create_consumer(OrderedConfig { deliver_policy, ..Default::default() })
-        .await
-        .context("creating ordered consumer")?;
-    let mut batches = consumer.messages().await.context("opening message stream")?.ready_chunks(MAX_BATCH);
-    loop {
-        let batch = tokio::select! {
-            _ = cancel.cancelled() => return Ok(true),
-            batch = batches.next() => batch,
-        };
-        let Some(batch) = batch else { anyhow::bail!("message stream ended") };
+    let mut batches = follow::after(bus, CHECKS_STREAM, cursor, None, MAX_BATCH).await?;
+    while let Some(batch) = batches.next(cancel).await? {
         let mut checks: Vec<(u64, Envelope)> = Vec::with_capacity(batch.len());
         let mut last = cursor;
-        for message in batch {
-            let message = message.context("receiving")?;
-            let seq = message.info().map_err(|e| anyhow::anyhow!("message info: {e}"))?.stream_sequence;
+        for (seq, message) in batch {
             last = last.max(seq);
             match Envelope::from_json(&message.payload) {
                 Ok(envelope) if matches!(envelope.event, Event::CheckCompleted(_)) => checks.push((seq, envelope)),
@@ -92,6 +59,7 @@ async fn pass(bus: &Bus, pool: &PgPool, policy: Policy, cancel: &CancellationTok
             None => return Ok(false),
         }
     }
+    Ok(true)
 }
 
 /// Steps the states of one batch, publishes what they confirm, then commits

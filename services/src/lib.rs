@@ -3,16 +3,21 @@
 //! wrappers, and `monitor` runs them all in one process.
 //!
 //! - [`api`]: REST commands become events; queries read the projections.
-//! - [`projector`]: applies the MONITOR stream to Postgres.
-//! - [`bus`]: JetStream connection, stream definitions, publishing.
+//! - [`projector`]: applies the streams to Postgres and InfluxDB.
+//! - [`cron`]: per-region schedules in Redis; queues due checks.
+//! - [`worker`]: checks queued websites, publishes CheckCompleted.
+//! - [`detector`]: check results in, SiteDown/SiteUp out.
+//! - [`notification`]: one email per outage and one per recovery.
+//! - [`bus`], [`follow`], [`runtime`], [`queue`], [`config`]: what they share.
 
 pub mod all;
 pub mod api;
 pub mod bus;
 pub mod config;
 pub mod cron;
-pub mod notification;
 pub mod detector;
+pub mod follow;
+pub mod notification;
 pub mod projector;
 pub mod queue;
 pub mod runtime;

@@ -22,12 +22,11 @@
 
 use crate::bus::Bus;
 use crate::config::{Config, NotifyConfig, SmtpConfig, SmtpTls};
-use crate::runtime::{self, pause};
+use crate::{follow, runtime};
 use anyhow::Context;
-use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
 use chrono::{DateTime, Utc};
+use events::subject::{INCIDENTS, MONITOR_STREAM};
 use events::{DecodeError, Envelope, Event, SiteDown, SiteUp};
-use futures::StreamExt;
 use lettre::message::header::ContentType;
 use lettre::message::Mailbox;
 use lettre::transport::smtp::authentication::Credentials;
@@ -103,22 +102,10 @@ pub async fn serve(bus: Bus, pool: PgPool, mailer: Mailer, settings: NotifyConfi
 
 async fn plan_loop(bus: Bus, pool: PgPool, settings: NotifyConfig, wake: Arc<Notify>, cancel: CancellationToken) -> anyhow::Result<()> {
     tracing::info!("notifier following incidents");
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        match plan_pass(&bus, &pool, &settings, &wake, &cancel).await {
-            Ok(true) => return Ok(()),
-            Ok(false) => backoff = Duration::from_millis(100),
-            Err(e) => {
-                tracing::warn!(error = format!("{e:#}"), retry_in = ?backoff, "notifier pass failed");
-                if !pause(backoff, &cancel).await {
-                    return Ok(());
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(10));
-            }
-        }
-    }
+    follow::supervise("notifier", &cancel, || plan_pass(&bus, &pool, &settings, &wake, &cancel)).await
 }
 
+/// Returns true when cancelled, false when the position moved under it.
 async fn plan_pass(
     bus: &Bus,
     pool: &PgPool,
@@ -127,32 +114,15 @@ async fn plan_pass(
     cancel: &CancellationToken,
 ) -> anyhow::Result<bool> {
     let mut cursor = postgres::offset(pool, POSITION).await?;
-    let stream = bus.monitor_stream().await?;
-    let deliver_policy = if cursor == 0 {
-        DeliverPolicy::All
-    } else {
-        DeliverPolicy::ByStartSequence { start_sequence: cursor + 1 }
-    };
-    let consumer = stream
-        .create_consumer(OrderedConfig { deliver_policy, filter_subject: "incidents.>".into(), ..Default::default() })
-        .await
-        .context("creating ordered consumer")?;
-    let mut batches = consumer.messages().await.context("opening message stream")?.ready_chunks(256);
-    loop {
-        let batch = tokio::select! {
-            _ = cancel.cancelled() => return Ok(true),
-            batch = batches.next() => batch,
-        };
-        let Some(batch) = batch else { anyhow::bail!("message stream ended") };
+    let mut batches = follow::after(bus, MONITOR_STREAM, cursor, Some(INCIDENTS), 256).await?;
+    while let Some(batch) = batches.next(cancel).await? {
         let mut tx = pool.begin().await?;
         if lock_offset(&mut tx, POSITION).await? != cursor {
             return Ok(false);
         }
         let mut last = cursor;
         let mut queued = 0;
-        for message in batch {
-            let message = message.context("receiving")?;
-            let seq = message.info().map_err(|e| anyhow::anyhow!("message info: {e}"))?.stream_sequence;
+        for (seq, message) in batch {
             last = last.max(seq);
             let envelope = match Envelope::from_json(&message.payload) {
                 Ok(envelope) => envelope,
@@ -168,6 +138,7 @@ async fn plan_pass(
             wake.notify_one();
         }
     }
+    Ok(true)
 }
 
 type WebsiteRow = (String, String, Vec<String>);

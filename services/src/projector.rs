@@ -14,9 +14,9 @@
 //! accepted it; a redelivered batch rewrites the same points.
 
 use crate::bus::Bus;
-use crate::runtime::pause;
+use crate::follow;
 use anyhow::Context;
-use async_nats::jetstream::consumer::{self, pull::OrderedConfig, AckPolicy, DeliverPolicy};
+use async_nats::jetstream::consumer::{self, AckPolicy, DeliverPolicy};
 use events::subject::{CHECKS_STREAM, MONITOR_STREAM};
 use events::{DecodeError, Envelope, Event};
 use futures::StreamExt;
@@ -96,20 +96,10 @@ pub async fn run_all(bus: Bus, pool: PgPool, influx: Influx, cancel: Cancellatio
 /// backoff after any error.
 pub async fn run(bus: Bus, pool: PgPool, projection: Projection, cancel: CancellationToken) -> anyhow::Result<()> {
     tracing::info!(projection = projection.name(), "projector following {}", projection.stream());
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        match follow(&bus, &pool, projection, None, &cancel).await {
-            Ok(Pass::Cancelled) => return Ok(()),
-            Ok(Pass::Reached) | Ok(Pass::Moved) => backoff = Duration::from_millis(100),
-            Err(e) => {
-                tracing::warn!(projection = projection.name(), error = format!("{e:#}"), retry_in = ?backoff, "projector pass failed");
-                if !pause(backoff, &cancel).await {
-                    return Ok(());
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(10));
-            }
-        }
-    }
+    follow::supervise(projection.name(), &cancel, || async {
+        Ok(matches!(pass(&bus, &pool, projection, None, &cancel).await?, Pass::Cancelled))
+    })
+    .await
 }
 
 /// Empties a Postgres projection and rebuilds it from sequence 1 up to the
@@ -123,7 +113,7 @@ pub async fn replay(bus: &Bus, pool: &PgPool, projection: Projection, cancel: &C
         if postgres::offset(pool, projection.name()).await? >= target {
             return Ok(target);
         }
-        match follow(bus, pool, projection, Some(target), cancel).await? {
+        match pass(bus, pool, projection, Some(target), cancel).await? {
             Pass::Cancelled => anyhow::bail!("replay cancelled"),
             Pass::Reached | Pass::Moved => {}
         }
@@ -131,7 +121,7 @@ pub async fn replay(bus: &Bus, pool: &PgPool, projection: Projection, cancel: &C
 }
 
 /// One pass: from the stored cursor to `until` (or forever).
-async fn follow(
+async fn pass(
     bus: &Bus,
     pool: &PgPool,
     projection: Projection,
@@ -142,33 +132,10 @@ async fn follow(
     if until.is_some_and(|target| cursor >= target) {
         return Ok(Pass::Reached);
     }
-    let stream = bus.js.get_stream(projection.stream()).await.context("opening stream")?;
-    let deliver_policy = if cursor == 0 {
-        DeliverPolicy::All
-    } else {
-        DeliverPolicy::ByStartSequence { start_sequence: cursor + 1 }
-    };
-    let consumer = stream
-        .create_consumer(OrderedConfig { deliver_policy, ..Default::default() })
-        .await
-        .context("creating ordered consumer")?;
-    let mut batches = consumer
-        .messages()
-        .await
-        .context("opening message stream")?
-        .ready_chunks(MAX_BATCH);
-    loop {
-        let batch = tokio::select! {
-            _ = cancel.cancelled() => return Ok(Pass::Cancelled),
-            batch = batches.next() => batch,
-        };
-        let Some(batch) = batch else {
-            anyhow::bail!("message stream ended");
-        };
+    let mut batches = follow::after(bus, projection.stream(), cursor, None, MAX_BATCH).await?;
+    while let Some(batch) = batches.next(cancel).await? {
         let mut items = Vec::with_capacity(batch.len());
-        for message in batch {
-            let message = message.context("receiving")?;
-            let seq = message.info().map_err(|e| anyhow::anyhow!("message info: {e}"))?.stream_sequence;
+        for (seq, message) in batch {
             items.push(StreamEvent { seq, envelope: decode(projection.stream(), seq, &message.payload)? });
         }
         match projection.apply(pool, cursor, &items).await? {
@@ -185,6 +152,7 @@ async fn follow(
             return Ok(Pass::Reached);
         }
     }
+    Ok(Pass::Cancelled)
 }
 
 /// Decodes one message; `None` for an event type this build does not know.
@@ -204,19 +172,10 @@ fn decode(stream: &str, seq: u64, payload: &[u8]) -> anyhow::Result<Option<Envel
 /// Feeds CHECKS into InfluxDB until cancelled, restarting after errors.
 pub async fn run_influx(bus: Bus, influx: Influx, cancel: CancellationToken) -> anyhow::Result<()> {
     tracing::info!("projector following CHECKS into influxdb");
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        match follow_influx(&bus, &influx, &cancel).await {
-            Ok(()) => return Ok(()),
-            Err(e) => {
-                tracing::warn!(error = format!("{e:#}"), retry_in = ?backoff, "influxdb projection pass failed");
-                if !pause(backoff, &cancel).await {
-                    return Ok(());
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(10));
-            }
-        }
-    }
+    follow::supervise("influxdb projection", &cancel, || async {
+        follow_influx(&bus, &influx, &cancel).await.map(|()| true)
+    })
+    .await
 }
 
 fn influx_consumer_config() -> consumer::pull::Config {

@@ -432,3 +432,32 @@ async fn a_url_the_workers_would_refuse_is_422_when_private_targets_are_not_allo
     let (status, error) = call(&app, Method::PATCH, &path, Some(json!({ "url": "http://10.0.0.1/" }))).await;
     assert_error(status, &error, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
 }
+
+#[tokio::test]
+async fn commands_are_refused_with_503_while_nats_is_down_and_work_again_after() {
+    let mut app = TestApp::spawn_with(&[("PROJECTION_WAIT_MS", "2000")]).await;
+    app.nats.stop();
+
+    let (status, error) = call(&app, Method::POST, "/websites", Some(json!({ "url": "https://a.example.com", "name": "a" }))).await;
+    assert_error(status, &error, StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+    assert!(!error["message"].as_str().unwrap_or_default().contains("nats://"), "internal detail leaked: {error}");
+    let (status, listed) = call(&app, Method::GET, "/websites", None).await;
+    assert_eq!(status, StatusCode::OK, "queries still answer from postgres: {listed}");
+    assert_eq!(listed, json!([]), "a refused command left nothing behind");
+
+    app.nats.restart().await;
+    let website = eventually_created(&app, json!({ "url": "https://a.example.com", "name": "a" })).await;
+    assert_eq!(website["name"], "a");
+}
+
+/// Retries a create while the client reconnects to a restarted server.
+async fn eventually_created(app: &TestApp, body: Value) -> Value {
+    for _ in 0..100 {
+        let (status, website) = call(app, Method::POST, "/websites", Some(body.clone())).await;
+        if status == StatusCode::CREATED {
+            return website;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the API did not recover after NATS came back");
+}

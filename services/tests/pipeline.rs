@@ -438,3 +438,34 @@ async fn a_changed_url_is_used_from_the_next_check() {
     assert_eq!(status, StatusCode::OK);
     eventually(Duration::from_secs(15), "a check of the new url", || async { (second.hits() >= 1).then_some(()) }).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn influxdb_dropped_and_replayed_from_checks_gives_the_same_points() {
+    let mut stack = Stack::start(&[]).await;
+    let target = Target::start().await;
+    stack.start_worker("local");
+    let id = stack.add_website(json!({ "url": target.url("/status"), "name": "t", "interval_seconds": 10 })).await;
+    let before = eventually(Duration::from_secs(20), "two points", || async {
+        let (_, points) = stack.call(Method::GET, &format!("/monitor/{id}"), None).await;
+        (points.as_array().map_or(0, Vec::len) >= 2).then_some(points)
+    })
+    .await;
+    // Stop checking so the series stays put, then rebuild InfluxDB.
+    let (status, _) = stack.call(Method::DELETE, &format!("/websites/{id}"), None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let influx = influx(&stack.config);
+    let (_, all_before) = stack.call(Method::GET, "/monitor", None).await;
+    assert!(all_before.as_array().is_some_and(|a| a.is_empty()));
+    projector::replay_influx(&stack.bus, &influx).await.expect("replay");
+
+    let id: Uuid = id.parse().expect("uuid");
+    let after = eventually(Duration::from_secs(20), "the points back", || async {
+        let points = influx.series(id, None, 1).await.expect("series");
+        (points.len() >= before.as_array().map_or(0, Vec::len)).then_some(points)
+    })
+    .await;
+    let after = serde_json::to_value(&after).expect("json");
+    for point in before.as_array().expect("array") {
+        assert!(after.as_array().expect("array").contains(point), "{point} missing after replay: {after}");
+    }
+}

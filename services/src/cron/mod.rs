@@ -25,10 +25,9 @@ use crate::bus::Bus;
 use crate::config::{Config, CronConfig};
 use crate::runtime::{self, pause};
 use anyhow::Context;
-use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
 use chrono::Utc;
+use events::subject::MONITOR_STREAM;
 use events::{DecodeError, Envelope, Event};
-use futures::StreamExt;
 use projections::postgres::{self, PROJECTION};
 use sqlx::PgPool;
 use std::collections::{HashMap, HashSet};
@@ -105,24 +104,11 @@ async fn follow(
     rebuilding: Arc<Mutex<()>>,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        let pass = async {
-            let offset = offset_or_rebuild(&store, &pool, &rebuilding).await?;
-            follow_from(&bus, &store, offset, &cancel).await
-        };
-        match pass.await {
-            Ok(true) => return Ok(()),
-            Ok(false) => backoff = Duration::from_millis(100),
-            Err(e) => {
-                tracing::warn!(error = format!("{e:#}"), retry_in = ?backoff, "schedule follower pass failed");
-                if !pause(backoff, &cancel).await {
-                    return Ok(());
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(10));
-            }
-        }
-    }
+    crate::follow::supervise("schedule follower", &cancel, || async {
+        let offset = offset_or_rebuild(&store, &pool, &rebuilding).await?;
+        follow_from(&bus, &store, offset, &cancel).await
+    })
+    .await
 }
 
 /// Rebuilds the schedule from the Postgres projection; returns the MONITOR
@@ -145,31 +131,10 @@ pub async fn rebuild(store: &ScheduleStore, pool: &PgPool) -> anyhow::Result<u64
 /// Applies MONITOR events after `offset`. Returns true when cancelled,
 /// false when the schedule vanished and must be rebuilt.
 async fn follow_from(bus: &Bus, store: &ScheduleStore, offset: u64, cancel: &CancellationToken) -> anyhow::Result<bool> {
-    let stream = bus.monitor_stream().await?;
-    let deliver_policy = if offset == 0 {
-        DeliverPolicy::All
-    } else {
-        DeliverPolicy::ByStartSequence { start_sequence: offset + 1 }
-    };
-    let consumer = stream
-        .create_consumer(OrderedConfig {
-            deliver_policy,
-            filter_subject: "monitor.>".into(),
-            ..Default::default()
-        })
-        .await
-        .context("creating ordered consumer")?;
-    let mut batches = consumer.messages().await.context("opening message stream")?.ready_chunks(256);
-    loop {
-        let batch = tokio::select! {
-            _ = cancel.cancelled() => return Ok(true),
-            batch = batches.next() => batch,
-        };
-        let Some(batch) = batch else { anyhow::bail!("message stream ended") };
+    let mut batches = crate::follow::after(bus, MONITOR_STREAM, offset, Some("monitor.>"), 256).await?;
+    while let Some(batch) = batches.next(cancel).await? {
         let mut last = None;
-        for message in batch {
-            let message = message.context("receiving")?;
-            let seq = message.info().map_err(|e| anyhow::anyhow!("message info: {e}"))?.stream_sequence;
+        for (seq, message) in batch {
             match Envelope::from_json(&message.payload) {
                 Ok(envelope) => apply(store, seq, &envelope.event).await?,
                 Err(DecodeError::UnknownType(kind)) => tracing::debug!(seq, kind, "not a scheduling event"),
@@ -184,6 +149,7 @@ async fn follow_from(bus: &Bus, store: &ScheduleStore, offset: u64, cancel: &Can
             }
         }
     }
+    Ok(true)
 }
 
 /// One event's effect on the schedule.
@@ -238,6 +204,7 @@ async fn claim_loop(
 ) -> anyhow::Result<()> {
     let mut regions = Vec::new();
     let mut regions_read = tokio::time::Instant::now() - Duration::from_secs(60);
+    let mut had_schedule = false;
     let mut full_warned: HashMap<String, tokio::time::Instant> = HashMap::new();
     let mut queued_since_report = 0u64;
     let mut last_report = tokio::time::Instant::now();
@@ -246,9 +213,12 @@ async fn claim_loop(
         let round = async {
             if regions_read.elapsed() >= Duration::from_secs(2) {
                 if store.offset().await?.is_none() {
-                    tracing::warn!("schedule is gone (redis flushed?); rebuilding from postgres");
+                    if had_schedule {
+                        tracing::warn!("schedule is gone (redis flushed?); rebuilding from postgres");
+                    }
                     offset_or_rebuild(&store, &pool, &rebuilding).await?;
                 }
+                had_schedule = true;
                 regions = store.regions().await?;
                 regions_read = tokio::time::Instant::now();
             }

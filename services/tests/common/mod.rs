@@ -40,10 +40,15 @@ impl Nats {
 
     /// Kills the server and starts it again on the same port and store.
     pub async fn restart(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
         self.child = spawn_nats(self.port, self.dir.path());
         self.wait_ready().await;
+    }
+
+    /// Kills the server (start it again with `restart`).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     async fn wait_ready(&self) {
