@@ -7,106 +7,45 @@ mod common;
 
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use common::smtp::Smtp;
+use common::stack::{eventually, region_name as region, Stack};
 use common::target::Target;
-use common::{config, influx, last_sequence, Db, Nats, Redis};
-use events::{CheckCompleted, Envelope, Event, FailureCause, RegionName};
+use events::{CheckCompleted, Envelope, Event, FailureCause};
 use futures::StreamExt;
-use poem::endpoint::BoxEndpoint;
 use poem::http::{Method, StatusCode};
-use poem::test::TestClient;
 use serde_json::{json, Value};
-use services::api::{self, ApiState};
-use services::bus::Bus;
-use services::cron::store::ScheduleStore;
-use services::notification::Mailer;
-use services::worker::check::{Checker, CheckerOptions};
-use services::{cron, detector, notification, projector, worker, Config};
-use std::future::Future;
-use std::sync::Arc;
+use services::{detector, notification, projector};
 use std::time::{Duration, Instant};
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+/// The stack with a real SMTP server the notifier sends to.
 struct System {
-    client: TestClient<BoxEndpoint<'static>>,
-    bus: Bus,
-    db: Db,
-    config: Config,
-    cancel: CancellationToken,
+    stack: Stack,
     smtp: Smtp,
-    _redis: Redis,
-    _nats: Nats,
+}
+
+impl std::ops::Deref for System {
+    type Target = Stack;
+
+    fn deref(&self) -> &Stack {
+        &self.stack
+    }
 }
 
 impl System {
-    /// API and projections; the detector, notifier and pipeline are started
-    /// by each test as it needs them.
     async fn start(smtp: Smtp) -> System {
-        let nats = Nats::start().await;
-        let db = Db::fresh().await;
-        let redis = Redis::start().await;
         let port = smtp.port.to_string();
-        let config = config(&nats, &db, &[("REDIS_URL", &redis.url), ("SMTP_PORT", &port)]);
-        let bus = services::runtime::connect_bus(&config).await.expect("bus");
-        let cancel = CancellationToken::new();
-        api::ensure_default_region(&bus, &config.default_region).await.expect("region");
-        tokio::spawn(projector::run_all(bus.clone(), db.pool.clone(), influx(&config), cancel.clone()));
-        let last = last_sequence(&bus).await;
-        assert!(projector::wait_for(&db.pool, last, Duration::from_secs(10)).await.expect("offset"));
-        let state = Arc::new(ApiState {
-            bus: bus.clone(),
-            pool: db.pool.clone(),
-            influx: influx(&config),
-            projection_wait: config.projection_wait,
-            allow_private_targets: true,
-        });
-        System { client: TestClient::new(api::app(state)), bus, db, config, cancel, smtp, _redis: redis, _nats: nats }
+        let stack = Stack::start(&[("SMTP_PORT", &port)]).await;
+        System { stack, smtp }
     }
 
-    fn start_detector(&self) -> (CancellationToken, JoinHandle<anyhow::Result<()>>) {
-        let token = self.cancel.child_token();
-        let handle = tokio::spawn(detector::serve(self.bus.clone(), self.db.pool.clone(), self.config.detector, token.clone()));
-        (token, handle)
-    }
-
-    fn start_notifier(&self) -> (CancellationToken, JoinHandle<anyhow::Result<()>>) {
-        let token = self.cancel.child_token();
-        let mailer = Mailer::new(&self.config.smtp).expect("mailer");
-        let handle = tokio::spawn(notification::serve(
-            self.bus.clone(),
-            self.db.pool.clone(),
-            mailer,
-            self.config.notify.clone(),
-            token.clone(),
-        ));
-        (token, handle)
-    }
-
-    async fn start_pipeline(&self) {
-        let store = ScheduleStore::connect(&self.config.redis_url).await.expect("redis");
-        tokio::spawn(cron::serve(self.config.cron.clone(), self.bus.clone(), self.db.pool.clone(), store, self.cancel.clone()));
-        let checker = Checker::new(CheckerOptions { allow_private_targets: true, ..Default::default() }).expect("checker");
-        let (settings, url, bus, cancel) =
-            (self.config.worker.clone(), self.config.redis_url.clone(), self.bus.clone(), self.cancel.clone());
-        tokio::spawn(async move { worker::serve(settings, &url, region("local"), bus, checker, cancel).await });
-    }
-
-    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let mut request = self.client.request(method, path);
-        if let Some(body) = body {
-            request = request.body_json(&body);
-        }
-        let response = request.send().await;
-        let status = response.0.status();
-        let bytes = response.0.into_body().into_vec().await.expect("body");
-        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    fn start_pipeline(&self) {
+        self.start_cron();
+        self.start_worker("local");
     }
 
     async fn add_website(&self, body: Value) -> Uuid {
-        let (status, website) = self.call(Method::POST, "/websites", Some(body)).await;
-        assert_eq!(status, StatusCode::CREATED, "{website}");
-        website["id"].as_str().expect("id").parse().expect("uuid")
+        self.stack.add_website(body).await.parse().expect("uuid")
     }
 
     /// Publishes a check result as a worker would.
@@ -178,35 +117,10 @@ impl System {
     }
 }
 
-impl Drop for System {
-    fn drop(&mut self) {
-        self.cancel.cancel();
-    }
-}
-
-fn region(name: &str) -> RegionName {
-    RegionName::parse(name).expect("region")
-}
-
 fn at(offset_secs: i64) -> DateTime<Utc> {
     // Recent, so the notifier does not treat them as old history.
     let base = Utc::now() - ChronoDuration::minutes(5);
     base - ChronoDuration::nanoseconds(base.timestamp_subsec_nanos() as i64) + ChronoDuration::seconds(offset_secs)
-}
-
-async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 fn kinds(events: &[Envelope]) -> Vec<&'static str> {
@@ -217,7 +131,7 @@ fn kinds(events: &[Envelope]) -> Vec<&'static str> {
 async fn a_site_that_fails_and_recovers_gives_one_incident_and_two_emails() {
     let system = System::start(Smtp::start().await).await;
     let target = Target::start().await;
-    system.start_pipeline().await;
+    system.start_pipeline();
     system.start_detector();
     system.start_notifier();
     let id = system

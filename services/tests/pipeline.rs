@@ -5,157 +5,26 @@
 
 mod common;
 
+use common::stack::{eventually, region_name, Stack};
 use common::target::Target;
-use common::{config, influx, Db, Nats, Redis};
-use futures::StreamExt;
-use poem::endpoint::BoxEndpoint;
+use common::influx;
 use poem::http::{Method, StatusCode};
-use poem::test::TestClient;
 use redis::AsyncCommands;
-use serde_json::{json, Value};
-use services::api::{self, ApiState};
-use services::bus::Bus;
-use services::cron::store::ScheduleStore;
-use services::worker::check::{Checker, CheckerOptions};
-use services::{cron, projector, queue, worker, Config};
-use std::collections::HashMap;
-use std::future::Future;
-use std::sync::Arc;
+use serde_json::json;
+use services::{cron, projector, queue, worker};
 use std::time::Duration;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-struct Stack {
-    client: TestClient<BoxEndpoint<'static>>,
-    bus: Bus,
-    db: Db,
-    config: Config,
-    store: ScheduleStore,
-    cancel: CancellationToken,
-    workers: HashMap<String, (CancellationToken, JoinHandle<anyhow::Result<()>>)>,
-    _redis: Redis,
-    _nats: Nats,
-}
-
-impl Stack {
-    /// Everything but the workers, which each test starts as it needs.
-    async fn start(extra: &[(&str, &str)]) -> Stack {
-        let nats = Nats::start().await;
-        let db = Db::fresh().await;
-        let redis = Redis::start().await;
-        let mut settings = vec![("REDIS_URL", redis.url.as_str()), ("WORKER_RECLAIM_IDLE_MS", "1000")];
-        settings.extend_from_slice(extra);
-        let config = config(&nats, &db, &settings);
-        let bus = services::runtime::connect_bus(&config).await.expect("bus");
-        let cancel = CancellationToken::new();
-        api::ensure_default_region(&bus, &config.default_region).await.expect("default region");
-        tokio::spawn(projector::run_all(bus.clone(), db.pool.clone(), influx(&config), cancel.clone()));
-        let last = common::last_sequence(&bus).await;
-        assert!(projector::wait_for(&db.pool, last, Duration::from_secs(10)).await.expect("offset"));
-        let store = ScheduleStore::connect(&redis.url).await.expect("redis");
-        tokio::spawn(cron::serve(config.cron.clone(), bus.clone(), db.pool.clone(), store.clone(), cancel.clone()));
-        let state = Arc::new(ApiState {
-            bus: bus.clone(),
-            pool: db.pool.clone(),
-            influx: influx(&config),
-            projection_wait: config.projection_wait,
-            allow_private_targets: true,
-        });
-        Stack {
-            client: TestClient::new(api::app(state)),
-            bus,
-            db,
-            config,
-            store,
-            cancel,
-            workers: HashMap::new(),
-            _redis: redis,
-            _nats: nats,
-        }
-    }
-
-    fn start_worker(&mut self, region: &str) {
-        let token = self.cancel.child_token();
-        let checker = Checker::new(CheckerOptions { allow_private_targets: true, ..Default::default() }).expect("checker");
-        let (settings, url, bus, region_name, cancel) =
-            (self.config.worker.clone(), self.config.redis_url.clone(), self.bus.clone(), region.parse_region(), token.clone());
-        let handle = tokio::spawn(async move { worker::serve(settings, &url, region_name, bus, checker, cancel).await });
-        self.workers.insert(region.to_owned(), (token, handle));
-    }
-
-    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let mut request = self.client.request(method, path);
-        if let Some(body) = body {
-            request = request.body_json(&body);
-        }
-        let response = request.send().await;
-        let status = response.0.status();
-        let bytes = response.0.into_body().into_vec().await.expect("body");
-        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
-    }
-
-    async fn add_website(&self, body: Value) -> String {
-        let (status, website) = self.call(Method::POST, "/websites", Some(body)).await;
-        assert_eq!(status, StatusCode::CREATED, "{website}");
-        website["id"].as_str().expect("id").to_owned()
-    }
-
-    /// The latest /monitor entry of a website.
-    async fn monitor(&self, id: &str) -> Value {
-        let (status, all) = self.call(Method::GET, "/monitor", None).await;
-        assert_eq!(status, StatusCode::OK, "{all}");
-        all.as_array().into_iter().flatten().find(|w| w["id"] == id).cloned().unwrap_or(Value::Null)
-    }
-
-    /// CheckCompleted events stored per subject.
-    async fn checks_per_subject(&self) -> HashMap<String, usize> {
-        let stream = self.bus.js.get_stream("CHECKS").await.expect("CHECKS");
-        let mut subjects = stream.info_with_subjects("checks.>").await.expect("info");
-        let mut counts = HashMap::new();
-        while let Some(entry) = subjects.next().await {
-            let (subject, count) = entry.expect("subject");
-            counts.insert(subject, count);
-        }
-        counts
-    }
-}
-
-impl Drop for Stack {
-    fn drop(&mut self) {
-        self.cancel.cancel();
-    }
-}
-
-trait ParseRegion {
-    fn parse_region(&self) -> events::RegionName;
-}
-
-impl ParseRegion for str {
-    fn parse_region(&self) -> events::RegionName {
-        events::RegionName::parse(self).expect("region")
-    }
-}
-
-/// Polls `probe` until it returns `Some`, or fails after `timeout`.
-async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+/// The stack with its scheduler running (workers are started per test).
+async fn start(extra: &[(&str, &str)]) -> Stack {
+    let stack = Stack::start(extra).await;
+    stack.start_cron();
+    stack
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_website_added_through_the_api_is_checked_from_each_region_within_seconds() {
-    let mut stack = Stack::start(&[]).await;
+    let stack = start(&[]).await;
     let target = Target::start().await;
     let (status, _) = stack.call(Method::POST, "/regions", Some(json!({ "name": "europe" }))).await;
     assert_eq!(status, StatusCode::CREATED);
@@ -199,7 +68,7 @@ async fn a_website_added_through_the_api_is_checked_from_each_region_within_seco
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_targets_are_down_in_monitor_with_their_cause() {
-    let mut stack = Stack::start(&[]).await;
+    let stack = start(&[]).await;
     let target = Target::start().await;
     target.answer(500);
     stack.start_worker("local");
@@ -227,7 +96,7 @@ async fn failing_targets_are_down_in_monitor_with_their_cause() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn monitor_series_refuses_bad_days_unknown_regions_and_unknown_websites() {
-    let stack = Stack::start(&[]).await;
+    let stack = start(&[]).await;
     let id = stack.add_website(json!({ "url": "https://example.com", "name": "example" })).await;
     for (query, status, field) in [
         ("days=0", StatusCode::UNPROCESSABLE_ENTITY, "days"),
@@ -251,9 +120,9 @@ async fn monitor_series_refuses_bad_days_unknown_regions_and_unknown_websites() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_with_jobs_in_flight_loses_none() {
-    let mut stack = Stack::start(&[("WORKER_RECLAIM_IDLE_MS", "500")]).await;
+    let stack = start(&[("WORKER_RECLAIM_IDLE_MS", "500")]).await;
     let target = Target::start().await;
-    let key = queue::checks_key(&"local".parse_region());
+    let key = queue::checks_key(&region_name("local"));
     let mut conn = stack.store.connection();
     worker::ensure_group(&mut conn, &key).await.expect("group");
     // Ten slow jobs queued by hand, so nothing else schedules them.
@@ -271,13 +140,12 @@ async fn a_worker_killed_with_jobs_in_flight_loses_none() {
     }
 
     // The first worker takes them all and dies mid-check.
-    stack.start_worker("local");
+    let (_, first) = stack.start_worker("local");
     eventually(Duration::from_secs(5), "the first worker to start checking", || async {
         (target.hits() >= 10).then_some(())
     })
     .await;
-    let (_, handle) = stack.workers.remove("local").expect("worker");
-    handle.abort();
+    first.abort();
     let pending: redis::streams::StreamPendingReply = conn.xpending(&key, queue::GROUP).await.expect("pending");
     assert_eq!(pending.count(), 10, "the dead worker's jobs are pending");
 
@@ -293,19 +161,19 @@ async fn a_worker_killed_with_jobs_in_flight_loses_none() {
     for id in ids {
         assert_eq!(counts.get(&format!("checks.local.{id}")), Some(&1), "one event for {id}");
     }
-    let dead: usize = conn.xlen(queue::dead_key(&"local".parse_region())).await.expect("xlen");
+    let dead: usize = conn.xlen(queue::dead_key(&region_name("local"))).await.expect("xlen");
     assert_eq!(dead, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_malformed_job_goes_to_the_dead_letter_stream() {
-    let mut stack = Stack::start(&[]).await;
-    let key = queue::checks_key(&"local".parse_region());
+    let stack = start(&[]).await;
+    let key = queue::checks_key(&region_name("local"));
     let mut conn = stack.store.connection();
     worker::ensure_group(&mut conn, &key).await.expect("group");
     let _: String = conn.xadd(&key, "*", &[("id", "not-a-uuid"), ("url", "x")]).await.expect("xadd");
     stack.start_worker("local");
-    let dead_key = queue::dead_key(&"local".parse_region());
+    let dead_key = queue::dead_key(&region_name("local"));
     let reason: String = eventually(Duration::from_secs(5), "the dead letter", || async {
         let mut conn = stack.store.connection();
         let entries: redis::streams::StreamRangeReply = conn.xrange_all(&dead_key).await.expect("xrange");
@@ -319,15 +187,9 @@ async fn a_malformed_job_goes_to_the_dead_letter_stream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_schedulers_never_queue_a_check_twice() {
-    let stack = Stack::start(&[]).await;
+    let stack = start(&[]).await;
     // A second scheduler on the same Redis.
-    tokio::spawn(cron::serve(
-        stack.config.cron.clone(),
-        stack.bus.clone(),
-        stack.db.pool.clone(),
-        stack.store.clone(),
-        stack.cancel.clone(),
-    ));
+    stack.start_cron();
     let mut ids = Vec::new();
     for n in 0..30 {
         ids.push(stack.add_website(json!({ "url": format!("https://{n}.example.com"), "name": "x", "interval_seconds": 10 })).await);
@@ -338,7 +200,7 @@ async fn two_schedulers_never_queue_a_check_twice() {
     tokio::time::sleep(Duration::from_secs(12)).await;
     let mut conn = stack.store.connection();
     let entries: redis::streams::StreamRangeReply =
-        conn.xrange_all(queue::checks_key(&"local".parse_region())).await.expect("xrange");
+        conn.xrange_all(queue::checks_key(&region_name("local"))).await.expect("xrange");
     let mut seen = std::collections::HashSet::new();
     for entry in &entries.ids {
         let key = (entry.get::<String>("id"), entry.get::<String>("scheduled_ms"));
@@ -352,7 +214,7 @@ async fn two_schedulers_never_queue_a_check_twice() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flushed_redis_is_rebuilt_from_postgres_and_checks_resume() {
-    let mut stack = Stack::start(&[]).await;
+    let stack = start(&[]).await;
     let target = Target::start().await;
     stack.start_worker("local");
     let id = stack.add_website(json!({ "url": target.url("/status"), "name": "t", "interval_seconds": 10 })).await;
@@ -375,7 +237,7 @@ async fn a_flushed_redis_is_rebuilt_from_postgres_and_checks_resume() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconciliation_adds_what_redis_lost_and_drops_what_postgres_no_longer_has() {
-    let stack = Stack::start(&[]).await;
+    let stack = start(&[]).await;
     let lost = stack.add_website(json!({ "url": "https://lost.example.com", "name": "lost" })).await;
     let kept = stack.add_website(json!({ "url": "https://kept.example.com", "name": "kept" })).await;
     eventually(Duration::from_secs(5), "both scheduled", || async {
@@ -406,7 +268,7 @@ async fn reconciliation_adds_what_redis_lost_and_drops_what_postgres_no_longer_h
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_removed_website_is_never_checked_again() {
-    let mut stack = Stack::start(&[]).await;
+    let stack = start(&[]).await;
     let target = Target::start().await;
     stack.start_worker("local");
     let id = stack.add_website(json!({ "url": target.url("/status"), "name": "t", "interval_seconds": 10 })).await;
@@ -427,7 +289,7 @@ async fn a_removed_website_is_never_checked_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_changed_url_is_used_from_the_next_check() {
-    let mut stack = Stack::start(&[]).await;
+    let stack = start(&[]).await;
     let first = Target::start().await;
     let second = Target::start().await;
     stack.start_worker("local");
@@ -441,7 +303,7 @@ async fn a_changed_url_is_used_from_the_next_check() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn influxdb_dropped_and_replayed_from_checks_gives_the_same_points() {
-    let mut stack = Stack::start(&[]).await;
+    let stack = start(&[]).await;
     let target = Target::start().await;
     stack.start_worker("local");
     let id = stack.add_website(json!({ "url": target.url("/status"), "name": "t", "interval_seconds": 10 })).await;

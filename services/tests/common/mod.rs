@@ -5,6 +5,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod smtp;
+pub mod stack;
 pub mod target;
 
 use poem::endpoint::BoxEndpoint;
