@@ -3,7 +3,8 @@
 //! Starts a target server on many loopback addresses (configurable latency
 //! and failure rate), measures a baseline (the same check code in a bare
 //! loop, no queue, no events), then registers N websites as events and runs
-//! every component in this process (projector, scheduler, one worker)
+//! every component in this process (projector, scheduler, one worker,
+//! detector)
 //! against the test set's NATS, PostgreSQL, Redis and InfluxDB. It prints
 //! sustained checks/s, check-start lateness p50/p99, check-to-InfluxDB and
 //! check-to-Postgres lag p99 and memory, and the ratio to the baseline.
@@ -23,7 +24,7 @@ use projections::influx::Influx;
 use services::bus::Bus;
 use services::cron::store::ScheduleStore;
 use services::worker::check::{Checker, CheckerOptions};
-use services::{cron, projector, runtime, worker, Config};
+use services::{cron, detector, projector, runtime, worker, Config};
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -280,6 +281,8 @@ async fn main() -> anyhow::Result<()> {
     projector::wait_for(&pool, monitor_last, Duration::from_secs(600)).await?;
     println!("setup: {} websites published and projected in {:.1} s", options.websites, started.elapsed().as_secs_f64());
 
+    // The detector follows the results as in production.
+    tokio::spawn(detector::serve(bus.clone(), pool.clone(), config.detector, cancel.clone()));
     // The scheduler builds its schedule from Postgres (each website at its
     // slot), then the worker starts checking.
     let store = ScheduleStore::connect(&config.redis_url).await?;
@@ -323,8 +326,8 @@ async fn main() -> anyhow::Result<()> {
     let start = Instant::now();
     // (sequence, when it was the stream's last) and the lags observed.
     let mut marks: Vec<(u64, Instant)> = Vec::new();
-    let (mut pg_lags, mut influx_lags) = (Vec::new(), Vec::new());
-    let (mut pg_next, mut influx_next) = (0usize, 0usize);
+    let (mut pg_lags, mut influx_lags, mut detector_lags) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut pg_next, mut influx_next, mut detector_next) = (0usize, 0usize, 0usize);
     let mut per_window = Vec::new();
     let mut window_start = (Instant::now(), start_seq);
     while start.elapsed() < Duration::from_secs(options.duration) {
@@ -336,6 +339,11 @@ async fn main() -> anyhow::Result<()> {
         let mut consumer: async_nats::jetstream::consumer::PullConsumer =
             checks_stream.get_consumer(influx_consumer_name).await.map_err(|e| anyhow::anyhow!("{e}"))?;
         let floor = consumer.info().await?.ack_floor.stream_sequence;
+        let detected = projections::postgres::offset(&pool, detector::POSITION).await?;
+        while detector_next < marks.len() && marks[detector_next].0 <= detected {
+            detector_lags.push((now - marks[detector_next].1).as_secs_f64() * 1000.0);
+            detector_next += 1;
+        }
         while pg_next < marks.len() && marks[pg_next].0 <= pg {
             pg_lags.push((now - marks[pg_next].1).as_secs_f64() * 1000.0);
             pg_next += 1;
@@ -359,6 +367,7 @@ async fn main() -> anyhow::Result<()> {
     late.sort_by(|a, b| a.total_cmp(b));
     pg_lags.sort_by(|a, b| a.total_cmp(b));
     influx_lags.sort_by(|a, b| a.total_cmp(b));
+    detector_lags.sort_by(|a, b| a.total_cmp(b));
     let backlog: usize = {
         let mut conn = redis::Client::open(config.redis_url.as_str())?.get_multiplexed_async_connection().await?;
         redis::cmd("XLEN").arg("checks:local").query_async(&mut conn).await?
@@ -372,6 +381,7 @@ async fn main() -> anyhow::Result<()> {
     println!("  start lateness     p50 {:.0} ms, p99 {:.0} ms ({} checks)", percentile(&late, 50.0), percentile(&late, 99.0), late.len());
     println!("  check -> postgres  lag p99 {:.0} ms (p50 {:.0})", percentile(&pg_lags, 99.0), percentile(&pg_lags, 50.0));
     println!("  check -> influxdb  lag p99 {:.0} ms (p50 {:.0})", percentile(&influx_lags, 99.0), percentile(&influx_lags, 50.0));
+    println!("  check -> detector  lag p99 {:.0} ms (p50 {:.0})", percentile(&detector_lags, 99.0), percentile(&detector_lags, 50.0));
     println!("  queue backlog      {backlog} jobs at the end");
     println!("  target answered    {} requests in all", answered.load(Ordering::Relaxed));
     for (name, mib) in memory() {
