@@ -238,26 +238,46 @@ mod tests {
 /// intervals end at `to`): the downtime of a website down while any region
 /// is down.
 pub fn covered_seconds(intervals: &[(DateTime<Utc>, Option<DateTime<Utc>>)], from: DateTime<Utc>, to: DateTime<Utc>) -> i64 {
-    let mut clipped: Vec<(DateTime<Utc>, DateTime<Utc>)> = intervals
-        .iter()
-        .map(|(start, end)| ((*start).max(from), end.unwrap_or(to).min(to)))
-        .filter(|(start, end)| start < end)
-        .collect();
-    clipped.sort();
-    let mut total = 0;
-    let mut current: Option<(DateTime<Utc>, DateTime<Utc>)> = None;
-    for (start, end) in clipped {
-        current = match current {
-            Some((s, e)) if start <= e => Some((s, e.max(end))),
-            Some((s, e)) => {
-                total += (e - s).num_seconds();
-                Some((start, end))
-            }
-            None => Some((start, end)),
-        };
+    covered_by_at_least(intervals, 1, from, to)
+}
+
+/// Seconds of `[from, to]` covered by at least `needed` of `intervals` at
+/// once: the downtime of a website that is down while `needed` of its
+/// regions are (one interval per region outage).
+pub fn covered_by_at_least(
+    intervals: &[(DateTime<Utc>, Option<DateTime<Utc>>)],
+    needed: usize,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> i64 {
+    let needed = needed.max(1);
+    // +1 where an outage starts, -1 where it ends; ends sort before starts
+    // at the same instant, so touching outages do not overlap.
+    let mut edges: Vec<(DateTime<Utc>, i32)> = Vec::with_capacity(intervals.len() * 2);
+    for (start, end) in intervals {
+        let (start, end) = ((*start).max(from), end.unwrap_or(to).min(to));
+        if start < end {
+            edges.push((start, 1));
+            edges.push((end, -1));
+        }
     }
-    if let Some((s, e)) = current {
-        total += (e - s).num_seconds();
+    edges.sort();
+    let (mut open, mut total) = (0usize, 0i64);
+    let mut since: Option<DateTime<Utc>> = None;
+    for (at, step) in edges {
+        if step > 0 {
+            open += 1;
+            if open == needed {
+                since = Some(at);
+            }
+        } else {
+            if open == needed {
+                if let Some(start) = since.take() {
+                    total += (at - start).num_seconds();
+                }
+            }
+            open = open.saturating_sub(1);
+        }
     }
     total
 }
@@ -283,6 +303,15 @@ mod coverage_tests {
         assert_eq!(covered_seconds(&intervals, t(0), t(100)), 20);
         assert_eq!(covered_seconds(&[], t(0), t(100)), 0);
         assert_eq!(covered_seconds(&[(t(200), None)], t(0), t(100)), 0);
+    }
+
+    #[test]
+    fn with_a_threshold_only_the_time_enough_regions_overlap_counts() {
+        let intervals = [(t(0), Some(t(50))), (t(20), Some(t(80))), (t(40), Some(t(60)))];
+        assert_eq!(covered_by_at_least(&intervals, 1, t(0), t(100)), 80);
+        assert_eq!(covered_by_at_least(&intervals, 2, t(0), t(100)), 40);
+        assert_eq!(covered_by_at_least(&intervals, 3, t(0), t(100)), 10);
+        assert_eq!(covered_by_at_least(&intervals, 4, t(0), t(100)), 0);
     }
 
     #[test]

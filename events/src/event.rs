@@ -2,7 +2,7 @@
 //! grows when its shape changes. New fields are added with serde defaults so
 //! every event ever stored still decodes.
 
-use crate::values::{EmailAddress, FailuresBeforeDown, IntervalSecs, RegionName, TimeoutMs, WebsiteName, WebsiteUrl};
+use crate::values::{DownPolicy, EmailAddress, FailuresBeforeDown, IntervalSecs, RegionName, TimeoutMs, WebsiteName, WebsiteUrl};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -102,6 +102,9 @@ pub struct WebsiteAdded {
     /// detector's default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failures_before_down: Option<FailuresBeforeDown>,
+    /// When the website counts as down; absent: any region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub down_policy: Option<DownPolicy>,
 }
 
 /// Some settings of a website changed; absent fields did not change.
@@ -122,6 +125,8 @@ pub struct WebsiteUpdated {
     pub notify_emails: Option<Vec<EmailAddress>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failures_before_down: Option<FailuresBeforeDown>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub down_policy: Option<DownPolicy>,
 }
 
 /// A website is no longer monitored.

@@ -19,7 +19,7 @@ pub use event::{
     WebsiteRemoved, WebsiteUpdated,
 };
 pub use values::{
-    EmailAddress, FailuresBeforeDown, IntervalSecs, RegionName, TimeoutMs, ValueError, WebsiteName, WebsiteUrl,
+    DownPolicy, EmailAddress, FailuresBeforeDown, IntervalSecs, RegionName, TimeoutMs, ValueError, WebsiteName, WebsiteUrl,
 };
 
 /// Why a command was refused by the domain rules (as opposed to failing in

@@ -221,6 +221,51 @@ impl Default for TimeoutMs {
     }
 }
 
+/// When a website checked from several regions counts as down: while any
+/// region is down (the default), while more than half are, or only while
+/// all are.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DownPolicy {
+    #[default]
+    Any,
+    Majority,
+    All,
+}
+
+impl DownPolicy {
+    pub fn parse(input: &str) -> Result<Self, ValueError> {
+        match input.trim() {
+            "any" => Ok(Self::Any),
+            "majority" => Ok(Self::Majority),
+            "all" => Ok(Self::All),
+            other => Err(ValueError::new(format!("down_policy must be any, majority or all, not {other:?}"))),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Any => "any",
+            Self::Majority => "majority",
+            Self::All => "all",
+        }
+    }
+
+    /// How many of `regions` regions must be down for the website to be.
+    pub fn regions_needed(self, regions: usize) -> usize {
+        match self {
+            Self::Any => 1,
+            Self::Majority => regions / 2 + 1,
+            Self::All => regions.max(1),
+        }
+    }
+
+    /// Whether `down` of `regions` regions being down makes the website down.
+    pub fn is_down(self, down: usize, regions: usize) -> bool {
+        down > 0 && down >= self.regions_needed(regions)
+    }
+}
+
 /// How many consecutive failed checks confirm an outage: 1 to 10.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -311,6 +356,20 @@ mod tests {
         for bad in [0, 11, -1] {
             assert!(FailuresBeforeDown::parse(bad).is_err());
         }
+    }
+
+    #[test]
+    fn a_down_policy_counts_the_regions_it_needs() {
+        assert!(DownPolicy::Any.is_down(1, 3));
+        assert!(!DownPolicy::Any.is_down(0, 3));
+        assert!(!DownPolicy::Majority.is_down(1, 3));
+        assert!(DownPolicy::Majority.is_down(2, 3));
+        assert!(!DownPolicy::Majority.is_down(1, 2), "half is not a majority");
+        assert!(DownPolicy::Majority.is_down(1, 1));
+        assert!(!DownPolicy::All.is_down(2, 3));
+        assert!(DownPolicy::All.is_down(3, 3));
+        assert_eq!(DownPolicy::parse("majority"), Ok(DownPolicy::Majority));
+        assert!(DownPolicy::parse("most").is_err());
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! pure rules `decide` (command -> events) and `apply` (event -> state).
 
 use crate::event::{Event, WebsiteAdded, WebsiteRemoved, WebsiteUpdated};
-use crate::values::{EmailAddress, FailuresBeforeDown, IntervalSecs, RegionName, TimeoutMs, WebsiteName, WebsiteUrl};
+use crate::values::{DownPolicy, EmailAddress, FailuresBeforeDown, IntervalSecs, RegionName, TimeoutMs, WebsiteName, WebsiteUrl};
 use crate::DomainError;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -21,6 +21,7 @@ pub struct Website {
     pub notify_emails: Vec<EmailAddress>,
     /// `None`: the detector's default (2).
     pub failures_before_down: Option<FailuresBeforeDown>,
+    pub down_policy: DownPolicy,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -37,6 +38,7 @@ pub struct AddWebsite {
     pub timeout_ms: TimeoutMs,
     pub notify_emails: Vec<EmailAddress>,
     pub failures_before_down: Option<FailuresBeforeDown>,
+    pub down_policy: DownPolicy,
 }
 
 /// A validated partial update; `None` leaves a setting as it is.
@@ -49,6 +51,7 @@ pub struct ChangeWebsite {
     pub timeout_ms: Option<TimeoutMs>,
     pub notify_emails: Option<Vec<EmailAddress>>,
     pub failures_before_down: Option<FailuresBeforeDown>,
+    pub down_policy: Option<DownPolicy>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -82,6 +85,8 @@ pub fn decide(
                 timeout_ms: add.timeout_ms,
                 notify_emails: dedup(add.notify_emails),
                 failures_before_down: add.failures_before_down,
+                // The default is not written, so old and new events agree.
+                down_policy: Some(add.down_policy).filter(|p| *p != DownPolicy::Any),
             })])
         }
         (None, _) => Err(DomainError::WebsiteNotFound(id)),
@@ -111,6 +116,7 @@ pub fn decide(
                 failures_before_down: change
                     .failures_before_down
                     .filter(|v| Some(*v) != current.failures_before_down),
+                down_policy: change.down_policy.filter(|v| *v != current.down_policy),
             };
             if update == (WebsiteUpdated { website_id: id, ..Default::default() }) {
                 Ok(vec![])
@@ -134,6 +140,7 @@ pub fn apply(state: Option<Website>, event: &Event, at: DateTime<Utc>) -> Option
             timeout_ms: e.timeout_ms,
             notify_emails: e.notify_emails.clone(),
             failures_before_down: e.failures_before_down,
+            down_policy: e.down_policy.unwrap_or_default(),
             created_at: at,
             updated_at: at,
         }),
@@ -158,6 +165,9 @@ pub fn apply(state: Option<Website>, event: &Event, at: DateTime<Utc>) -> Option
             }
             if let Some(failures) = e.failures_before_down {
                 w.failures_before_down = Some(failures);
+            }
+            if let Some(policy) = e.down_policy {
+                w.down_policy = policy;
             }
             w.updated_at = at;
             w
@@ -206,6 +216,7 @@ mod tests {
             timeout_ms: TimeoutMs::default(),
             notify_emails: vec![],
             failures_before_down: None,
+            down_policy: DownPolicy::Any,
         })
     }
 

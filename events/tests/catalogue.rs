@@ -25,6 +25,7 @@ fn every_event() -> Vec<Event> {
             timeout_ms: TimeoutMs::parse(5000).unwrap_or_else(|e| panic!("{e}")),
             notify_emails: vec![EmailAddress::parse("ops@example.com").unwrap_or_else(|e| panic!("{e}"))],
             failures_before_down: FailuresBeforeDown::parse(3).ok(),
+            down_policy: Some(DownPolicy::Majority),
         }),
         Event::WebsiteUpdated(WebsiteUpdated {
             website_id,

@@ -12,7 +12,7 @@ use crate::{Error, Result};
 use chrono::{DateTime, Utc};
 use events::website::Website;
 use events::{
-    EmailAddress, Envelope, Event, FailuresBeforeDown, IntervalSecs, RegionName, TimeoutMs, WebsiteName, WebsiteUrl,
+    DownPolicy, EmailAddress, Envelope, Event, FailuresBeforeDown, IntervalSecs, RegionName, TimeoutMs, WebsiteName, WebsiteUrl,
 };
 use sqlx::migrate::Migrator;
 use sqlx::{PgPool, Postgres, Transaction};
@@ -128,8 +128,8 @@ async fn apply(tx: &mut Transaction<'_, Postgres>, seq: u64, envelope: &Envelope
         Event::WebsiteAdded(e) => {
             let emails: Vec<&str> = e.notify_emails.iter().map(|m| m.as_str()).collect();
             let inserted = sqlx::query(
-                "insert into websites (id, url, name, interval_seconds, timeout_ms, notify_emails, created_at, updated_at, stream_seq, failures_before_down)
-                 values ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9)
+                "insert into websites (id, url, name, interval_seconds, timeout_ms, notify_emails, created_at, updated_at, stream_seq, failures_before_down, down_policy)
+                 values ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9, $10)
                  on conflict (id) do nothing",
             )
             .bind(e.website_id)
@@ -141,6 +141,7 @@ async fn apply(tx: &mut Transaction<'_, Postgres>, seq: u64, envelope: &Envelope
             .bind(at)
             .bind(seq)
             .bind(e.failures_before_down.map(|f| to_i32(f.get())))
+            .bind(e.down_policy.unwrap_or_default().as_str())
             .execute(&mut **tx)
             .await?;
             if inserted.rows_affected() == 1 {
@@ -160,6 +161,7 @@ async fn apply(tx: &mut Transaction<'_, Postgres>, seq: u64, envelope: &Envelope
                     timeout_ms = coalesce($5, timeout_ms),
                     notify_emails = coalesce($6, notify_emails),
                     failures_before_down = coalesce($9, failures_before_down),
+                    down_policy = coalesce($10, down_policy),
                     updated_at = $7,
                     stream_seq = $8
                  where id = $1 and stream_seq < $8",
@@ -173,6 +175,7 @@ async fn apply(tx: &mut Transaction<'_, Postgres>, seq: u64, envelope: &Envelope
             .bind(at)
             .bind(seq)
             .bind(e.failures_before_down.map(|f| to_i32(f.get())))
+            .bind(e.down_policy.map(|p| p.as_str()))
             .execute(&mut **tx)
             .await?;
             if let (Some(regions), 1) = (&e.regions, updated.rows_affected()) {
@@ -284,13 +287,14 @@ type WebsiteRow = (
     i64,
     Vec<String>,
     Option<i32>,
+    String,
 );
 
 const SELECT_WEBSITES: &str = "
     select w.id, w.url, w.name, w.interval_seconds, w.timeout_ms, w.notify_emails,
            w.created_at, w.updated_at, w.stream_seq,
            coalesce(array_agg(wr.region order by wr.region) filter (where wr.region is not null), '{}') as regions,
-           w.failures_before_down
+           w.failures_before_down, w.down_policy
     from websites w left join website_regions wr on wr.website_id = w.id";
 
 pub async fn website(pool: &PgPool, id: Uuid) -> Result<Option<StoredWebsite>> {
@@ -317,7 +321,7 @@ pub async fn websites(pool: &PgPool, limit: Option<i64>, offset: i64) -> Result<
 }
 
 fn decode_website(row: WebsiteRow) -> Result<StoredWebsite> {
-    let (id, url, name, interval, timeout, emails, created_at, updated_at, seq, regions, failures) = row;
+    let (id, url, name, interval, timeout, emails, created_at, updated_at, seq, regions, failures, policy) = row;
     let corrupt = |what: &str, e: events::ValueError| Error::Corrupt(format!("website {id} {what}: {e}"));
     Ok(StoredWebsite {
         website: Website {
@@ -338,6 +342,7 @@ fn decode_website(row: WebsiteRow) -> Result<StoredWebsite> {
             failures_before_down: failures
                 .map(|f| FailuresBeforeDown::parse(f.into()).map_err(|e| corrupt("failures_before_down", e)))
                 .transpose()?,
+            down_policy: DownPolicy::parse(&policy).map_err(|e| corrupt("down_policy", e))?,
             created_at,
             updated_at,
         },

@@ -1,8 +1,9 @@
 //! The notifier: turns SiteDown and SiteUp into emails people can act on.
 //!
-//! One email when a website's outage starts (the first region to go down)
-//! and one when it is fully back (the last region recovers), with the
-//! downtime and every region affected. Two loops:
+//! One email when a website's outage starts and one when it is back, with
+//! the downtime and every region affected. A website is down while enough
+//! of its regions are under its down policy: by default any, so the first
+//! region down starts the outage and the last one back ends it. Two loops:
 //!
 //! - planner: follows `incidents.>` on MONITOR with its position in
 //!   Postgres; per batch, in one transaction, it updates the open outages,
@@ -26,7 +27,7 @@ use crate::{follow, runtime};
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use events::subject::{INCIDENTS, MONITOR_STREAM};
-use events::{DecodeError, Envelope, Event, SiteDown, SiteUp};
+use events::{DecodeError, DownPolicy, Envelope, Event, SiteDown, SiteUp};
 use lettre::message::header::ContentType;
 use lettre::message::Mailbox;
 use lettre::transport::smtp::authentication::Credentials;
@@ -141,81 +142,79 @@ async fn plan_pass(
     Ok(true)
 }
 
-type WebsiteRow = (String, String, Vec<String>);
-type OutageRow = (Vec<String>, Vec<String>, DateTime<Utc>, Option<String>, Option<i32>, Option<String>);
+type WebsiteRow = (String, String, Vec<String>, String, i64);
+type OutageRow = (Vec<String>, Vec<String>, DateTime<Utc>, bool);
 
 /// Applies one transition to the open outages; returns how many emails it
-/// queued (0 or 1).
+/// queued (0 or 1). A website is down while enough of its regions are
+/// under its down policy (default: any); the down email goes out when it
+/// becomes down, the recovery email when it stops being down.
 async fn plan(tx: &mut Transaction<'_, Postgres>, settings: &NotifyConfig, envelope: &Envelope) -> anyhow::Result<u32> {
     let (website_id, region) = match &envelope.event {
         Event::SiteDown(e) => (e.website_id, e.region.to_string()),
         Event::SiteUp(e) => (e.website_id, e.region.to_string()),
         _ => return Ok(0),
     };
-    let outage: Option<OutageRow> = sqlx::query_as(
-        "select regions, affected, started_at, cause, status_code, message from notification_outages
-         where website_id = $1 for update",
+    let website: Option<WebsiteRow> = sqlx::query_as(
+        "select w.name, w.url, w.notify_emails, w.down_policy,
+                (select count(*) from website_regions r where r.website_id = w.id)
+         from websites w where w.id = $1",
     )
     .bind(website_id)
     .fetch_optional(&mut **tx)
     .await?;
-    let email = match (&envelope.event, outage) {
-        (Event::SiteDown(down), None) => {
-            sqlx::query(
-                "insert into notification_outages (website_id, regions, affected, started_at, cause, status_code, message)
-                 values ($1, array[$2], array[$2], $3, $4, $5, $6)",
-            )
-            .bind(website_id)
-            .bind(&region)
-            .bind(down.started_at)
-            .bind(down.cause.map(projections::status::cause_name))
-            .bind(down.status_code.map(i32::from))
-            .bind(&down.message)
-            .execute(&mut **tx)
-            .await?;
-            Some(("down", down_email(settings, website_id, down)))
+    let (policy, total) = website
+        .as_ref()
+        .map(|(_, _, _, policy, total)| {
+            (DownPolicy::parse(policy).unwrap_or_default(), usize::try_from(*total).unwrap_or(1))
+        })
+        .unwrap_or((DownPolicy::Any, 1));
+    let outage: Option<OutageRow> = sqlx::query_as(
+        "select regions, affected, started_at, announced from notification_outages where website_id = $1 for update",
+    )
+    .bind(website_id)
+    .fetch_optional(&mut **tx)
+    .await?;
+
+    let mut email = None;
+    match (&envelope.event, outage) {
+        (Event::SiteDown(down), outage) => {
+            let (mut regions, mut affected, mut started_at, mut announced) =
+                outage.unwrap_or((vec![], vec![], down.started_at, false));
+            for list in [&mut regions, &mut affected] {
+                if !list.contains(&region) {
+                    list.push(region.clone());
+                }
+            }
+            if !announced && policy.is_down(regions.len(), total) {
+                announced = true;
+                started_at = down.started_at;
+                email = Some(("down", down_email(settings, website_id, down, &regions)));
+            }
+            save_outage(tx, website_id, &regions, &affected, started_at, announced).await?;
         }
-        (Event::SiteDown(_), Some(_)) => {
-            // Another region of an outage already announced.
-            sqlx::query(
-                "update notification_outages set
-                    regions = case when $2 = any(regions) then regions else array_append(regions, $2) end,
-                    affected = case when $2 = any(affected) then affected else array_append(affected, $2) end
-                 where website_id = $1",
-            )
-            .bind(website_id)
-            .bind(&region)
-            .execute(&mut **tx)
-            .await?;
-            None
-        }
-        (Event::SiteUp(up), Some((regions, affected, started_at, ..))) => {
+        (Event::SiteUp(up), Some((regions, affected, started_at, announced))) => {
             let still_down: Vec<String> = regions.into_iter().filter(|r| *r != region).collect();
+            let mut next = (affected, announced);
+            if announced && !policy.is_down(still_down.len(), total) {
+                email = Some(("up", up_email(settings, website_id, up, started_at, &next.0)));
+                next = (still_down.clone(), false);
+            }
             if still_down.is_empty() {
                 sqlx::query("delete from notification_outages where website_id = $1")
                     .bind(website_id)
                     .execute(&mut **tx)
                     .await?;
-                Some(("up", up_email(settings, website_id, up, started_at, &affected)))
             } else {
-                sqlx::query("update notification_outages set regions = $2 where website_id = $1")
-                    .bind(website_id)
-                    .bind(&still_down)
-                    .execute(&mut **tx)
-                    .await?;
-                None
+                save_outage(tx, website_id, &still_down, &next.0, started_at, next.1).await?;
             }
         }
         // A recovery of an outage this notifier never saw begin.
-        (Event::SiteUp(_), None) => None,
-        _ => None,
-    };
+        (Event::SiteUp(_), None) => {}
+        _ => {}
+    }
     let Some((kind, draft)) = email else { return Ok(0) };
-    let website: Option<WebsiteRow> = sqlx::query_as("select name, url, notify_emails from websites where id = $1")
-        .bind(website_id)
-        .fetch_optional(&mut **tx)
-        .await?;
-    let Some((name, url, emails)) = website else {
+    let Some((name, url, emails, _, _)) = website else {
         tracing::info!(%website_id, kind, "website no longer exists; no email");
         return Ok(0);
     };
@@ -249,11 +248,35 @@ async fn plan(tx: &mut Transaction<'_, Postgres>, settings: &NotifyConfig, envel
     Ok(u32::from(inserted.rows_affected() == 1))
 }
 
+async fn save_outage(
+    tx: &mut Transaction<'_, Postgres>,
+    website_id: Uuid,
+    regions: &[String],
+    affected: &[String],
+    started_at: DateTime<Utc>,
+    announced: bool,
+) -> anyhow::Result<()> {
+    sqlx::query(
+        "insert into notification_outages (website_id, regions, affected, started_at, announced)
+         values ($1, $2, $3, $4, $5)
+         on conflict (website_id) do update set regions = excluded.regions, affected = excluded.affected,
+            started_at = excluded.started_at, announced = excluded.announced",
+    )
+    .bind(website_id)
+    .bind(regions)
+    .bind(affected)
+    .bind(started_at)
+    .bind(announced)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 type Draft = Box<dyn FnOnce(&str, &str) -> (String, String) + Send>;
 
-fn down_email(settings: &NotifyConfig, website_id: Uuid, down: &SiteDown) -> Draft {
+fn down_email(settings: &NotifyConfig, website_id: Uuid, down: &SiteDown, regions: &[String]) -> Draft {
     let link = format!("{}/monitor/{website_id}/downtime", settings.public_url.trim_end_matches('/'));
-    let (region, started_at) = (down.region.to_string(), down.started_at);
+    let (region, started_at) = (regions.join(", "), down.started_at);
     let cause = down.cause.map(projections::status::cause_name).unwrap_or_else(|| "unknown".into());
     let status = down.status_code.map_or_else(|| "none (no response)".to_owned(), |c| c.to_string());
     let detail = down.message.clone().unwrap_or_default();
@@ -262,7 +285,7 @@ fn down_email(settings: &NotifyConfig, website_id: Uuid, down: &SiteDown) -> Dra
         let body = format!(
             "{name} ({url}) is DOWN.\n\n\
              Since:       {} (UTC)\n\
-             Region:      {region}\n\
+             Region(s):   {region}\n\
              Cause:       {cause}{}\n\
              Status code: {status}\n\n\
              Downtime and response times: {link}\n\n\

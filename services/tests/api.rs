@@ -54,6 +54,7 @@ async fn the_seed_payload_creates_a_website_checked_from_the_default_region() {
     assert_eq!(website["timeout_ms"], 10000);
     assert_eq!(website["notify_emails"], json!([]));
     assert_eq!(website["failures_before_down"], Value::Null);
+    assert_eq!(website["down_policy"], "any");
     assert!(website["created_at"].is_string());
     let id = website["id"].as_str().expect("id");
     assert_eq!(uuid::Uuid::parse_str(id).map(|u| u.get_version_num()), Ok(7));
@@ -82,11 +83,13 @@ async fn every_optional_field_is_stored_and_returned() {
             "interval_seconds": 60,
             "timeout_ms": 5000,
             "notify_emails": ["ops@example.com", "ops@example.com", "dev@example.com"],
-            "failures_before_down": 4
+            "failures_before_down": 4,
+            "down_policy": "majority"
         }),
     )
     .await;
     assert_eq!(website["failures_before_down"], 4);
+    assert_eq!(website["down_policy"], "majority");
 
     assert_eq!(website["name"], "example");
     assert_eq!(website["regions"], json!(["europe", "local"]));
@@ -276,6 +279,7 @@ async fn invalid_values_are_422_naming_the_field() {
         (json!({ "url": "https://google.com", "name": "g", "notify_emails": ["nobody"] }), "notify_emails"),
         (json!({ "url": "https://google.com", "name": "g", "failures_before_down": 0 }), "failures_before_down"),
         (json!({ "url": "https://google.com", "name": "g", "failures_before_down": 11 }), "failures_before_down"),
+        (json!({ "url": "https://google.com", "name": "g", "down_policy": "most" }), "down_policy"),
     ] {
         let (status, error) = call(&app, Method::POST, "/websites", Some(body.clone())).await;
         assert_error(status, &error, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");

@@ -380,3 +380,46 @@ async fn a_website_can_require_more_failures_before_it_is_down() {
     let [Envelope { event: Event::SiteDown(down), .. }] = transitions.as_slice() else { panic!("{transitions:?}") };
     assert_eq!(down.started_at, at(0) + ChronoDuration::milliseconds(3));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_a_majority_policy_the_website_is_down_only_while_most_regions_are() {
+    let system = System::start(Smtp::start().await).await;
+    for name in ["europe", "asia"] {
+        let (status, _) = system.call(Method::POST, "/regions", Some(json!({ "name": name }))).await;
+        assert_eq!(status, StatusCode::CREATED);
+    }
+    let id = system
+        .add_website(json!({
+            "url": "https://example.com", "name": "x", "regions": ["local", "europe", "asia"],
+            "down_policy": "majority", "notify_emails": ["ops@example.com"]
+        }))
+        .await;
+    system.start_detector();
+    system.start_notifier();
+
+    // One region of three: not the website.
+    system.check(id, "local", at(0), false).await;
+    system.check(id, "local", at(10), false).await;
+    system.detector_settled().await;
+    system.notifier_settled().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(system.smtp.messages().is_empty(), "one region of three is not a majority");
+    let (_, uptime) = system.call(Method::GET, &format!("/monitor/{id}/uptime"), None).await;
+    assert_eq!(uptime["down"], false, "{uptime}");
+
+    // Two of three: the website is down.
+    system.check(id, "europe", at(11), false).await;
+    system.check(id, "europe", at(21), false).await;
+    eventually(Duration::from_secs(10), "the down email", || async { (system.emails("DOWN").len() == 1).then_some(()) }).await;
+    let (_, uptime) = system.call(Method::GET, &format!("/monitor/{id}/uptime"), None).await;
+    assert_eq!(uptime["down"], true, "{uptime}");
+    let down = &system.emails("DOWN")[0];
+    assert!(down.contains("local, europe"), "{down}");
+
+    // One recovers: back to one of three, the website is up again.
+    system.check(id, "local", at(30), true).await;
+    eventually(Duration::from_secs(10), "the recovery email", || async { (system.emails("UP").len() == 1).then_some(()) }).await;
+    let up = &system.emails("UP")[0];
+    assert!(up.contains("local, europe"), "{up}");
+    assert_eq!(system.smtp.messages().len(), 2);
+}

@@ -48,6 +48,7 @@ async fn publish_history(bus: Bus, count: usize) -> Vec<(Uuid, String)> {
                 timeout_ms: TimeoutMs::default(),
                 notify_emails: vec![],
                 failures_before_down: None,
+                down_policy: None,
             }),
             Utc::now(),
         );

@@ -24,9 +24,11 @@ pub struct MonitorView {
     pub name: String,
     pub url: String,
     pub interval_seconds: u32,
-    /// `down` if any region's latest check failed, `up` if all regions are
-    /// up, `pending` while some region has no result yet.
+    /// `down` if the website's latest checks are down under its
+    /// `down_policy` (default: any region), `pending` while some region has
+    /// no result yet, else `up`.
     pub status: &'static str,
+    pub down_policy: events::DownPolicy,
     pub regions: Vec<RegionStatus>,
 }
 
@@ -63,7 +65,8 @@ pub async fn overview(state: Data<&Arc<ApiState>>) -> Result<Json<Vec<MonitorVie
                 name: website.name.to_string(),
                 url: website.url.to_string(),
                 interval_seconds: website.interval_seconds.get(),
-                status: overall(&regions),
+                status: overall(&regions, website.down_policy),
+                down_policy: website.down_policy,
                 regions,
             }
         })
@@ -94,8 +97,9 @@ fn region_status(region: &str, latest: Option<status::LatestStatus>) -> RegionSt
     }
 }
 
-fn overall(regions: &[RegionStatus]) -> &'static str {
-    if regions.iter().any(|r| r.status == "down") {
+fn overall(regions: &[RegionStatus], policy: events::DownPolicy) -> &'static str {
+    let down = regions.iter().filter(|r| r.status == "down").count();
+    if policy.is_down(down, regions.len()) {
         "down"
     } else if regions.iter().any(|r| r.status == "pending") {
         "pending"
@@ -203,10 +207,11 @@ pub async fn last_downtime(
 #[derive(Debug, Serialize)]
 pub struct UptimeView {
     pub website_id: Uuid,
-    /// Whether some region is down now.
+    /// Whether the website is down now under its `down_policy` (or
+    /// `region` is).
     pub down: bool,
-    /// Percent of each window without an outage in any region (or in
-    /// `region`), counted from when the website was added.
+    /// Percent of each window the website was not down under its
+    /// `down_policy` (or `region` was not), counted from when it was added.
     pub uptime_percent: UptimeWindows,
     /// The window of the response-time percentiles (`days`).
     pub days: u32,
@@ -245,13 +250,15 @@ pub async fn uptime(
     let now = Utc::now();
     let incidents = postgres::incidents(&state.pool, id, region.as_ref(), now - chrono::Duration::days(90), None).await?;
     let intervals: Vec<_> = incidents.iter().map(|i| (i.started_at, i.ended_at)).collect();
+    let regions = if region.is_some() { 1 } else { website.website.regions.len() };
+    let needed = website.website.down_policy.regions_needed(regions);
     let percent = |window_days: i64| {
         let from = (now - chrono::Duration::days(window_days)).max(website.website.created_at);
         let total = (now - from).num_seconds();
         if total <= 0 {
             return 100.0;
         }
-        let down = events::detection::covered_seconds(&intervals, from, now);
+        let down = events::detection::covered_by_at_least(&intervals, needed, from, now);
         ((1.0 - down as f64 / total as f64) * 100_000.0).round() / 1000.0
     };
     let response_ms = state
@@ -259,7 +266,7 @@ pub async fn uptime(
         .percentiles(id, region.as_ref(), days)
         .await
         .map_err(|e| ApiError::Unavailable(format!("influxdb: {e}")))?;
-    let down = incidents.iter().any(|i| i.ongoing);
+    let down = incidents.iter().filter(|i| i.ongoing).count() >= needed;
     let last_downtime_at = incidents.iter().map(|i| i.ended_at.unwrap_or(i.started_at)).max();
     let seconds_since_last_downtime = if down {
         0

@@ -9,7 +9,7 @@ use super::ApiState;
 use crate::bus::BusError;
 use chrono::Utc;
 use events::website::{self, AddWebsite, ChangeWebsite, Website, WebsiteCommand};
-use events::{EmailAddress, Envelope, FailuresBeforeDown, IntervalSecs, RegionName, TimeoutMs, ValueError, WebsiteName, WebsiteUrl};
+use events::{DownPolicy, EmailAddress, Envelope, FailuresBeforeDown, IntervalSecs, RegionName, TimeoutMs, ValueError, WebsiteName, WebsiteUrl};
 use poem::http::StatusCode;
 use poem::web::{Data, Json, Path, Query};
 use poem::{handler, Body};
@@ -38,6 +38,8 @@ pub struct CreateWebsite {
     notify_emails: Option<Vec<String>>,
     #[serde(default)]
     failures_before_down: Option<i64>,
+    #[serde(default)]
+    down_policy: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -57,6 +59,8 @@ pub struct UpdateWebsite {
     notify_emails: Option<Vec<String>>,
     #[serde(default)]
     failures_before_down: Option<i64>,
+    #[serde(default)]
+    down_policy: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -79,6 +83,7 @@ pub async fn create(state: Data<&Arc<ApiState>>, body: Body) -> Result<(StatusCo
     let failures = input
         .failures_before_down
         .map(|f| check.field("failures_before_down", FailuresBeforeDown::parse(f)));
+    let policy = input.down_policy.map(|p| check.field("down_policy", DownPolicy::parse(&p)));
     check.finish()?;
     if let Some(url) = &url {
         refuse_private(&state, url).await?;
@@ -95,6 +100,7 @@ pub async fn create(state: Data<&Arc<ApiState>>, body: Body) -> Result<(StatusCo
         timeout_ms: timeout.flatten().unwrap_or_default(),
         notify_emails: emails.flatten().unwrap_or_default(),
         failures_before_down: failures.flatten(),
+        down_policy: policy.flatten().unwrap_or_default(),
     };
     let id = add.id;
     match execute(&state, id, WebsiteCommand::Add(add)).await? {
@@ -141,6 +147,7 @@ pub async fn update(state: Data<&Arc<ApiState>>, Path(id): Path<String>, body: B
         failures_before_down: input
             .failures_before_down
             .and_then(|f| check.field("failures_before_down", FailuresBeforeDown::parse(f))),
+        down_policy: input.down_policy.and_then(|p| check.field("down_policy", DownPolicy::parse(&p))),
     };
     check.finish()?;
     if let Some(url) = &change.url {

@@ -264,6 +264,7 @@ async fn main() -> anyhow::Result<()> {
                 timeout_ms: TimeoutMs::DEFAULT,
                 notify_emails: vec![],
                 failures_before_down: None,
+                down_policy: None,
             });
             let envelope = Envelope::new(event, Utc::now());
             let publish = async_nats::jetstream::context::Publish::build()
