@@ -198,7 +198,10 @@ mod tests {
     #[test]
     fn recovery_can_require_several_successes_and_dates_from_the_first() {
         let policy = Policy { down_after: 2, up_after: 3 };
-        let (_, events) = run(&[(10, false), (20, false), (30, true), (40, true), (50, false), (60, true), (70, true), (80, true)], policy);
+        let (_, events) = run(
+            &[(10, false), (20, false), (30, true), (40, true), (50, false), (60, true), (70, true), (80, true)],
+            policy,
+        );
         let [Event::SiteDown(_), Event::SiteUp(up)] = events.as_slice() else { panic!("{events:?}") };
         assert_eq!(up.ended_at, check(60, true).started_at);
     }
@@ -237,7 +240,11 @@ mod tests {
 /// Seconds of `[from, to]` covered by at least one of `intervals` (open
 /// intervals end at `to`): the downtime of a website down while any region
 /// is down.
-pub fn covered_seconds(intervals: &[(DateTime<Utc>, Option<DateTime<Utc>>)], from: DateTime<Utc>, to: DateTime<Utc>) -> i64 {
+pub fn covered_seconds(
+    intervals: &[(DateTime<Utc>, Option<DateTime<Utc>>)],
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> i64 {
     covered_by_at_least(intervals, 1, from, to)
 }
 

@@ -2,7 +2,9 @@
 //! grows when its shape changes. New fields are added with serde defaults so
 //! every event ever stored still decodes.
 
-use crate::values::{DownPolicy, EmailAddress, FailuresBeforeDown, IntervalSecs, RegionName, TimeoutMs, WebsiteName, WebsiteUrl};
+use crate::values::{
+    DownPolicy, EmailAddress, FailuresBeforeDown, IntervalSecs, RegionName, TimeoutMs, WebsiteName, WebsiteUrl,
+};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -23,15 +25,8 @@ pub enum Event {
 
 /// Every event type name this build knows, so a consumer can tell an event
 /// from a newer build (skippable) from a broken one (not).
-pub const KNOWN_TYPES: &[&str] = &[
-    "WebsiteAdded",
-    "WebsiteUpdated",
-    "WebsiteRemoved",
-    "RegionAdded",
-    "CheckCompleted",
-    "SiteDown",
-    "SiteUp",
-];
+pub const KNOWN_TYPES: &[&str] =
+    &["WebsiteAdded", "WebsiteUpdated", "WebsiteRemoved", "RegionAdded", "CheckCompleted", "SiteDown", "SiteUp"];
 
 impl Event {
     pub fn type_name(&self) -> &'static str {

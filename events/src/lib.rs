@@ -15,11 +15,11 @@ pub mod website;
 
 pub use envelope::{DecodeError, Envelope};
 pub use event::{
-    CheckCompleted, Event, FailureCause, RegionAdded, SiteDown, SiteUp, WebsiteAdded,
-    WebsiteRemoved, WebsiteUpdated,
+    CheckCompleted, Event, FailureCause, RegionAdded, SiteDown, SiteUp, WebsiteAdded, WebsiteRemoved, WebsiteUpdated,
 };
 pub use values::{
-    DownPolicy, EmailAddress, FailuresBeforeDown, IntervalSecs, RegionName, TimeoutMs, ValueError, WebsiteName, WebsiteUrl,
+    DownPolicy, EmailAddress, FailuresBeforeDown, IntervalSecs, RegionName, TimeoutMs, ValueError, WebsiteName,
+    WebsiteUrl,
 };
 
 /// Why a command was refused by the domain rules (as opposed to failing in

@@ -16,9 +16,7 @@ pub struct ValueError {
 
 impl ValueError {
     fn new(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-        }
+        Self { message: message.into() }
     }
 }
 
@@ -67,17 +65,11 @@ impl WebsiteUrl {
             return Err(ValueError::new("url must not be empty"));
         }
         if input.len() > MAX_URL_LEN {
-            return Err(ValueError::new(format!(
-                "url must be at most {MAX_URL_LEN} characters"
-            )));
+            return Err(ValueError::new(format!("url must be at most {MAX_URL_LEN} characters")));
         }
-        let url = url::Url::parse(input)
-            .map_err(|e| ValueError::new(format!("url is not an absolute URL: {e}")))?;
+        let url = url::Url::parse(input).map_err(|e| ValueError::new(format!("url is not an absolute URL: {e}")))?;
         if !matches!(url.scheme(), "http" | "https") {
-            return Err(ValueError::new(format!(
-                "url must use http or https, not {}",
-                url.scheme()
-            )));
+            return Err(ValueError::new(format!("url must use http or https, not {}", url.scheme())));
         }
         match url.host_str() {
             None | Some("") => return Err(ValueError::new("url must name a host")),
@@ -98,9 +90,7 @@ impl WebsiteName {
             return Err(ValueError::new("name must not be empty"));
         }
         if name.chars().count() > MAX_NAME_CHARS {
-            return Err(ValueError::new(format!(
-                "name must be at most {MAX_NAME_CHARS} characters"
-            )));
+            return Err(ValueError::new(format!("name must be at most {MAX_NAME_CHARS} characters")));
         }
         if name.chars().any(char::is_control) {
             return Err(ValueError::new("name must not contain control characters"));
@@ -117,9 +107,7 @@ impl RegionName {
         let rule = "region name must be 1-32 characters of a-z, 0-9 and '-', starting with a letter or digit";
         let valid = !input.is_empty()
             && input.len() <= MAX_REGION_CHARS
-            && input
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && input.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
             && !input.starts_with('-');
         if valid {
             Ok(Self(input.to_owned()))
@@ -141,9 +129,7 @@ impl EmailAddress {
         let (local, domain) = address.split_once('@').ok_or_else(invalid)?;
         let domain_ok = !domain.contains('@')
             && domain.contains('.')
-            && domain
-                .split('.')
-                .all(|label| !label.is_empty() && !label.starts_with('-') && !label.ends_with('-'));
+            && domain.split('.').all(|label| !label.is_empty() && !label.starts_with('-') && !label.ends_with('-'));
         if local.is_empty() || local.len() > 64 || !domain_ok {
             return Err(invalid());
         }
@@ -166,13 +152,7 @@ impl IntervalSecs {
             .ok()
             .filter(|s| (Self::MIN..=Self::MAX).contains(s))
             .map(Self)
-            .ok_or_else(|| {
-                ValueError::new(format!(
-                    "interval_seconds must be between {} and {}",
-                    Self::MIN,
-                    Self::MAX
-                ))
-            })
+            .ok_or_else(|| ValueError::new(format!("interval_seconds must be between {} and {}", Self::MIN, Self::MAX)))
     }
 
     pub fn get(self) -> u32 {
@@ -201,13 +181,7 @@ impl TimeoutMs {
             .ok()
             .filter(|m| (Self::MIN..=Self::MAX).contains(m))
             .map(Self)
-            .ok_or_else(|| {
-                ValueError::new(format!(
-                    "timeout_ms must be between {} and {}",
-                    Self::MIN,
-                    Self::MAX
-                ))
-            })
+            .ok_or_else(|| ValueError::new(format!("timeout_ms must be between {} and {}", Self::MIN, Self::MAX)))
     }
 
     pub fn get(self) -> u32 {
@@ -276,13 +250,9 @@ impl FailuresBeforeDown {
     pub const MAX: u32 = 10;
 
     pub fn parse(count: i64) -> Result<Self, ValueError> {
-        u32::try_from(count)
-            .ok()
-            .filter(|c| (Self::MIN..=Self::MAX).contains(c))
-            .map(Self)
-            .ok_or_else(|| {
-                ValueError::new(format!("failures_before_down must be between {} and {}", Self::MIN, Self::MAX))
-            })
+        u32::try_from(count).ok().filter(|c| (Self::MIN..=Self::MAX).contains(c)).map(Self).ok_or_else(|| {
+            ValueError::new(format!("failures_before_down must be between {} and {}", Self::MIN, Self::MAX))
+        })
     }
 
     pub fn get(self) -> u32 {

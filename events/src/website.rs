@@ -2,7 +2,9 @@
 //! pure rules `decide` (command -> events) and `apply` (event -> state).
 
 use crate::event::{Event, WebsiteAdded, WebsiteRemoved, WebsiteUpdated};
-use crate::values::{DownPolicy, EmailAddress, FailuresBeforeDown, IntervalSecs, RegionName, TimeoutMs, WebsiteName, WebsiteUrl};
+use crate::values::{
+    DownPolicy, EmailAddress, FailuresBeforeDown, IntervalSecs, RegionName, TimeoutMs, WebsiteName, WebsiteUrl,
+};
 use crate::DomainError;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -90,14 +92,9 @@ pub fn decide(
             })])
         }
         (None, _) => Err(DomainError::WebsiteNotFound(id)),
-        (Some(_), WebsiteCommand::Remove) => {
-            Ok(vec![Event::WebsiteRemoved(WebsiteRemoved { website_id: id })])
-        }
+        (Some(_), WebsiteCommand::Remove) => Ok(vec![Event::WebsiteRemoved(WebsiteRemoved { website_id: id })]),
         (Some(current), WebsiteCommand::Change(change)) => {
-            let regions = change
-                .regions
-                .map(|r| checked_regions(r, known_regions))
-                .transpose()?;
+            let regions = change.regions.map(|r| checked_regions(r, known_regions)).transpose()?;
             // Only what actually differs is recorded, so the history shows
             // real changes and a no-op PATCH publishes nothing.
             let update = WebsiteUpdated {
@@ -105,17 +102,10 @@ pub fn decide(
                 url: change.url.filter(|v| *v != current.url),
                 name: change.name.filter(|v| *v != current.name),
                 regions: regions.filter(|v| *v != current.regions),
-                interval_seconds: change
-                    .interval_seconds
-                    .filter(|v| *v != current.interval_seconds),
+                interval_seconds: change.interval_seconds.filter(|v| *v != current.interval_seconds),
                 timeout_ms: change.timeout_ms.filter(|v| *v != current.timeout_ms),
-                notify_emails: change
-                    .notify_emails
-                    .map(dedup)
-                    .filter(|v| *v != current.notify_emails),
-                failures_before_down: change
-                    .failures_before_down
-                    .filter(|v| Some(*v) != current.failures_before_down),
+                notify_emails: change.notify_emails.map(dedup).filter(|v| *v != current.notify_emails),
+                failures_before_down: change.failures_before_down.filter(|v| Some(*v) != current.failures_before_down),
                 down_policy: change.down_policy.filter(|v| *v != current.down_policy),
             };
             if update == (WebsiteUpdated { website_id: id, ..Default::default() }) {
@@ -178,10 +168,7 @@ pub fn apply(state: Option<Website>, event: &Event, at: DateTime<Utc>) -> Option
 }
 
 /// Sorted, de-duplicated, non-empty and all known.
-fn checked_regions(
-    regions: Vec<RegionName>,
-    known: &[RegionName],
-) -> Result<Vec<RegionName>, DomainError> {
+fn checked_regions(regions: Vec<RegionName>, known: &[RegionName]) -> Result<Vec<RegionName>, DomainError> {
     let set: BTreeSet<RegionName> = regions.into_iter().collect();
     if set.is_empty() {
         return Err(DomainError::NoRegions);
@@ -224,10 +211,7 @@ mod tests {
         let known: Vec<RegionName> = regions.iter().copied().map(region).collect();
         let events = decide(Uuid::nil(), None, add(None), &known).unwrap_or_else(|e| panic!("{e}"));
         let at = DateTime::<Utc>::UNIX_EPOCH;
-        events
-            .iter()
-            .fold(None, |s, e| apply(s, e, at))
-            .unwrap_or_else(|| panic!("no website after WebsiteAdded"))
+        events.iter().fold(None, |s, e| apply(s, e, at)).unwrap_or_else(|| panic!("no website after WebsiteAdded"))
     }
 
     #[test]
@@ -324,8 +308,7 @@ mod tests {
     #[allow(clippy::manual_try_fold)] // apply is a fold over Option states, not a Try chain
     fn a_removed_website_has_no_state_and_cannot_be_changed() {
         let site = added(&["local"]);
-        let events = decide(site.id, Some(&site), WebsiteCommand::Remove, &[])
-            .unwrap_or_else(|e| panic!("{e}"));
+        let events = decide(site.id, Some(&site), WebsiteCommand::Remove, &[]).unwrap_or_else(|e| panic!("{e}"));
         let state = events.iter().fold(Some(site.clone()), |s, e| apply(s, e, site.created_at));
         assert_eq!(state, None);
         let again = decide(site.id, state.as_ref(), WebsiteCommand::Remove, &[]);

@@ -77,8 +77,7 @@ fn every_event_round_trips_through_json() {
 #[test]
 fn the_envelope_has_the_documented_fields() {
     let envelope = Envelope::new(Event::RegionAdded(RegionAdded { region: region("local") }), at(0));
-    let json: serde_json::Value =
-        serde_json::from_slice(&envelope.to_json()).unwrap_or_else(|e| panic!("{e}"));
+    let json: serde_json::Value = serde_json::from_slice(&envelope.to_json()).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(json["type"], "RegionAdded");
     assert_eq!(json["version"], 1);
     assert_eq!(json["aggregate_id"], "local");

@@ -12,7 +12,8 @@ use crate::{Error, Result};
 use chrono::{DateTime, Utc};
 use events::website::Website;
 use events::{
-    DownPolicy, EmailAddress, Envelope, Event, FailuresBeforeDown, IntervalSecs, RegionName, TimeoutMs, WebsiteName, WebsiteUrl,
+    DownPolicy, EmailAddress, Envelope, Event, FailuresBeforeDown, IntervalSecs, RegionName, TimeoutMs, WebsiteName,
+    WebsiteUrl,
 };
 use sqlx::migrate::Migrator;
 use sqlx::{PgPool, Postgres, Transaction};
@@ -48,22 +49,16 @@ pub enum BatchOutcome {
 
 /// The stream sequence the projection `name` has applied up to (0: nothing).
 pub async fn offset(pool: &PgPool, name: &str) -> Result<u64> {
-    let seq: Option<i64> =
-        sqlx::query_scalar("select stream_seq from projection_offsets where name = $1")
-            .bind(name)
-            .fetch_optional(pool)
-            .await?;
+    let seq: Option<i64> = sqlx::query_scalar("select stream_seq from projection_offsets where name = $1")
+        .bind(name)
+        .fetch_optional(pool)
+        .await?;
     Ok(to_u64(seq.unwrap_or(0)))
 }
 
 /// Applies `batch` (in stream order, all after `cursor`) if the projection
 /// still stands at `cursor`.
-pub async fn apply_batch(
-    pool: &PgPool,
-    name: &str,
-    cursor: u64,
-    batch: &[StreamEvent],
-) -> Result<BatchOutcome> {
+pub async fn apply_batch(pool: &PgPool, name: &str, cursor: u64, batch: &[StreamEvent]) -> Result<BatchOutcome> {
     let mut tx = pool.begin().await?;
     let stored = lock_offset(&mut tx, name).await?;
     if stored != cursor {
@@ -89,11 +84,10 @@ pub async fn lock_offset(tx: &mut Transaction<'_, Postgres>, name: &str) -> Resu
         .bind(name)
         .execute(&mut **tx)
         .await?;
-    let stored: i64 =
-        sqlx::query_scalar("select stream_seq from projection_offsets where name = $1 for update")
-            .bind(name)
-            .fetch_one(&mut **tx)
-            .await?;
+    let stored: i64 = sqlx::query_scalar("select stream_seq from projection_offsets where name = $1 for update")
+        .bind(name)
+        .fetch_one(&mut **tx)
+        .await?;
     Ok(to_u64(stored))
 }
 
@@ -113,9 +107,7 @@ pub async fn reset(pool: &PgPool, name: &str) -> Result<()> {
     // Lock the position first so a projector mid-batch finishes (or waits)
     // before the tables are emptied under it.
     lock_offset(&mut tx, name).await?;
-    sqlx::query("truncate website_regions, websites, regions, incidents")
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query("truncate website_regions, websites, regions, incidents").execute(&mut *tx).await?;
     store_offset(&mut tx, name, 0).await?;
     tx.commit().await?;
     Ok(())
@@ -149,10 +141,8 @@ async fn apply(tx: &mut Transaction<'_, Postgres>, seq: u64, envelope: &Envelope
             }
         }
         Event::WebsiteUpdated(e) => {
-            let emails: Option<Vec<&str>> = e
-                .notify_emails
-                .as_ref()
-                .map(|list| list.iter().map(|m| m.as_str()).collect());
+            let emails: Option<Vec<&str>> =
+                e.notify_emails.as_ref().map(|list| list.iter().map(|m| m.as_str()).collect());
             let updated = sqlx::query(
                 "update websites set
                     url = coalesce($2, url),
@@ -245,16 +235,9 @@ async fn apply(tx: &mut Transaction<'_, Postgres>, seq: u64, envelope: &Envelope
     Ok(())
 }
 
-async fn set_regions(
-    tx: &mut Transaction<'_, Postgres>,
-    website_id: Uuid,
-    regions: &[RegionName],
-) -> Result<()> {
+async fn set_regions(tx: &mut Transaction<'_, Postgres>, website_id: Uuid, regions: &[RegionName]) -> Result<()> {
     let names: Vec<&str> = regions.iter().map(|r| r.as_str()).collect();
-    sqlx::query("delete from website_regions where website_id = $1")
-        .bind(website_id)
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query("delete from website_regions where website_id = $1").bind(website_id).execute(&mut **tx).await?;
     // Only regions that exist: the command was validated against them, and a
     // dangling name must not wedge the projection on a foreign key.
     sqlx::query(
@@ -275,20 +258,8 @@ pub struct StoredWebsite {
     pub stream_seq: u64,
 }
 
-type WebsiteRow = (
-    Uuid,
-    String,
-    String,
-    i32,
-    i32,
-    Vec<String>,
-    DateTime<Utc>,
-    DateTime<Utc>,
-    i64,
-    Vec<String>,
-    Option<i32>,
-    String,
-);
+type WebsiteRow =
+    (Uuid, String, String, i32, i32, Vec<String>, DateTime<Utc>, DateTime<Utc>, i64, Vec<String>, Option<i32>, String);
 
 const SELECT_WEBSITES: &str = "
     select w.id, w.url, w.name, w.interval_seconds, w.timeout_ms, w.notify_emails,
@@ -298,26 +269,22 @@ const SELECT_WEBSITES: &str = "
     from websites w left join website_regions wr on wr.website_id = w.id";
 
 pub async fn website(pool: &PgPool, id: Uuid) -> Result<Option<StoredWebsite>> {
-    let row: Option<WebsiteRow> =
-        sqlx::query_as(&format!("{SELECT_WEBSITES} where w.id = $1 group by w.id"))
-            .bind(id)
-            .fetch_optional(pool)
-            .await?;
+    let row: Option<WebsiteRow> = sqlx::query_as(&format!("{SELECT_WEBSITES} where w.id = $1 group by w.id"))
+        .bind(id)
+        .fetch_optional(pool)
+        .await?;
     row.map(decode_website).transpose()
 }
 
 /// Websites in the order they were added; `limit: None` returns all.
 pub async fn websites(pool: &PgPool, limit: Option<i64>, offset: i64) -> Result<Vec<Website>> {
-    let rows: Vec<WebsiteRow> = sqlx::query_as(&format!(
-        "{SELECT_WEBSITES} group by w.id order by w.created_at, w.id limit $1 offset $2"
-    ))
-    .bind(limit)
-    .bind(offset)
-    .fetch_all(pool)
-    .await?;
-    rows.into_iter()
-        .map(|row| decode_website(row).map(|stored| stored.website))
-        .collect()
+    let rows: Vec<WebsiteRow> =
+        sqlx::query_as(&format!("{SELECT_WEBSITES} group by w.id order by w.created_at, w.id limit $1 offset $2"))
+            .bind(limit)
+            .bind(offset)
+            .fetch_all(pool)
+            .await?;
+    rows.into_iter().map(|row| decode_website(row).map(|stored| stored.website)).collect()
 }
 
 fn decode_website(row: WebsiteRow) -> Result<StoredWebsite> {
@@ -332,8 +299,7 @@ fn decode_website(row: WebsiteRow) -> Result<StoredWebsite> {
                 .iter()
                 .map(|r| RegionName::parse(r).map_err(|e| corrupt("region", e)))
                 .collect::<Result<_>>()?,
-            interval_seconds: IntervalSecs::parse(interval.into())
-                .map_err(|e| corrupt("interval", e))?,
+            interval_seconds: IntervalSecs::parse(interval.into()).map_err(|e| corrupt("interval", e))?,
             timeout_ms: TimeoutMs::parse(timeout.into()).map_err(|e| corrupt("timeout", e))?,
             notify_emails: emails
                 .iter()
@@ -360,13 +326,10 @@ pub struct Region {
 /// Every region, by name.
 pub async fn regions(pool: &PgPool) -> Result<Vec<Region>> {
     let rows: Vec<(String, DateTime<Utc>)> =
-        sqlx::query_as("select name, created_at from regions order by name")
-            .fetch_all(pool)
-            .await?;
+        sqlx::query_as("select name, created_at from regions order by name").fetch_all(pool).await?;
     rows.into_iter()
         .map(|(name, created_at)| {
-            let name = RegionName::parse(&name)
-                .map_err(|e| Error::Corrupt(format!("region {name}: {e}")))?;
+            let name = RegionName::parse(&name).map_err(|e| Error::Corrupt(format!("region {name}: {e}")))?;
             Ok(Region { name, created_at })
         })
         .collect()
@@ -390,19 +353,14 @@ fn to_i32(value: u32) -> i32 {
 /// transaction so the rows are exactly the state at that position.
 pub async fn websites_at_offset(pool: &PgPool, name: &str) -> Result<(u64, Vec<StoredWebsite>, Vec<RegionName>)> {
     let mut tx = pool.begin().await?;
-    sqlx::query("set transaction isolation level repeatable read read only")
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query("set transaction isolation level repeatable read read only").execute(&mut *tx).await?;
     let offset: Option<i64> = sqlx::query_scalar("select stream_seq from projection_offsets where name = $1")
         .bind(name)
         .fetch_optional(&mut *tx)
         .await?;
-    let rows: Vec<WebsiteRow> = sqlx::query_as(&format!("{SELECT_WEBSITES} group by w.id order by w.id"))
-        .fetch_all(&mut *tx)
-        .await?;
-    let regions: Vec<String> = sqlx::query_scalar("select name from regions order by name")
-        .fetch_all(&mut *tx)
-        .await?;
+    let rows: Vec<WebsiteRow> =
+        sqlx::query_as(&format!("{SELECT_WEBSITES} group by w.id order by w.id")).fetch_all(&mut *tx).await?;
+    let regions: Vec<String> = sqlx::query_scalar("select name from regions order by name").fetch_all(&mut *tx).await?;
     tx.commit().await?;
     let websites = rows.into_iter().map(decode_website).collect::<Result<Vec<_>>>()?;
     let regions = regions
@@ -426,7 +384,8 @@ pub struct Incident {
     pub message: Option<String>,
 }
 
-type IncidentRow = (String, DateTime<Utc>, Option<DateTime<Utc>>, Option<i64>, Option<String>, Option<i32>, Option<String>);
+type IncidentRow =
+    (String, DateTime<Utc>, Option<DateTime<Utc>>, Option<i64>, Option<String>, Option<i32>, Option<String>);
 
 /// Incidents of a website overlapping `[since, now]`, newest first.
 pub async fn incidents(

@@ -103,10 +103,7 @@ pub async fn reset(pool: &PgPool) -> Result<()> {
 
 /// The wire name of a failure cause (`http_status`, `timeout`, ...).
 pub fn cause_name(cause: events::FailureCause) -> String {
-    serde_json::to_value(cause)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_else(|| "other".into())
+    serde_json::to_value(cause).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_else(|| "other".into())
 }
 
 /// The latest result of one (website, region).
@@ -123,7 +120,8 @@ pub struct LatestStatus {
     pub message: Option<String>,
 }
 
-type StatusRow = (Uuid, String, bool, DateTime<Utc>, DateTime<Utc>, Option<i32>, Option<i32>, Option<String>, Option<String>);
+type StatusRow =
+    (Uuid, String, bool, DateTime<Utc>, DateTime<Utc>, Option<i32>, Option<i32>, Option<String>, Option<String>);
 
 /// Latest results of every website (or one), by website and region.
 pub async fn latest(pool: &PgPool, website_id: Option<Uuid>) -> Result<Vec<LatestStatus>> {
@@ -136,16 +134,8 @@ pub async fn latest(pool: &PgPool, website_id: Option<Uuid>) -> Result<Vec<Lates
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(website_id, region, up, scheduled_at, checked_at, response_ms, status_code, cause, message)| LatestStatus {
-            website_id,
-            region,
-            up,
-            scheduled_at,
-            checked_at,
-            response_ms,
-            status_code,
-            cause,
-            message,
+        .map(|(website_id, region, up, scheduled_at, checked_at, response_ms, status_code, cause, message)| {
+            LatestStatus { website_id, region, up, scheduled_at, checked_at, response_ms, status_code, cause, message }
         })
         .collect())
 }
@@ -184,7 +174,8 @@ mod tests {
         let mut newest: Vec<(Uuid, String, bool)> =
             newest(&batch).into_iter().map(|c| (c.website_id, c.region.to_string(), c.up)).collect();
         newest.sort();
-        let mut expected = vec![(a, "local".to_owned(), false), (a, "europe".to_owned(), true), (b, "local".to_owned(), true)];
+        let mut expected =
+            vec![(a, "local".to_owned(), false), (a, "europe".to_owned(), true), (b, "local".to_owned(), true)];
         expected.sort();
         assert_eq!(newest, expected);
     }

@@ -1,12 +1,12 @@
 //! All services in one process, for local use: the projections, the API,
-//! the scheduler, the detector, the notifier and one worker per known region (regions added while it
-//! runs get a worker within seconds). They share one Postgres pool and one
-//! NATS connection. When a task fails the others are cancelled and the
+//! the scheduler, the detector, the notifier and one worker per known
+//! region (a region added while it runs gets a worker within seconds). They
+//! share one Postgres pool and one NATS connection. When a task fails the others are cancelled and the
 //! reason is reported.
 
 use crate::config::Config;
-use crate::worker::check::{Checker, CheckerOptions};
 use crate::notification::Mailer;
+use crate::worker::check::{Checker, CheckerOptions};
 use crate::{api, cron, detector, notification, projector, runtime, worker};
 use anyhow::Context;
 use events::RegionName;
@@ -43,7 +43,6 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
         let (cron_config, bus, pool, cancel) = (config.cron.clone(), bus.clone(), pool.clone(), cancel.clone());
         async move { ("cron".into(), cron::serve(cron_config, bus, pool, store, cancel).await) }
     });
-
     tasks.spawn({
         let (bus, pool, policy, cancel) = (bus.clone(), pool.clone(), config.detector, cancel.clone());
         async move { ("detector".into(), detector::serve(bus, pool, policy, cancel).await) }
@@ -61,8 +60,13 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
             Ok(regions) => {
                 for region in regions.into_iter().map(|r| r.name) {
                     if started.insert(region.clone()) {
-                        let (settings, url, bus, checker, cancel) =
-                            (config.worker.clone(), config.redis_url.clone(), bus.clone(), checker.clone(), cancel.clone());
+                        let (settings, url, bus, checker, cancel) = (
+                            config.worker.clone(),
+                            config.redis_url.clone(),
+                            bus.clone(),
+                            checker.clone(),
+                            cancel.clone(),
+                        );
                         tasks.spawn(async move {
                             let name = format!("worker {region}");
                             (name, worker::serve(settings, &url, region, bus, checker, cancel).await)

@@ -73,9 +73,7 @@ impl Bus {
     /// stream sequence. `expected_subject_seq` is the sequence of the last
     /// event on the envelope's subject the command saw (0: none).
     pub async fn publish(&self, envelope: &Envelope, expected_subject_seq: Option<u64>) -> Result<u64> {
-        let mut publish = Publish::build()
-            .payload(envelope.to_json().into())
-            .message_id(envelope.id.to_string());
+        let mut publish = Publish::build().payload(envelope.to_json().into()).message_id(envelope.id.to_string());
         if let Some(seq) = expected_subject_seq {
             publish = publish.expected_last_subject_sequence(seq);
         }
@@ -121,9 +119,7 @@ mod tests {
         let definitions = stream_definitions().unwrap_or_else(|e| panic!("{e}"));
         let monitor = definitions.iter().find(|c| c.name == MONITOR_STREAM);
         let checks = definitions.iter().find(|c| c.name == CHECKS_STREAM);
-        let (Some(monitor), Some(checks)) = (monitor, checks) else {
-            panic!("both streams must be defined")
-        };
+        let (Some(monitor), Some(checks)) = (monitor, checks) else { panic!("both streams must be defined") };
         assert_eq!(monitor.storage, stream::StorageType::File);
         assert_eq!(monitor.max_age, Duration::ZERO, "the system of record never expires");
         assert!(monitor.subjects.iter().any(|s| s == events::subject::WEBSITES || s == "monitor.>"));

@@ -140,20 +140,10 @@ impl Config {
             api_port,
             default_region: {
                 let raw = s.text("DEFAULT_REGION", "local")?;
-                RegionName::parse(&raw).map_err(|e| ConfigError {
-                    name: "DEFAULT_REGION",
-                    reason: e.to_string(),
-                })?
+                RegionName::parse(&raw).map_err(|e| ConfigError { name: "DEFAULT_REGION", reason: e.to_string() })?
             },
-            checks_max_age: Duration::from_secs(
-                s.number("CHECKS_MAX_AGE_HOURS", 168u64, 1, 24 * 365 * 10)? * 3600,
-            ),
-            projection_wait: Duration::from_millis(s.number(
-                "PROJECTION_WAIT_MS",
-                5000u64,
-                0,
-                600_000,
-            )?),
+            checks_max_age: Duration::from_secs(s.number("CHECKS_MAX_AGE_HOURS", 168u64, 1, 24 * 365 * 10)? * 3600),
+            projection_wait: Duration::from_millis(s.number("PROJECTION_WAIT_MS", 5000u64, 0, 600_000)?),
             cron: CronConfig {
                 reconcile: {
                     let raw = s.text("CRON_RECONCILE", "0 0 0 * * *")?;
@@ -168,10 +158,9 @@ impl Config {
             worker: WorkerConfig {
                 region: match s.optional("REGION") {
                     None => None,
-                    Some(raw) => Some(RegionName::parse(&raw).map_err(|e| ConfigError {
-                        name: "REGION",
-                        reason: e.to_string(),
-                    })?),
+                    Some(raw) => Some(
+                        RegionName::parse(&raw).map_err(|e| ConfigError { name: "REGION", reason: e.to_string() })?,
+                    ),
                 },
                 concurrency: s.number("WORKER_CONCURRENCY", 256usize, 1, 100_000)?,
                 reclaim_idle: Duration::from_millis(s.number("WORKER_RECLAIM_IDLE_MS", 90_000u64, 100, 86_400_000)?),
@@ -185,10 +174,10 @@ impl Config {
             notify: NotifyConfig {
                 default_recipient: match s.optional("NOTIFY_DEFAULT_EMAIL") {
                     None => None,
-                    Some(raw) => Some(events::EmailAddress::parse(&raw).map_err(|e| ConfigError {
-                        name: "NOTIFY_DEFAULT_EMAIL",
-                        reason: e.to_string(),
-                    })?),
+                    Some(raw) => Some(
+                        events::EmailAddress::parse(&raw)
+                            .map_err(|e| ConfigError { name: "NOTIFY_DEFAULT_EMAIL", reason: e.to_string() })?,
+                    ),
                 },
                 public_url: s.url("PUBLIC_URL", &format!("http://127.0.0.1:{api_port}"), &["http", "https"])?,
                 max_age: Duration::from_secs(s.number("NOTIFY_MAX_AGE_MINUTES", 60u64, 1, 525_600)? * 60),
@@ -204,9 +193,7 @@ struct Settings<'a> {
 impl Settings<'_> {
     /// The trimmed value, `None` when unset or blank.
     fn optional(&self, name: &str) -> Option<String> {
-        (self.lookup)(name)
-            .map(|v| v.trim().to_owned())
-            .filter(|v| !v.is_empty())
+        (self.lookup)(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
     }
 
     fn text(&self, name: &'static str, default: &str) -> Result<String, ConfigError> {
@@ -215,10 +202,8 @@ impl Settings<'_> {
 
     fn url(&self, name: &'static str, default: &str, schemes: &[&str]) -> Result<String, ConfigError> {
         let value = self.text(name, default)?;
-        let parsed = url::Url::parse(&value).map_err(|e| ConfigError {
-            name,
-            reason: format!("{e} (got {value:?})"),
-        })?;
+        let parsed =
+            url::Url::parse(&value).map_err(|e| ConfigError { name, reason: format!("{e} (got {value:?})") })?;
         if !schemes.contains(&parsed.scheme()) {
             return Err(ConfigError {
                 name,
@@ -237,10 +222,9 @@ impl Settings<'_> {
         };
         match raw.parse::<T>() {
             Ok(v) if v >= min && v <= max => Ok(v),
-            _ => Err(ConfigError {
-                name,
-                reason: format!("expected a whole number from {min} to {max} (got {raw:?})"),
-            }),
+            _ => {
+                Err(ConfigError { name, reason: format!("expected a whole number from {min} to {max} (got {raw:?})") })
+            }
         }
     }
 
@@ -257,10 +241,7 @@ impl Settings<'_> {
             None | Some("none") => Ok(SmtpTls::None),
             Some("starttls") => Ok(SmtpTls::StartTls),
             Some("tls") => Ok(SmtpTls::Tls),
-            Some(other) => Err(ConfigError {
-                name,
-                reason: format!("expected none, starttls or tls (got {other:?})"),
-            }),
+            Some(other) => Err(ConfigError { name, reason: format!("expected none, starttls or tls (got {other:?})") }),
         }
     }
 }
@@ -271,8 +252,7 @@ mod tests {
     use std::collections::HashMap;
 
     fn config(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let map: HashMap<String, String> =
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Config::from_lookup(|name| map.get(name).cloned())
     }
 
@@ -312,8 +292,7 @@ mod tests {
 
     #[test]
     fn blank_optional_settings_count_as_unset() {
-        let config = config(&[("INFLUXDB_TOKEN", "  "), ("SMTP_TLS", "STARTTLS")])
-            .unwrap_or_else(|e| panic!("{e}"));
+        let config = config(&[("INFLUXDB_TOKEN", "  "), ("SMTP_TLS", "STARTTLS")]).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(config.influxdb.token, None);
         assert_eq!(config.smtp.tls, SmtpTls::StartTls);
     }

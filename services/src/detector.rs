@@ -77,10 +77,8 @@ async fn apply(
     let mut transitions = Vec::new();
     for (_, envelope) in checks {
         let Event::CheckCompleted(check) = &envelope.event else { continue };
-        let policy = Policy {
-            down_after: thresholds.get(&check.website_id).copied().unwrap_or(policy.down_after),
-            ..policy
-        };
+        let policy =
+            Policy { down_after: thresholds.get(&check.website_id).copied().unwrap_or(policy.down_after), ..policy };
         let state = states.entry((check.website_id, check.region.to_string())).or_default();
         let (next, event) = detection::step(state, check, policy);
         *state = next;
@@ -166,7 +164,8 @@ async fn load(pool: &PgPool, checks: &[(u64, Envelope)]) -> anyhow::Result<HashM
     .await?;
     let mut states = HashMap::with_capacity(rows.len());
     for (id, region, value) in rows {
-        let state: Detection = serde_json::from_value(value).with_context(|| format!("detector state of {id}/{region}"))?;
+        let state: Detection =
+            serde_json::from_value(value).with_context(|| format!("detector state of {id}/{region}"))?;
         states.insert((id, region), state);
     }
     Ok(states)

@@ -23,13 +23,16 @@ pub struct Batches {
 
 /// Opens `stream` after sequence `cursor` (0: from the start), optionally
 /// filtered to `filter`; batches hold at most `max_batch` messages.
-pub async fn after(bus: &Bus, stream: &str, cursor: u64, filter: Option<&str>, max_batch: usize) -> anyhow::Result<Batches> {
+pub async fn after(
+    bus: &Bus,
+    stream: &str,
+    cursor: u64,
+    filter: Option<&str>,
+    max_batch: usize,
+) -> anyhow::Result<Batches> {
     let stream = bus.js.get_stream(stream).await.with_context(|| format!("opening stream {stream}"))?;
-    let deliver_policy = if cursor == 0 {
-        DeliverPolicy::All
-    } else {
-        DeliverPolicy::ByStartSequence { start_sequence: cursor + 1 }
-    };
+    let deliver_policy =
+        if cursor == 0 { DeliverPolicy::All } else { DeliverPolicy::ByStartSequence { start_sequence: cursor + 1 } };
     let consumer = stream
         .create_consumer(OrderedConfig {
             deliver_policy,

@@ -53,11 +53,13 @@ pub struct Mailer {
 
 impl Mailer {
     pub fn new(config: &SmtpConfig) -> anyhow::Result<Mailer> {
-        let from: Mailbox = config.from.parse().with_context(|| format!("SMTP_FROM {:?} is not a mailbox", config.from))?;
+        let from: Mailbox =
+            config.from.parse().with_context(|| format!("SMTP_FROM {:?} is not a mailbox", config.from))?;
         let builder = match config.tls {
             SmtpTls::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&config.host),
-            SmtpTls::StartTls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&config.host)
-                .context("SMTP STARTTLS set-up")?,
+            SmtpTls::StartTls => {
+                AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&config.host).context("SMTP STARTTLS set-up")?
+            }
             SmtpTls::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&config.host).context("SMTP TLS set-up")?,
         };
         let mut builder = builder.port(config.port).timeout(Some(Duration::from_secs(15)));
@@ -90,7 +92,13 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
     serve(bus, pool, mailer, config.notify.clone(), cancel).await
 }
 
-pub async fn serve(bus: Bus, pool: PgPool, mailer: Mailer, settings: NotifyConfig, cancel: CancellationToken) -> anyhow::Result<()> {
+pub async fn serve(
+    bus: Bus,
+    pool: PgPool,
+    mailer: Mailer,
+    settings: NotifyConfig,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
     let wake = Arc::new(Notify::new());
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(plan_loop(bus, pool.clone(), settings, wake.clone(), cancel.clone()));
@@ -101,7 +109,13 @@ pub async fn serve(bus: Bus, pool: PgPool, mailer: Mailer, settings: NotifyConfi
     Ok(())
 }
 
-async fn plan_loop(bus: Bus, pool: PgPool, settings: NotifyConfig, wake: Arc<Notify>, cancel: CancellationToken) -> anyhow::Result<()> {
+async fn plan_loop(
+    bus: Bus,
+    pool: PgPool,
+    settings: NotifyConfig,
+    wake: Arc<Notify>,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
     tracing::info!("notifier following incidents");
     follow::supervise("notifier", &cancel, || plan_pass(&bus, &pool, &settings, &wake, &cancel)).await
 }
@@ -218,16 +232,14 @@ async fn plan(tx: &mut Transaction<'_, Postgres>, settings: &NotifyConfig, envel
         tracing::info!(%website_id, kind, "website no longer exists; no email");
         return Ok(0);
     };
-    let recipients: Vec<String> = if emails.is_empty() {
-        settings.default_recipient.iter().map(|r| r.to_string()).collect()
-    } else {
-        emails
-    };
+    let recipients: Vec<String> =
+        if emails.is_empty() { settings.default_recipient.iter().map(|r| r.to_string()).collect() } else { emails };
     if recipients.is_empty() {
         tracing::info!(%website_id, kind, "no recipients (notify_emails empty, NOTIFY_DEFAULT_EMAIL unset); no email");
         return Ok(0);
     }
-    if Utc::now() - envelope.occurred_at > chrono::Duration::from_std(settings.max_age).unwrap_or(chrono::Duration::MAX) {
+    if Utc::now() - envelope.occurred_at > chrono::Duration::from_std(settings.max_age).unwrap_or(chrono::Duration::MAX)
+    {
         tracing::info!(%website_id, kind, occurred_at = %envelope.occurred_at, "transition too old to email; recorded only");
         return Ok(0);
     }
@@ -297,7 +309,13 @@ fn down_email(settings: &NotifyConfig, website_id: Uuid, down: &SiteDown, region
     })
 }
 
-fn up_email(settings: &NotifyConfig, website_id: Uuid, up: &SiteUp, started_at: DateTime<Utc>, affected: &[String]) -> Draft {
+fn up_email(
+    settings: &NotifyConfig,
+    website_id: Uuid,
+    up: &SiteUp,
+    started_at: DateTime<Utc>,
+    affected: &[String],
+) -> Draft {
     let link = format!("{}/monitor/{website_id}/downtime", settings.public_url.trim_end_matches('/'));
     let ended_at = up.ended_at;
     let downtime = human_duration((ended_at - started_at).num_seconds().max(0));
@@ -380,7 +398,8 @@ async fn send_due(pool: &PgPool, mailer: &Mailer) -> anyhow::Result<usize> {
                 tracing::info!(event_id = %email.event_id, subject = email.subject, "email sent");
             }
             Err(e) => {
-                let delay = 2i64.saturating_pow(u32::try_from(email.attempts).unwrap_or(0).min(16)).min(MAX_BACKOFF_SECS);
+                let delay =
+                    2i64.saturating_pow(u32::try_from(email.attempts).unwrap_or(0).min(16)).min(MAX_BACKOFF_SECS);
                 sqlx::query(
                     "update notifications set attempts = attempts + 1, last_error = $2,
                         next_attempt_at = now() + make_interval(secs => $3)

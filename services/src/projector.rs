@@ -104,7 +104,12 @@ pub async fn run(bus: Bus, pool: PgPool, projection: Projection, cancel: Cancell
 
 /// Empties a Postgres projection and rebuilds it from sequence 1 up to the
 /// stream's last sequence at the time of the call. Returns that sequence.
-pub async fn replay(bus: &Bus, pool: &PgPool, projection: Projection, cancel: &CancellationToken) -> anyhow::Result<u64> {
+pub async fn replay(
+    bus: &Bus,
+    pool: &PgPool,
+    projection: Projection,
+    cancel: &CancellationToken,
+) -> anyhow::Result<u64> {
     let mut stream = bus.js.get_stream(projection.stream()).await.context("opening stream")?;
     let target = stream.info().await.context("reading stream info")?.state.last_sequence;
     projection.reset(pool).await?;
@@ -144,7 +149,12 @@ async fn pass(
                 cursor = offset;
             }
             BatchOutcome::Moved { offset } => {
-                tracing::info!(projection = projection.name(), from = cursor, to = offset, "projection moved by another writer; resuming there");
+                tracing::info!(
+                    projection = projection.name(),
+                    from = cursor,
+                    to = offset,
+                    "projection moved by another writer; resuming there"
+                );
                 return Ok(Pass::Moved);
             }
         }
@@ -245,7 +255,12 @@ pub async fn replay_influx(bus: &Bus, influx: &Influx) -> anyhow::Result<()> {
 
 /// Waits until the projection `name` has applied `seq`, up to `timeout`.
 /// Returns whether it did.
-pub async fn wait_for_projection(pool: &PgPool, name: &str, seq: u64, timeout: Duration) -> Result<bool, projections::Error> {
+pub async fn wait_for_projection(
+    pool: &PgPool,
+    name: &str,
+    seq: u64,
+    timeout: Duration,
+) -> Result<bool, projections::Error> {
     let deadline = tokio::time::Instant::now() + timeout;
     let mut delay = Duration::from_millis(2);
     loop {

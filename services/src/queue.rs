@@ -89,7 +89,12 @@ mod tests {
         let job = Job::from_fields(&fields);
         assert_eq!(
             job,
-            Ok(Job { website_id: id, url: "https://example.com/".into(), timeout_ms: 5000, scheduled_ms: 1_700_000_000_123 })
+            Ok(Job {
+                website_id: id,
+                url: "https://example.com/".into(),
+                timeout_ms: 5000,
+                scheduled_ms: 1_700_000_000_123
+            })
         );
     }
 

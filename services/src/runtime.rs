@@ -95,9 +95,7 @@ pub fn shutdown_on_signal() -> CancellationToken {
 /// Connects to Postgres, retrying every second until it answers or `cancel`
 /// fires, then applies the migrations.
 pub async fn connect_db(url: &str, max_connections: u32, cancel: &CancellationToken) -> anyhow::Result<PgPool> {
-    let options = PgPoolOptions::new()
-        .max_connections(max_connections)
-        .acquire_timeout(Duration::from_secs(10));
+    let options = PgPoolOptions::new().max_connections(max_connections).acquire_timeout(Duration::from_secs(10));
     let pool = loop {
         match options.clone().connect(url).await {
             Ok(pool) => break pool,
@@ -110,18 +108,14 @@ pub async fn connect_db(url: &str, max_connections: u32, cancel: &CancellationTo
             }
         }
     };
-    projections::postgres::migrate(&pool)
-        .await
-        .context("applying migrations")?;
+    projections::postgres::migrate(&pool).await.context("applying migrations")?;
     Ok(pool)
 }
 
 /// Connects to NATS and applies the stream definitions.
 pub async fn connect_bus(config: &Config) -> anyhow::Result<Bus> {
     let bus = Bus::connect(&config.nats_url).await.context("connecting to NATS")?;
-    bus.ensure_streams(config.checks_max_age)
-        .await
-        .context("applying stream definitions")?;
+    bus.ensure_streams(config.checks_max_age).await.context("applying stream definitions")?;
     Ok(bus)
 }
 

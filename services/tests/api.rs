@@ -21,7 +21,11 @@ async fn call(app: &TestApp, method: Method, path: &str, body: Option<Value>) ->
 async fn raw(response: poem::test::TestResponse) -> (StatusCode, Value) {
     let status = response.0.status();
     let bytes = response.0.into_body().into_vec().await.expect("body");
-    let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into())) };
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
+    };
     (status, body)
 }
 
@@ -163,7 +167,8 @@ async fn the_website_list_pages_in_creation_order() {
     let app = TestApp::spawn().await;
     let mut ids = Vec::new();
     for n in 0..5 {
-        let website = create(&app, json!({ "url": format!("https://{n}.example.com"), "name": format!("site {n}") })).await;
+        let website =
+            create(&app, json!({ "url": format!("https://{n}.example.com"), "name": format!("site {n}") })).await;
         ids.push(website["id"].clone());
     }
     let (status, page) = call(&app, Method::GET, "/websites?limit=2&offset=1", None).await;
@@ -290,7 +295,8 @@ async fn invalid_values_are_422_naming_the_field() {
     let (status, error) =
         call(&app, Method::POST, "/websites", Some(json!({ "url": "nope", "name": "", "interval_seconds": 1 }))).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    let fields: Vec<&str> = error["errors"].as_array().expect("errors").iter().filter_map(|e| e["field"].as_str()).collect();
+    let fields: Vec<&str> =
+        error["errors"].as_array().expect("errors").iter().filter_map(|e| e["field"].as_str()).collect();
     assert_eq!(fields, ["url", "name", "interval_seconds"]);
 
     let website = create(&app, json!({ "url": "https://google.com", "name": "google" })).await;
@@ -400,11 +406,18 @@ async fn replay_rebuilds_identical_tables_while_the_projector_runs() {
     call(&app, Method::POST, "/regions", Some(json!({ "name": "europe" }))).await;
     let mut ids = Vec::new();
     for n in 0..20 {
-        let website = create(&app, json!({ "url": format!("https://{n}.example.com"), "name": format!("site {n}") })).await;
+        let website =
+            create(&app, json!({ "url": format!("https://{n}.example.com"), "name": format!("site {n}") })).await;
         ids.push(website["id"].as_str().expect("id").to_owned());
     }
     for id in ids.iter().step_by(3) {
-        let (status, _) = call(&app, Method::PATCH, &format!("/websites/{id}"), Some(json!({ "regions": ["europe"], "interval_seconds": 20 }))).await;
+        let (status, _) = call(
+            &app,
+            Method::PATCH,
+            &format!("/websites/{id}"),
+            Some(json!({ "regions": ["europe"], "interval_seconds": 20 })),
+        )
+        .await;
         assert_eq!(status, StatusCode::OK);
     }
     for id in ids.iter().skip(1).step_by(4) {
@@ -414,7 +427,9 @@ async fn replay_rebuilds_identical_tables_while_the_projector_runs() {
     app.settle().await;
     let before = snapshot(&app.db.pool).await;
 
-    let reached = projector::replay(&app.bus, &app.db.pool, projector::Projection::Monitor, &CancellationToken::new()).await.expect("replay");
+    let reached = projector::replay(&app.bus, &app.db.pool, projector::Projection::Monitor, &CancellationToken::new())
+        .await
+        .expect("replay");
     app.settle().await;
 
     assert_eq!(reached, last_sequence(&app.bus).await);
@@ -425,7 +440,9 @@ async fn replay_rebuilds_identical_tables_while_the_projector_runs() {
 #[tokio::test]
 async fn a_url_the_workers_would_refuse_is_422_when_private_targets_are_not_allowed() {
     let app = TestApp::spawn_with(&[("ALLOW_PRIVATE_TARGETS", "false")]).await;
-    for url in ["http://127.0.0.1:8080/", "http://169.254.169.254/latest/meta-data/", "http://localhost/", "http://[::1]/"] {
+    for url in
+        ["http://127.0.0.1:8080/", "http://169.254.169.254/latest/meta-data/", "http://localhost/", "http://[::1]/"]
+    {
         let (status, error) = call(&app, Method::POST, "/websites", Some(json!({ "url": url, "name": "x" }))).await;
         assert_error(status, &error, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
         assert_eq!(error["field"], "url", "{url}: {error}");
@@ -442,7 +459,8 @@ async fn commands_are_refused_with_503_while_nats_is_down_and_work_again_after()
     let mut app = TestApp::spawn_with(&[("PROJECTION_WAIT_MS", "2000")]).await;
     app.nats.stop();
 
-    let (status, error) = call(&app, Method::POST, "/websites", Some(json!({ "url": "https://a.example.com", "name": "a" }))).await;
+    let (status, error) =
+        call(&app, Method::POST, "/websites", Some(json!({ "url": "https://a.example.com", "name": "a" }))).await;
     assert_error(status, &error, StatusCode::SERVICE_UNAVAILABLE, "unavailable");
     assert!(!error["message"].as_str().unwrap_or_default().contains("nats://"), "internal detail leaked: {error}");
     let (status, listed) = call(&app, Method::GET, "/websites", None).await;

@@ -70,14 +70,16 @@ impl System {
     async fn detector_settled(&self) {
         let mut checks = self.bus.js.get_stream("CHECKS").await.expect("CHECKS");
         let last = checks.info().await.expect("info").state.last_sequence;
-        let done = projector::wait_for_projection(&self.db.pool, detector::POSITION, last, Duration::from_secs(10)).await;
+        let done =
+            projector::wait_for_projection(&self.db.pool, detector::POSITION, last, Duration::from_secs(10)).await;
         assert!(done.expect("offset"), "detector did not reach {last}");
     }
 
     /// Waits until the notifier has read every incident event in MONITOR.
     async fn notifier_settled(&self) {
         let last = self.bus.last_subject_seq("incidents.>").await.expect("last incident");
-        let done = projector::wait_for_projection(&self.db.pool, notification::POSITION, last, Duration::from_secs(10)).await;
+        let done =
+            projector::wait_for_projection(&self.db.pool, notification::POSITION, last, Duration::from_secs(10)).await;
         assert!(done.expect("offset"), "notifier did not reach {last}");
     }
 
@@ -137,7 +139,8 @@ async fn a_site_that_fails_and_recovers_gives_one_incident_and_two_emails() {
     let id = system
         .add_website(json!({ "url": target.url("/status"), "name": "shop", "interval_seconds": 10, "notify_emails": ["ops@example.com"] }))
         .await;
-    eventually(Duration::from_secs(15), "a first successful check", || async { (target.hits() >= 1).then_some(()) }).await;
+    eventually(Duration::from_secs(15), "a first successful check", || async { (target.hits() >= 1).then_some(()) })
+        .await;
 
     // The site starts failing.
     target.answer(500);
@@ -154,7 +157,10 @@ async fn a_site_that_fails_and_recovers_gives_one_incident_and_two_emails() {
     assert_eq!(incident["cause"], "http_status");
     assert_eq!(incident["status_code"], 500);
     assert!(incident["ended_at"].is_null());
-    eventually(Duration::from_secs(10), "the down email", || async { (system.emails("DOWN").len() == 1).then_some(()) }).await;
+    eventually(Duration::from_secs(10), "the down email", || async {
+        (system.emails("DOWN").len() == 1).then_some(())
+    })
+    .await;
     let down_mailed: DateTime<Utc> = system.smtp.last_received().expect("received").into();
     let down = &system.emails("DOWN")[0];
     assert!(down.contains("shop") && down.contains(&target.url("/status")), "{down}");
@@ -173,7 +179,10 @@ async fn a_site_that_fails_and_recovers_gives_one_incident_and_two_emails() {
     assert_eq!(closed["started_at"], incident["started_at"]);
     assert!(closed["ended_at"].is_string());
     assert!(closed["duration_seconds"].as_i64().is_some_and(|d| d >= 10), "{closed}");
-    eventually(Duration::from_secs(10), "the recovery email", || async { (system.emails("UP").len() == 1).then_some(()) }).await;
+    eventually(Duration::from_secs(10), "the recovery email", || async {
+        (system.emails("UP").len() == 1).then_some(())
+    })
+    .await;
     let up = &system.emails("UP")[0];
     assert!(up.contains("back up after") && up.contains("Regions:     local"), "{up}");
 
@@ -206,7 +215,9 @@ async fn a_single_flaky_check_raises_nothing() {
     let system = System::start(Smtp::start().await).await;
     system.start_detector();
     system.start_notifier();
-    let id = system.add_website(json!({ "url": "https://example.com", "name": "x", "notify_emails": ["ops@example.com"] })).await;
+    let id = system
+        .add_website(json!({ "url": "https://example.com", "name": "x", "notify_emails": ["ops@example.com"] }))
+        .await;
     for (secs, up) in [(0, true), (10, false), (20, true), (30, true)] {
         system.check(id, "local", at(secs), up).await;
     }
@@ -223,12 +234,17 @@ async fn a_single_flaky_check_raises_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarting_the_detector_and_the_notifier_mid_outage_sends_no_duplicate_and_misses_nothing() {
     let system = System::start(Smtp::start().await).await;
-    let id = system.add_website(json!({ "url": "https://example.com", "name": "x", "notify_emails": ["ops@example.com"] })).await;
+    let id = system
+        .add_website(json!({ "url": "https://example.com", "name": "x", "notify_emails": ["ops@example.com"] }))
+        .await;
     let (detector, detector_task) = system.start_detector();
     let (notifier, notifier_task) = system.start_notifier();
     system.check(id, "local", at(0), false).await;
     system.check(id, "local", at(10), false).await;
-    eventually(Duration::from_secs(10), "the down email", || async { (system.emails("DOWN").len() == 1).then_some(()) }).await;
+    eventually(Duration::from_secs(10), "the down email", || async {
+        (system.emails("DOWN").len() == 1).then_some(())
+    })
+    .await;
 
     // Both stop mid-outage; more failures and the recovery arrive meanwhile.
     detector.cancel();
@@ -245,7 +261,10 @@ async fn restarting_the_detector_and_the_notifier_mid_outage_sends_no_duplicate_
     system.start_detector();
     system.detector_settled().await;
     system.start_notifier();
-    eventually(Duration::from_secs(10), "the recovery email", || async { (system.emails("UP").len() == 1).then_some(()) }).await;
+    eventually(Duration::from_secs(10), "the recovery email", || async {
+        (system.emails("UP").len() == 1).then_some(())
+    })
+    .await;
     system.notifier_settled().await;
     tokio::time::sleep(Duration::from_secs(1)).await;
 
@@ -259,7 +278,9 @@ async fn an_smtp_outage_delays_the_email_but_does_not_drop_it() {
     let mut system = System::start(Smtp::stopped()).await;
     system.start_detector();
     system.start_notifier();
-    let id = system.add_website(json!({ "url": "https://example.com", "name": "x", "notify_emails": ["ops@example.com"] })).await;
+    let id = system
+        .add_website(json!({ "url": "https://example.com", "name": "x", "notify_emails": ["ops@example.com"] }))
+        .await;
     system.check(id, "local", at(0), false).await;
     system.check(id, "local", at(10), false).await;
     system.notifier_settled().await;
@@ -273,7 +294,10 @@ async fn an_smtp_outage_delays_the_email_but_does_not_drop_it() {
     .await;
 
     system.smtp.resume().await;
-    eventually(Duration::from_secs(20), "the delayed email", || async { (system.emails("DOWN").len() == 1).then_some(()) }).await;
+    eventually(Duration::from_secs(20), "the delayed email", || async {
+        (system.emails("DOWN").len() == 1).then_some(())
+    })
+    .await;
     let (attempts, error): (i32, Option<String>) =
         sqlx::query_as("select attempts, last_error from notifications").fetch_one(&system.db.pool).await.expect("row");
     assert!(attempts >= 2, "{attempts}");
@@ -283,18 +307,23 @@ async fn an_smtp_outage_delays_the_email_but_does_not_drop_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replay_of_the_whole_stream_sends_no_email() {
     let system = System::start(Smtp::start().await).await;
-    let id = system.add_website(json!({ "url": "https://example.com", "name": "x", "notify_emails": ["ops@example.com"] })).await;
+    let id = system
+        .add_website(json!({ "url": "https://example.com", "name": "x", "notify_emails": ["ops@example.com"] }))
+        .await;
     let (notifier, notifier_task) = system.start_notifier();
     system.start_detector();
     for (secs, up) in [(0, false), (10, false), (20, true)] {
         system.check(id, "local", at(secs), up).await;
     }
-    eventually(Duration::from_secs(10), "both emails", || async { (system.smtp.messages().len() == 2).then_some(()) }).await;
+    eventually(Duration::from_secs(10), "both emails", || async { (system.smtp.messages().len() == 2).then_some(()) })
+        .await;
     notifier.cancel();
     notifier_task.abort();
 
     // Replay everything: projections from sequence 1, the notifier too.
-    projector::replay(&system.bus, &system.db.pool, projector::Projection::Monitor, &CancellationToken::new()).await.expect("replay");
+    projector::replay(&system.bus, &system.db.pool, projector::Projection::Monitor, &CancellationToken::new())
+        .await
+        .expect("replay");
     sqlx::query("update projection_offsets set stream_seq = 0 where name = $1")
         .bind(notification::POSITION)
         .execute(&system.db.pool)
@@ -326,12 +355,18 @@ async fn an_outage_in_two_regions_is_one_email_down_and_one_when_all_are_back() 
     system.check(id, "local", at(20), true).await;
     system.detector_settled().await;
     system.notifier_settled().await;
-    eventually(Duration::from_secs(10), "the down email", || async { (system.emails("DOWN").len() == 1).then_some(()) }).await;
+    eventually(Duration::from_secs(10), "the down email", || async {
+        (system.emails("DOWN").len() == 1).then_some(())
+    })
+    .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(system.emails("UP").is_empty(), "europe is still down");
 
     system.check(id, "europe", at(21), true).await;
-    eventually(Duration::from_secs(10), "the recovery email", || async { (system.emails("UP").len() == 1).then_some(()) }).await;
+    eventually(Duration::from_secs(10), "the recovery email", || async {
+        (system.emails("UP").len() == 1).then_some(())
+    })
+    .await;
     let up = &system.emails("UP")[0];
     assert!(up.contains("local") && up.contains("europe"), "{up}");
     assert_eq!(system.smtp.messages().len(), 2);
@@ -410,7 +445,10 @@ async fn under_a_majority_policy_the_website_is_down_only_while_most_regions_are
     // Two of three: the website is down.
     system.check(id, "europe", at(11), false).await;
     system.check(id, "europe", at(21), false).await;
-    eventually(Duration::from_secs(10), "the down email", || async { (system.emails("DOWN").len() == 1).then_some(()) }).await;
+    eventually(Duration::from_secs(10), "the down email", || async {
+        (system.emails("DOWN").len() == 1).then_some(())
+    })
+    .await;
     let (_, uptime) = system.call(Method::GET, &format!("/monitor/{id}/uptime"), None).await;
     assert_eq!(uptime["down"], true, "{uptime}");
     let down = &system.emails("DOWN")[0];
@@ -418,7 +456,10 @@ async fn under_a_majority_policy_the_website_is_down_only_while_most_regions_are
 
     // One recovers: back to one of three, the website is up again.
     system.check(id, "local", at(30), true).await;
-    eventually(Duration::from_secs(10), "the recovery email", || async { (system.emails("UP").len() == 1).then_some(()) }).await;
+    eventually(Duration::from_secs(10), "the recovery email", || async {
+        (system.emails("UP").len() == 1).then_some(())
+    })
+    .await;
     let up = &system.emails("UP")[0];
     assert!(up.contains("local, europe"), "{up}");
     assert_eq!(system.smtp.messages().len(), 2);

@@ -5,9 +5,9 @@
 
 mod common;
 
+use common::influx;
 use common::stack::{eventually, region_name, Stack};
 use common::target::Target;
-use common::influx;
 use poem::http::{Method, StatusCode};
 use redis::AsyncCommands;
 use serde_json::json;
@@ -40,7 +40,8 @@ async fn a_website_added_through_the_api_is_checked_from_each_region_within_seco
         (entry["status"] == "up").then_some(entry)
     })
     .await;
-    let regions: Vec<&str> = entry["regions"].as_array().expect("regions").iter().filter_map(|r| r["region"].as_str()).collect();
+    let regions: Vec<&str> =
+        entry["regions"].as_array().expect("regions").iter().filter_map(|r| r["region"].as_str()).collect();
     assert_eq!(regions, ["europe", "local"]);
     for region in entry["regions"].as_array().expect("regions") {
         assert_eq!(region["status_code"], 200);
@@ -81,7 +82,9 @@ async fn failing_targets_are_down_in_monitor_with_their_cause() {
     ];
     let mut ids = Vec::new();
     for (url, timeout_ms, cause) in &cases {
-        let id = stack.add_website(json!({ "url": url, "name": cause, "timeout_ms": timeout_ms, "interval_seconds": 10 })).await;
+        let id = stack
+            .add_website(json!({ "url": url, "name": cause, "timeout_ms": timeout_ms, "interval_seconds": 10 }))
+            .await;
         ids.push((id, *cause));
     }
     for (id, cause) in ids {
@@ -192,7 +195,11 @@ async fn two_schedulers_never_queue_a_check_twice() {
     stack.start_cron();
     let mut ids = Vec::new();
     for n in 0..30 {
-        ids.push(stack.add_website(json!({ "url": format!("https://{n}.example.com"), "name": "x", "interval_seconds": 10 })).await);
+        ids.push(
+            stack
+                .add_website(json!({ "url": format!("https://{n}.example.com"), "name": "x", "interval_seconds": 10 }))
+                .await,
+        );
     }
     // Without workers, every queued check stays in the stream: over 12 s
     // each website is due a few times (its quick first check, then its
@@ -232,7 +239,8 @@ async fn a_flushed_redis_is_rebuilt_from_postgres_and_checks_resume() {
     assert!(offset.is_some_and(|o| o > 0));
     // The worker group was flushed too; the worker recreates it and checks go on.
     let hits = target.hits();
-    eventually(Duration::from_secs(15), "a check after the flush", || async { (target.hits() > hits).then_some(()) }).await;
+    eventually(Duration::from_secs(15), "a check after the flush", || async { (target.hits() > hits).then_some(()) })
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -252,7 +260,10 @@ async fn reconciliation_adds_what_redis_lost_and_drops_what_postgres_no_longer_h
     let _: () = conn.zrem("due:local", &kept).await.expect("zrem");
     let stale = Uuid::now_v7();
     let _: () = conn
-        .hset_multiple(format!("site:{stale}"), &[("url", "https://stale.example.com/"), ("seq", "1"), ("regions", "local")])
+        .hset_multiple(
+            format!("site:{stale}"),
+            &[("url", "https://stale.example.com/"), ("seq", "1"), ("regions", "local")],
+        )
         .await
         .expect("hset");
     let _: () = conn.zadd("due:local", stale.to_string(), 1).await.expect("zadd");
@@ -298,7 +309,8 @@ async fn a_changed_url_is_used_from_the_next_check() {
     let (status, _) =
         stack.call(Method::PATCH, &format!("/websites/{id}"), Some(json!({ "url": second.url("/status") }))).await;
     assert_eq!(status, StatusCode::OK);
-    eventually(Duration::from_secs(15), "a check of the new url", || async { (second.hits() >= 1).then_some(()) }).await;
+    eventually(Duration::from_secs(15), "a check of the new url", || async { (second.hits() >= 1).then_some(()) })
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,7 +7,10 @@ mod common;
 
 use chrono::Utc;
 use common::{config, last_sequence, snapshot, Db, Nats};
-use events::{Envelope, Event, IntervalSecs, RegionAdded, RegionName, TimeoutMs, WebsiteAdded, WebsiteName, WebsiteRemoved, WebsiteUpdated, WebsiteUrl};
+use events::{
+    Envelope, Event, IntervalSecs, RegionAdded, RegionName, TimeoutMs, WebsiteAdded, WebsiteName, WebsiteRemoved,
+    WebsiteUpdated, WebsiteUrl,
+};
 use projections::postgres::{self, PROJECTION};
 use services::bus::Bus;
 use services::projector;
@@ -102,8 +105,10 @@ async fn a_projector_killed_mid_stream_loses_and_doubles_nothing() {
 
     // Exactly the websites that should remain, each with its final name and
     // the sequence of its own last event.
-    let rows: Vec<(Uuid, String, i64)> =
-        sqlx::query_as("select id, name, stream_seq from websites order by id").fetch_all(&db.pool).await.expect("rows");
+    let rows: Vec<(Uuid, String, i64)> = sqlx::query_as("select id, name, stream_seq from websites order by id")
+        .fetch_all(&db.pool)
+        .await
+        .expect("rows");
     let mut expected = remaining.clone();
     expected.sort();
     let got: Vec<(Uuid, String)> = rows.iter().map(|(id, name, _)| (*id, name.clone())).collect();
@@ -112,12 +117,15 @@ async fn a_projector_killed_mid_stream_loses_and_doubles_nothing() {
         let subject_last = bus.last_subject_seq(&events::subject::website(*id)).await.expect("last");
         assert_eq!(*seq as u64, subject_last, "website {id} is at its last event");
     }
-    let links: i64 = sqlx::query_scalar("select count(*) from website_regions").fetch_one(&db.pool).await.expect("count");
+    let links: i64 =
+        sqlx::query_scalar("select count(*) from website_regions").fetch_one(&db.pool).await.expect("count");
     assert_eq!(links as usize, remaining.len());
 
     // And the same rows as a projection that was never interrupted.
     let clean = Db::fresh().await;
-    projector::replay(&bus, &clean.pool, projector::Projection::Monitor, &CancellationToken::new()).await.expect("replay");
+    projector::replay(&bus, &clean.pool, projector::Projection::Monitor, &CancellationToken::new())
+        .await
+        .expect("replay");
     assert_eq!(snapshot(&clean.pool).await, snapshot(&db.pool).await);
 }
 

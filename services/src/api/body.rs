@@ -12,9 +12,9 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// Reads (at most [`MAX_BODY_BYTES`] of) a body and decodes it as JSON.
 pub async fn read_json<T: DeserializeOwned>(body: Body) -> Result<T, ApiError> {
     let bytes = body.into_bytes_limit(MAX_BODY_BYTES).await.map_err(|e| match e {
-        ReadBodyError::PayloadTooLarge => ApiError::PayloadTooLarge(format!(
-            "request body is larger than {MAX_BODY_BYTES} bytes"
-        )),
+        ReadBodyError::PayloadTooLarge => {
+            ApiError::PayloadTooLarge(format!("request body is larger than {MAX_BODY_BYTES} bytes"))
+        }
         other => ApiError::BadRequest {
             code: "unreadable_body",
             message: format!("request body could not be read: {other}"),
@@ -36,10 +36,9 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         use serde_json::error::Category;
         match e.classify() {
             Category::Data => ApiError::BadRequest { code: "invalid_body", message: e.to_string() },
-            Category::Syntax | Category::Eof | Category::Io => ApiError::BadRequest {
-                code: "malformed_json",
-                message: format!("request body is not valid JSON: {e}"),
-            },
+            Category::Syntax | Category::Eof | Category::Io => {
+                ApiError::BadRequest { code: "malformed_json", message: format!("request body is not valid JSON: {e}") }
+            }
         }
     })
 }

@@ -110,9 +110,7 @@ impl From<projections::Error> for ApiError {
 impl From<crate::bus::BusError> for ApiError {
     fn from(error: crate::bus::BusError) -> Self {
         match error {
-            crate::bus::BusError::Conflict => {
-                ApiError::Conflict("the resource was changed concurrently; retry".into())
-            }
+            crate::bus::BusError::Conflict => ApiError::Conflict("the resource was changed concurrently; retry".into()),
             other => ApiError::Unavailable(format!("event bus: {other}")),
         }
     }

@@ -17,11 +17,11 @@ use chrono::Utc;
 use error::ApiError;
 use events::{Envelope, Event, RegionAdded, RegionName};
 use poem::endpoint::BoxEndpoint;
-use projections::influx::Influx;
 use poem::listener::TcpListener;
 use poem::middleware::Tracing;
 use poem::web::{Data, Json};
 use poem::{get, handler, EndpointExt, IntoEndpoint, Route, Server};
+use projections::influx::Influx;
 use sqlx::PgPool;
 use std::sync::Arc;
 use std::time::Duration;
@@ -111,10 +111,7 @@ async fn settle(state: &ApiState, seq: u64) -> Result<(), ApiError> {
 
 #[handler]
 async fn health(state: Data<&Arc<ApiState>>) -> Result<Json<serde_json::Value>, ApiError> {
-    sqlx::query("select 1")
-        .execute(&state.pool)
-        .await
-        .map_err(|e| ApiError::Unavailable(format!("postgres: {e}")))?;
+    sqlx::query("select 1").execute(&state.pool).await.map_err(|e| ApiError::Unavailable(format!("postgres: {e}")))?;
     let nats = state.bus.client.connection_state();
     if nats != async_nats::connection::State::Connected {
         return Err(ApiError::Unavailable(format!("nats: {nats:?}")));

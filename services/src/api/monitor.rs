@@ -47,11 +47,8 @@ pub struct RegionStatus {
 #[handler]
 pub async fn overview(state: Data<&Arc<ApiState>>) -> Result<Json<Vec<MonitorView>>, ApiError> {
     let websites = postgres::websites(&state.pool, None, 0).await?;
-    let mut latest: HashMap<(Uuid, String), status::LatestStatus> = status::latest(&state.pool, None)
-        .await?
-        .into_iter()
-        .map(|s| ((s.website_id, s.region.clone()), s))
-        .collect();
+    let mut latest: HashMap<(Uuid, String), status::LatestStatus> =
+        status::latest(&state.pool, None).await?.into_iter().map(|s| ((s.website_id, s.region.clone()), s)).collect();
     let views = websites
         .into_iter()
         .map(|website| {
@@ -118,12 +115,9 @@ pub struct SeriesParams {
 pub fn parse_days(raw: Option<&str>) -> Result<u32, ApiError> {
     match raw {
         None => Ok(1),
-        Some(raw) => raw
-            .trim()
-            .parse::<u32>()
-            .ok()
-            .filter(|d| (1..=MAX_DAYS).contains(d))
-            .ok_or_else(|| ApiError::invalid("days", format!("days must be a whole number from 1 to {MAX_DAYS}, not {raw:?}"))),
+        Some(raw) => raw.trim().parse::<u32>().ok().filter(|d| (1..=MAX_DAYS).contains(d)).ok_or_else(|| {
+            ApiError::invalid("days", format!("days must be a whole number from 1 to {MAX_DAYS}, not {raw:?}"))
+        }),
     }
 }
 
@@ -248,7 +242,8 @@ pub async fn uptime(
     let days_param = params.days.as_deref().or(Some("30"));
     let (id, days, region, website) = window(&state, &id, days_param, params.region.as_deref()).await?;
     let now = Utc::now();
-    let incidents = postgres::incidents(&state.pool, id, region.as_ref(), now - chrono::Duration::days(90), None).await?;
+    let incidents =
+        postgres::incidents(&state.pool, id, region.as_ref(), now - chrono::Duration::days(90), None).await?;
     let intervals: Vec<_> = incidents.iter().map(|i| (i.started_at, i.ended_at)).collect();
     let regions = if region.is_some() { 1 } else { website.website.regions.len() };
     let needed = website.website.down_policy.regions_needed(regions);
@@ -268,11 +263,8 @@ pub async fn uptime(
         .map_err(|e| ApiError::Unavailable(format!("influxdb: {e}")))?;
     let down = incidents.iter().filter(|i| i.ongoing).count() >= needed;
     let last_downtime_at = incidents.iter().map(|i| i.ended_at.unwrap_or(i.started_at)).max();
-    let seconds_since_last_downtime = if down {
-        0
-    } else {
-        (now - last_downtime_at.unwrap_or(website.website.created_at)).num_seconds().max(0)
-    };
+    let seconds_since_last_downtime =
+        if down { 0 } else { (now - last_downtime_at.unwrap_or(website.website.created_at)).num_seconds().max(0) };
     let window_start = now - chrono::Duration::days(i64::from(days));
     Ok(Json(UptimeView {
         website_id: id,

@@ -37,25 +37,17 @@ pub async fn create(state: Data<&Arc<ApiState>>, body: Body) -> Result<(StatusCo
         let envelope = Envelope::new(event, Utc::now());
         let seq = match state.bus.publish(&envelope, Some(0)).await {
             Ok(seq) => seq,
-            Err(BusError::Conflict) => {
-                return Err(ApiError::Conflict(format!("region {name} already exists")))
-            }
+            Err(BusError::Conflict) => return Err(ApiError::Conflict(format!("region {name} already exists"))),
             Err(e) => return Err(e.into()),
         };
         super::settle(&state, seq).await?;
         view = Some(RegionView { name: name.clone(), created_at: envelope.occurred_at });
     }
-    view.map(|v| (StatusCode::CREATED, Json(v)))
-        .ok_or_else(|| ApiError::Internal("RegionAdded not decided".into()))
+    view.map(|v| (StatusCode::CREATED, Json(v))).ok_or_else(|| ApiError::Internal("RegionAdded not decided".into()))
 }
 
 #[handler]
 pub async fn list(state: Data<&Arc<ApiState>>) -> Result<Json<Vec<RegionView>>, ApiError> {
     let regions = postgres::regions(&state.pool).await?;
-    Ok(Json(
-        regions
-            .into_iter()
-            .map(|r| RegionView { name: r.name, created_at: r.created_at })
-            .collect(),
-    ))
+    Ok(Json(regions.into_iter().map(|r| RegionView { name: r.name, created_at: r.created_at }).collect()))
 }

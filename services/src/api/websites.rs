@@ -9,7 +9,10 @@ use super::ApiState;
 use crate::bus::BusError;
 use chrono::Utc;
 use events::website::{self, AddWebsite, ChangeWebsite, Website, WebsiteCommand};
-use events::{DownPolicy, EmailAddress, Envelope, FailuresBeforeDown, IntervalSecs, RegionName, TimeoutMs, ValueError, WebsiteName, WebsiteUrl};
+use events::{
+    DownPolicy, EmailAddress, Envelope, FailuresBeforeDown, IntervalSecs, RegionName, TimeoutMs, ValueError,
+    WebsiteName, WebsiteUrl,
+};
 use poem::http::StatusCode;
 use poem::web::{Data, Json, Path, Query};
 use poem::{handler, Body};
@@ -80,9 +83,8 @@ pub async fn create(state: Data<&Arc<ApiState>>, body: Body) -> Result<(StatusCo
     let interval = input.interval_seconds.map(|s| check.field("interval_seconds", IntervalSecs::parse(s)));
     let timeout = input.timeout_ms.map(|t| check.field("timeout_ms", TimeoutMs::parse(t)));
     let emails = input.notify_emails.map(|e| check.emails(e));
-    let failures = input
-        .failures_before_down
-        .map(|f| check.field("failures_before_down", FailuresBeforeDown::parse(f)));
+    let failures =
+        input.failures_before_down.map(|f| check.field("failures_before_down", FailuresBeforeDown::parse(f)));
     let policy = input.down_policy.map(|p| check.field("down_policy", DownPolicy::parse(&p)));
     check.finish()?;
     if let Some(url) = &url {
@@ -110,7 +112,10 @@ pub async fn create(state: Data<&Arc<ApiState>>, body: Body) -> Result<(StatusCo
 }
 
 #[handler]
-pub async fn list(state: Data<&Arc<ApiState>>, Query(params): Query<ListParams>) -> Result<Json<Vec<Website>>, ApiError> {
+pub async fn list(
+    state: Data<&Arc<ApiState>>,
+    Query(params): Query<ListParams>,
+) -> Result<Json<Vec<Website>>, ApiError> {
     if let Some(limit) = params.limit {
         if !(1..=10_000).contains(&limit) {
             return Err(ApiError::invalid("limit", "limit must be between 1 and 10000"));
@@ -133,7 +138,11 @@ pub async fn show(state: Data<&Arc<ApiState>>, Path(id): Path<String>) -> Result
 }
 
 #[handler]
-pub async fn update(state: Data<&Arc<ApiState>>, Path(id): Path<String>, body: Body) -> Result<Json<Website>, ApiError> {
+pub async fn update(
+    state: Data<&Arc<ApiState>>,
+    Path(id): Path<String>,
+    body: Body,
+) -> Result<Json<Website>, ApiError> {
     let id = parse_id(&id, "website")?;
     let input: UpdateWebsite = read_json(body).await?;
     let mut check = Validation::default();
@@ -231,9 +240,7 @@ struct Validation {
 
 impl Validation {
     fn field<T>(&mut self, field: &str, value: Result<T, ValueError>) -> Option<T> {
-        value
-            .map_err(|e| self.errors.push(FieldError { field: field.to_owned(), message: e.message }))
-            .ok()
+        value.map_err(|e| self.errors.push(FieldError { field: field.to_owned(), message: e.message })).ok()
     }
 
     fn list<T>(

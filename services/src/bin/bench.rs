@@ -14,7 +14,9 @@
 
 use anyhow::{bail, Context};
 use chrono::Utc;
-use events::{Envelope, Event, IntervalSecs, RegionAdded, RegionName, TimeoutMs, WebsiteAdded, WebsiteName, WebsiteUrl};
+use events::{
+    Envelope, Event, IntervalSecs, RegionAdded, RegionName, TimeoutMs, WebsiteAdded, WebsiteName, WebsiteUrl,
+};
 use futures::StreamExt;
 use poem::http::StatusCode;
 use poem::listener::TcpAcceptor;
@@ -215,7 +217,10 @@ async fn main() -> anyhow::Result<()> {
     let (urls, answered) = start_target(&options).await?;
 
     let base = baseline(&options, &urls).await?;
-    println!("baseline: {base:.0} checks/s (bare check loop, {} in flight, {} s)", options.concurrency, options.baseline_secs);
+    println!(
+        "baseline: {base:.0} checks/s (bare check loop, {} in flight, {} s)",
+        options.concurrency, options.baseline_secs
+    );
 
     // Fresh state on the test set's servers.
     let stamp = Utc::now().format("%Y%m%d%H%M%S").to_string();
@@ -248,7 +253,8 @@ async fn main() -> anyhow::Result<()> {
     // Register the websites as events, many publishes in flight.
     let started = Instant::now();
     let region = RegionName::parse("local").map_err(|e| anyhow::anyhow!("{e}"))?;
-    bus.publish(&Envelope::new(Event::RegionAdded(RegionAdded { region: region.clone() }), Utc::now()), Some(0)).await?;
+    bus.publish(&Envelope::new(Event::RegionAdded(RegionAdded { region: region.clone() }), Utc::now()), Some(0))
+        .await?;
     let interval = IntervalSecs::parse(i64::from(options.interval)).map_err(|e| anyhow::anyhow!("{e}"))?;
     let name = WebsiteName::parse("bench").map_err(|e| anyhow::anyhow!("{e}"))?;
     for chunk in (0..options.websites).collect::<Vec<_>>().chunks(2000) {
@@ -280,7 +286,11 @@ async fn main() -> anyhow::Result<()> {
     tokio::spawn(projector::run_all(bus.clone(), pool.clone(), influx, cancel.clone()));
     let monitor_last = bus.monitor_stream().await?.info().await?.state.last_sequence;
     projector::wait_for(&pool, monitor_last, Duration::from_secs(600)).await?;
-    println!("setup: {} websites published and projected in {:.1} s", options.websites, started.elapsed().as_secs_f64());
+    println!(
+        "setup: {} websites published and projected in {:.1} s",
+        options.websites,
+        started.elapsed().as_secs_f64()
+    );
 
     // The detector follows the results as in production.
     tokio::spawn(detector::serve(bus.clone(), pool.clone(), config.detector, cancel.clone()));
@@ -306,7 +316,8 @@ async fn main() -> anyhow::Result<()> {
                 if !measuring.load(Ordering::Relaxed) {
                     continue;
                 }
-                if let Ok(Envelope { event: Event::CheckCompleted(check), .. }) = Envelope::from_json(&message.payload) {
+                if let Ok(Envelope { event: Event::CheckCompleted(check), .. }) = Envelope::from_json(&message.payload)
+                {
                     let late = (check.started_at - check.scheduled_at).num_microseconds().unwrap_or(0) as f64 / 1000.0;
                     if let Ok(mut all) = lateness.lock() {
                         all.push(late);
@@ -376,13 +387,33 @@ async fn main() -> anyhow::Result<()> {
 
     println!();
     println!("results over {elapsed:.0} s ({} checks stored in CHECKS):", end_seq - start_seq);
-    println!("  sustained          {sustained:>8.0} checks/s   (target {target_rate:.0}; slowest 10 s window {:.0})", per_window.iter().copied().fold(f64::INFINITY, f64::min));
+    println!(
+        "  sustained          {sustained:>8.0} checks/s   (target {target_rate:.0}; slowest 10 s window {:.0})",
+        per_window.iter().copied().fold(f64::INFINITY, f64::min)
+    );
     println!("  baseline           {base:>8.0} checks/s   (bare check loop)");
     println!("  pipeline/baseline  {:>8.2}", sustained / base);
-    println!("  start lateness     p50 {:.0} ms, p99 {:.0} ms ({} checks)", percentile(&late, 50.0), percentile(&late, 99.0), late.len());
-    println!("  check -> postgres  lag p99 {:.0} ms (p50 {:.0})", percentile(&pg_lags, 99.0), percentile(&pg_lags, 50.0));
-    println!("  check -> influxdb  lag p99 {:.0} ms (p50 {:.0})", percentile(&influx_lags, 99.0), percentile(&influx_lags, 50.0));
-    println!("  check -> detector  lag p99 {:.0} ms (p50 {:.0})", percentile(&detector_lags, 99.0), percentile(&detector_lags, 50.0));
+    println!(
+        "  start lateness     p50 {:.0} ms, p99 {:.0} ms ({} checks)",
+        percentile(&late, 50.0),
+        percentile(&late, 99.0),
+        late.len()
+    );
+    println!(
+        "  check -> postgres  lag p99 {:.0} ms (p50 {:.0})",
+        percentile(&pg_lags, 99.0),
+        percentile(&pg_lags, 50.0)
+    );
+    println!(
+        "  check -> influxdb  lag p99 {:.0} ms (p50 {:.0})",
+        percentile(&influx_lags, 99.0),
+        percentile(&influx_lags, 50.0)
+    );
+    println!(
+        "  check -> detector  lag p99 {:.0} ms (p50 {:.0})",
+        percentile(&detector_lags, 99.0),
+        percentile(&detector_lags, 50.0)
+    );
     println!("  queue backlog      {backlog} jobs at the end");
     println!("  target answered    {} requests in all", answered.load(Ordering::Relaxed));
     for (name, mib) in memory() {

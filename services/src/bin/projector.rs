@@ -30,11 +30,15 @@ fn main() -> std::process::ExitCode {
                 let pool = runtime::connect_db(&config.database_url, 4, &cancel).await?;
                 let bus = runtime::connect_bus(&config).await?;
                 if which == "monitor" || which == "all" {
-                    let reached = projector::replay(&bus, &pool, Projection::Monitor, &cancel).await.context("replaying monitor")?;
+                    let reached = projector::replay(&bus, &pool, Projection::Monitor, &cancel)
+                        .await
+                        .context("replaying monitor")?;
                     tracing::info!(reached, "websites and regions replayed");
                 }
                 if which == "status" || which == "all" {
-                    let reached = projector::replay(&bus, &pool, Projection::Status, &cancel).await.context("replaying status")?;
+                    let reached = projector::replay(&bus, &pool, Projection::Status, &cancel)
+                        .await
+                        .context("replaying status")?;
                     tracing::info!(reached, "latest status replayed");
                 }
                 if which == "influx" || which == "all" {
@@ -44,7 +48,10 @@ fn main() -> std::process::ExitCode {
             })
         }
         _ => {
-            eprintln!("error: unknown command {:?}; usage: projector [replay [monitor|status|influx|all]]", args.join(" "));
+            eprintln!(
+                "error: unknown command {:?}; usage: projector [replay [monitor|status|influx|all]]",
+                args.join(" ")
+            );
             std::process::ExitCode::from(2)
         }
     }

@@ -130,7 +130,12 @@ pub async fn rebuild(store: &ScheduleStore, pool: &PgPool) -> anyhow::Result<u64
 
 /// Applies MONITOR events after `offset`. Returns true when cancelled,
 /// false when the schedule vanished and must be rebuilt.
-async fn follow_from(bus: &Bus, store: &ScheduleStore, offset: u64, cancel: &CancellationToken) -> anyhow::Result<bool> {
+async fn follow_from(
+    bus: &Bus,
+    store: &ScheduleStore,
+    offset: u64,
+    cancel: &CancellationToken,
+) -> anyhow::Result<bool> {
     let mut batches = crate::follow::after(bus, MONITOR_STREAM, offset, Some("monitor.>"), 256).await?;
     while let Some(batch) = batches.next(cancel).await? {
         let mut last = None;
@@ -265,7 +270,12 @@ async fn claim_loop(
 }
 
 /// Reconciles at start and then on the configured schedule.
-async fn reconcile_loop(config: CronConfig, pool: PgPool, store: ScheduleStore, cancel: CancellationToken) -> anyhow::Result<()> {
+async fn reconcile_loop(
+    config: CronConfig,
+    pool: PgPool,
+    store: ScheduleStore,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
     loop {
         match reconcile(&store, &pool).await {
             Ok(report) => tracing::info!(

@@ -210,7 +210,8 @@ impl ScheduleStore {
         pipe.load_script(&UPSERT).ignore();
         for (website, seq) in websites {
             let interval_ms = u64::from(website.interval_seconds.get()) * 1000;
-            let first_due = schedule::next_slot_after(now_ms, interval_ms, schedule::offset_ms(website.id, interval_ms));
+            let first_due =
+                schedule::next_slot_after(now_ms, interval_ms, schedule::offset_ms(website.id, interval_ms));
             pipe.invoke_script(&upsert_invocation(&SiteChange::full(website), *seq, now_ms, first_due)).ignore();
         }
         let mut conn = self.conn.clone();
@@ -346,9 +347,7 @@ impl ScheduleStore {
 
 fn upsert_invocation(change: &SiteChange, seq: u64, now_ms: u64, first_due: u64) -> redis::ScriptInvocation<'static> {
     let interval_ms = change.interval_seconds.map(|s| u64::from(s) * 1000);
-    let regions = change.regions.as_ref().map(|list| {
-        list.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(",")
-    });
+    let regions = change.regions.as_ref().map(|list| list.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(","));
     let text = |value: Option<String>| value.unwrap_or_default();
     let mut invocation = UPSERT.prepare_invoke();
     invocation

@@ -18,11 +18,13 @@ use crate::config::{Config, WorkerConfig};
 use crate::queue::{self, Job, GROUP};
 use crate::runtime::{self, pause};
 use anyhow::Context;
-use chrono::Utc;
 use check::{CheckOutcome, Checker, CheckerOptions};
+use chrono::Utc;
 use events::{CheckCompleted, Envelope, Event, RegionName};
 use redis::aio::ConnectionManager;
-use redis::streams::{StreamAutoClaimOptions, StreamAutoClaimReply, StreamId, StreamPendingCountReply, StreamReadOptions, StreamReadReply};
+use redis::streams::{
+    StreamAutoClaimOptions, StreamAutoClaimReply, StreamId, StreamPendingCountReply, StreamReadOptions, StreamReadReply,
+};
 use redis::AsyncCommands;
 use std::sync::Arc;
 use std::time::Duration;
@@ -179,12 +181,8 @@ async fn reclaim(
         .arg(1000)
         .query_async(conn)
         .await?;
-    let exhausted: Vec<&str> = pending
-        .ids
-        .iter()
-        .filter(|p| p.times_delivered >= settings.max_deliveries)
-        .map(|p| p.id.as_str())
-        .collect();
+    let exhausted: Vec<&str> =
+        pending.ids.iter().filter(|p| p.times_delivered >= settings.max_deliveries).map(|p| p.id.as_str()).collect();
     if !exhausted.is_empty() {
         let claimed: redis::streams::StreamClaimReply =
             conn.xclaim(&shared.key, GROUP, consumer, idle_ms, &exhausted).await?;
@@ -215,12 +213,14 @@ async fn reclaim(
     }
 }
 
-async fn dead_letter(shared: &Shared, conn: &mut ConnectionManager, entry: &StreamId, reason: &str) -> anyhow::Result<()> {
-    let mut fields: Vec<(String, String)> = entry
-        .map
-        .iter()
-        .map(|(k, v)| (k.clone(), redis::from_redis_value::<String>(v).unwrap_or_default()))
-        .collect();
+async fn dead_letter(
+    shared: &Shared,
+    conn: &mut ConnectionManager,
+    entry: &StreamId,
+    reason: &str,
+) -> anyhow::Result<()> {
+    let mut fields: Vec<(String, String)> =
+        entry.map.iter().map(|(k, v)| (k.clone(), redis::from_redis_value::<String>(v).unwrap_or_default())).collect();
     fields.push(("reason".into(), reason.into()));
     fields.push(("original_id".into(), entry.id.clone()));
     let dead_key = queue::dead_key(&shared.region);

@@ -105,7 +105,9 @@ impl Redis {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {bin}: {e}. Run the tests with `./dev test`, which installs redis-server"));
+            .unwrap_or_else(|e| {
+                panic!("cannot start {bin}: {e}. Run the tests with `./dev test`, which installs redis-server")
+            });
         let redis = Redis { child, url: format!("redis://127.0.0.1:{port}"), port };
         for _ in 0..200 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -144,11 +146,9 @@ impl Db {
         let admin_url = std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| {
             panic!("TEST_DATABASE_URL is not set. Run the tests with `./dev test`, which starts PostgreSQL and sets it")
         });
-        let admin = PgPoolOptions::new()
-            .max_connections(1)
-            .connect(&admin_url)
-            .await
-            .unwrap_or_else(|e| panic!("cannot reach the test PostgreSQL at {admin_url}: {e}. Start it with `./dev test`"));
+        let admin = PgPoolOptions::new().max_connections(1).connect(&admin_url).await.unwrap_or_else(|e| {
+            panic!("cannot reach the test PostgreSQL at {admin_url}: {e}. Start it with `./dev test`")
+        });
         let name = format!("test_{}", uuid::Uuid::new_v4().simple());
         sqlx::query(&format!("create database {name}")).execute(&admin).await.expect("create database");
         admin.close().await;

@@ -27,12 +27,22 @@ impl Smtp {
     pub async fn resume(&mut self) {
         let python = std::env::var("SMTP_SERVER_PYTHON").unwrap_or_else(|_| "python3".into());
         let child = Command::new(&python)
-            .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{}", self.port), "-c", "aiosmtpd.handlers.Mailbox"])
+            .args([
+                "-m",
+                "aiosmtpd",
+                "-n",
+                "-l",
+                &format!("127.0.0.1:{}", self.port),
+                "-c",
+                "aiosmtpd.handlers.Mailbox",
+            ])
             .arg(self.mailbox())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start aiosmtpd with {python}: {e}. Run the tests with `./dev test`, which installs it"));
+            .unwrap_or_else(|e| {
+                panic!("cannot start aiosmtpd with {python}: {e}. Run the tests with `./dev test`, which installs it")
+            });
         self.child = Some(child);
         for _ in 0..200 {
             if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {

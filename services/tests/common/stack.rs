@@ -75,16 +75,23 @@ impl Stack {
 
     pub fn start_worker(&self, region: &str) -> Service {
         let token = self.cancel.child_token();
-        let checker = Checker::new(CheckerOptions { allow_private_targets: true, ..Default::default() }).expect("checker");
-        let (settings, url, bus, region, cancel) =
-            (self.config.worker.clone(), self.config.redis_url.clone(), self.bus.clone(), region_name(region), token.clone());
+        let checker =
+            Checker::new(CheckerOptions { allow_private_targets: true, ..Default::default() }).expect("checker");
+        let (settings, url, bus, region, cancel) = (
+            self.config.worker.clone(),
+            self.config.redis_url.clone(),
+            self.bus.clone(),
+            region_name(region),
+            token.clone(),
+        );
         let handle = tokio::spawn(async move { worker::serve(settings, &url, region, bus, checker, cancel).await });
         (token, handle)
     }
 
     pub fn start_detector(&self) -> Service {
         let token = self.cancel.child_token();
-        let handle = tokio::spawn(detector::serve(self.bus.clone(), self.db.pool.clone(), self.config.detector, token.clone()));
+        let handle =
+            tokio::spawn(detector::serve(self.bus.clone(), self.db.pool.clone(), self.config.detector, token.clone()));
         (token, handle)
     }
 
