@@ -3,6 +3,7 @@
 //! a command it waits (bounded by `PROJECTION_WAIT_MS`) until the projection
 //! has applied the event, so a client that POSTs then GETs sees its write.
 
+pub mod assets;
 pub mod body;
 pub mod error;
 pub mod monitor;
@@ -49,6 +50,10 @@ pub fn app(state: Arc<ApiState>) -> BoxEndpoint<'static> {
         .at("/monitor/:id/last_downtime", get(monitor::last_downtime))
         .at("/monitor/:id/uptime", get(monitor::uptime))
         .at("/health", get(health))
+        .at("/", get(assets::index))
+        .at("/docs", get(assets::docs))
+        .at("/openapi.json", get(assets::openapi))
+        .at("/assets/:name", get(assets::asset))
         .data(state)
         .with(Tracing)
         .catch_all_error(|e| async move { error::from_poem(e) })

@@ -1,0 +1,108 @@
+//! The API description: valid OpenAPI 3 by a real validator, and it lists
+//! exactly the endpoints the API serves. The dashboard and the docs are
+//! served from the binary.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::TestApp;
+use poem::http::{Method, StatusCode};
+use serde_json::Value;
+use std::collections::BTreeSet;
+
+/// Every endpoint of the API, as (method, OpenAPI path).
+const ENDPOINTS: &[(&str, &str)] = &[
+    ("get", "/websites"),
+    ("post", "/websites"),
+    ("get", "/websites/{id}"),
+    ("patch", "/websites/{id}"),
+    ("delete", "/websites/{id}"),
+    ("get", "/regions"),
+    ("post", "/regions"),
+    ("get", "/monitor"),
+    ("get", "/monitor/{id}"),
+    ("get", "/monitor/{id}/downtime"),
+    ("get", "/monitor/{id}/last_downtime"),
+    ("get", "/monitor/{id}/uptime"),
+    ("get", "/health"),
+];
+
+async fn spec(app: &TestApp) -> Value {
+    let response = app.client.get("/openapi.json").send().await;
+    response.assert_status_is_ok();
+    response.assert_content_type("application/json");
+    let bytes = response.0.into_body().into_vec().await.expect("body");
+    serde_json::from_slice(&bytes).expect("openapi.json is JSON")
+}
+
+#[tokio::test]
+async fn the_description_is_valid_openapi_3_by_a_real_validator() {
+    let app = TestApp::spawn().await;
+    let spec = spec(&app).await;
+    assert!(spec["openapi"].as_str().is_some_and(|v| v.starts_with("3.")));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("openapi.json");
+    std::fs::write(&file, serde_json::to_vec(&spec).expect("json")).expect("write");
+    let python = std::env::var("SMTP_SERVER_PYTHON").unwrap_or_else(|_| "python3".into());
+    let output = std::process::Command::new(&python)
+        .args(["-m", "openapi_spec_validator"])
+        .arg(&file)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {python}: {e}"));
+    assert!(
+        output.status.success(),
+        "openapi-spec-validator refused the description (installed by ./dev test):\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[tokio::test]
+async fn the_description_lists_exactly_the_endpoints_the_api_serves() {
+    let app = TestApp::spawn().await;
+    let spec = spec(&app).await;
+    let documented: BTreeSet<(String, String)> = spec["paths"]
+        .as_object()
+        .expect("paths")
+        .iter()
+        .flat_map(|(path, item)| {
+            item.as_object()
+                .into_iter()
+                .flatten()
+                .filter(|(method, _)| *method != "parameters")
+                .map(move |(method, _)| (method.clone(), path.clone()))
+        })
+        .collect();
+    let expected: BTreeSet<(String, String)> = ENDPOINTS.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
+    assert_eq!(documented, expected);
+
+    // And each of them is a route of the API (not "no such endpoint").
+    let id = uuid::Uuid::now_v7().to_string();
+    for (method, path) in ENDPOINTS {
+        let path = path.replace("{id}", &id);
+        let method: Method = method.to_uppercase().parse().expect("method");
+        let response = app.client.request(method.clone(), &path).body("{}").content_type("application/json").send().await;
+        let status = response.0.status();
+        let body = response.0.into_body().into_string().await.unwrap_or_default();
+        assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+        assert!(!body.contains("no such endpoint"), "{method} {path} is not served: {body}");
+    }
+}
+
+#[tokio::test]
+async fn the_dashboard_and_the_docs_are_served_from_the_binary() {
+    let app = TestApp::spawn().await;
+    for (path, content_type) in [
+        ("/", "text/html; charset=utf-8"),
+        ("/docs", "text/html; charset=utf-8"),
+        ("/assets/app.js", "text/javascript; charset=utf-8"),
+        ("/assets/styles.css", "text/css; charset=utf-8"),
+        ("/assets/swagger-ui-bundle.js", "text/javascript; charset=utf-8"),
+    ] {
+        let response = app.client.get(path).send().await;
+        response.assert_status_is_ok();
+        response.assert_content_type(content_type);
+    }
+    let response = app.client.get("/assets/nothing.js").send().await;
+    response.assert_status(StatusCode::NOT_FOUND);
+}
