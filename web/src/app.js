@@ -163,9 +163,13 @@ async function refreshTable() {
         h("td", {}, times.length ? `${Math.max(...times)} ms` : "—"),
         h(
           "td",
-          { class: "row-actions" },
-          h("button", { class: "secondary", onclick: () => edit(w) }, "Edit"),
-          h("button", { class: "danger", onclick: () => remove(w) }, "Remove"),
+          {},
+          h(
+            "div",
+            { class: "row-actions" },
+            h("button", { class: "secondary", onclick: () => edit(w) }, "Edit"),
+            h("button", { class: "danger", onclick: () => remove(w) }, "Remove"),
+          ),
         ),
       );
     }),
@@ -252,7 +256,7 @@ async function refreshWebsite(website) {
   if (!incident) status.textContent = "No downtime recorded";
   else if (incident.ongoing) status.textContent = `Down for ${duration((Date.now() - Date.parse(incident.started_at)) / 1000)} (since ${utc(incident.started_at)})`;
   else status.textContent = `Up for ${duration((Date.now() - Date.parse(incident.ended_at)) / 1000)} since the last downtime`;
-  drawChart(series.data ?? [], downtime.data ?? []);
+  drawChart(series.data ?? [], downtime.data ?? [], Number(days));
   drawDowntime(downtime.data ?? [], days);
 }
 
@@ -286,7 +290,9 @@ function drawDowntime(incidents, days) {
   );
 }
 
-function drawChart(points, incidents) {
+function drawChart(points, incidents, days) {
+  const to = Date.now() / 1000;
+  const from = to - days * 86400;
   const box = document.getElementById("chart");
   const regions = [...new Set(points.map((p) => p.region))].sort();
   const times = [...new Set(points.map((p) => Date.parse(p.time) / 1000))].sort((a, b) => a - b);
@@ -302,9 +308,10 @@ function drawChart(points, incidents) {
   const options = {
     width: Math.max(280, box.clientWidth),
     height: 280,
-    scales: { x: { time: true } },
+    // The whole selected window, however few points it holds.
+    scales: { x: { time: true, range: () => [from, to] } },
     axes: [{}, { label: "ms" }],
-    series: [{}, ...regions.map((r, i) => ({ label: r, stroke: colours[i % colours.length], width: 1.5, spanGaps: true }))],
+    series: [{}, ...regions.map((r, i) => ({ label: r, stroke: colours[i % colours.length], width: 1.5, spanGaps: true, points: { show: true, size: 4 } }))],
     hooks: {
       drawClear: [
         (u) => {

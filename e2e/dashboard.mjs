@@ -1,0 +1,108 @@
+// The dashboard in headless Chromium against the running system: add a
+// website through the form, see it checked, open it and see the chart, make
+// it fail and see the downtime in the panel and on the chart, edit and
+// remove it, and see the API's validation errors next to the fields.
+// Screenshots go to e2e/screenshots/.
+import { chromium } from "playwright-core";
+import assert from "node:assert/strict";
+import { mkdirSync } from "node:fs";
+
+const base = process.env.BASE_URL;
+const target = process.env.TARGET_URL;
+assert.ok(base && target, "BASE_URL and TARGET_URL must be set (e2e/run.sh sets them)");
+mkdirSync("screenshots", { recursive: true });
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+  args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-quic", "--no-first-run"],
+});
+const problems = [];
+let step = "start";
+try {
+  const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  // Chromium also logs every 4xx answer as "Failed to load resource"; the
+  // validation errors the test provokes are meant, so only script errors count.
+  page.on("console", (message) => {
+    if (message.type() === "error" && !message.text().startsWith("Failed to load resource")) {
+      problems.push(`console: ${message.text()}`);
+    }
+  });
+  page.on("pageerror", (error) => problems.push(`page error: ${error}`));
+  page.on("dialog", (dialog) => dialog.accept());
+  const shot = (name) => page.screenshot({ path: `screenshots/${name}.png`, fullPage: true });
+
+  step = "an invalid URL shows the API's error next to the field";
+  await page.goto(`${base}/`);
+  const form = page.locator("#add-website");
+  await form.locator("input[name=url]").fill("not a url");
+  await form.locator("input[name=name]").fill("Broken");
+  await form.locator("button[type=submit]").click();
+  const urlError = form.locator('[data-error-for="url"]');
+  await urlError.filter({ hasText: /url/ }).waitFor({ timeout: 10000 });
+  await shot("1-invalid-url");
+
+  step = "a website added through the form is listed and checked";
+  await form.locator("input[name=url]").fill(`${target}/status`);
+  await form.locator("input[name=name]").fill("Shop e2e");
+  await form.locator("input[name=interval_seconds]").fill("10");
+  await form.locator("button[type=submit]").click();
+  const row = page.locator("tr[data-website]", { hasText: "Shop e2e" });
+  await row.waitFor({ timeout: 10000 });
+  assert.equal(await urlError.textContent(), "", "the error is cleared after a successful add");
+  await row.locator(".badge.up").waitFor({ timeout: 40000 });
+  await shot("2-overview");
+
+  step = "the website page shows a chart with points";
+  await row.getByRole("link", { name: "Shop e2e" }).click();
+  await page.waitForFunction(() => Number(document.querySelector("#chart")?.dataset.points ?? 0) > 0, null, { timeout: 40000 });
+  assert.ok(await page.locator("#chart canvas").count(), "the chart is drawn");
+  await page.locator("#uptime-status", { hasText: "No downtime recorded" }).waitFor({ timeout: 10000 });
+  await shot("3-website");
+
+  step = "a failing target shows up as downtime in the panel and on the chart";
+  const set = await fetch(`${target}/set/500`);
+  assert.ok(set.ok);
+  await page.locator("#downtime-list tr.incident").first().waitFor({ timeout: 60000 });
+  await page.waitForFunction(() => Number(document.querySelector("#chart")?.dataset.downtimes ?? 0) > 0, null, { timeout: 20000 });
+  await page.locator("#uptime-status", { hasText: "Down for" }).waitFor({ timeout: 20000 });
+  const incident = await page.locator("#downtime-list tr.incident").first().textContent();
+  assert.match(incident, /http_status 500/);
+  await page.selectOption("#days", "7");
+  await page.waitForFunction(() => Number(document.querySelector("#chart")?.dataset.downtimes ?? 0) > 0, null, { timeout: 20000 });
+  await shot("4-downtime");
+
+  step = "the overview is readable at phone width";
+  await page.setViewportSize({ width: 390, height: 844 });
+  await page.goto(`${base}/#/`);
+  await row.waitFor({ timeout: 10000 });
+  await shot("5-overview-phone");
+  await page.setViewportSize({ width: 1280, height: 900 });
+
+  step = "a website is edited and removed from the overview";
+  await row.getByRole("button", { name: "Edit" }).click();
+  const editing = page.locator("tr.editing form");
+  await editing.locator("input[name=interval_seconds]").fill("5");
+  await editing.getByRole("button", { name: "Save" }).click();
+  await editing.locator('[data-error-for="interval_seconds"]').filter({ hasText: /interval_seconds/ }).waitFor({ timeout: 10000 });
+  await editing.locator("input[name=interval_seconds]").fill("10");
+  await editing.locator("input[name=name]").fill("Shop renamed");
+  await editing.getByRole("button", { name: "Save" }).click();
+  const renamed = page.locator("tr[data-website]", { hasText: "Shop renamed" });
+  await renamed.waitFor({ timeout: 10000 });
+  await renamed.getByRole("button", { name: "Remove" }).click();
+  await renamed.waitFor({ state: "detached", timeout: 10000 });
+
+  step = "the API docs load offline";
+  await page.goto(`${base}/docs`);
+  await page.locator(".swagger-ui .opblock").first().waitFor({ timeout: 20000 });
+  await shot("6-docs");
+
+  assert.deepEqual(problems, [], "no console errors");
+  console.log("browser tests passed; screenshots in e2e/screenshots/");
+} catch (error) {
+  console.error(`browser test failed at: ${step}\n${error.stack ?? error}`);
+  if (problems.length) console.error(problems.join("\n"));
+  process.exitCode = 1;
+} finally {
+  await browser.close();
+}
