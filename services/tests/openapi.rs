@@ -81,7 +81,8 @@ async fn the_description_lists_exactly_the_endpoints_the_api_serves() {
     for (method, path) in ENDPOINTS {
         let path = path.replace("{id}", &id);
         let method: Method = method.to_uppercase().parse().expect("method");
-        let response = app.client.request(method.clone(), &path).body("{}").content_type("application/json").send().await;
+        let response =
+            app.client.request(method.clone(), &path).body("{}").content_type("application/json").send().await;
         let status = response.0.status();
         let body = response.0.into_body().into_string().await.unwrap_or_default();
         assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
