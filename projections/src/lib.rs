@@ -4,6 +4,7 @@
 //! applied is a no-op. Dropping a projection and replaying its stream from
 //! sequence 1 gives the same rows.
 
+pub mod cursor;
 pub mod influx;
 pub mod postgres;
 pub mod status;

@@ -8,6 +8,7 @@
 //! a projector and a replay) can never interleave their writes. Each write is
 //! also guarded by the row's own stream sequence, so re-applying is harmless.
 
+use crate::cursor::{self, to_i64, to_u64};
 use crate::{Error, Result};
 use chrono::{DateTime, Utc};
 use events::website::Website;
@@ -47,20 +48,11 @@ pub enum BatchOutcome {
     Moved { offset: u64 },
 }
 
-/// The stream sequence the projection `name` has applied up to (0: nothing).
-pub async fn offset(pool: &PgPool, name: &str) -> Result<u64> {
-    let seq: Option<i64> = sqlx::query_scalar("select stream_seq from projection_offsets where name = $1")
-        .bind(name)
-        .fetch_optional(pool)
-        .await?;
-    Ok(to_u64(seq.unwrap_or(0)))
-}
-
 /// Applies `batch` (in stream order, all after `cursor`) if the projection
 /// still stands at `cursor`.
 pub async fn apply_batch(pool: &PgPool, name: &str, cursor: u64, batch: &[StreamEvent]) -> Result<BatchOutcome> {
     let mut tx = pool.begin().await?;
-    let stored = lock_offset(&mut tx, name).await?;
+    let stored = cursor::lock(&mut tx, name).await?;
     if stored != cursor {
         return Ok(BatchOutcome::Moved { offset: stored });
     }
@@ -71,33 +63,9 @@ pub async fn apply_batch(pool: &PgPool, name: &str, cursor: u64, batch: &[Stream
         }
         reached = reached.max(item.seq);
     }
-    store_offset(&mut tx, name, reached).await?;
+    cursor::store(&mut tx, name, reached).await?;
     tx.commit().await?;
     Ok(BatchOutcome::Applied { offset: reached })
-}
-
-/// Locks the position row of projection `name` (creating it at 0) for the
-/// rest of the transaction and returns it; writers of one projection are
-/// serialised on this lock.
-pub async fn lock_offset(tx: &mut Transaction<'_, Postgres>, name: &str) -> Result<u64> {
-    sqlx::query("insert into projection_offsets (name, stream_seq) values ($1, 0) on conflict do nothing")
-        .bind(name)
-        .execute(&mut **tx)
-        .await?;
-    let stored: i64 = sqlx::query_scalar("select stream_seq from projection_offsets where name = $1 for update")
-        .bind(name)
-        .fetch_one(&mut **tx)
-        .await?;
-    Ok(to_u64(stored))
-}
-
-pub async fn store_offset(tx: &mut Transaction<'_, Postgres>, name: &str, seq: u64) -> Result<()> {
-    sqlx::query("update projection_offsets set stream_seq = $2, updated_at = now() where name = $1")
-        .bind(name)
-        .bind(to_i64(seq))
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
 }
 
 /// Empties the projection and moves it back to the start of its stream, in
@@ -106,9 +74,9 @@ pub async fn reset(pool: &PgPool, name: &str) -> Result<()> {
     let mut tx = pool.begin().await?;
     // Lock the position first so a projector mid-batch finishes (or waits)
     // before the tables are emptied under it.
-    lock_offset(&mut tx, name).await?;
+    cursor::lock(&mut tx, name).await?;
     sqlx::query("truncate website_regions, websites, regions, incidents").execute(&mut *tx).await?;
-    store_offset(&mut tx, name, 0).await?;
+    cursor::store(&mut tx, name, 0).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -333,16 +301,6 @@ pub async fn regions(pool: &PgPool) -> Result<Vec<Region>> {
             Ok(Region { name, created_at })
         })
         .collect()
-}
-
-// Stream sequences are u64 in NATS and bigint in Postgres; they never come
-// near 2^63, so the conversions saturate rather than fail.
-fn to_i64(seq: u64) -> i64 {
-    i64::try_from(seq).unwrap_or(i64::MAX)
-}
-
-fn to_u64(seq: i64) -> u64 {
-    u64::try_from(seq).unwrap_or(0)
 }
 
 fn to_i32(value: u32) -> i32 {

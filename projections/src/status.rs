@@ -33,7 +33,7 @@ pub fn newest(batch: &[StreamEvent]) -> Vec<&CheckCompleted> {
 
 pub async fn apply_batch(pool: &PgPool, cursor: u64, batch: &[StreamEvent]) -> Result<BatchOutcome> {
     let mut tx = pool.begin().await?;
-    let stored = crate::postgres::lock_offset(&mut tx, PROJECTION).await?;
+    let stored = crate::cursor::lock(&mut tx, PROJECTION).await?;
     if stored != cursor {
         return Ok(BatchOutcome::Moved { offset: stored });
     }
@@ -86,7 +86,7 @@ pub async fn apply_batch(pool: &PgPool, cursor: u64, batch: &[StreamEvent]) -> R
         .await?;
     }
     let reached = batch.iter().map(|i| i.seq).max().unwrap_or(cursor).max(cursor);
-    crate::postgres::store_offset(&mut tx, PROJECTION, reached).await?;
+    crate::cursor::store(&mut tx, PROJECTION, reached).await?;
     tx.commit().await?;
     Ok(BatchOutcome::Applied { offset: reached })
 }
@@ -94,9 +94,9 @@ pub async fn apply_batch(pool: &PgPool, cursor: u64, batch: &[StreamEvent]) -> R
 /// Empties the projection and moves it back to the start of CHECKS.
 pub async fn reset(pool: &PgPool) -> Result<()> {
     let mut tx = pool.begin().await?;
-    crate::postgres::lock_offset(&mut tx, PROJECTION).await?;
+    crate::cursor::lock(&mut tx, PROJECTION).await?;
     sqlx::query("truncate latest_status").execute(&mut *tx).await?;
-    crate::postgres::store_offset(&mut tx, PROJECTION, 0).await?;
+    crate::cursor::store(&mut tx, PROJECTION, 0).await?;
     tx.commit().await?;
     Ok(())
 }

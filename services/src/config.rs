@@ -10,16 +10,13 @@ pub struct Config {
     pub nats_url: String,
     pub database_url: String,
     pub redis_url: String,
+    /// Postgres connections per process (`DATABASE_POOL_SIZE`).
+    pub database_pool_size: u32,
     pub influxdb: InfluxConfig,
-    pub smtp: SmtpConfig,
-    pub api_host: String,
-    pub api_port: u16,
-    /// The region a fresh system starts with.
-    pub default_region: RegionName,
     /// How long CHECKS keeps results (InfluxDB keeps the long-term copy).
     pub checks_max_age: Duration,
-    /// How long a command waits for the Postgres projection to show it.
-    pub projection_wait: Duration,
+    pub api: ApiConfig,
+    pub projector: ProjectorConfig,
     pub cron: CronConfig,
     pub worker: WorkerConfig,
     /// Consecutive failures that confirm an outage, and successes that end
@@ -29,7 +26,28 @@ pub struct Config {
 }
 
 #[derive(Debug, Clone)]
+pub struct ApiConfig {
+    pub host: String,
+    pub port: u16,
+    /// The region a fresh system starts with.
+    pub default_region: RegionName,
+    /// How long a command waits for the Postgres projection to show it.
+    pub projection_wait: Duration,
+    /// Whether websites on loopback/private addresses are accepted (the
+    /// workers would refuse to check them otherwise).
+    pub allow_private_targets: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProjectorConfig {
+    /// At most this many events go into one transaction or InfluxDB write
+    /// (`PROJECTOR_BATCH`).
+    pub batch: usize,
+}
+
+#[derive(Debug, Clone)]
 pub struct NotifyConfig {
+    pub smtp: SmtpConfig,
     /// Who is told when a website has no `notify_emails`
     /// (`NOTIFY_DEFAULT_EMAIL`; unset: nobody).
     pub default_recipient: Option<events::EmailAddress>,
@@ -114,6 +132,7 @@ impl Config {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let s = Settings { lookup: &lookup };
         let api_port = s.number("API_PORT", 3002u16, 1, u16::MAX)?;
+        let allow_private_targets = s.flag("ALLOW_PRIVATE_TARGETS")?;
         Ok(Self {
             nats_url: s.url("NATS_URL", "nats://127.0.0.1:4222", &["nats", "tls", "ws", "wss"])?,
             database_url: s.url(
@@ -128,22 +147,20 @@ impl Config {
                 org: s.optional("INFLUXDB_ORG"),
                 bucket: s.text("INFLUXDB_BUCKET", "website_ticks")?,
             },
-            smtp: SmtpConfig {
-                host: s.text("SMTP_HOST", "127.0.0.1")?,
-                port: s.number("SMTP_PORT", 2525u16, 1, u16::MAX)?,
-                user: s.optional("SMTP_USER"),
-                pass: s.optional("SMTP_PASS"),
-                from: s.text("SMTP_FROM", "Website Monitor <monitor@localhost>")?,
-                tls: s.smtp_tls("SMTP_TLS")?,
-            },
-            api_host: s.text("API_HOST", "127.0.0.1")?,
-            api_port,
-            default_region: {
-                let raw = s.text("DEFAULT_REGION", "local")?;
-                RegionName::parse(&raw).map_err(|e| ConfigError { name: "DEFAULT_REGION", reason: e.to_string() })?
-            },
+            database_pool_size: s.number("DATABASE_POOL_SIZE", 16u32, 1, 1000)?,
             checks_max_age: Duration::from_secs(s.number("CHECKS_MAX_AGE_HOURS", 168u64, 1, 24 * 365 * 10)? * 3600),
-            projection_wait: Duration::from_millis(s.number("PROJECTION_WAIT_MS", 5000u64, 0, 600_000)?),
+            api: ApiConfig {
+                host: s.text("API_HOST", "127.0.0.1")?,
+                port: api_port,
+                default_region: {
+                    let raw = s.text("DEFAULT_REGION", "local")?;
+                    RegionName::parse(&raw)
+                        .map_err(|e| ConfigError { name: "DEFAULT_REGION", reason: e.to_string() })?
+                },
+                projection_wait: Duration::from_millis(s.number("PROJECTION_WAIT_MS", 5000u64, 0, 600_000)?),
+                allow_private_targets,
+            },
+            projector: ProjectorConfig { batch: s.number("PROJECTOR_BATCH", 5000usize, 1, 1_000_000)? },
             cron: CronConfig {
                 reconcile: {
                     let raw = s.text("CRON_RECONCILE", "0 0 0 * * *")?;
@@ -165,13 +182,21 @@ impl Config {
                 concurrency: s.number("WORKER_CONCURRENCY", 256usize, 1, 100_000)?,
                 reclaim_idle: Duration::from_millis(s.number("WORKER_RECLAIM_IDLE_MS", 90_000u64, 100, 86_400_000)?),
                 max_deliveries: s.number("WORKER_MAX_DELIVERIES", 5usize, 1, 1000)?,
-                allow_private_targets: s.flag("ALLOW_PRIVATE_TARGETS")?,
+                allow_private_targets,
             },
             detector: events::detection::Policy {
                 down_after: s.number("DETECTOR_DOWN_AFTER", 2u32, 1, 1000)?,
                 up_after: s.number("DETECTOR_UP_AFTER", 1u32, 1, 1000)?,
             },
             notify: NotifyConfig {
+                smtp: SmtpConfig {
+                    host: s.text("SMTP_HOST", "127.0.0.1")?,
+                    port: s.number("SMTP_PORT", 2525u16, 1, u16::MAX)?,
+                    user: s.optional("SMTP_USER"),
+                    pass: s.optional("SMTP_PASS"),
+                    from: s.text("SMTP_FROM", "Website Monitor <monitor@localhost>")?,
+                    tls: s.smtp_tls("SMTP_TLS")?,
+                },
                 default_recipient: match s.optional("NOTIFY_DEFAULT_EMAIL") {
                     None => None,
                     Some(raw) => Some(
@@ -259,10 +284,10 @@ mod tests {
     #[test]
     fn every_setting_has_a_working_default() {
         let config = config(&[]).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(config.api_port, 3002);
+        assert_eq!(config.api.port, 3002);
         assert_eq!(config.influxdb.bucket, "website_ticks");
-        assert_eq!(config.default_region.as_str(), "local");
-        assert_eq!(config.smtp.tls, SmtpTls::None);
+        assert_eq!(config.api.default_region.as_str(), "local");
+        assert_eq!(config.notify.smtp.tls, SmtpTls::None);
         assert_eq!(config.influxdb.token, None);
     }
 
@@ -294,6 +319,6 @@ mod tests {
     fn blank_optional_settings_count_as_unset() {
         let config = config(&[("INFLUXDB_TOKEN", "  "), ("SMTP_TLS", "STARTTLS")]).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(config.influxdb.token, None);
-        assert_eq!(config.smtp.tls, SmtpTls::StartTls);
+        assert_eq!(config.notify.smtp.tls, SmtpTls::StartTls);
     }
 }

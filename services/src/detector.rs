@@ -11,13 +11,13 @@
 //! by those ids, so nothing is doubled and nothing missed.
 
 use crate::bus::Bus;
-use crate::{follow, runtime};
+use crate::{follow, Deps};
 use anyhow::Context;
 use chrono::Utc;
 use events::detection::{self, Detection, Policy};
 use events::subject::CHECKS_STREAM;
 use events::{CheckCompleted, DecodeError, Envelope, Event};
-use projections::postgres::{self, lock_offset, store_offset};
+use projections::cursor;
 use sqlx::PgPool;
 use std::collections::HashMap;
 use tokio_util::sync::CancellationToken;
@@ -26,14 +26,10 @@ use uuid::Uuid;
 pub const POSITION: &str = "detector";
 const MAX_BATCH: usize = 2000;
 
-pub async fn run(config: crate::Config, cancel: CancellationToken) -> anyhow::Result<()> {
-    let pool = runtime::connect_db(&config.database_url, 4, &cancel).await?;
-    let bus = runtime::connect_bus(&config).await?;
-    serve(bus, pool, config.detector, cancel).await
-}
-
 /// Runs until cancelled, restarting with backoff after errors.
-pub async fn serve(bus: Bus, pool: PgPool, policy: Policy, cancel: CancellationToken) -> anyhow::Result<()> {
+pub async fn serve(deps: Deps, policy: Policy, cancel: CancellationToken) -> anyhow::Result<()> {
+    deps.database_ready(&cancel).await?;
+    let Deps { bus, pool, .. } = deps;
     tracing::info!(down_after = policy.down_after, up_after = policy.up_after, "detector following CHECKS");
     follow::supervise("detector", &cancel, || pass(&bus, &pool, policy, &cancel)).await
 }
@@ -41,7 +37,7 @@ pub async fn serve(bus: Bus, pool: PgPool, policy: Policy, cancel: CancellationT
 /// Returns true when cancelled, false when another writer moved the
 /// position (start again from it).
 async fn pass(bus: &Bus, pool: &PgPool, policy: Policy, cancel: &CancellationToken) -> anyhow::Result<bool> {
-    let mut cursor = postgres::offset(pool, POSITION).await?;
+    let mut cursor = cursor::offset(pool, POSITION).await?;
     let mut batches = follow::after(bus, CHECKS_STREAM, cursor, None, MAX_BATCH).await?;
     while let Some(batch) = batches.next(cancel).await? {
         let mut checks: Vec<(u64, Envelope)> = Vec::with_capacity(batch.len());
@@ -97,7 +93,7 @@ async fn apply(
         );
     }
     let mut tx = pool.begin().await?;
-    if lock_offset(&mut tx, POSITION).await? != cursor {
+    if cursor::lock(&mut tx, POSITION).await? != cursor {
         return Ok(None);
     }
     if !states.is_empty() {
@@ -120,7 +116,7 @@ async fn apply(
         .execute(&mut *tx)
         .await?;
     }
-    store_offset(&mut tx, POSITION, last).await?;
+    cursor::store(&mut tx, POSITION, last).await?;
     tx.commit().await?;
     Ok(Some(last))
 }

@@ -5,7 +5,7 @@
 //! scheduler and the notifier all follow streams this way.
 
 use crate::bus::Bus;
-use crate::runtime::pause;
+use crate::runtime::Backoff;
 use anyhow::Context;
 use async_nats::jetstream::consumer::pull::{Ordered, OrderedConfig};
 use async_nats::jetstream::consumer::DeliverPolicy;
@@ -13,7 +13,6 @@ use async_nats::jetstream::Message;
 use futures::stream::ReadyChunks;
 use futures::StreamExt;
 use std::future::Future;
-use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// Batches of messages after a position, in stream order.
@@ -72,17 +71,16 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = anyhow::Result<bool>>,
 {
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::default();
     loop {
         match pass().await {
             Ok(true) => return Ok(()),
-            Ok(false) => backoff = Duration::from_millis(100),
+            Ok(false) => backoff.reset(),
             Err(e) => {
-                tracing::warn!(task = what, error = format!("{e:#}"), retry_in = ?backoff, "pass failed; retrying");
-                if !pause(backoff, cancel).await {
+                tracing::warn!(task = what, error = format!("{e:#}"), retry_in = ?backoff.delay(), "pass failed; retrying");
+                if !backoff.wait(cancel).await {
                     return Ok(());
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(10));
             }
         }
         if cancel.is_cancelled() {

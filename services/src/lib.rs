@@ -1,6 +1,7 @@
-//! The monitor's services. Each is a module with a `run` that takes its
-//! configuration and a cancellation token; the binaries in `src/bin` are thin
-//! wrappers, and `monitor` runs them all in one process.
+//! The monitor's services. Each is a module with one entry point,
+//! `serve(deps, own_config, cancel)`: [`Deps`] holds the connections, made
+//! once per process; the binaries in `src/bin` are thin wrappers that build
+//! them, and `monitor` runs every service in one process on one set.
 //!
 //! - [`api`]: REST commands become events; queries read the projections.
 //! - [`projector`]: applies the streams to Postgres and InfluxDB.
@@ -8,19 +9,23 @@
 //! - [`worker`]: checks queued websites, publishes CheckCompleted.
 //! - [`detector`]: check results in, SiteDown/SiteUp out.
 //! - [`notification`]: one email per outage and one per recovery.
-//! - [`bus`], [`follow`], [`runtime`], [`queue`], [`config`]: what they share.
+//! - [`bus`], [`deps`], [`follow`], [`runtime`], [`queue`], [`config`],
+//!   [`target`]: what they share.
 
 pub mod all;
 pub mod api;
 pub mod bus;
 pub mod config;
 pub mod cron;
+pub mod deps;
 pub mod detector;
 pub mod follow;
 pub mod notification;
 pub mod projector;
 pub mod queue;
 pub mod runtime;
+pub mod target;
 pub mod worker;
 
 pub use config::Config;
+pub use deps::Deps;

@@ -22,8 +22,8 @@
 //! past.
 
 use crate::bus::Bus;
-use crate::config::{Config, NotifyConfig, SmtpConfig, SmtpTls};
-use crate::{follow, runtime};
+use crate::config::{NotifyConfig, SmtpConfig, SmtpTls};
+use crate::{follow, Deps};
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use events::subject::{INCIDENTS, MONITOR_STREAM};
@@ -32,7 +32,7 @@ use lettre::message::header::ContentType;
 use lettre::message::Mailbox;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
-use projections::postgres::{self, lock_offset, store_offset};
+use projections::cursor;
 use sqlx::{PgPool, Postgres, Transaction};
 use std::sync::Arc;
 use std::time::Duration;
@@ -85,20 +85,10 @@ impl Mailer {
     }
 }
 
-pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()> {
-    let mailer = Mailer::new(&config.smtp)?;
-    let pool = runtime::connect_db(&config.database_url, 4, &cancel).await?;
-    let bus = runtime::connect_bus(&config).await?;
-    serve(bus, pool, mailer, config.notify.clone(), cancel).await
-}
-
-pub async fn serve(
-    bus: Bus,
-    pool: PgPool,
-    mailer: Mailer,
-    settings: NotifyConfig,
-    cancel: CancellationToken,
-) -> anyhow::Result<()> {
+pub async fn serve(deps: Deps, settings: NotifyConfig, cancel: CancellationToken) -> anyhow::Result<()> {
+    let mailer = Mailer::new(&settings.smtp)?;
+    deps.database_ready(&cancel).await?;
+    let Deps { bus, pool, .. } = deps;
     let wake = Arc::new(Notify::new());
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(plan_loop(bus, pool.clone(), settings, wake.clone(), cancel.clone()));
@@ -128,11 +118,11 @@ async fn plan_pass(
     wake: &Notify,
     cancel: &CancellationToken,
 ) -> anyhow::Result<bool> {
-    let mut cursor = postgres::offset(pool, POSITION).await?;
+    let mut cursor = cursor::offset(pool, POSITION).await?;
     let mut batches = follow::after(bus, MONITOR_STREAM, cursor, Some(INCIDENTS), 256).await?;
     while let Some(batch) = batches.next(cancel).await? {
         let mut tx = pool.begin().await?;
-        if lock_offset(&mut tx, POSITION).await? != cursor {
+        if cursor::lock(&mut tx, POSITION).await? != cursor {
             return Ok(false);
         }
         let mut last = cursor;
@@ -146,7 +136,7 @@ async fn plan_pass(
             };
             queued += plan(&mut tx, settings, &envelope).await?;
         }
-        store_offset(&mut tx, POSITION, last).await?;
+        cursor::store(&mut tx, POSITION, last).await?;
         tx.commit().await?;
         cursor = last;
         if queued > 0 {

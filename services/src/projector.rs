@@ -14,12 +14,15 @@
 //! accepted it; a redelivered batch rewrites the same points.
 
 use crate::bus::Bus;
+use crate::config::ProjectorConfig;
 use crate::follow;
+use crate::Deps;
 use anyhow::Context;
 use async_nats::jetstream::consumer::{self, AckPolicy, DeliverPolicy};
 use events::subject::{CHECKS_STREAM, MONITOR_STREAM};
 use events::{DecodeError, Envelope, Event};
 use futures::StreamExt;
+use projections::cursor;
 use projections::influx::Influx;
 use projections::postgres::{self, BatchOutcome, StreamEvent};
 use projections::status;
@@ -27,7 +30,7 @@ use sqlx::PgPool;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// At most this many events go into one transaction or one InfluxDB write.
+/// Events per transaction during a replay.
 const MAX_BATCH: usize = 5000;
 /// The durable consumer feeding InfluxDB.
 pub const INFLUX_CONSUMER: &str = "influx-checks";
@@ -81,11 +84,13 @@ enum Pass {
 }
 
 /// Runs every projection until `cancel` fires.
-pub async fn run_all(bus: Bus, pool: PgPool, influx: Influx, cancel: CancellationToken) -> anyhow::Result<()> {
+pub async fn serve(deps: Deps, config: ProjectorConfig, cancel: CancellationToken) -> anyhow::Result<()> {
+    deps.database_ready(&cancel).await?;
+    let Deps { bus, pool, influx, .. } = deps;
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(run(bus.clone(), pool.clone(), Projection::Monitor, cancel.clone()));
-    tasks.spawn(run(bus.clone(), pool, Projection::Status, cancel.clone()));
-    tasks.spawn(run_influx(bus, influx, cancel.clone()));
+    tasks.spawn(run(bus.clone(), pool.clone(), Projection::Monitor, config.batch, cancel.clone()));
+    tasks.spawn(run(bus.clone(), pool, Projection::Status, config.batch, cancel.clone()));
+    tasks.spawn(run_influx(bus, influx, config.batch, cancel.clone()));
     while let Some(joined) = tasks.join_next().await {
         joined.context("projection task panicked")??;
     }
@@ -94,10 +99,16 @@ pub async fn run_all(bus: Bus, pool: PgPool, influx: Influx, cancel: Cancellatio
 
 /// Runs one Postgres projection until `cancel` fires, restarting with
 /// backoff after any error.
-pub async fn run(bus: Bus, pool: PgPool, projection: Projection, cancel: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    bus: Bus,
+    pool: PgPool,
+    projection: Projection,
+    batch: usize,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
     tracing::info!(projection = projection.name(), "projector following {}", projection.stream());
     follow::supervise(projection.name(), &cancel, || async {
-        Ok(matches!(pass(&bus, &pool, projection, None, &cancel).await?, Pass::Cancelled))
+        Ok(matches!(pass(&bus, &pool, projection, None, batch, &cancel).await?, Pass::Cancelled))
     })
     .await
 }
@@ -115,10 +126,10 @@ pub async fn replay(
     projection.reset(pool).await?;
     tracing::info!(projection = projection.name(), target, "projection reset; replaying");
     loop {
-        if postgres::offset(pool, projection.name()).await? >= target {
+        if cursor::offset(pool, projection.name()).await? >= target {
             return Ok(target);
         }
-        match pass(bus, pool, projection, Some(target), cancel).await? {
+        match pass(bus, pool, projection, Some(target), MAX_BATCH, cancel).await? {
             Pass::Cancelled => anyhow::bail!("replay cancelled"),
             Pass::Reached | Pass::Moved => {}
         }
@@ -131,13 +142,14 @@ async fn pass(
     pool: &PgPool,
     projection: Projection,
     until: Option<u64>,
+    max_batch: usize,
     cancel: &CancellationToken,
 ) -> anyhow::Result<Pass> {
-    let mut cursor = postgres::offset(pool, projection.name()).await?;
+    let mut cursor = cursor::offset(pool, projection.name()).await?;
     if until.is_some_and(|target| cursor >= target) {
         return Ok(Pass::Reached);
     }
-    let mut batches = follow::after(bus, projection.stream(), cursor, None, MAX_BATCH).await?;
+    let mut batches = follow::after(bus, projection.stream(), cursor, None, max_batch).await?;
     while let Some(batch) = batches.next(cancel).await? {
         let mut items = Vec::with_capacity(batch.len());
         for (seq, message) in batch {
@@ -180,10 +192,10 @@ fn decode(stream: &str, seq: u64, payload: &[u8]) -> anyhow::Result<Option<Envel
 }
 
 /// Feeds CHECKS into InfluxDB until cancelled, restarting after errors.
-pub async fn run_influx(bus: Bus, influx: Influx, cancel: CancellationToken) -> anyhow::Result<()> {
+pub async fn run_influx(bus: Bus, influx: Influx, batch: usize, cancel: CancellationToken) -> anyhow::Result<()> {
     tracing::info!("projector following CHECKS into influxdb");
     follow::supervise("influxdb projection", &cancel, || async {
-        follow_influx(&bus, &influx, &cancel).await.map(|()| true)
+        follow_influx(&bus, &influx, batch, &cancel).await.map(|()| true)
     })
     .await
 }
@@ -200,14 +212,14 @@ fn influx_consumer_config() -> consumer::pull::Config {
     }
 }
 
-async fn follow_influx(bus: &Bus, influx: &Influx, cancel: &CancellationToken) -> anyhow::Result<()> {
+async fn follow_influx(bus: &Bus, influx: &Influx, max_batch: usize, cancel: &CancellationToken) -> anyhow::Result<()> {
     influx.ensure_database().await?;
     let stream = bus.js.get_stream(CHECKS_STREAM).await.context("opening CHECKS")?;
     let consumer = stream
         .get_or_create_consumer(INFLUX_CONSUMER, influx_consumer_config())
         .await
         .context("creating the influxdb consumer")?;
-    let mut batches = consumer.messages().await.context("opening message stream")?.ready_chunks(MAX_BATCH);
+    let mut batches = consumer.messages().await.context("opening message stream")?.ready_chunks(max_batch);
     loop {
         let batch = tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
@@ -251,31 +263,4 @@ pub async fn replay_influx(bus: &Bus, influx: &Influx) -> anyhow::Result<()> {
     }
     tracing::info!("influxdb dropped; the projector re-reads CHECKS from its first retained message");
     Ok(())
-}
-
-/// Waits until the projection `name` has applied `seq`, up to `timeout`.
-/// Returns whether it did.
-pub async fn wait_for_projection(
-    pool: &PgPool,
-    name: &str,
-    seq: u64,
-    timeout: Duration,
-) -> Result<bool, projections::Error> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut delay = Duration::from_millis(2);
-    loop {
-        if postgres::offset(pool, name).await? >= seq {
-            return Ok(true);
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Ok(false);
-        }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_millis(50));
-    }
-}
-
-/// Waits until the MONITOR projection has applied `seq`.
-pub async fn wait_for(pool: &PgPool, seq: u64, timeout: Duration) -> Result<bool, projections::Error> {
-    wait_for_projection(pool, postgres::PROJECTION, seq, timeout).await
 }

@@ -4,9 +4,8 @@
 
 use crate::bus::Bus;
 use crate::config::Config;
+use crate::deps::Deps;
 use anyhow::Context;
-use sqlx::postgres::PgPoolOptions;
-use sqlx::PgPool;
 use std::future::Future;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -16,14 +15,18 @@ use tokio_util::sync::CancellationToken;
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
+    // Colour only on a terminal: log files and journald get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).try_init();
 }
 
-/// The body of every binary: load `.env` and the configuration, run
-/// `service` until it ends or a signal asks it to, and report why it ended.
+/// The body of every binary: load `.env` and the configuration, connect
+/// ([`Deps`]), run `service` until it ends or a signal asks it to, and report
+/// why it ended. After a signal the process exits within [`SHUTDOWN_GRACE`]
+/// whatever its servers do.
 pub fn main<F, Fut>(name: &'static str, service: F) -> ExitCode
 where
-    F: FnOnce(Config, CancellationToken) -> Fut,
+    F: FnOnce(Deps, Config, CancellationToken) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
     init_tracing();
@@ -47,9 +50,23 @@ where
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async move {
+    let code = runtime.block_on(async move {
         let cancel = shutdown_on_signal();
-        match service(config, cancel).await {
+        let work = async {
+            let deps = tokio::select! {
+                _ = cancel.cancelled() => return Ok(()),
+                deps = Deps::connect(&config) => deps?,
+            };
+            service(deps, config, cancel.clone()).await
+        };
+        let outcome = tokio::select! {
+            outcome = work => outcome,
+            () = deadline_after(&cancel, SHUTDOWN_GRACE) => {
+                tracing::warn!(service = name, grace = ?SHUTDOWN_GRACE, "still busy after the shutdown grace period; exiting");
+                Ok(())
+            }
+        };
+        match outcome {
             Ok(()) => {
                 tracing::info!(service = name, "stopped");
                 ExitCode::SUCCESS
@@ -59,7 +76,20 @@ where
                 ExitCode::FAILURE
             }
         }
-    })
+    });
+    // Tasks still blocked on a dead server are abandoned, not awaited.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    code
+}
+
+/// How long a service may take to finish after SIGTERM before the process
+/// exits anyway (a server that went away must not hold it up).
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
+
+/// Completes `grace` after `cancel` fires.
+async fn deadline_after(cancel: &CancellationToken, grace: Duration) {
+    cancel.cancelled().await;
+    tokio::time::sleep(grace).await;
 }
 
 /// A token cancelled on SIGINT or SIGTERM.
@@ -92,31 +122,76 @@ pub fn shutdown_on_signal() -> CancellationToken {
     cancel
 }
 
-/// Connects to Postgres, retrying every second until it answers or `cancel`
-/// fires, then applies the migrations.
-pub async fn connect_db(url: &str, max_connections: u32, cancel: &CancellationToken) -> anyhow::Result<PgPool> {
-    let options = PgPoolOptions::new().max_connections(max_connections).acquire_timeout(Duration::from_secs(10));
-    let pool = loop {
-        match options.clone().connect(url).await {
-            Ok(pool) => break pool,
-            Err(e) => {
-                tracing::warn!(error = %e, "postgres is not reachable yet; retrying");
-                tokio::select! {
-                    _ = cancel.cancelled() => anyhow::bail!("cancelled while waiting for postgres"),
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
-            }
-        }
-    };
-    projections::postgres::migrate(&pool).await.context("applying migrations")?;
-    Ok(pool)
-}
-
 /// Connects to NATS and applies the stream definitions.
 pub async fn connect_bus(config: &Config) -> anyhow::Result<Bus> {
     let bus = Bus::connect(&config.nats_url).await.context("connecting to NATS")?;
     bus.ensure_streams(config.checks_max_age).await.context("applying stream definitions")?;
     Ok(bus)
+}
+
+/// Exponential backoff between retries of a failing step: the delay doubles
+/// from `min` up to `max` and returns to `min` after a success.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    min: Duration,
+    max: Duration,
+    current: Duration,
+}
+
+impl Backoff {
+    pub fn new(min: Duration, max: Duration) -> Self {
+        Self { min, max, current: min }
+    }
+
+    /// The delay the next [`Backoff::wait`] sleeps.
+    pub fn delay(&self) -> Duration {
+        self.current
+    }
+
+    pub fn reset(&mut self) {
+        self.current = self.min;
+    }
+
+    /// Sleeps the current delay and doubles it; false when `cancel` fired
+    /// first.
+    pub async fn wait(&mut self, cancel: &CancellationToken) -> bool {
+        let delay = self.current;
+        self.current = (self.current * 2).min(self.max);
+        pause(delay, cancel).await
+    }
+}
+
+impl Default for Backoff {
+    /// 100 ms doubling up to 10 s.
+    fn default() -> Self {
+        Self::new(Duration::from_millis(100), Duration::from_secs(10))
+    }
+}
+
+/// Runs `attempt` until it succeeds (a server that is not up yet), with
+/// backoff up to 5 s; an error when `cancel` fires first.
+pub async fn retry<T, E, F, Fut>(what: &str, cancel: &CancellationToken, mut attempt: F) -> anyhow::Result<T>
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+    loop {
+        let outcome = tokio::select! {
+            _ = cancel.cancelled() => anyhow::bail!("cancelled while waiting for {what}"),
+            outcome = attempt() => outcome,
+        };
+        match outcome {
+            Ok(value) => return Ok(value),
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?backoff.delay(), "{what} is not reachable yet; retrying");
+                if !backoff.wait(cancel).await {
+                    anyhow::bail!("cancelled while waiting for {what}");
+                }
+            }
+        }
+    }
 }
 
 /// Sleeps `delay` unless cancelled first; returns false when cancelled.

@@ -4,13 +4,14 @@
 
 mod common;
 
-use common::{last_sequence, snapshot, TestApp};
+use common::stack::Stack;
+use common::{last_sequence, snapshot};
 use poem::http::{Method, StatusCode};
 use serde_json::{json, Value};
 use services::projector;
 use tokio_util::sync::CancellationToken;
 
-async fn call(app: &TestApp, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+async fn call(app: &Stack, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
     let mut request = app.client.request(method, path);
     if let Some(body) = body {
         request = request.body_json(&body);
@@ -29,11 +30,11 @@ async fn raw(response: poem::test::TestResponse) -> (StatusCode, Value) {
     (status, body)
 }
 
-async fn send_raw(app: &TestApp, method: Method, path: &str, body: &'static str) -> (StatusCode, Value) {
+async fn send_raw(app: &Stack, method: Method, path: &str, body: &'static str) -> (StatusCode, Value) {
     raw(app.client.request(method, path).content_type("application/json").body(body).send().await).await
 }
 
-async fn create(app: &TestApp, body: Value) -> Value {
+async fn create(app: &Stack, body: Value) -> Value {
     let (status, website) = call(app, Method::POST, "/websites", Some(body)).await;
     assert_eq!(status, StatusCode::CREATED, "{website}");
     website
@@ -47,7 +48,7 @@ fn assert_error(status: StatusCode, body: &Value, expected: StatusCode, code: &s
 
 #[tokio::test]
 async fn the_seed_payload_creates_a_website_checked_from_the_default_region() {
-    let app = TestApp::spawn().await;
+    let app = Stack::start(&[]).await;
 
     let website = create(&app, json!({ "url": "https://google.com", "name": "google" })).await;
 
@@ -74,7 +75,7 @@ async fn the_seed_payload_creates_a_website_checked_from_the_default_region() {
 
 #[tokio::test]
 async fn every_optional_field_is_stored_and_returned() {
-    let app = TestApp::spawn().await;
+    let app = Stack::start(&[]).await;
     let (status, _) = call(&app, Method::POST, "/regions", Some(json!({ "name": "europe" }))).await;
     assert_eq!(status, StatusCode::CREATED);
 
@@ -106,7 +107,7 @@ async fn every_optional_field_is_stored_and_returned() {
 
 #[tokio::test]
 async fn patch_changes_only_the_given_fields_and_a_no_op_publishes_nothing() {
-    let app = TestApp::spawn().await;
+    let app = Stack::start(&[]).await;
     let website = create(&app, json!({ "url": "https://google.com", "name": "google" })).await;
     let path = format!("/websites/{}", website["id"].as_str().expect("id"));
 
@@ -144,7 +145,7 @@ async fn patch_changes_only_the_given_fields_and_a_no_op_publishes_nothing() {
 
 #[tokio::test]
 async fn a_deleted_website_is_gone_everywhere() {
-    let app = TestApp::spawn().await;
+    let app = Stack::start(&[]).await;
     let kept = create(&app, json!({ "url": "https://a.example.com", "name": "a" })).await;
     let removed = create(&app, json!({ "url": "https://b.example.com", "name": "b" })).await;
     let path = format!("/websites/{}", removed["id"].as_str().expect("id"));
@@ -164,7 +165,7 @@ async fn a_deleted_website_is_gone_everywhere() {
 
 #[tokio::test]
 async fn the_website_list_pages_in_creation_order() {
-    let app = TestApp::spawn().await;
+    let app = Stack::start(&[]).await;
     let mut ids = Vec::new();
     for n in 0..5 {
         let website =
@@ -186,7 +187,7 @@ async fn the_website_list_pages_in_creation_order() {
 
 #[tokio::test]
 async fn regions_are_added_listed_and_unique() {
-    let app = TestApp::spawn().await;
+    let app = Stack::start(&[]).await;
 
     let (status, region) = call(&app, Method::POST, "/regions", Some(json!({ "name": "europe" }))).await;
     assert_eq!(status, StatusCode::CREATED, "{region}");
@@ -211,7 +212,7 @@ async fn regions_are_added_listed_and_unique() {
 
 #[tokio::test]
 async fn two_concurrent_adds_of_one_region_create_it_once() {
-    let app = TestApp::spawn().await;
+    let app = Stack::start(&[]).await;
     let body = json!({ "name": "asia" });
     let (a, b) = tokio::join!(
         call(&app, Method::POST, "/regions", Some(body.clone())),
@@ -224,8 +225,8 @@ async fn two_concurrent_adds_of_one_region_create_it_once() {
 
 #[tokio::test]
 async fn the_default_region_is_added_once_however_often_the_api_starts() {
-    let app = TestApp::spawn().await;
-    let region = app.config.default_region.clone();
+    let app = Stack::start(&[]).await;
+    let region = app.config.api.default_region.clone();
     let (a, b) = tokio::join!(
         services::api::ensure_default_region(&app.bus, &region),
         services::api::ensure_default_region(&app.bus, &region),
@@ -239,7 +240,7 @@ async fn the_default_region_is_added_once_however_often_the_api_starts() {
 
 #[tokio::test]
 async fn malformed_or_misshapen_bodies_are_400_with_a_json_error() {
-    let app = TestApp::spawn().await;
+    let app = Stack::start(&[]).await;
     for (body, code) in [
         ("{not json", "malformed_json"),
         ("", "malformed_json"),
@@ -264,7 +265,7 @@ async fn malformed_or_misshapen_bodies_are_400_with_a_json_error() {
 
 #[tokio::test]
 async fn invalid_values_are_422_naming_the_field() {
-    let app = TestApp::spawn().await;
+    let app = Stack::start(&[]).await;
     let long_name = "n".repeat(101);
     let long_url = format!("https://example.com/{}", "a".repeat(2048));
     for (body, field) in [
@@ -318,7 +319,7 @@ async fn invalid_values_are_422_naming_the_field() {
 
 #[tokio::test]
 async fn unknown_ids_routes_and_methods_get_json_errors() {
-    let app = TestApp::spawn().await;
+    let app = Stack::start(&[]).await;
     let unknown = format!("/websites/{}", uuid::Uuid::now_v7());
     for method in [Method::GET, Method::DELETE] {
         for path in [unknown.as_str(), "/websites/not-a-uuid", "/websites/123"] {
@@ -342,7 +343,7 @@ async fn unknown_ids_routes_and_methods_get_json_errors() {
 
 #[tokio::test]
 async fn concurrent_patches_of_one_website_lose_nothing() {
-    let app = TestApp::spawn().await;
+    let app = Stack::start(&[]).await;
     let website = create(&app, json!({ "url": "https://google.com", "name": "google" })).await;
     let id = website["id"].as_str().expect("id").to_owned();
     let path = format!("/websites/{id}");
@@ -375,7 +376,7 @@ async fn concurrent_patches_of_one_website_lose_nothing() {
     assert_eq!(shown["name"].as_str(), names.last().map(String::as_str));
 }
 
-async fn updated_names(app: &TestApp, id: &str) -> Vec<String> {
+async fn updated_names(app: &Stack, id: &str) -> Vec<String> {
     use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
     use futures::StreamExt;
     let stream = app.bus.monitor_stream().await.expect("stream");
@@ -402,7 +403,7 @@ async fn updated_names(app: &TestApp, id: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn replay_rebuilds_identical_tables_while_the_projector_runs() {
-    let app = TestApp::spawn().await;
+    let app = Stack::start(&[]).await;
     call(&app, Method::POST, "/regions", Some(json!({ "name": "europe" }))).await;
     let mut ids = Vec::new();
     for n in 0..20 {
@@ -439,7 +440,7 @@ async fn replay_rebuilds_identical_tables_while_the_projector_runs() {
 
 #[tokio::test]
 async fn a_url_the_workers_would_refuse_is_422_when_private_targets_are_not_allowed() {
-    let app = TestApp::spawn_with(&[("ALLOW_PRIVATE_TARGETS", "false")]).await;
+    let app = Stack::start(&[("ALLOW_PRIVATE_TARGETS", "false")]).await;
     for url in
         ["http://127.0.0.1:8080/", "http://169.254.169.254/latest/meta-data/", "http://localhost/", "http://[::1]/"]
     {
@@ -456,7 +457,7 @@ async fn a_url_the_workers_would_refuse_is_422_when_private_targets_are_not_allo
 
 #[tokio::test]
 async fn commands_are_refused_with_503_while_nats_is_down_and_work_again_after() {
-    let mut app = TestApp::spawn_with(&[("PROJECTION_WAIT_MS", "2000")]).await;
+    let mut app = Stack::start(&[("PROJECTION_WAIT_MS", "2000")]).await;
     app.nats.stop();
 
     let (status, error) =
@@ -473,7 +474,7 @@ async fn commands_are_refused_with_503_while_nats_is_down_and_work_again_after()
 }
 
 /// Retries a create while the client reconnects to a restarted server.
-async fn eventually_created(app: &TestApp, body: Value) -> Value {
+async fn eventually_created(app: &Stack, body: Value) -> Value {
     for _ in 0..100 {
         let (status, website) = call(app, Method::POST, "/websites", Some(body.clone())).await;
         if status == StatusCode::CREATED {

@@ -7,117 +7,15 @@ mod common;
 
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use common::smtp::Smtp;
-use common::stack::{eventually, region_name as region, Stack};
+use common::stack::{eventually, Stack};
 use common::target::Target;
-use events::{CheckCompleted, Envelope, Event, FailureCause};
-use futures::StreamExt;
+use events::{Envelope, Event};
 use poem::http::{Method, StatusCode};
 use serde_json::{json, Value};
-use services::{detector, notification, projector};
+use services::{notification, projector};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
-
-/// The stack with a real SMTP server the notifier sends to.
-struct System {
-    stack: Stack,
-    smtp: Smtp,
-}
-
-impl std::ops::Deref for System {
-    type Target = Stack;
-
-    fn deref(&self) -> &Stack {
-        &self.stack
-    }
-}
-
-impl System {
-    async fn start(smtp: Smtp) -> System {
-        let port = smtp.port.to_string();
-        let stack = Stack::start(&[("SMTP_PORT", &port)]).await;
-        System { stack, smtp }
-    }
-
-    fn start_pipeline(&self) {
-        self.start_cron();
-        self.start_worker("local");
-    }
-
-    async fn add_website(&self, body: Value) -> Uuid {
-        self.stack.add_website(body).await.parse().expect("uuid")
-    }
-
-    /// Publishes a check result as a worker would.
-    async fn check(&self, website: Uuid, region_name: &str, scheduled_at: DateTime<Utc>, up: bool) {
-        let check = CheckCompleted {
-            website_id: website,
-            region: region(region_name),
-            scheduled_at,
-            started_at: scheduled_at + ChronoDuration::milliseconds(3),
-            up,
-            status_code: Some(if up { 200 } else { 503 }),
-            response_ms: Some(12),
-            cause: (!up).then_some(FailureCause::HttpStatus),
-            message: (!up).then(|| "HTTP 503 Service Unavailable".to_owned()),
-        };
-        let id = CheckCompleted::event_id(website, &check.region, scheduled_at);
-        let envelope = Envelope::with_id(id, Event::CheckCompleted(check), Utc::now());
-        self.bus.publish(&envelope, None).await.expect("publish check");
-    }
-
-    /// Waits until the detector has read everything in CHECKS.
-    async fn detector_settled(&self) {
-        let mut checks = self.bus.js.get_stream("CHECKS").await.expect("CHECKS");
-        let last = checks.info().await.expect("info").state.last_sequence;
-        let done =
-            projector::wait_for_projection(&self.db.pool, detector::POSITION, last, Duration::from_secs(10)).await;
-        assert!(done.expect("offset"), "detector did not reach {last}");
-    }
-
-    /// Waits until the notifier has read every incident event in MONITOR.
-    async fn notifier_settled(&self) {
-        let last = self.bus.last_subject_seq("incidents.>").await.expect("last incident");
-        let done =
-            projector::wait_for_projection(&self.db.pool, notification::POSITION, last, Duration::from_secs(10)).await;
-        assert!(done.expect("offset"), "notifier did not reach {last}");
-    }
-
-    /// The SiteDown/SiteUp events of a website, in order.
-    async fn transitions(&self, website: Uuid) -> Vec<Envelope> {
-        use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
-        let stream = self.bus.monitor_stream().await.expect("stream");
-        let expected = {
-            let mut info = stream.info_with_subjects(format!("incidents.{website}")).await.expect("info");
-            let mut total = 0;
-            while let Some(entry) = info.next().await {
-                total += entry.expect("subject").1;
-            }
-            total
-        };
-        if expected == 0 {
-            return vec![];
-        }
-        let consumer = stream
-            .create_consumer(OrderedConfig {
-                filter_subject: format!("incidents.{website}"),
-                deliver_policy: DeliverPolicy::All,
-                ..Default::default()
-            })
-            .await
-            .expect("consumer");
-        let mut messages = consumer.messages().await.expect("messages").take(expected);
-        let mut all = Vec::new();
-        while let Some(message) = messages.next().await {
-            all.push(Envelope::from_json(&message.expect("message").payload).expect("event"));
-        }
-        all
-    }
-
-    fn emails(&self, kind: &str) -> Vec<String> {
-        self.smtp.messages().into_iter().filter(|m| m.contains(&format!("Subject: [{kind}]"))).collect()
-    }
-}
 
 fn at(offset_secs: i64) -> DateTime<Utc> {
     // Recent, so the notifier does not treat them as old history.
@@ -131,13 +29,13 @@ fn kinds(events: &[Envelope]) -> Vec<&'static str> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_site_that_fails_and_recovers_gives_one_incident_and_two_emails() {
-    let system = System::start(Smtp::start().await).await;
+    let system = Stack::start_with_smtp(Smtp::start().await, &[]).await;
     let target = Target::start().await;
     system.start_pipeline();
     system.start_detector();
     system.start_notifier();
     let id = system
-        .add_website(json!({ "url": target.url("/status"), "name": "shop", "interval_seconds": 10, "notify_emails": ["ops@example.com"] }))
+        .add_website_id(json!({ "url": target.url("/status"), "name": "shop", "interval_seconds": 10, "notify_emails": ["ops@example.com"] }))
         .await;
     eventually(Duration::from_secs(15), "a first successful check", || async { (target.hits() >= 1).then_some(()) })
         .await;
@@ -212,11 +110,11 @@ async fn a_site_that_fails_and_recovers_gives_one_incident_and_two_emails() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_single_flaky_check_raises_nothing() {
-    let system = System::start(Smtp::start().await).await;
+    let system = Stack::start_with_smtp(Smtp::start().await, &[]).await;
     system.start_detector();
     system.start_notifier();
     let id = system
-        .add_website(json!({ "url": "https://example.com", "name": "x", "notify_emails": ["ops@example.com"] }))
+        .add_website_id(json!({ "url": "https://example.com", "name": "x", "notify_emails": ["ops@example.com"] }))
         .await;
     for (secs, up) in [(0, true), (10, false), (20, true), (30, true)] {
         system.check(id, "local", at(secs), up).await;
@@ -233,9 +131,9 @@ async fn a_single_flaky_check_raises_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarting_the_detector_and_the_notifier_mid_outage_sends_no_duplicate_and_misses_nothing() {
-    let system = System::start(Smtp::start().await).await;
+    let system = Stack::start_with_smtp(Smtp::start().await, &[]).await;
     let id = system
-        .add_website(json!({ "url": "https://example.com", "name": "x", "notify_emails": ["ops@example.com"] }))
+        .add_website_id(json!({ "url": "https://example.com", "name": "x", "notify_emails": ["ops@example.com"] }))
         .await;
     let (detector, detector_task) = system.start_detector();
     let (notifier, notifier_task) = system.start_notifier();
@@ -275,11 +173,11 @@ async fn restarting_the_detector_and_the_notifier_mid_outage_sends_no_duplicate_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_smtp_outage_delays_the_email_but_does_not_drop_it() {
-    let mut system = System::start(Smtp::stopped()).await;
+    let mut system = Stack::start(&[]).await;
     system.start_detector();
     system.start_notifier();
     let id = system
-        .add_website(json!({ "url": "https://example.com", "name": "x", "notify_emails": ["ops@example.com"] }))
+        .add_website_id(json!({ "url": "https://example.com", "name": "x", "notify_emails": ["ops@example.com"] }))
         .await;
     system.check(id, "local", at(0), false).await;
     system.check(id, "local", at(10), false).await;
@@ -306,9 +204,9 @@ async fn an_smtp_outage_delays_the_email_but_does_not_drop_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replay_of_the_whole_stream_sends_no_email() {
-    let system = System::start(Smtp::start().await).await;
+    let system = Stack::start_with_smtp(Smtp::start().await, &[]).await;
     let id = system
-        .add_website(json!({ "url": "https://example.com", "name": "x", "notify_emails": ["ops@example.com"] }))
+        .add_website_id(json!({ "url": "https://example.com", "name": "x", "notify_emails": ["ops@example.com"] }))
         .await;
     let (notifier, notifier_task) = system.start_notifier();
     system.start_detector();
@@ -340,11 +238,11 @@ async fn a_replay_of_the_whole_stream_sends_no_email() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outage_in_two_regions_is_one_email_down_and_one_when_all_are_back() {
-    let system = System::start(Smtp::start().await).await;
+    let system = Stack::start_with_smtp(Smtp::start().await, &[]).await;
     let (status, _) = system.call(Method::POST, "/regions", Some(json!({ "name": "europe" }))).await;
     assert_eq!(status, StatusCode::CREATED);
     let id = system
-        .add_website(json!({ "url": "https://example.com", "name": "x", "regions": ["local", "europe"], "notify_emails": ["ops@example.com"] }))
+        .add_website_id(json!({ "url": "https://example.com", "name": "x", "regions": ["local", "europe"], "notify_emails": ["ops@example.com"] }))
         .await;
     system.start_detector();
     system.start_notifier();
@@ -380,8 +278,8 @@ async fn an_outage_in_two_regions_is_one_email_down_and_one_when_all_are_back() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn downtime_endpoints_refuse_bad_input() {
-    let system = System::start(Smtp::stopped()).await;
-    let id = system.add_website(json!({ "url": "https://example.com", "name": "x" })).await;
+    let system = Stack::start(&[]).await;
+    let id = system.add_website_id(json!({ "url": "https://example.com", "name": "x" })).await;
     for path in ["downtime", "last_downtime", "uptime"] {
         let (status, body) = system.call(Method::GET, &format!("/monitor/{id}/{path}?days=0"), None).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{path}: {body}");
@@ -400,8 +298,9 @@ async fn downtime_endpoints_refuse_bad_input() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_website_can_require_more_failures_before_it_is_down() {
-    let system = System::start(Smtp::stopped()).await;
-    let id = system.add_website(json!({ "url": "https://example.com", "name": "x", "failures_before_down": 3 })).await;
+    let system = Stack::start(&[]).await;
+    let id =
+        system.add_website_id(json!({ "url": "https://example.com", "name": "x", "failures_before_down": 3 })).await;
     let (_, website) = system.call(Method::GET, &format!("/websites/{id}"), None).await;
     assert_eq!(website["failures_before_down"], 3);
     system.start_detector();
@@ -418,13 +317,13 @@ async fn a_website_can_require_more_failures_before_it_is_down() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_a_majority_policy_the_website_is_down_only_while_most_regions_are() {
-    let system = System::start(Smtp::start().await).await;
+    let system = Stack::start_with_smtp(Smtp::start().await, &[]).await;
     for name in ["europe", "asia"] {
         let (status, _) = system.call(Method::POST, "/regions", Some(json!({ "name": name }))).await;
         assert_eq!(status, StatusCode::CREATED);
     }
     let id = system
-        .add_website(json!({
+        .add_website_id(json!({
             "url": "https://example.com", "name": "x", "regions": ["local", "europe", "asia"],
             "down_policy": "majority", "notify_emails": ["ops@example.com"]
         }))

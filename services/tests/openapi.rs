@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::TestApp;
+use common::stack::Stack;
 use poem::http::{Method, StatusCode};
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -27,7 +27,7 @@ const ENDPOINTS: &[(&str, &str)] = &[
     ("get", "/health"),
 ];
 
-async fn spec(app: &TestApp) -> Value {
+async fn spec(app: &Stack) -> Value {
     let response = app.client.get("/openapi.json").send().await;
     response.assert_status_is_ok();
     response.assert_content_type("application/json");
@@ -37,7 +37,7 @@ async fn spec(app: &TestApp) -> Value {
 
 #[tokio::test]
 async fn the_description_is_valid_openapi_3_by_a_real_validator() {
-    let app = TestApp::spawn().await;
+    let app = Stack::start(&[]).await;
     let spec = spec(&app).await;
     assert!(spec["openapi"].as_str().is_some_and(|v| v.starts_with("3.")));
     let dir = tempfile::tempdir().expect("tempdir");
@@ -59,7 +59,7 @@ async fn the_description_is_valid_openapi_3_by_a_real_validator() {
 
 #[tokio::test]
 async fn the_description_lists_exactly_the_endpoints_the_api_serves() {
-    let app = TestApp::spawn().await;
+    let app = Stack::start(&[]).await;
     let spec = spec(&app).await;
     let documented: BTreeSet<(String, String)> = spec["paths"]
         .as_object()
@@ -92,7 +92,7 @@ async fn the_description_lists_exactly_the_endpoints_the_api_serves() {
 
 #[tokio::test]
 async fn the_dashboard_and_the_docs_are_served_from_the_binary() {
-    let app = TestApp::spawn().await;
+    let app = Stack::start(&[]).await;
     for (path, content_type) in [
         ("/", "text/html; charset=utf-8"),
         ("/docs", "text/html; charset=utf-8"),

@@ -5,7 +5,6 @@
 
 mod common;
 
-use common::influx;
 use common::stack::{eventually, region_name, Stack};
 use common::target::Target;
 use poem::http::{Method, StatusCode};
@@ -327,7 +326,7 @@ async fn influxdb_dropped_and_replayed_from_checks_gives_the_same_points() {
     // Stop checking so the series stays put, then rebuild InfluxDB.
     let (status, _) = stack.call(Method::DELETE, &format!("/websites/{id}"), None).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    let influx = influx(&stack.config);
+    let influx = stack.deps.influx.clone();
     let (_, all_before) = stack.call(Method::GET, "/monitor", None).await;
     assert!(all_before.as_array().is_some_and(|a| a.is_empty()));
     projector::replay_influx(&stack.bus, &influx).await.expect("replay");

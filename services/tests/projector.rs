@@ -31,7 +31,7 @@ fn spawn_projector(nats: &Nats, db: &Db) -> Child {
 }
 
 async fn wait_offset(db: &Db, at_least: u64, timeout: Duration) -> bool {
-    projector::wait_for(&db.pool, at_least, timeout).await.expect("offset")
+    projections::cursor::wait_for(&db.pool, PROJECTION, at_least, timeout).await.expect("offset")
 }
 
 /// Publishes `count` websites, renames each, removes every tenth; returns
@@ -151,12 +151,12 @@ async fn an_event_type_from_a_newer_build_is_skipped_and_the_rest_applied() {
     bus.publish(&region, Some(0)).await.expect("region");
 
     let cancel = CancellationToken::new();
-    tokio::spawn(projector::run(bus.clone(), db.pool.clone(), projector::Projection::Monitor, cancel.clone()));
+    tokio::spawn(projector::run(bus.clone(), db.pool.clone(), projector::Projection::Monitor, 5000, cancel.clone()));
 
     assert!(wait_offset(&db, 2, Duration::from_secs(10)).await);
     let regions = postgres::regions(&db.pool).await.expect("regions");
     assert_eq!(regions.len(), 1);
-    assert_eq!(postgres::offset(&db.pool, PROJECTION).await.expect("offset"), 2);
+    assert_eq!(projections::cursor::offset(&db.pool, PROJECTION).await.expect("offset"), 2);
     cancel.cancel();
 }
 

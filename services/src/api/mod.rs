@@ -11,8 +11,8 @@ pub mod regions;
 pub mod websites;
 
 use crate::bus::{Bus, BusError};
-use crate::config::Config;
-use crate::runtime;
+use crate::config::ApiConfig;
+use crate::Deps;
 use anyhow::Context;
 use chrono::Utc;
 use error::ApiError;
@@ -23,6 +23,7 @@ use poem::middleware::Tracing;
 use poem::web::{Data, Json};
 use poem::{get, handler, EndpointExt, IntoEndpoint, Route, Server};
 use projections::influx::Influx;
+use projections::{cursor, postgres};
 use sqlx::PgPool;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,6 +37,18 @@ pub struct ApiState {
     /// Whether websites on loopback/private addresses are accepted (the
     /// workers would refuse to check them otherwise).
     pub allow_private_targets: bool,
+}
+
+impl ApiState {
+    pub fn new(deps: Deps, config: &ApiConfig) -> Self {
+        Self {
+            bus: deps.bus,
+            pool: deps.pool,
+            influx: deps.influx,
+            projection_wait: config.projection_wait,
+            allow_private_targets: config.allow_private_targets,
+        }
+    }
 }
 
 /// The whole API as one endpoint, for the server and for in-process tests.
@@ -61,25 +74,13 @@ pub fn app(state: Arc<ApiState>) -> BoxEndpoint<'static> {
         .boxed()
 }
 
-/// Connects, makes sure a region exists, and serves on `API_PORT` until
+/// Makes sure a region exists, then serves on `API_HOST:API_PORT` until
 /// cancelled.
-pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()> {
-    let pool = runtime::connect_db(&config.database_url, 20, &cancel).await?;
-    let bus = runtime::connect_bus(&config).await?;
-    serve(&config, bus, pool, cancel).await
-}
-
-pub async fn serve(config: &Config, bus: Bus, pool: PgPool, cancel: CancellationToken) -> anyhow::Result<()> {
-    ensure_default_region(&bus, &config.default_region).await?;
-    let influx = Influx::new(&config.influxdb.url, &config.influxdb.bucket, config.influxdb.token.as_deref());
-    let state = Arc::new(ApiState {
-        bus,
-        pool,
-        influx,
-        projection_wait: config.projection_wait,
-        allow_private_targets: config.worker.allow_private_targets,
-    });
-    let address = format!("{}:{}", config.api_host, config.api_port);
+pub async fn serve(deps: Deps, config: ApiConfig, cancel: CancellationToken) -> anyhow::Result<()> {
+    deps.database_ready(&cancel).await?;
+    ensure_default_region(&deps.bus, &config.default_region).await?;
+    let address = format!("{}:{}", config.host, config.port);
+    let state = Arc::new(ApiState::new(deps, &config));
     tracing::info!(%address, "api listening");
     Server::new(TcpListener::bind(address.clone()))
         .run_with_graceful_shutdown(app(state), cancel.cancelled_owned(), Some(Duration::from_secs(5)))
@@ -108,7 +109,7 @@ pub async fn ensure_default_region(bus: &Bus, region: &RegionName) -> Result<(),
 /// Waits for the projection to apply `seq`. Not seeing it in time is not an
 /// error (the event is stored and will be applied); it is logged.
 async fn settle(state: &ApiState, seq: u64) -> Result<(), ApiError> {
-    if !crate::projector::wait_for(&state.pool, seq, state.projection_wait).await? {
+    if !cursor::wait_for(&state.pool, postgres::PROJECTION, seq, state.projection_wait).await? {
         tracing::warn!(seq, wait = ?state.projection_wait, "projection did not catch up in time");
     }
     Ok(())

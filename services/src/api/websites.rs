@@ -181,7 +181,7 @@ async fn refuse_private(state: &ApiState, url: &WebsiteUrl) -> Result<(), ApiErr
     if state.allow_private_targets {
         return Ok(());
     }
-    match crate::worker::check::refused_target(url.as_str()).await {
+    match crate::target::refused_target(url.as_str()).await {
         Some(reason) => Err(ApiError::invalid("url", reason)),
         None => Ok(()),
     }

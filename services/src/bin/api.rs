@@ -1,4 +1,4 @@
 //! The REST API service (port `API_PORT`, default 3002).
 fn main() -> std::process::ExitCode {
-    services::runtime::main("api", services::api::run)
+    services::runtime::main("api", |deps, config, cancel| services::api::serve(deps, config.api, cancel))
 }

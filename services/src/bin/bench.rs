@@ -12,7 +12,7 @@
 //! It resets what it uses: the NATS streams of the test set, its Redis, and
 //! a fresh Postgres database and InfluxDB database per run.
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use chrono::Utc;
 use events::{
     Envelope, Event, IntervalSecs, RegionAdded, RegionName, TimeoutMs, WebsiteAdded, WebsiteName, WebsiteUrl,
@@ -22,11 +22,9 @@ use poem::http::StatusCode;
 use poem::listener::TcpAcceptor;
 use poem::web::Data;
 use poem::{get, handler, EndpointExt, Response, Route, Server};
-use projections::influx::Influx;
 use services::bus::Bus;
-use services::cron::store::ScheduleStore;
 use services::worker::check::{Checker, CheckerOptions};
-use services::{cron, detector, projector, runtime, worker, Config};
+use services::{cron, detector, projector, worker, Config, Deps};
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,58 +32,34 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
+/// Benchmark of the checking pipeline against the test set's servers.
+/// Target rate = websites / interval checks/s (1,000,000 / 180 = 5,556).
+#[derive(clap::Parser)]
 struct Options {
+    /// Websites registered.
+    #[arg(long, default_value_t = 20_000)]
     websites: usize,
+    /// Seconds between two checks of one website.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(10..=86_400))]
     interval: u32,
+    /// Seconds measured after the warm-up.
+    #[arg(long, default_value_t = 60)]
     duration: u64,
+    /// Milliseconds the target takes to answer.
+    #[arg(long, default_value_t = 5)]
     latency_ms: u64,
+    /// Every K-th answer is a 500 (0: never).
+    #[arg(long, default_value_t = 100)]
     fail_every: u64,
+    /// Loopback addresses the target listens on (127.0.0.1..A).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u8).range(1..=250))]
     addresses: u8,
-    concurrency: usize,
+    /// Checks in flight at once, in the worker and the baseline.
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
+    concurrency: u32,
+    /// Seconds the bare check loop (the baseline) runs.
+    #[arg(long, default_value_t = 15)]
     baseline_secs: u64,
-}
-
-fn parse_options() -> anyhow::Result<Options> {
-    let mut options = Options {
-        websites: 20_000,
-        interval: 10,
-        duration: 60,
-        latency_ms: 5,
-        fail_every: 100,
-        addresses: 64,
-        concurrency: 512,
-        baseline_secs: 15,
-    };
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let mut i = 0;
-    while i < args.len() {
-        let flag = args[i].as_str();
-        if flag == "--help" || flag == "-h" {
-            println!(
-                "bench [--websites N=20000] [--interval SECS=10] [--duration SECS=60] [--latency-ms MS=5]\n      \
-                 [--fail-every K=100 (every K-th answer is a 500; 0: never)] [--addresses A=64]\n      \
-                 [--concurrency C=512] [--baseline-secs SECS=15]\n\
-                 Target rate = websites / interval checks/s (1,000,000 / 180 = 5,556)."
-            );
-            std::process::exit(0);
-        }
-        let value = args.get(i + 1).with_context(|| format!("{flag} needs a value"))?;
-        let number = |what: &str| value.parse::<u64>().with_context(|| format!("{what}: not a number: {value}"));
-        match flag {
-            "--websites" => options.websites = number(flag)? as usize,
-            "--interval" => options.interval = number(flag)? as u32,
-            "--duration" => options.duration = number(flag)?,
-            "--latency-ms" => options.latency_ms = number(flag)?,
-            "--fail-every" => options.fail_every = number(flag)?,
-            "--addresses" => options.addresses = number(flag)?.clamp(1, 250) as u8,
-            "--concurrency" => options.concurrency = number(flag)?.max(1) as usize,
-            "--baseline-secs" => options.baseline_secs = number(flag)?,
-            other => bail!("unknown option {other} (see --help)"),
-        }
-        i += 2;
-    }
-    IntervalSecs::parse(i64::from(options.interval)).map_err(|e| anyhow::anyhow!("--interval: {e}"))?;
-    Ok(options)
 }
 
 #[derive(Clone)]
@@ -141,7 +115,7 @@ async fn baseline(options: &Options, urls: &[String]) -> anyhow::Result<f64> {
     let done = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs(options.baseline_secs);
     let mut tasks = tokio::task::JoinSet::new();
-    for t in 0..options.concurrency {
+    for t in 0..options.concurrency as usize {
         let (checker, done, urls) = (checker.clone(), done.clone(), urls.to_vec());
         tasks.spawn(async move {
             let mut n = t;
@@ -207,8 +181,8 @@ fn memory() -> Vec<(String, u64)> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    runtime::init_tracing();
-    let options = parse_options()?;
+    services::runtime::init_tracing();
+    let options = <Options as clap::Parser>::parse();
     let target_rate = options.websites as f64 / f64::from(options.interval);
     println!(
         "bench: {} websites every {} s (target {:.0} checks/s), target latency {} ms, 1 in {} fails, {} addresses, concurrency {}",
@@ -243,12 +217,15 @@ async fn main() -> anyhow::Result<()> {
     ]);
     let config = Config::from_lookup(|name| settings.get(name).cloned())?;
     let cancel = CancellationToken::new();
-    let pool = runtime::connect_db(&config.database_url, 16, &cancel).await?;
-    let bus = Bus::connect(&config.nats_url).await?;
-    for stream in ["MONITOR", "CHECKS"] {
-        let _ = bus.js.delete_stream(stream).await;
+    {
+        let bus = Bus::connect(&config.nats_url).await?;
+        for stream in ["MONITOR", "CHECKS"] {
+            let _ = bus.js.delete_stream(stream).await;
+        }
     }
-    bus.ensure_streams(config.checks_max_age).await?;
+    let deps = Deps::connect(&config).await?;
+    deps.database_ready(&cancel).await?;
+    let (bus, pool) = (deps.bus.clone(), deps.pool.clone());
 
     // Register the websites as events, many publishes in flight.
     let started = Instant::now();
@@ -282,10 +259,10 @@ async fn main() -> anyhow::Result<()> {
             ack.await?;
         }
     }
-    let influx = Influx::new(&config.influxdb.url, &config.influxdb.bucket, None);
-    tokio::spawn(projector::run_all(bus.clone(), pool.clone(), influx, cancel.clone()));
+    tokio::spawn(projector::serve(deps.clone(), config.projector.clone(), cancel.clone()));
     let monitor_last = bus.monitor_stream().await?.info().await?.state.last_sequence;
-    projector::wait_for(&pool, monitor_last, Duration::from_secs(600)).await?;
+    projections::cursor::wait_for(&pool, projections::postgres::PROJECTION, monitor_last, Duration::from_secs(600))
+        .await?;
     println!(
         "setup: {} websites published and projected in {:.1} s",
         options.websites,
@@ -293,17 +270,13 @@ async fn main() -> anyhow::Result<()> {
     );
 
     // The detector follows the results as in production.
-    tokio::spawn(detector::serve(bus.clone(), pool.clone(), config.detector, cancel.clone()));
+    tokio::spawn(detector::serve(deps.clone(), config.detector, cancel.clone()));
     // The scheduler builds its schedule from Postgres (each website at its
     // slot), then the worker starts checking.
-    let store = ScheduleStore::connect(&config.redis_url).await?;
-    tokio::spawn(cron::serve(config.cron.clone(), bus.clone(), pool.clone(), store, cancel.clone()));
-    let checker = Checker::new(CheckerOptions { allow_private_targets: true, ..Default::default() })?;
-    {
-        let (settings, url, bus, region, cancel) =
-            (config.worker.clone(), config.redis_url.clone(), bus.clone(), region.clone(), cancel.clone());
-        tokio::spawn(async move { worker::serve(settings, &url, region, bus, checker, cancel).await });
-    }
+    tokio::spawn(cron::serve(deps.clone(), config.cron.clone(), cancel.clone()));
+    let mut worker_settings = config.worker.clone();
+    worker_settings.region = Some(region.clone());
+    tokio::spawn(worker::serve(deps.clone(), worker_settings, cancel.clone()));
 
     // Lateness of every check, from the events themselves.
     let lateness: Arc<Mutex<Vec<f64>>> = Arc::new(Mutex::new(Vec::new()));
@@ -347,11 +320,11 @@ async fn main() -> anyhow::Result<()> {
         let now = Instant::now();
         let last = checks_stream.info().await?.state.last_sequence;
         marks.push((last, now));
-        let pg = projections::postgres::offset(&pool, projections::status::PROJECTION).await?;
+        let pg = projections::cursor::offset(&pool, projections::status::PROJECTION).await?;
         let mut consumer: async_nats::jetstream::consumer::PullConsumer =
             checks_stream.get_consumer(influx_consumer_name).await.map_err(|e| anyhow::anyhow!("{e}"))?;
         let floor = consumer.info().await?.ack_floor.stream_sequence;
-        let detected = projections::postgres::offset(&pool, detector::POSITION).await?;
+        let detected = projections::cursor::offset(&pool, detector::POSITION).await?;
         while detector_next < marks.len() && marks[detector_next].0 <= detected {
             detector_lags.push((now - marks[detector_next].1).as_secs_f64() * 1000.0);
             detector_next += 1;

@@ -3,56 +3,65 @@
 //! projection (default: all), rebuilds it from the start of its stream and
 //! exits (InfluxDB is refilled by the running projector).
 use anyhow::Context;
-use projections::influx::Influx;
+use clap::{Parser, Subcommand, ValueEnum};
 use services::projector::{self, Projection};
-use services::{runtime, Config};
+use services::runtime;
 
-fn influx(config: &Config) -> Influx {
-    Influx::new(&config.influxdb.url, &config.influxdb.bucket, config.influxdb.token.as_deref())
+#[derive(Parser)]
+#[command(about = "Follows the event streams into the Postgres and InfluxDB projections")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Empties a projection and rebuilds it from the start of its stream.
+    Replay {
+        #[arg(value_enum, default_value_t = Which::All)]
+        which: Which,
+    },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Which {
+    /// Websites, regions and incidents, from MONITOR.
+    Monitor,
+    /// Latest status per website and region, from CHECKS.
+    Status,
+    /// Check points in InfluxDB, from CHECKS.
+    Influx,
+    All,
+}
+
+impl Which {
+    fn includes(self, one: Which) -> bool {
+        self == one || self == Which::All
+    }
 }
 
 fn main() -> std::process::ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    match args.as_slice() {
-        [] => runtime::main("projector", |config, cancel| async move {
-            let pool = runtime::connect_db(&config.database_url, 6, &cancel).await?;
-            let bus = runtime::connect_bus(&config).await?;
-            projector::run_all(bus, pool, influx(&config), cancel).await
-        }),
-        ["replay", rest @ ..] if rest.len() <= 1 => {
-            let which = rest.first().copied().unwrap_or("all").to_owned();
-            if !["monitor", "status", "influx", "all"].contains(&which.as_str()) {
-                eprintln!("error: unknown projection {which:?}; usage: projector replay [monitor|status|influx|all]");
-                return std::process::ExitCode::from(2);
+    let cli = Cli::parse();
+    match cli.command {
+        None => runtime::main("projector", |deps, config, cancel| projector::serve(deps, config.projector, cancel)),
+        Some(Command::Replay { which }) => runtime::main("projector replay", move |deps, _config, cancel| async move {
+            deps.database_ready(&cancel).await?;
+            if which.includes(Which::Monitor) {
+                let reached = projector::replay(&deps.bus, &deps.pool, Projection::Monitor, &cancel)
+                    .await
+                    .context("replaying monitor")?;
+                tracing::info!(reached, "websites and regions replayed");
             }
-            runtime::main("projector replay", |config, cancel| async move {
-                let pool = runtime::connect_db(&config.database_url, 4, &cancel).await?;
-                let bus = runtime::connect_bus(&config).await?;
-                if which == "monitor" || which == "all" {
-                    let reached = projector::replay(&bus, &pool, Projection::Monitor, &cancel)
-                        .await
-                        .context("replaying monitor")?;
-                    tracing::info!(reached, "websites and regions replayed");
-                }
-                if which == "status" || which == "all" {
-                    let reached = projector::replay(&bus, &pool, Projection::Status, &cancel)
-                        .await
-                        .context("replaying status")?;
-                    tracing::info!(reached, "latest status replayed");
-                }
-                if which == "influx" || which == "all" {
-                    projector::replay_influx(&bus, &influx(&config)).await.context("replaying influxdb")?;
-                }
-                Ok(())
-            })
-        }
-        _ => {
-            eprintln!(
-                "error: unknown command {:?}; usage: projector [replay [monitor|status|influx|all]]",
-                args.join(" ")
-            );
-            std::process::ExitCode::from(2)
-        }
+            if which.includes(Which::Status) {
+                let reached = projector::replay(&deps.bus, &deps.pool, Projection::Status, &cancel)
+                    .await
+                    .context("replaying status")?;
+                tracing::info!(reached, "latest status replayed");
+            }
+            if which.includes(Which::Influx) {
+                projector::replay_influx(&deps.bus, &deps.influx).await.context("replaying influxdb")?;
+            }
+            Ok(())
+        }),
     }
 }

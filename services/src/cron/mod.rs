@@ -22,8 +22,9 @@ pub mod schedule;
 pub mod store;
 
 use crate::bus::Bus;
-use crate::config::{Config, CronConfig};
-use crate::runtime::{self, pause};
+use crate::config::CronConfig;
+use crate::runtime::{pause, Backoff};
+use crate::Deps;
 use anyhow::Context;
 use chrono::Utc;
 use events::subject::MONITOR_STREAM;
@@ -37,35 +38,10 @@ use store::{Applied, Claim, OffsetMove, ScheduleStore, SiteChange};
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
-pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()> {
-    let pool = runtime::connect_db(&config.database_url, 4, &cancel).await?;
-    let bus = runtime::connect_bus(&config).await?;
-    let store = connect_store(&config.redis_url, &cancel).await?;
-    serve(config.cron.clone(), bus, pool, store, cancel).await
-}
-
-/// Connects to Redis, retrying every second until it answers.
-pub async fn connect_store(url: &str, cancel: &CancellationToken) -> anyhow::Result<ScheduleStore> {
-    loop {
-        match ScheduleStore::connect(url).await {
-            Ok(store) => return Ok(store),
-            Err(e) => {
-                tracing::warn!(error = %e, "redis is not reachable yet; retrying");
-                if !pause(Duration::from_secs(1), cancel).await {
-                    anyhow::bail!("cancelled while waiting for redis");
-                }
-            }
-        }
-    }
-}
-
-pub async fn serve(
-    config: CronConfig,
-    bus: Bus,
-    pool: PgPool,
-    store: ScheduleStore,
-    cancel: CancellationToken,
-) -> anyhow::Result<()> {
+pub async fn serve(deps: Deps, config: CronConfig, cancel: CancellationToken) -> anyhow::Result<()> {
+    deps.database_ready(&cancel).await?;
+    let store = ScheduleStore::new(deps.redis_connection(&cancel).await?);
+    let Deps { bus, pool, .. } = deps;
     let mut tasks = tokio::task::JoinSet::new();
     let rebuilding = Arc::new(Mutex::new(()));
     tasks.spawn(follow(bus, pool.clone(), store.clone(), rebuilding.clone(), cancel.clone()));
@@ -213,7 +189,7 @@ async fn claim_loop(
     let mut full_warned: HashMap<String, tokio::time::Instant> = HashMap::new();
     let mut queued_since_report = 0u64;
     let mut last_report = tokio::time::Instant::now();
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     while !cancel.is_cancelled() {
         let round = async {
             if regions_read.elapsed() >= Duration::from_secs(2) {
@@ -247,17 +223,16 @@ async fn claim_loop(
         };
         match round.await {
             Ok(busy) => {
-                backoff = Duration::from_millis(100);
+                backoff.reset();
                 if !busy && !pause(Duration::from_millis(100), &cancel).await {
                     break;
                 }
             }
             Err(e) => {
-                tracing::warn!(error = format!("{e:#}"), retry_in = ?backoff, "claiming due checks failed");
-                if !pause(backoff, &cancel).await {
+                tracing::warn!(error = format!("{e:#}"), retry_in = ?backoff.delay(), "claiming due checks failed");
+                if !backoff.wait(&cancel).await {
                     break;
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
         if last_report.elapsed() >= Duration::from_secs(60) {

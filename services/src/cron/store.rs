@@ -177,9 +177,8 @@ pub struct ScheduleStore {
 }
 
 impl ScheduleStore {
-    pub async fn connect(url: &str) -> Result<Self> {
-        let client = redis::Client::open(url)?;
-        Ok(Self { conn: ConnectionManager::new(client).await? })
+    pub fn new(conn: ConnectionManager) -> Self {
+        Self { conn }
     }
 
     pub fn connection(&self) -> ConnectionManager {

@@ -14,9 +14,10 @@
 pub mod check;
 
 use crate::bus::Bus;
-use crate::config::{Config, WorkerConfig};
+use crate::config::WorkerConfig;
 use crate::queue::{self, Job, GROUP};
-use crate::runtime::{self, pause};
+use crate::runtime::Backoff;
+use crate::Deps;
 use anyhow::Context;
 use check::{CheckOutcome, Checker, CheckerOptions};
 use chrono::Utc;
@@ -31,21 +32,6 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()> {
-    let region = config
-        .worker
-        .region
-        .clone()
-        .context("REGION is not set: a worker checks from one region (e.g. REGION=local)")?;
-    let bus = runtime::connect_bus(&config).await?;
-    let checker = Checker::new(CheckerOptions {
-        allow_private_targets: config.worker.allow_private_targets,
-        ..Default::default()
-    })
-    .context("building the HTTP client")?;
-    serve(config.worker.clone(), &config.redis_url, region, bus, checker, cancel).await
-}
-
 /// Everything a check task needs, shared.
 struct Shared {
     region: RegionName,
@@ -55,18 +41,22 @@ struct Shared {
     checker: Checker,
 }
 
-pub async fn serve(
-    settings: WorkerConfig,
-    redis_url: &str,
-    region: RegionName,
-    bus: Bus,
-    checker: Checker,
-    cancel: CancellationToken,
-) -> anyhow::Result<()> {
+/// How long checks in flight may take to finish after a shutdown request;
+/// well inside the process's own shutdown grace.
+const DRAIN: Duration = Duration::from_secs(5);
+
+/// Checks the queue of `settings.region` until cancelled.
+pub async fn serve(deps: Deps, settings: WorkerConfig, cancel: CancellationToken) -> anyhow::Result<()> {
+    let region =
+        settings.region.clone().context("REGION is not set: a worker checks from one region (e.g. REGION=local)")?;
+    let checker =
+        Checker::new(CheckerOptions { allow_private_targets: settings.allow_private_targets, ..Default::default() })
+            .context("building the HTTP client")?;
     // Blocking reads get a connection of their own, so acks never queue
     // behind an XREADGROUP ... BLOCK.
-    let mut reads = connect(redis_url, &cancel).await?;
-    let acks = connect(redis_url, &cancel).await?;
+    let mut reads = deps.redis_connection(&cancel).await?;
+    let acks = deps.redis_connection(&cancel).await?;
+    let bus = deps.bus;
     let key = queue::checks_key(&region);
     ensure_group(&mut reads, &key).await?;
     let consumer = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
@@ -76,7 +66,7 @@ pub async fn serve(
 
     let reclaim_every = (settings.reclaim_idle / 2).max(Duration::from_millis(100));
     let mut last_reclaim = tokio::time::Instant::now();
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     while !cancel.is_cancelled() {
         let step = async {
             if last_reclaim.elapsed() >= reclaim_every {
@@ -108,47 +98,29 @@ pub async fn serve(
             Ok::<(), anyhow::Error>(())
         };
         match step.await {
-            Ok(()) => backoff = Duration::from_millis(100),
+            Ok(()) => backoff.reset(),
             Err(e) => {
-                tracing::warn!(%region, error = format!("{e:#}"), retry_in = ?backoff, "worker step failed");
+                tracing::warn!(%region, error = format!("{e:#}"), retry_in = ?backoff.delay(), "worker step failed");
                 // A flushed Redis loses the group too; recreate it (a no-op
                 // when it exists).
                 if let Err(e) = ensure_group(&mut reads, &key).await {
                     tracing::warn!(%region, error = format!("{e:#}"), "recreating the consumer group failed");
                 }
-                if !pause(backoff, &cancel).await {
+                if !backoff.wait(&cancel).await {
                     break;
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
     }
     // Let checks in flight finish and publish; what does not finish in time
     // stays pending and is reclaimed by another worker.
-    let drained = tokio::time::timeout(
-        Duration::from_secs(15),
-        permits.acquire_many(u32::try_from(settings.concurrency).unwrap_or(u32::MAX)),
-    )
-    .await;
+    let drained =
+        tokio::time::timeout(DRAIN, permits.acquire_many(u32::try_from(settings.concurrency).unwrap_or(u32::MAX)))
+            .await;
     if drained.is_err() {
         tracing::warn!(%region, "stopped with checks still in flight; they will be reclaimed");
     }
     Ok(())
-}
-
-async fn connect(url: &str, cancel: &CancellationToken) -> anyhow::Result<ConnectionManager> {
-    loop {
-        let attempt = async { ConnectionManager::new(redis::Client::open(url)?).await };
-        match attempt.await {
-            Ok(conn) => return Ok(conn),
-            Err(e) => {
-                tracing::warn!(error = %e, "redis is not reachable yet; retrying");
-                if !pause(Duration::from_secs(1), cancel).await {
-                    anyhow::bail!("cancelled while waiting for redis");
-                }
-            }
-        }
-    }
 }
 
 /// Creates the consumer group (and the stream) unless it exists.

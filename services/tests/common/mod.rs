@@ -1,26 +1,21 @@
-//! What the integration tests share: a NATS server of their own (started
-//! per test on a free port with a temporary store, killed on drop), a fresh
-//! Postgres database per test on the server `./dev test` starts, and the API
-//! with a projector running in-process.
+//! What the integration tests share: servers of their own per test (NATS
+//! and Redis on free ports, killed on drop; an SMTP server in [`smtp`]), a
+//! fresh Postgres database per test on the server `./dev test` starts, and
+//! [`stack::Stack`], the one harness: the whole system in the test process.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod smtp;
 pub mod stack;
 pub mod target;
 
-use poem::endpoint::BoxEndpoint;
-use poem::test::TestClient;
-use services::api::{self, ApiState};
 use services::bus::Bus;
-use services::{projector, Config};
+use services::Config;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 use std::collections::HashMap;
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
 
 pub struct Nats {
     child: Child,
@@ -174,61 +169,6 @@ pub fn config(nats: &Nats, db: &Db, extra: &[(&str, &str)]) -> Config {
         map.insert(k.to_string(), v.to_string());
     }
     Config::from_lookup(|name| map.get(name).cloned()).expect("test configuration")
-}
-
-/// The API in-process with a projector running behind it.
-pub struct TestApp {
-    pub client: TestClient<BoxEndpoint<'static>>,
-    pub bus: Bus,
-    pub db: Db,
-    pub config: Config,
-    pub cancel: CancellationToken,
-    pub nats: Nats,
-}
-
-impl TestApp {
-    pub async fn spawn() -> TestApp {
-        Self::spawn_with(&[]).await
-    }
-
-    pub async fn spawn_with(settings: &[(&str, &str)]) -> TestApp {
-        let nats = Nats::start().await;
-        let db = Db::fresh().await;
-        let config = config(&nats, &db, settings);
-        let bus = services::runtime::connect_bus(&config).await.expect("connect bus");
-        let cancel = CancellationToken::new();
-        tokio::spawn(projector::run(bus.clone(), db.pool.clone(), projector::Projection::Monitor, cancel.clone()));
-        api::ensure_default_region(&bus, &config.default_region).await.expect("default region");
-        let state = Arc::new(ApiState {
-            bus: bus.clone(),
-            pool: db.pool.clone(),
-            influx: influx(&config),
-            projection_wait: config.projection_wait,
-            allow_private_targets: config.worker.allow_private_targets,
-        });
-        let app = TestApp { client: TestClient::new(api::app(state)), bus, db, config, cancel, nats };
-        app.settle().await;
-        app
-    }
-
-    /// Waits until the projection has applied everything in MONITOR.
-    pub async fn settle(&self) {
-        let last = last_sequence(&self.bus).await;
-        assert!(
-            projector::wait_for(&self.db.pool, last, Duration::from_secs(10)).await.expect("offset"),
-            "projection did not reach {last}"
-        );
-    }
-}
-
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        self.cancel.cancel();
-    }
-}
-
-pub fn influx(config: &Config) -> projections::influx::Influx {
-    projections::influx::Influx::new(&config.influxdb.url, &config.influxdb.bucket, config.influxdb.token.as_deref())
 }
 
 pub async fn last_sequence(bus: &Bus) -> u64 {

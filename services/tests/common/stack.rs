@@ -1,10 +1,15 @@
-//! The whole system in one test process, against real servers: a NATS of
-//! its own, a fresh Postgres database, a Redis of its own, the test
-//! InfluxDB; the API (in-process client) and the projections run from the
-//! start, the other services when a test starts them.
+//! The one harness: the whole system in one test process, against real
+//! servers: a NATS and a Redis of its own, a fresh Postgres database, the
+//! test InfluxDB and an SMTP server (stopped unless the test starts one).
+//! The API (in-process client) and the projections run from the start; the
+//! scheduler, workers, detector and notifier when a test starts them, each
+//! with its own cancellation token so a test can stop and restart it.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use super::{config, influx, last_sequence, Db, Nats, Redis};
+use super::smtp::Smtp;
+use super::{config, last_sequence, Db, Nats, Redis};
+use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use events::{CheckCompleted, Envelope, Event, FailureCause};
 use futures::StreamExt;
 use poem::endpoint::BoxEndpoint;
 use poem::http::{Method, StatusCode};
@@ -13,99 +18,186 @@ use serde_json::Value;
 use services::api::{self, ApiState};
 use services::bus::Bus;
 use services::cron::store::ScheduleStore;
-use services::notification::Mailer;
-use services::worker::check::{Checker, CheckerOptions};
-use services::{cron, detector, notification, projector, worker, Config};
+use services::{cron, detector, notification, projector, worker, Config, Deps};
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 pub type Service = (CancellationToken, JoinHandle<anyhow::Result<()>>);
 
 pub struct Stack {
     pub client: TestClient<BoxEndpoint<'static>>,
+    pub deps: Deps,
     pub bus: Bus,
     pub db: Db,
     pub config: Config,
     pub store: ScheduleStore,
     pub cancel: CancellationToken,
+    pub smtp: Smtp,
+    pub nats: Nats,
     _redis: Redis,
-    _nats: Nats,
 }
 
 impl Stack {
+    /// The system with `extra` settings and no SMTP server answering.
     pub async fn start(extra: &[(&str, &str)]) -> Stack {
+        Self::start_with_smtp(Smtp::stopped(), extra).await
+    }
+
+    /// The system sending email to `smtp`.
+    pub async fn start_with_smtp(smtp: Smtp, extra: &[(&str, &str)]) -> Stack {
         let nats = Nats::start().await;
         let db = Db::fresh().await;
         let redis = Redis::start().await;
-        let mut settings = vec![("REDIS_URL", redis.url.as_str()), ("WORKER_RECLAIM_IDLE_MS", "1000")];
+        let smtp_port = smtp.port.to_string();
+        let mut settings =
+            vec![("REDIS_URL", redis.url.as_str()), ("WORKER_RECLAIM_IDLE_MS", "1000"), ("SMTP_PORT", &smtp_port)];
         settings.extend_from_slice(extra);
         let config = config(&nats, &db, &settings);
-        let bus = services::runtime::connect_bus(&config).await.expect("bus");
+        let deps = Deps::connect(&config).await.expect("connect");
         let cancel = CancellationToken::new();
-        api::ensure_default_region(&bus, &config.default_region).await.expect("default region");
-        tokio::spawn(projector::run_all(bus.clone(), db.pool.clone(), influx(&config), cancel.clone()));
-        let last = last_sequence(&bus).await;
-        assert!(projector::wait_for(&db.pool, last, Duration::from_secs(10)).await.expect("offset"));
-        let store = ScheduleStore::connect(&redis.url).await.expect("redis");
-        let state = Arc::new(ApiState {
-            bus: bus.clone(),
-            pool: db.pool.clone(),
-            influx: influx(&config),
-            projection_wait: config.projection_wait,
-            allow_private_targets: true,
-        });
-        Stack { client: TestClient::new(api::app(state)), bus, db, config, store, cancel, _redis: redis, _nats: nats }
+        api::ensure_default_region(&deps.bus, &config.api.default_region).await.expect("default region");
+        tokio::spawn(projector::serve(deps.clone(), config.projector.clone(), cancel.clone()));
+        let store = ScheduleStore::new(deps.redis_connection(&cancel).await.expect("redis"));
+        let state = Arc::new(ApiState::new(deps.clone(), &config.api));
+        let stack = Stack {
+            client: TestClient::new(api::app(state)),
+            bus: deps.bus.clone(),
+            deps,
+            db,
+            config,
+            store,
+            cancel,
+            smtp,
+            nats,
+            _redis: redis,
+        };
+        stack.settle().await;
+        stack
+    }
+
+    /// Waits until the MONITOR projection has applied everything in MONITOR.
+    pub async fn settle(&self) {
+        let last = last_sequence(&self.bus).await;
+        let reached = projections::cursor::wait_for(
+            &self.db.pool,
+            projections::postgres::PROJECTION,
+            last,
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("offset");
+        assert!(reached, "projection did not reach {last}");
+    }
+
+    fn service<F, Fut>(&self, serve: F) -> Service
+    where
+        F: FnOnce(Deps, CancellationToken) -> Fut,
+        Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let token = self.cancel.child_token();
+        (token.clone(), tokio::spawn(serve(self.deps.clone(), token)))
     }
 
     pub fn start_cron(&self) -> Service {
-        let token = self.cancel.child_token();
-        let handle = tokio::spawn(cron::serve(
-            self.config.cron.clone(),
-            self.bus.clone(),
-            self.db.pool.clone(),
-            self.store.clone(),
-            token.clone(),
-        ));
-        (token, handle)
+        let config = self.config.cron.clone();
+        self.service(|deps, cancel| cron::serve(deps, config, cancel))
     }
 
     pub fn start_worker(&self, region: &str) -> Service {
-        let token = self.cancel.child_token();
-        let checker =
-            Checker::new(CheckerOptions { allow_private_targets: true, ..Default::default() }).expect("checker");
-        let (settings, url, bus, region, cancel) = (
-            self.config.worker.clone(),
-            self.config.redis_url.clone(),
-            self.bus.clone(),
-            region_name(region),
-            token.clone(),
-        );
-        let handle = tokio::spawn(async move { worker::serve(settings, &url, region, bus, checker, cancel).await });
-        (token, handle)
+        let mut settings = self.config.worker.clone();
+        settings.region = Some(region_name(region));
+        self.service(|deps, cancel| worker::serve(deps, settings, cancel))
     }
 
     pub fn start_detector(&self) -> Service {
-        let token = self.cancel.child_token();
-        let handle =
-            tokio::spawn(detector::serve(self.bus.clone(), self.db.pool.clone(), self.config.detector, token.clone()));
-        (token, handle)
+        let policy = self.config.detector;
+        self.service(|deps, cancel| detector::serve(deps, policy, cancel))
     }
 
     pub fn start_notifier(&self) -> Service {
-        let token = self.cancel.child_token();
-        let mailer = Mailer::new(&self.config.smtp).expect("mailer");
-        let handle = tokio::spawn(notification::serve(
-            self.bus.clone(),
-            self.db.pool.clone(),
-            mailer,
-            self.config.notify.clone(),
-            token.clone(),
-        ));
-        (token, handle)
+        let settings = self.config.notify.clone();
+        self.service(|deps, cancel| notification::serve(deps, settings, cancel))
+    }
+
+    /// The scheduler and a worker for the default region.
+    pub fn start_pipeline(&self) {
+        self.start_cron();
+        self.start_worker("local");
+    }
+
+    /// Publishes a check result as a worker would.
+    pub async fn check(&self, website: Uuid, region: &str, scheduled_at: DateTime<Utc>, up: bool) {
+        let check = CheckCompleted {
+            website_id: website,
+            region: region_name(region),
+            scheduled_at,
+            started_at: scheduled_at + ChronoDuration::milliseconds(3),
+            up,
+            status_code: Some(if up { 200 } else { 503 }),
+            response_ms: Some(12),
+            cause: (!up).then_some(FailureCause::HttpStatus),
+            message: (!up).then(|| "HTTP 503 Service Unavailable".to_owned()),
+        };
+        let id = CheckCompleted::event_id(website, &check.region, scheduled_at);
+        let envelope = Envelope::with_id(id, Event::CheckCompleted(check), Utc::now());
+        self.bus.publish(&envelope, None).await.expect("publish check");
+    }
+
+    /// Waits until the detector has read everything in CHECKS.
+    pub async fn detector_settled(&self) {
+        let mut checks = self.bus.js.get_stream("CHECKS").await.expect("CHECKS");
+        let last = checks.info().await.expect("info").state.last_sequence;
+        let done =
+            projections::cursor::wait_for(&self.db.pool, detector::POSITION, last, Duration::from_secs(10)).await;
+        assert!(done.expect("offset"), "detector did not reach {last}");
+    }
+
+    /// Waits until the notifier has read every incident event in MONITOR.
+    pub async fn notifier_settled(&self) {
+        let last = self.bus.last_subject_seq("incidents.>").await.expect("last incident");
+        let done =
+            projections::cursor::wait_for(&self.db.pool, notification::POSITION, last, Duration::from_secs(10)).await;
+        assert!(done.expect("offset"), "notifier did not reach {last}");
+    }
+
+    /// The SiteDown/SiteUp events of a website, in order.
+    pub async fn transitions(&self, website: Uuid) -> Vec<Envelope> {
+        use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
+        let stream = self.bus.monitor_stream().await.expect("stream");
+        let expected = {
+            let mut info = stream.info_with_subjects(format!("incidents.{website}")).await.expect("info");
+            let mut total = 0;
+            while let Some(entry) = info.next().await {
+                total += entry.expect("subject").1;
+            }
+            total
+        };
+        if expected == 0 {
+            return vec![];
+        }
+        let consumer = stream
+            .create_consumer(OrderedConfig {
+                filter_subject: format!("incidents.{website}"),
+                deliver_policy: DeliverPolicy::All,
+                ..Default::default()
+            })
+            .await
+            .expect("consumer");
+        let mut messages = consumer.messages().await.expect("messages").take(expected);
+        let mut all = Vec::new();
+        while let Some(message) = messages.next().await {
+            all.push(Envelope::from_json(&message.expect("message").payload).expect("event"));
+        }
+        all
+    }
+
+    pub fn emails(&self, kind: &str) -> Vec<String> {
+        self.smtp.messages().into_iter().filter(|m| m.contains(&format!("Subject: [{kind}]"))).collect()
     }
 
     pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
@@ -124,6 +216,11 @@ impl Stack {
         let (status, website) = self.call(Method::POST, "/websites", Some(body)).await;
         assert_eq!(status, StatusCode::CREATED, "{website}");
         website["id"].as_str().expect("id").to_owned()
+    }
+
+    /// Registers a website; returns its id as a UUID.
+    pub async fn add_website_id(&self, body: Value) -> Uuid {
+        self.add_website(body).await.parse().expect("uuid")
     }
 
     /// The /monitor entry of a website (`null` if none).

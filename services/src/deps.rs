@@ -1,0 +1,56 @@
+//! The connections every service is built from, made once per process and
+//! handed down: `serve(deps, own_config, cancel)` is the entry point of every
+//! service, whether it runs alone or in the all-in-one `monitor`.
+//!
+//! NATS is connected (and the stream definitions applied) at once; Postgres,
+//! Redis and InfluxDB are opened lazily, so a service never needs a server
+//! it does not use (a worker far from the database needs only NATS and
+//! Redis). A service that uses Postgres calls [`Deps::database_ready`] first,
+//! which waits for the server and applies the migrations.
+
+use crate::bus::Bus;
+use crate::config::Config;
+use crate::runtime;
+use anyhow::Context;
+use projections::influx::Influx;
+use redis::aio::ConnectionManager;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::PgPool;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Clone)]
+pub struct Deps {
+    pub bus: Bus,
+    pub pool: PgPool,
+    pub redis: redis::Client,
+    pub influx: Influx,
+}
+
+impl Deps {
+    /// Connects to NATS and prepares the other clients of `config`.
+    pub async fn connect(config: &Config) -> anyhow::Result<Deps> {
+        let pool = PgPoolOptions::new()
+            .max_connections(config.database_pool_size)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_lazy(&config.database_url)
+            .context("DATABASE_URL")?;
+        let redis = redis::Client::open(config.redis_url.as_str()).context("REDIS_URL")?;
+        let influx = Influx::new(&config.influxdb.url, &config.influxdb.bucket, config.influxdb.token.as_deref());
+        let bus = runtime::connect_bus(config).await?;
+        Ok(Deps { bus, pool, redis, influx })
+    }
+
+    /// Waits until Postgres answers, then applies the migrations (safe from
+    /// several processes at once).
+    pub async fn database_ready(&self, cancel: &CancellationToken) -> anyhow::Result<()> {
+        runtime::retry("postgres", cancel, || sqlx::query("select 1").execute(&self.pool)).await?;
+        projections::postgres::migrate(&self.pool).await.context("applying migrations")?;
+        Ok(())
+    }
+
+    /// A Redis connection that reconnects by itself, once Redis answers.
+    pub async fn redis_connection(&self, cancel: &CancellationToken) -> anyhow::Result<ConnectionManager> {
+        runtime::retry("redis", cancel, || ConnectionManager::new(self.redis.clone())).await
+    }
+}
