@@ -19,5 +19,5 @@ fn a_malformed_setting_stops_a_service_with_one_line_naming_it() {
 fn the_projector_refuses_an_unknown_command() {
     let output = Command::new(env!("CARGO_BIN_EXE_projector")).arg("rebuild-everything").output().expect("run");
     assert_eq!(output.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("usage"));
+    assert!(String::from_utf8_lossy(&output.stderr).to_lowercase().contains("usage"));
 }
