@@ -153,6 +153,23 @@ pub enum FailureCause {
     Other,
 }
 
+impl FailureCause {
+    /// The wire name (`http_status`, `timeout`, ...), as serde writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Dns => "dns",
+            Self::Connect => "connect",
+            Self::Tls => "tls",
+            Self::Timeout => "timeout",
+            Self::HttpStatus => "http_status",
+            Self::RedirectLoop => "redirect_loop",
+            Self::TooManyRedirects => "too_many_redirects",
+            Self::Blocked => "blocked",
+            Self::Other => "other",
+        }
+    }
+}
+
 /// One check of one website from one region finished.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CheckCompleted {
@@ -218,6 +235,15 @@ impl CheckCompleted {
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    #[test]
+    fn a_failure_cause_names_itself_as_serde_writes_it() {
+        use FailureCause::*;
+        for cause in [Dns, Connect, Tls, Timeout, HttpStatus, RedirectLoop, TooManyRedirects, Blocked, Other] {
+            assert_eq!(serde_json::to_value(cause).ok(), Some(serde_json::Value::from(cause.as_str())));
+        }
+        assert_eq!(HttpStatus.as_str(), "http_status");
+    }
 
     #[test]
     fn a_check_event_id_is_a_v7_derived_from_website_region_and_schedule() {

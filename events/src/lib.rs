@@ -8,6 +8,7 @@
 pub mod detection;
 pub mod envelope;
 pub mod event;
+pub mod outage;
 pub mod region;
 pub mod subject;
 pub mod values;

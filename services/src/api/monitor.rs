@@ -75,7 +75,7 @@ fn region_status(region: &str, latest: Option<status::LatestStatus>) -> RegionSt
     match latest {
         None => RegionStatus {
             region: region.to_owned(),
-            status: "pending",
+            status: events::outage::Status::of_check(None).as_str(),
             checked_at: None,
             response_ms: None,
             status_code: None,
@@ -84,7 +84,7 @@ fn region_status(region: &str, latest: Option<status::LatestStatus>) -> RegionSt
         },
         Some(s) => RegionStatus {
             region: region.to_owned(),
-            status: if s.up { "up" } else { "down" },
+            status: events::outage::Status::of_check(Some(s.up)).as_str(),
             checked_at: Some(s.checked_at),
             response_ms: s.response_ms,
             status_code: s.status_code,
@@ -95,14 +95,10 @@ fn region_status(region: &str, latest: Option<status::LatestStatus>) -> RegionSt
 }
 
 fn overall(regions: &[RegionStatus], policy: events::DownPolicy) -> &'static str {
-    let down = regions.iter().filter(|r| r.status == "down").count();
-    if policy.is_down(down, regions.len()) {
-        "down"
-    } else if regions.iter().any(|r| r.status == "pending") {
-        "pending"
-    } else {
-        "up"
-    }
+    // The views carry the status as its wire name; read it back into the
+    // enum the verdict takes.
+    let statuses: Vec<events::outage::Status> = regions.iter().filter_map(|r| r.status.parse().ok()).collect();
+    events::outage::status(policy, &statuses).as_str()
 }
 
 #[derive(Debug, Deserialize)]
@@ -246,14 +242,14 @@ pub async fn uptime(
         postgres::incidents(&state.pool, id, region.as_ref(), now - chrono::Duration::days(90), None).await?;
     let intervals: Vec<_> = incidents.iter().map(|i| (i.started_at, i.ended_at)).collect();
     let regions = if region.is_some() { 1 } else { website.website.regions.len() };
-    let needed = website.website.down_policy.regions_needed(regions);
+    let policy = website.website.down_policy;
     let percent = |window_days: i64| {
         let from = (now - chrono::Duration::days(window_days)).max(website.website.created_at);
         let total = (now - from).num_seconds();
         if total <= 0 {
             return 100.0;
         }
-        let down = events::detection::covered_by_at_least(&intervals, needed, from, now);
+        let down = events::outage::downtime_seconds(&intervals, policy, regions, from, now);
         ((1.0 - down as f64 / total as f64) * 100_000.0).round() / 1000.0
     };
     let response_ms = state
@@ -261,7 +257,7 @@ pub async fn uptime(
         .percentiles(id, region.as_ref(), days)
         .await
         .map_err(|e| ApiError::Unavailable(format!("influxdb: {e}")))?;
-    let down = incidents.iter().filter(|i| i.ongoing).count() >= needed;
+    let down = events::outage::down_now(policy, incidents.iter().filter(|i| i.ongoing).count(), regions);
     let last_downtime_at = incidents.iter().map(|i| i.ended_at.unwrap_or(i.started_at)).max();
     let seconds_since_last_downtime =
         if down { 0 } else { (now - last_downtime_at.unwrap_or(website.website.created_at)).num_seconds().max(0) };
