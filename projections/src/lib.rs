@@ -1,10 +1,13 @@
-//! Read models built from the event streams. Each projection has a name,
-//! applies events in stream order, and stores the stream sequence it reached
-//! in the same transaction as its writes; re-running an event it already
-//! applied is a no-op. Dropping a projection and replaying its stream from
-//! sequence 1 gives the same rows.
+//! Read models built from the event streams. Each Postgres projection is a
+//! [`handler::Handler`]: it has a name, applies events in stream order, and
+//! the runner stores the stream sequence it reached in the same transaction
+//! as its writes; re-running an event it already applied is a no-op.
+//! Dropping a projection and replaying its stream from sequence 1 gives the
+//! same rows. No NATS here: the runner that feeds handlers lives in
+//! `services`.
 
 pub mod cursor;
+pub mod handler;
 pub mod influx;
 pub mod postgres;
 pub mod status;

@@ -2,15 +2,17 @@
 //! which regions each website is checked from, plus the queries the API
 //! answers from them.
 //!
-//! Guarantees: events are applied in stream order, a batch of them in one
-//! transaction together with the new stream position; the position row is
-//! locked and compared with the caller's cursor first, so two projectors (or
-//! a projector and a replay) can never interleave their writes. Each write is
-//! also guarded by the row's own stream sequence, so re-applying is harmless.
+//! Guarantees: it is a [`Handler`], so events are applied in stream order, a
+//! batch of them in one transaction together with the new stream position,
+//! and two projectors (or a projector and a replay) can never interleave
+//! their writes. Each write is also guarded by the row's own stream
+//! sequence, so re-applying is harmless.
 
-use crate::cursor::{self, to_i64, to_u64};
+use crate::cursor::{to_i64, to_u64};
+use crate::handler::{Handler, StreamEvent};
 use crate::{Error, Result};
 use chrono::{DateTime, Utc};
+use events::subject::MONITOR_STREAM;
 use events::website::Website;
 use events::{
     DownPolicy, EmailAddress, Envelope, Event, FailuresBeforeDown, IntervalSecs, RegionName, TimeoutMs, WebsiteName,
@@ -31,54 +33,33 @@ pub async fn migrate(pool: &PgPool) -> Result<()> {
     Ok(())
 }
 
-/// One message off the stream: its sequence and, unless it is an event type
-/// this build does not know, the decoded event.
-#[derive(Debug, Clone)]
-pub struct StreamEvent {
-    pub seq: u64,
-    pub envelope: Option<Envelope>,
-}
+/// The projection of MONITOR: websites, regions and incidents, driven by
+/// the runner like every [`Handler`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MonitorProjection;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BatchOutcome {
-    /// The batch was applied; the projection now stands at `offset`.
-    Applied { offset: u64 },
-    /// Someone else moved the projection (a replay, another projector); the
-    /// caller must continue from `offset`.
-    Moved { offset: u64 },
-}
+impl Handler for MonitorProjection {
+    type Error = Error;
 
-/// Applies `batch` (in stream order, all after `cursor`) if the projection
-/// still stands at `cursor`.
-pub async fn apply_batch(pool: &PgPool, name: &str, cursor: u64, batch: &[StreamEvent]) -> Result<BatchOutcome> {
-    let mut tx = pool.begin().await?;
-    let stored = cursor::lock(&mut tx, name).await?;
-    if stored != cursor {
-        return Ok(BatchOutcome::Moved { offset: stored });
+    fn name(&self) -> &'static str {
+        PROJECTION
     }
-    let mut reached = cursor;
-    for item in batch.iter().filter(|item| item.seq > cursor) {
-        if let Some(envelope) = &item.envelope {
-            apply(&mut tx, item.seq, envelope).await?;
+
+    fn stream(&self) -> &'static str {
+        MONITOR_STREAM
+    }
+
+    async fn apply(&self, tx: &mut Transaction<'_, Postgres>, events: &[StreamEvent]) -> Result<()> {
+        for event in events {
+            apply(tx, event.seq, &event.envelope).await?;
         }
-        reached = reached.max(item.seq);
+        Ok(())
     }
-    cursor::store(&mut tx, name, reached).await?;
-    tx.commit().await?;
-    Ok(BatchOutcome::Applied { offset: reached })
-}
 
-/// Empties the projection and moves it back to the start of its stream, in
-/// one transaction; a running projector notices and replays from sequence 1.
-pub async fn reset(pool: &PgPool, name: &str) -> Result<()> {
-    let mut tx = pool.begin().await?;
-    // Lock the position first so a projector mid-batch finishes (or waits)
-    // before the tables are emptied under it.
-    cursor::lock(&mut tx, name).await?;
-    sqlx::query("truncate website_regions, websites, regions, incidents").execute(&mut *tx).await?;
-    cursor::store(&mut tx, name, 0).await?;
-    tx.commit().await?;
-    Ok(())
+    async fn reset(&self, tx: &mut Transaction<'_, Postgres>) -> Result<()> {
+        sqlx::query("truncate website_regions, websites, regions, incidents").execute(&mut **tx).await?;
+        Ok(())
+    }
 }
 
 async fn apply(tx: &mut Transaction<'_, Postgres>, seq: u64, envelope: &Envelope) -> Result<()> {
@@ -173,7 +154,7 @@ async fn apply(tx: &mut Transaction<'_, Postgres>, seq: u64, envelope: &Envelope
             .bind(e.website_id)
             .bind(e.region.as_str())
             .bind(e.started_at)
-            .bind(e.cause.map(crate::status::cause_name))
+            .bind(e.cause.map(|c| c.as_str()))
             .bind(e.status_code.map(i32::from))
             .bind(&e.message)
             .execute(&mut **tx)
@@ -226,8 +207,22 @@ pub struct StoredWebsite {
     pub stream_seq: u64,
 }
 
-type WebsiteRow =
-    (Uuid, String, String, i32, i32, Vec<String>, DateTime<Utc>, DateTime<Utc>, i64, Vec<String>, Option<i32>, String);
+/// A row of [`SELECT_WEBSITES`], before its values are validated.
+#[derive(sqlx::FromRow)]
+struct WebsiteRow {
+    id: Uuid,
+    url: String,
+    name: String,
+    interval_seconds: i32,
+    timeout_ms: i32,
+    notify_emails: Vec<String>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    stream_seq: i64,
+    regions: Vec<String>,
+    failures_before_down: Option<i32>,
+    down_policy: String,
+}
 
 const SELECT_WEBSITES: &str = "
     select w.id, w.url, w.name, w.interval_seconds, w.timeout_ms, w.notify_emails,
@@ -256,7 +251,20 @@ pub async fn websites(pool: &PgPool, limit: Option<i64>, offset: i64) -> Result<
 }
 
 fn decode_website(row: WebsiteRow) -> Result<StoredWebsite> {
-    let (id, url, name, interval, timeout, emails, created_at, updated_at, seq, regions, failures, policy) = row;
+    let WebsiteRow {
+        id,
+        url,
+        name,
+        interval_seconds,
+        timeout_ms,
+        notify_emails,
+        created_at,
+        updated_at,
+        stream_seq,
+        regions,
+        failures_before_down,
+        down_policy,
+    } = row;
     let corrupt = |what: &str, e: events::ValueError| Error::Corrupt(format!("website {id} {what}: {e}"));
     Ok(StoredWebsite {
         website: Website {
@@ -267,20 +275,20 @@ fn decode_website(row: WebsiteRow) -> Result<StoredWebsite> {
                 .iter()
                 .map(|r| RegionName::parse(r).map_err(|e| corrupt("region", e)))
                 .collect::<Result<_>>()?,
-            interval_seconds: IntervalSecs::parse(interval.into()).map_err(|e| corrupt("interval", e))?,
-            timeout_ms: TimeoutMs::parse(timeout.into()).map_err(|e| corrupt("timeout", e))?,
-            notify_emails: emails
+            interval_seconds: IntervalSecs::parse(interval_seconds.into()).map_err(|e| corrupt("interval", e))?,
+            timeout_ms: TimeoutMs::parse(timeout_ms.into()).map_err(|e| corrupt("timeout", e))?,
+            notify_emails: notify_emails
                 .iter()
                 .map(|m| EmailAddress::parse(m).map_err(|e| corrupt("email", e)))
                 .collect::<Result<_>>()?,
-            failures_before_down: failures
+            failures_before_down: failures_before_down
                 .map(|f| FailuresBeforeDown::parse(f.into()).map_err(|e| corrupt("failures_before_down", e)))
                 .transpose()?,
-            down_policy: DownPolicy::parse(&policy).map_err(|e| corrupt("down_policy", e))?,
+            down_policy: DownPolicy::parse(&down_policy).map_err(|e| corrupt("down_policy", e))?,
             created_at,
             updated_at,
         },
-        stream_seq: to_u64(seq),
+        stream_seq: to_u64(stream_seq),
     })
 }
 
@@ -291,12 +299,18 @@ pub struct Region {
     pub created_at: DateTime<Utc>,
 }
 
+#[derive(sqlx::FromRow)]
+struct RegionRow {
+    name: String,
+    created_at: DateTime<Utc>,
+}
+
 /// Every region, by name.
 pub async fn regions(pool: &PgPool) -> Result<Vec<Region>> {
-    let rows: Vec<(String, DateTime<Utc>)> =
+    let rows: Vec<RegionRow> =
         sqlx::query_as("select name, created_at from regions order by name").fetch_all(pool).await?;
     rows.into_iter()
-        .map(|(name, created_at)| {
+        .map(|RegionRow { name, created_at }| {
             let name = RegionName::parse(&name).map_err(|e| Error::Corrupt(format!("region {name}: {e}")))?;
             Ok(Region { name, created_at })
         })
@@ -342,8 +356,16 @@ pub struct Incident {
     pub message: Option<String>,
 }
 
-type IncidentRow =
-    (String, DateTime<Utc>, Option<DateTime<Utc>>, Option<i64>, Option<String>, Option<i32>, Option<String>);
+#[derive(sqlx::FromRow)]
+struct IncidentRow {
+    region: String,
+    started_at: DateTime<Utc>,
+    ended_at: Option<DateTime<Utc>>,
+    duration_seconds: Option<i64>,
+    cause: Option<String>,
+    status_code: Option<i32>,
+    message: Option<String>,
+}
 
 /// Incidents of a website overlapping `[since, now]`, newest first.
 pub async fn incidents(
@@ -370,11 +392,12 @@ pub async fn incidents(
     let now = Utc::now();
     Ok(rows
         .into_iter()
-        .map(|(region, started_at, ended_at, duration, cause, status_code, message)| Incident {
+        .map(|IncidentRow { region, started_at, ended_at, duration_seconds, cause, status_code, message }| Incident {
             region,
             started_at,
             ended_at,
-            duration_seconds: duration.unwrap_or_else(|| (ended_at.unwrap_or(now) - started_at).num_seconds().max(0)),
+            duration_seconds: duration_seconds
+                .unwrap_or_else(|| (ended_at.unwrap_or(now) - started_at).num_seconds().max(0)),
             ongoing: ended_at.is_none(),
             cause,
             status_code,

@@ -9,6 +9,8 @@
 //! - [`worker`]: checks queued websites, publishes CheckCompleted.
 //! - [`detector`]: check results in, SiteDown/SiteUp out.
 //! - [`notification`]: one email per outage and one per recovery.
+//! - [`runner`]: the one loop driving every stream reader that keeps its
+//!   position in Postgres (projections, detector, notifier's planner).
 //! - [`bus`], [`deps`], [`follow`], [`runtime`], [`queue`], [`config`],
 //!   [`target`]: what they share.
 
@@ -23,6 +25,7 @@ pub mod follow;
 pub mod notification;
 pub mod projector;
 pub mod queue;
+pub mod runner;
 pub mod runtime;
 pub mod target;
 pub mod worker;

@@ -1,86 +1,56 @@
 //! The projector: follows the streams into the read models.
 //!
-//! Postgres projections (websites/regions from MONITOR, latest status from
-//! CHECKS) keep their cursor in Postgres, committed with the writes it
-//! covers (`projection_offsets`), not in a JetStream consumer: a pass reads
-//! the position, opens an ordered consumer at the next sequence, and applies
-//! whatever is ready in one transaction per batch. A crash loses the open
-//! transaction and nothing else; the restart resumes at the committed
-//! position, so no event is applied twice or skipped. A replay resets the
-//! position to 0 and a running projector follows it.
+//! The Postgres projections (websites/regions/incidents from MONITOR,
+//! latest status from CHECKS) are [`Handler`]s driven by the
+//! [`runner`]: their position is kept in Postgres (`projection_offsets`),
+//! committed with the writes it covers, so a crash loses the open
+//! transaction and nothing else, and a replay resets the position to 0 and
+//! a running projector follows it.
 //!
-//! InfluxDB cannot commit a cursor with its writes, so it uses a durable
+//! InfluxDB cannot commit a position with its writes, so it uses a durable
 //! JetStream consumer instead and acknowledges a batch only after InfluxDB
-//! accepted it; a redelivered batch rewrites the same points.
+//! accepted it; a redelivered batch rewrites the same points. It decodes
+//! with the runner's policy (unknown types skipped, malformed ones fatal).
 
 use crate::bus::Bus;
 use crate::config::ProjectorConfig;
-use crate::follow;
-use crate::Deps;
+use crate::runner::{self, decode};
+use crate::{follow, Deps};
 use anyhow::Context;
 use async_nats::jetstream::consumer::{self, AckPolicy, DeliverPolicy};
-use events::subject::{CHECKS_STREAM, MONITOR_STREAM};
-use events::{DecodeError, Envelope, Event};
+use async_nats::jetstream::stream::ConsumerErrorKind;
+use async_nats::jetstream::ErrorCode;
+use events::subject::CHECKS_STREAM;
+use events::Event;
 use futures::StreamExt;
-use projections::cursor;
+use projections::handler::Handler;
 use projections::influx::Influx;
-use projections::postgres::{self, BatchOutcome, StreamEvent};
-use projections::status;
+use projections::postgres::MonitorProjection;
+use projections::status::StatusProjection;
 use sqlx::PgPool;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// Events per transaction during a replay.
-const MAX_BATCH: usize = 5000;
 /// The durable consumer feeding InfluxDB.
 pub const INFLUX_CONSUMER: &str = "influx-checks";
 
-/// Which Postgres projection a pass drives.
+/// Which Postgres projection to run or replay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Projection {
-    /// Websites and regions, from MONITOR.
+    /// Websites, regions and incidents, from MONITOR.
     Monitor,
     /// Latest status per (website, region), from CHECKS.
     Status,
 }
 
 impl Projection {
+    /// The name its position is stored under.
     pub fn name(self) -> &'static str {
         match self {
-            Projection::Monitor => postgres::PROJECTION,
-            Projection::Status => status::PROJECTION,
+            Projection::Monitor => MonitorProjection.name(),
+            Projection::Status => StatusProjection.name(),
         }
     }
-
-    fn stream(self) -> &'static str {
-        match self {
-            Projection::Monitor => MONITOR_STREAM,
-            Projection::Status => CHECKS_STREAM,
-        }
-    }
-
-    async fn apply(self, pool: &PgPool, cursor: u64, batch: &[StreamEvent]) -> projections::Result<BatchOutcome> {
-        match self {
-            Projection::Monitor => postgres::apply_batch(pool, self.name(), cursor, batch).await,
-            Projection::Status => status::apply_batch(pool, cursor, batch).await,
-        }
-    }
-
-    async fn reset(self, pool: &PgPool) -> projections::Result<()> {
-        match self {
-            Projection::Monitor => postgres::reset(pool, self.name()).await,
-            Projection::Status => status::reset(pool).await,
-        }
-    }
-}
-
-/// Why one pass over the stream ended.
-enum Pass {
-    Cancelled,
-    /// The projection reached the requested sequence.
-    Reached,
-    /// Someone else moved the cursor; start again from the stored one.
-    Moved,
 }
 
 /// Runs every projection until `cancel` fires.
@@ -106,11 +76,10 @@ pub async fn run(
     batch: usize,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
-    tracing::info!(projection = projection.name(), "projector following {}", projection.stream());
-    follow::supervise(projection.name(), &cancel, || async {
-        Ok(matches!(pass(&bus, &pool, projection, None, batch, &cancel).await?, Pass::Cancelled))
-    })
-    .await
+    match projection {
+        Projection::Monitor => runner::run(bus, pool, MonitorProjection, batch, cancel).await,
+        Projection::Status => runner::run(bus, pool, StatusProjection, batch, cancel).await,
+    }
 }
 
 /// Empties a Postgres projection and rebuilds it from sequence 1 up to the
@@ -121,73 +90,9 @@ pub async fn replay(
     projection: Projection,
     cancel: &CancellationToken,
 ) -> anyhow::Result<u64> {
-    let mut stream = bus.js.get_stream(projection.stream()).await.context("opening stream")?;
-    let target = stream.info().await.context("reading stream info")?.state.last_sequence;
-    projection.reset(pool).await?;
-    tracing::info!(projection = projection.name(), target, "projection reset; replaying");
-    loop {
-        if cursor::offset(pool, projection.name()).await? >= target {
-            return Ok(target);
-        }
-        match pass(bus, pool, projection, Some(target), MAX_BATCH, cancel).await? {
-            Pass::Cancelled => anyhow::bail!("replay cancelled"),
-            Pass::Reached | Pass::Moved => {}
-        }
-    }
-}
-
-/// One pass: from the stored cursor to `until` (or forever).
-async fn pass(
-    bus: &Bus,
-    pool: &PgPool,
-    projection: Projection,
-    until: Option<u64>,
-    max_batch: usize,
-    cancel: &CancellationToken,
-) -> anyhow::Result<Pass> {
-    let mut cursor = cursor::offset(pool, projection.name()).await?;
-    if until.is_some_and(|target| cursor >= target) {
-        return Ok(Pass::Reached);
-    }
-    let mut batches = follow::after(bus, projection.stream(), cursor, None, max_batch).await?;
-    while let Some(batch) = batches.next(cancel).await? {
-        let mut items = Vec::with_capacity(batch.len());
-        for (seq, message) in batch {
-            items.push(StreamEvent { seq, envelope: decode(projection.stream(), seq, &message.payload)? });
-        }
-        match projection.apply(pool, cursor, &items).await? {
-            BatchOutcome::Applied { offset } => {
-                tracing::debug!(projection = projection.name(), offset, events = items.len(), "applied");
-                cursor = offset;
-            }
-            BatchOutcome::Moved { offset } => {
-                tracing::info!(
-                    projection = projection.name(),
-                    from = cursor,
-                    to = offset,
-                    "projection moved by another writer; resuming there"
-                );
-                return Ok(Pass::Moved);
-            }
-        }
-        if until.is_some_and(|target| cursor >= target) {
-            return Ok(Pass::Reached);
-        }
-    }
-    Ok(Pass::Cancelled)
-}
-
-/// Decodes one message; `None` for an event type this build does not know.
-/// A malformed event stops the projection loudly: the streams are the
-/// system of record and skipping would silently lose data.
-fn decode(stream: &str, seq: u64, payload: &[u8]) -> anyhow::Result<Option<Envelope>> {
-    match Envelope::from_json(payload) {
-        Ok(envelope) => Ok(Some(envelope)),
-        Err(DecodeError::UnknownType(kind)) => {
-            tracing::warn!(stream, seq, kind, "skipping event type this build does not know");
-            Ok(None)
-        }
-        Err(e @ DecodeError::Malformed(_)) => Err(e).with_context(|| format!("{stream} sequence {seq}")),
+    match projection {
+        Projection::Monitor => runner::replay(bus, pool, &MonitorProjection, cancel).await,
+        Projection::Status => runner::replay(bus, pool, &StatusProjection, cancel).await,
     }
 }
 
@@ -258,8 +163,10 @@ pub async fn replay_influx(bus: &Bus, influx: &Influx) -> anyhow::Result<()> {
     let stream = bus.js.get_stream(CHECKS_STREAM).await.context("opening CHECKS")?;
     match stream.delete_consumer(INFLUX_CONSUMER).await {
         Ok(_) => {}
-        Err(e) if e.to_string().contains("not found") => {}
-        Err(e) => return Err(anyhow::anyhow!("deleting the influxdb consumer: {e}")),
+        // Never created (InfluxDB never fed): nothing to restart.
+        Err(e) if matches!(e.kind(), ConsumerErrorKind::JetStream(js) if js.error_code() == ErrorCode::CONSUMER_NOT_FOUND) =>
+            {}
+        Err(e) => return Err(e).context("deleting the influxdb consumer"),
     }
     tracing::info!("influxdb dropped; the projector re-reads CHECKS from its first retained message");
     Ok(())
