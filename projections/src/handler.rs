@@ -31,15 +31,13 @@ pub trait Handler: Send + Sync {
     type Error: std::error::Error + Send + Sync + 'static;
 
     /// The name its position is stored under in `projection_offsets`.
-    fn name(&self) -> &'static str;
+    const NAME: &'static str;
 
     /// The stream it reads.
-    fn stream(&self) -> &'static str;
+    const STREAM: &'static str;
 
     /// The subjects it reads within the stream (`None`: all of them).
-    fn filter(&self) -> Option<&'static str> {
-        None
-    }
+    const FILTER: Option<&'static str> = None;
 
     /// Applies `events` (in stream order, never empty) within `tx`; the
     /// runner commits them with the new position.

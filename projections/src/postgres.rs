@@ -40,14 +40,8 @@ pub struct MonitorProjection;
 
 impl Handler for MonitorProjection {
     type Error = Error;
-
-    fn name(&self) -> &'static str {
-        PROJECTION
-    }
-
-    fn stream(&self) -> &'static str {
-        MONITOR_STREAM
-    }
+    const NAME: &'static str = PROJECTION;
+    const STREAM: &'static str = MONITOR_STREAM;
 
     async fn apply(&self, tx: &mut Transaction<'_, Postgres>, events: &[StreamEvent]) -> Result<()> {
         for event in events {

@@ -39,14 +39,8 @@ pub struct StatusProjection;
 
 impl Handler for StatusProjection {
     type Error = Error;
-
-    fn name(&self) -> &'static str {
-        PROJECTION
-    }
-
-    fn stream(&self) -> &'static str {
-        CHECKS_STREAM
-    }
+    const NAME: &'static str = PROJECTION;
+    const STREAM: &'static str = CHECKS_STREAM;
 
     async fn apply(&self, tx: &mut Transaction<'_, Postgres>, events: &[StreamEvent]) -> Result<()> {
         write_newest(tx, &newest(events)).await

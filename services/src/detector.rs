@@ -61,14 +61,8 @@ impl Detector {
 
 impl Handler for Detector {
     type Error = Error;
-
-    fn name(&self) -> &'static str {
-        POSITION
-    }
-
-    fn stream(&self) -> &'static str {
-        CHECKS_STREAM
-    }
+    const NAME: &'static str = POSITION;
+    const STREAM: &'static str = CHECKS_STREAM;
 
     async fn apply(&self, tx: &mut Transaction<'_, Postgres>, events: &[StreamEvent]) -> Result<(), Error> {
         let checks: Vec<(&Envelope, &CheckCompleted)> = events

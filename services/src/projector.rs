@@ -47,8 +47,8 @@ impl Projection {
     /// The name its position is stored under.
     pub fn name(self) -> &'static str {
         match self {
-            Projection::Monitor => MonitorProjection.name(),
-            Projection::Status => StatusProjection.name(),
+            Projection::Monitor => MonitorProjection::NAME,
+            Projection::Status => StatusProjection::NAME,
         }
     }
 }

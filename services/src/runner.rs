@@ -40,8 +40,8 @@ pub async fn run<H: Handler>(
     max_batch: usize,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
-    tracing::info!(handler = handler.name(), "following {}", handler.stream());
-    follow::supervise(handler.name(), &cancel, || async {
+    tracing::info!(handler = H::NAME, "following {}", H::STREAM);
+    follow::supervise(H::NAME, &cancel, || async {
         Ok(matches!(pass(&bus, &pool, &handler, None, max_batch, &cancel).await?, Pass::Cancelled))
     })
     .await
@@ -57,15 +57,15 @@ pub async fn replay<H: Handler>(
     handler: &H,
     cancel: &CancellationToken,
 ) -> anyhow::Result<u64> {
-    let target = last_sequence(bus, handler).await?;
+    let target = last_sequence::<H>(bus).await?;
     reset(pool, handler).await?;
-    tracing::info!(handler = handler.name(), target, "reset; replaying");
+    tracing::info!(handler = H::NAME, target, "reset; replaying");
     loop {
-        if cursor::offset(pool, handler.name()).await? >= target {
+        if cursor::offset(pool, H::NAME).await? >= target {
             return Ok(target);
         }
         match pass(bus, pool, handler, Some(target), REPLAY_BATCH, cancel).await? {
-            Pass::Cancelled => anyhow::bail!("replay of {} cancelled", handler.name()),
+            Pass::Cancelled => anyhow::bail!("replay of {} cancelled", H::NAME),
             Pass::Reached | Pass::Moved => {}
         }
     }
@@ -77,19 +77,18 @@ pub async fn reset<H: Handler>(pool: &PgPool, handler: &H) -> anyhow::Result<()>
     let mut tx = pool.begin().await?;
     // Lock the position first so a reader mid-batch finishes (or waits)
     // before its rows are emptied under it.
-    cursor::lock(&mut tx, handler.name()).await?;
-    handler.reset(&mut tx).await.with_context(|| format!("resetting {}", handler.name()))?;
-    cursor::store(&mut tx, handler.name(), 0).await?;
+    cursor::lock(&mut tx, H::NAME).await?;
+    handler.reset(&mut tx).await.with_context(|| format!("resetting {}", H::NAME))?;
+    cursor::store(&mut tx, H::NAME, 0).await?;
     tx.commit().await?;
     Ok(())
 }
 
 /// The last sequence of the handler's stream, or of its subjects when it
 /// reads only some (0: none yet).
-async fn last_sequence<H: Handler>(bus: &Bus, handler: &H) -> anyhow::Result<u64> {
-    let mut stream =
-        bus.js.get_stream(handler.stream()).await.with_context(|| format!("opening stream {}", handler.stream()))?;
-    let Some(subjects) = handler.filter() else {
+async fn last_sequence<H: Handler>(bus: &Bus) -> anyhow::Result<u64> {
+    let mut stream = bus.js.get_stream(H::STREAM).await.with_context(|| format!("opening stream {}", H::STREAM))?;
+    let Some(subjects) = H::FILTER else {
         return Ok(stream.info().await.context("reading stream info")?.state.last_sequence);
     };
     match stream.get_last_raw_message_by_subject(subjects).await {
@@ -126,12 +125,12 @@ async fn pass<H: Handler>(
     max_batch: usize,
     cancel: &CancellationToken,
 ) -> anyhow::Result<Pass> {
-    let name = handler.name();
+    let name = H::NAME;
     let mut position = cursor::offset(pool, name).await?;
     if until.is_some_and(|target| position >= target) {
         return Ok(Pass::Reached);
     }
-    let mut batches = follow::after(bus, handler.stream(), position, handler.filter(), max_batch).await?;
+    let mut batches = follow::after(bus, H::STREAM, position, H::FILTER, max_batch).await?;
     while let Some(batch) = batches.next(cancel).await? {
         let mut events = Vec::with_capacity(batch.len());
         let mut last = position;
@@ -141,7 +140,7 @@ async fn pass<H: Handler>(
                 continue;
             }
             last = last.max(seq);
-            if let Some(envelope) = decode(handler.stream(), seq, &message.payload)? {
+            if let Some(envelope) = decode(H::STREAM, seq, &message.payload)? {
                 events.push(StreamEvent { seq, envelope });
             }
         }
@@ -172,17 +171,17 @@ async fn apply_batch<H: Handler>(
     events: &[StreamEvent],
 ) -> anyhow::Result<Batch> {
     let mut tx = pool.begin().await?;
-    let stored = cursor::lock(&mut tx, handler.name()).await?;
+    let stored = cursor::lock(&mut tx, H::NAME).await?;
     if stored != position {
         return Ok(Batch::Moved { offset: stored });
     }
     if !events.is_empty() {
         handler.apply(&mut tx, events).await.with_context(|| {
             let first = events.first().map_or(0, |e| e.seq);
-            format!("{} applying {} sequences {first}..={reached}", handler.name(), handler.stream())
+            format!("{} applying {} sequences {first}..={reached}", H::NAME, H::STREAM)
         })?;
     }
-    cursor::store(&mut tx, handler.name(), reached).await?;
+    cursor::store(&mut tx, H::NAME, reached).await?;
     tx.commit().await?;
     if !events.is_empty() {
         handler.committed(events);

@@ -39,18 +39,9 @@ impl Planner {
 
 impl Handler for Planner {
     type Error = Error;
-
-    fn name(&self) -> &'static str {
-        POSITION
-    }
-
-    fn stream(&self) -> &'static str {
-        MONITOR_STREAM
-    }
-
-    fn filter(&self) -> Option<&'static str> {
-        Some(INCIDENTS)
-    }
+    const NAME: &'static str = POSITION;
+    const STREAM: &'static str = MONITOR_STREAM;
+    const FILTER: Option<&'static str> = Some(INCIDENTS);
 
     async fn apply(&self, tx: &mut Transaction<'_, Postgres>, events: &[StreamEvent]) -> Result<(), Error> {
         for event in events {
