@@ -1,8 +1,8 @@
 //! Following a stream from a position kept outside JetStream (a Postgres
 //! row, a Redis key): an ordered consumer opened after that position,
 //! delivering whatever is ready as one batch, and the loop that restarts a
-//! follower with backoff after an error. Projections, the detector, the
-//! scheduler and the notifier all follow streams this way.
+//! follower with backoff after an error. The [`crate::runner`] (projections,
+//! detector, notifier) and the scheduler follow streams this way.
 
 use crate::bus::Bus;
 use crate::runtime::Backoff;

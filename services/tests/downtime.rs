@@ -12,8 +12,11 @@ use common::target::Target;
 use events::{Envelope, Event};
 use poem::http::{Method, StatusCode};
 use serde_json::{json, Value};
-use services::{notification, projector};
+use services::notification::plan::Planner;
+use services::{projector, runner};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -222,12 +225,11 @@ async fn a_replay_of_the_whole_stream_sends_no_email() {
     projector::replay(&system.bus, &system.db.pool, projector::Projection::Monitor, &CancellationToken::new())
         .await
         .expect("replay");
-    sqlx::query("update projection_offsets set stream_seq = 0 where name = $1")
-        .bind(notification::POSITION)
-        .execute(&system.db.pool)
+    let planner = Planner::new(system.config.notify.clone(), Arc::new(Notify::new()));
+    let reached = runner::replay(&system.bus, &system.db.pool, &planner, &CancellationToken::new())
         .await
-        .expect("rewind");
-    sqlx::query("delete from notification_outages").execute(&system.db.pool).await.expect("reset");
+        .expect("replay planner");
+    assert_eq!(reached, system.bus.last_subject_seq("incidents.>").await.expect("last incident"));
     system.start_notifier();
     system.notifier_settled().await;
     tokio::time::sleep(Duration::from_secs(2)).await;
