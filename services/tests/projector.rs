@@ -1,6 +1,7 @@
 //! The projector as a real process against real NATS and PostgreSQL: killed
 //! with SIGKILL mid-stream and restarted, it neither loses nor doubles an
-//! event; events of unknown types are skipped, not fatal.
+//! event; events of unknown types are skipped, not fatal, by every reader
+//! the runner drives.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -8,8 +9,8 @@ mod common;
 use chrono::Utc;
 use common::{config, last_sequence, snapshot, Db, Nats};
 use events::{
-    Envelope, Event, IntervalSecs, RegionAdded, RegionName, TimeoutMs, WebsiteAdded, WebsiteName, WebsiteRemoved,
-    WebsiteUpdated, WebsiteUrl,
+    CheckCompleted, Envelope, Event, FailureCause, IntervalSecs, RegionAdded, RegionName, TimeoutMs, WebsiteAdded,
+    WebsiteName, WebsiteRemoved, WebsiteUpdated, WebsiteUrl,
 };
 use projections::postgres::{self, PROJECTION};
 use services::bus::Bus;
@@ -157,6 +158,56 @@ async fn an_event_type_from_a_newer_build_is_skipped_and_the_rest_applied() {
     let regions = postgres::regions(&db.pool).await.expect("regions");
     assert_eq!(regions.len(), 1);
     assert_eq!(projections::cursor::offset(&db.pool, PROJECTION).await.expect("offset"), 2);
+    cancel.cancel();
+}
+
+#[tokio::test]
+async fn the_detector_skips_an_unknown_check_type_like_every_other_reader() {
+    let nats = Nats::start().await;
+    let db = Db::fresh().await;
+    let bus = services::runtime::connect_bus(&config(&nats, &db, &[])).await.expect("bus");
+    let website = Uuid::now_v7();
+    let future = serde_json::json!({
+        "id": Uuid::now_v7(), "type": "CheckSampled", "version": 1,
+        "occurred_at": Utc::now(), "aggregate_id": website, "data": {}
+    });
+    bus.js
+        .publish(format!("checks.local.{website}"), serde_json::to_vec(&future).expect("json").into())
+        .await
+        .expect("publish")
+        .await
+        .expect("ack");
+    let region = RegionName::parse("local").expect("region");
+    let scheduled_at = Utc::now();
+    let check = CheckCompleted {
+        website_id: website,
+        region: region.clone(),
+        scheduled_at,
+        started_at: scheduled_at,
+        up: false,
+        status_code: Some(503),
+        response_ms: Some(5),
+        cause: Some(FailureCause::HttpStatus),
+        message: None,
+    };
+    let id = CheckCompleted::event_id(website, &region, scheduled_at);
+    bus.publish(&Envelope::with_id(id, Event::CheckCompleted(check), Utc::now()), None).await.expect("check");
+
+    let cancel = CancellationToken::new();
+    let detector = services::detector::Detector::new(bus.clone(), Default::default());
+    tokio::spawn(services::runner::run(bus.clone(), db.pool.clone(), detector, 100, cancel.clone()));
+
+    let reached = projections::cursor::wait_for(&db.pool, services::detector::POSITION, 2, Duration::from_secs(10))
+        .await
+        .expect("offset");
+    assert!(reached, "the detector stopped at the unknown type");
+    let failures: serde_json::Value =
+        sqlx::query_scalar("select state->'failures' from detector_state where website_id = $1")
+            .bind(website)
+            .fetch_one(&db.pool)
+            .await
+            .expect("state");
+    assert_eq!(failures, 1);
     cancel.cancel();
 }
 
