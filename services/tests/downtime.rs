@@ -306,15 +306,17 @@ async fn a_website_can_require_more_failures_before_it_is_down() {
     let (_, website) = system.call(Method::GET, &format!("/websites/{id}"), None).await;
     assert_eq!(website["failures_before_down"], 3);
     system.start_detector();
-    system.check(id, "local", at(0), false).await;
-    system.check(id, "local", at(10), false).await;
+    // `at` follows the clock; keep the first time to compare with.
+    let first = at(0);
+    system.check(id, "local", first, false).await;
+    system.check(id, "local", first + ChronoDuration::seconds(10), false).await;
     system.detector_settled().await;
     assert!(system.transitions(id).await.is_empty(), "two failures are not enough for this website");
-    system.check(id, "local", at(20), false).await;
+    system.check(id, "local", first + ChronoDuration::seconds(20), false).await;
     system.detector_settled().await;
     let transitions = system.transitions(id).await;
     let [Envelope { event: Event::SiteDown(down), .. }] = transitions.as_slice() else { panic!("{transitions:?}") };
-    assert_eq!(down.started_at, at(0) + ChronoDuration::milliseconds(3));
+    assert_eq!(down.started_at, first + ChronoDuration::milliseconds(3));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
