@@ -1,6 +1,7 @@
 //! The monitor's vocabulary: event types and their envelope, the subjects they
-//! are published on, validated value types, and the pure decide/apply rules of
-//! the website and region aggregates.
+//! are published on, validated value types, the pure decide/apply rules of
+//! the website and region aggregates, downtime detection ([`detection`]) and
+//! the website-level outage verdict under a down policy ([`outage`]).
 //!
 //! This crate performs no I/O. Everything else depends on it, never the
 //! reverse, so the rules here can be tested without any server.
