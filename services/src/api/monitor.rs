@@ -213,6 +213,7 @@ pub struct UptimeView {
     pub response_ms: PercentilesView,
     pub incidents_in_window: usize,
     /// End of the most recent outage (start if it is still open).
+    #[oai(nullable)]
     pub last_downtime_at: Option<DateTime<Utc>>,
     /// Seconds since the last outage ended (0 while down; since the website
     /// was added if it never was down).
