@@ -4,13 +4,15 @@
 //! body's schema in the description comes from the same type through
 //! poem-openapi. Query numbers and names parse whatever is well-formed, so
 //! the handler can answer an out-of-range value with 422 naming it, and the
-//! description still states the bounds.
+//! description still states the bounds. [`Timestamp`] writes times the
+//! way the rest of the system does.
 
 use super::error::ApiError;
+use chrono::{DateTime, SecondsFormat, Utc};
 use poem::error::ReadBodyError;
 use poem::{Request, RequestBody};
 use poem_openapi::registry::{MetaMediaType, MetaRequest, MetaSchema, MetaSchemaRef, Registry};
-use poem_openapi::types::{ParseError, ParseFromParameter, ParseResult, Type};
+use poem_openapi::types::{ParseError, ParseFromJSON, ParseFromParameter, ParseResult, ToJSON, Type};
 use poem_openapi::{ApiExtractor, ApiExtractorType, ExtractParamOptions};
 use serde::de::{Deserialize, DeserializeOwned, Deserializer};
 use std::borrow::Cow;
@@ -194,5 +196,83 @@ impl Type for RegionQuery {
 impl ParseFromParameter for RegionQuery {
     fn parse_from_parameter(value: &str) -> ParseResult<Self> {
         Ok(RegionQuery(value.to_owned()))
+    }
+}
+
+/// A point in time as every response writes it: RFC 3339 in UTC with a
+/// `Z` and only the fractional digits it needs, the way serde writes
+/// chrono's `DateTime<Utc>` (events, projections), so one instant reads the
+/// same from the API as from anywhere else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timestamp(pub DateTime<Utc>);
+
+impl From<DateTime<Utc>> for Timestamp {
+    fn from(time: DateTime<Utc>) -> Self {
+        Timestamp(time)
+    }
+}
+
+impl Type for Timestamp {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = Self;
+    type RawElementValueType = Self;
+
+    fn name() -> Cow<'static, str> {
+        "timestamp".into()
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        MetaSchemaRef::Inline(Box::new(MetaSchema::new_with_format("string", "date-time")))
+    }
+
+    fn as_raw_value(&self) -> Option<&Self::RawValueType> {
+        Some(self)
+    }
+
+    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a Self::RawElementValueType> + 'a> {
+        Box::new(std::iter::once(self))
+    }
+}
+
+impl ToJSON for Timestamp {
+    fn to_json(&self) -> Option<serde_json::Value> {
+        Some(self.0.to_rfc3339_opts(SecondsFormat::AutoSi, true).into())
+    }
+}
+
+// Only responses carry timestamps; this completes what `Object` asks.
+impl ParseFromJSON for Timestamp {
+    fn parse_from_json(value: Option<serde_json::Value>) -> ParseResult<Self> {
+        let value = value.unwrap_or_default();
+        match value.as_str().map(DateTime::parse_from_rfc3339) {
+            Some(Ok(time)) => Ok(Timestamp(time.with_timezone(&Utc))),
+            _ => Err(ParseError::expected_type(value)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_timestamp_is_written_as_serde_writes_chrono() {
+        for raw in ["2026-11-27T17:13:41Z", "2026-11-27T17:13:41.329217Z", "2026-11-27T17:13:41.329217123Z"] {
+            let time: DateTime<Utc> = raw.parse().unwrap_or_default();
+            assert_eq!(Timestamp(time).to_json(), serde_json::to_value(time).ok(), "{raw}");
+        }
+    }
+
+    #[test]
+    fn a_query_number_out_of_range_parses_and_is_refused_by_check() {
+        type Limit = Bounded<1, 10>;
+        assert!(Limit::parse_from_parameter("ten").is_err());
+        assert!(Limit::parse_from_parameter("").is_err());
+        assert!(Limit::parse_from_parameter("1.5").is_err());
+        assert!(Limit::parse_from_parameter("5").ok().and_then(|l| l.check("limit").ok()) == Some(5));
+        for raw in ["0", "11", "-3", "13804483243886657536"] {
+            let parsed = Limit::parse_from_parameter(raw).ok();
+            assert!(matches!(parsed.map(|l| l.check("limit")), Some(Err(ApiError::Invalid(_)))), "{raw}");
+        }
     }
 }

@@ -129,24 +129,50 @@ impl ResponseError for ApiError {
     }
 }
 
-/// The error responses every operation documents. One list for all keeps
-/// the description honest without tracking which operation can refuse
-/// what; 500 is left out because it is a bug, never an answer.
-const DOCUMENTED: &[(u16, &str)] = &[
-    (400, "The body is not JSON or not of the documented shape, or a parameter is not of its type"),
-    (404, "No such website or route"),
-    (409, "Conflicts with the current state (exists already, or changed concurrently)"),
-    (413, "The body is larger than 64 KiB"),
-    (422, "Some values are not acceptable; `errors` names every refused field"),
-    (503, "A server the API depends on is unavailable"),
+/// The error responses an operation can give, by bit: its description
+/// lists exactly those (500 is left out: it is a bug, never an answer).
+const DOCUMENTED: &[(u8, u16, &str)] = &[
+    (BAD_REQUEST, 400, "The body is not JSON or not of the documented shape, or a parameter is not of its type"),
+    (NOT_FOUND, 404, "No such website"),
+    (CONFLICT, 409, "Conflicts with the current state (exists already, or changed concurrently; retry)"),
+    (TOO_LARGE, 413, "The body is larger than 64 KiB"),
+    (INVALID, 422, "Some values are not acceptable; `errors` names every refused field"),
+    (UNAVAILABLE, 503, "A server the API depends on is unavailable"),
 ];
+pub const BAD_REQUEST: u8 = 1;
+pub const NOT_FOUND: u8 = 2;
+pub const CONFLICT: u8 = 4;
+pub const TOO_LARGE: u8 = 8;
+pub const INVALID: u8 = 16;
+pub const UNAVAILABLE: u8 = 32;
+/// An operation that reads a JSON body.
+pub const BODY: u8 = BAD_REQUEST | TOO_LARGE | INVALID;
 
-impl ApiResponse for ApiError {
+/// An [`ApiError`] answered by an operation that documents the error
+/// responses in `STATUSES` (a set of the bits above). Handlers use `?` on
+/// any error that converts into an `ApiError`.
+#[derive(Debug)]
+pub struct Refusal<const STATUSES: u8>(pub ApiError);
+
+impl<E: Into<ApiError>, const STATUSES: u8> From<E> for Refusal<STATUSES> {
+    fn from(error: E) -> Self {
+        Refusal(error.into())
+    }
+}
+
+impl<const STATUSES: u8> From<Refusal<STATUSES>> for poem::Error {
+    fn from(refusal: Refusal<STATUSES>) -> Self {
+        refusal.0.into()
+    }
+}
+
+impl<const STATUSES: u8> ApiResponse for Refusal<STATUSES> {
     fn meta() -> MetaResponses {
         MetaResponses {
             responses: DOCUMENTED
                 .iter()
-                .map(|(status, description)| MetaResponse {
+                .filter(|(bit, _, _)| STATUSES & bit != 0)
+                .map(|(_, status, description)| MetaResponse {
                     description,
                     status: Some(*status),
                     status_range: None,
@@ -196,7 +222,7 @@ pub fn from_poem(error: poem::Error) -> Response {
         return api_error.as_response();
     }
     let api_error = if let Some(param) = error.downcast_ref::<ParseParamError>() {
-        ApiError::BadParameter { field: param.name.to_owned(), message: format!("{}: {}", param.name, param.reason) }
+        ApiError::BadParameter { field: param.name.to_owned(), message: param_message(param) }
     } else if error.is::<ParsePathError>() {
         ApiError::NotFound("no such resource".into())
     } else {
@@ -214,6 +240,19 @@ pub fn from_poem(error: poem::Error) -> Response {
         }
     };
     api_error.as_response()
+}
+
+/// "limit must be ..." from poem-openapi's `failed to parse "integer_1_10000":
+/// must be ... (occurred while parsing "optional_integer_1_10000")`: the
+/// reason without the names of Rust types.
+fn param_message(error: &ParseParamError) -> String {
+    let reason = error.reason.as_str();
+    let reason = match reason.strip_prefix("failed to parse \"").and_then(|rest| rest.split_once("\": ")) {
+        Some((_, rest)) => rest,
+        None => reason,
+    };
+    let reason = reason.split(" (occurred while parsing").next().unwrap_or(reason);
+    format!("{} {}", error.name, reason)
 }
 
 /// The methods each route answers, to say so in `Allow` on a 405 (RFC 9110
@@ -277,6 +316,15 @@ fn segments(path: &str) -> impl Iterator<Item = &str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_parameter_error_names_the_parameter_and_no_rust_type() {
+        let error = ParseParamError {
+            name: "limit",
+            reason: "failed to parse \"integer_1_10000\": must be a whole number from 1 to 10000 (occurred while parsing \"optional_integer_1_10000\")".into(),
+        };
+        assert_eq!(param_message(&error), "limit must be a whole number from 1 to 10000");
+    }
 
     #[test]
     fn allow_lists_the_methods_of_the_matching_route_with_head_for_get() {

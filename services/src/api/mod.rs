@@ -194,7 +194,7 @@ struct HealthApi {
 impl HealthApi {
     /// Whether PostgreSQL and NATS are reachable (503 if not)
     #[oai(path = "/health", method = "get", operation_id = "health")]
-    async fn health(&self) -> Result<Json<HealthView>, ApiError> {
+    async fn health(&self) -> Result<Json<HealthView>, error::Refusal<{ error::UNAVAILABLE }>> {
         let state = &self.state;
         sqlx::query("select 1")
             .execute(&state.pool)
@@ -202,7 +202,7 @@ impl HealthApi {
             .map_err(|e| ApiError::Unavailable(format!("postgres: {e}")))?;
         let nats = state.bus.client.connection_state();
         if nats != async_nats::connection::State::Connected {
-            return Err(ApiError::Unavailable(format!("nats: {nats:?}")));
+            return Err(ApiError::Unavailable(format!("nats: {nats:?}")).into());
         }
         Ok(Json(HealthView { status: "ok".into() }))
     }

@@ -2,8 +2,11 @@
 //! projection in Postgres; a website's response-time series reads InfluxDB.
 //! `days` is 1 to 90 and `region` must exist (422 otherwise).
 
-use super::body::{parse_id, Bounded, RegionQuery};
-use super::error::ApiError;
+use super::body::{parse_id, Bounded, RegionQuery, Timestamp};
+use super::error::{ApiError, Refusal, BAD_REQUEST, INVALID, NOT_FOUND, UNAVAILABLE};
+
+/// What the per-website operations can refuse.
+const WINDOW: u8 = BAD_REQUEST | NOT_FOUND | INVALID | UNAVAILABLE;
 use super::ApiState;
 use chrono::{DateTime, Utc};
 use events::RegionName;
@@ -198,7 +201,7 @@ async fn last_downtime(
     Ok(latest.into_iter().next())
 }
 
-#[derive(Debug, Serialize, Object)]
+#[derive(Debug, Object)]
 #[oai(rename = "Uptime")]
 pub struct UptimeView {
     pub website_id: Uuid,
@@ -214,24 +217,20 @@ pub struct UptimeView {
     pub incidents_in_window: usize,
     /// End of the most recent outage (start if it is still open).
     #[oai(nullable)]
-    pub last_downtime_at: Option<DateTime<Utc>>,
+    pub last_downtime_at: Option<Timestamp>,
     /// Seconds since the last outage ended (0 while down; since the website
     /// was added if it never was down).
     pub seconds_since_last_downtime: i64,
 }
 
-#[derive(Debug, Serialize, Object)]
+#[derive(Debug, Object)]
 pub struct UptimeWindows {
-    #[serde(rename = "1d")]
     #[oai(rename = "1d")]
     pub day: f64,
-    #[serde(rename = "7d")]
     #[oai(rename = "7d")]
     pub week: f64,
-    #[serde(rename = "30d")]
     #[oai(rename = "30d")]
     pub month: f64,
-    #[serde(rename = "90d")]
     #[oai(rename = "90d")]
     pub quarter: f64,
 }
@@ -273,7 +272,7 @@ async fn uptime(state: &ApiState, id: &str, days: Option<Days>, region: Option<&
         days,
         response_ms: response_ms.into(),
         incidents_in_window: incidents.iter().filter(|i| i.ended_at.is_none_or(|e| e >= window_start)).count(),
-        last_downtime_at,
+        last_downtime_at: last_downtime_at.map(Into::into),
         seconds_since_last_downtime,
     })
 }
@@ -320,7 +319,7 @@ pub struct RegionEntry {
     pub region: String,
     pub status: Status,
     #[oai(nullable)]
-    pub checked_at: Option<DateTime<Utc>>,
+    pub checked_at: Option<Timestamp>,
     #[oai(nullable)]
     pub response_ms: Option<i32>,
     #[oai(nullable)]
@@ -346,7 +345,7 @@ impl From<MonitorView> for MonitorEntry {
                 .map(|r| RegionEntry {
                     region: r.region,
                     status: Status::of(r.status),
-                    checked_at: r.checked_at,
+                    checked_at: r.checked_at.map(Into::into),
                     response_ms: r.response_ms,
                     status_code: r.status_code,
                     cause: r.cause,
@@ -361,7 +360,7 @@ impl From<MonitorView> for MonitorEntry {
 #[derive(Debug, Object)]
 #[oai(rename = "SeriesPoint")]
 pub struct PointView {
-    pub time: DateTime<Utc>,
+    pub time: Timestamp,
     pub region: String,
     #[oai(nullable)]
     pub response_ms: Option<f64>,
@@ -373,7 +372,13 @@ pub struct PointView {
 
 impl From<SeriesPoint> for PointView {
     fn from(p: SeriesPoint) -> Self {
-        PointView { time: p.time, region: p.region, response_ms: p.response_ms, up: p.up, status_code: p.status_code }
+        PointView {
+            time: p.time.into(),
+            region: p.region,
+            response_ms: p.response_ms,
+            up: p.up,
+            status_code: p.status_code,
+        }
     }
 }
 
@@ -382,10 +387,10 @@ impl From<SeriesPoint> for PointView {
 #[oai(rename = "Incident")]
 pub struct IncidentView {
     pub region: String,
-    pub started_at: DateTime<Utc>,
+    pub started_at: Timestamp,
     /// `null` while it lasts.
     #[oai(nullable)]
-    pub ended_at: Option<DateTime<Utc>>,
+    pub ended_at: Option<Timestamp>,
     /// Seconds; for an open incident, so far.
     pub duration_seconds: i64,
     pub ongoing: bool,
@@ -401,8 +406,8 @@ impl From<postgres::Incident> for IncidentView {
     fn from(i: postgres::Incident) -> Self {
         IncidentView {
             region: i.region,
-            started_at: i.started_at,
-            ended_at: i.ended_at,
+            started_at: i.started_at.into(),
+            ended_at: i.ended_at.map(Into::into),
             duration_seconds: i.duration_seconds,
             ongoing: i.ongoing,
             cause: i.cause,
@@ -413,7 +418,7 @@ impl From<postgres::Incident> for IncidentView {
 }
 
 /// Response-time percentiles in milliseconds (`null` without samples).
-#[derive(Debug, Serialize, Object)]
+#[derive(Debug, Object)]
 #[oai(rename = "Percentiles")]
 pub struct PercentilesView {
     #[oai(nullable)]
@@ -486,7 +491,7 @@ fn region_of(region: &Query<Option<RegionQuery>>) -> Option<&str> {
 impl MonitorApi {
     /// Every website with its latest status per region
     #[oai(path = "/monitor", method = "get", operation_id = "monitor_overview")]
-    async fn overview(&self) -> Result<Json<Vec<MonitorEntry>>, ApiError> {
+    async fn overview(&self) -> Result<Json<Vec<MonitorEntry>>, Refusal<UNAVAILABLE>> {
         Ok(Json(overview(&self.state).await?.into_iter().map(Into::into).collect()))
     }
 
@@ -502,7 +507,7 @@ impl MonitorApi {
         days: Query<Option<Days>>,
         /// Only this region (default: all).
         region: Query<Option<RegionQuery>>,
-    ) -> Result<Json<Vec<PointView>>, ApiError> {
+    ) -> Result<Json<Vec<PointView>>, Refusal<WINDOW>> {
         let points = series(&self.state, &id, days.0, region_of(&region)).await?;
         Ok(Json(points.into_iter().map(Into::into).collect()))
     }
@@ -516,7 +521,7 @@ impl MonitorApi {
         days: Query<Option<Days>>,
         /// Only this region (default: all).
         region: Query<Option<RegionQuery>>,
-    ) -> Result<Json<Vec<IncidentView>>, ApiError> {
+    ) -> Result<Json<Vec<IncidentView>>, Refusal<WINDOW>> {
         let incidents = downtime(&self.state, &id, days.0, region_of(&region)).await?;
         Ok(Json(incidents.into_iter().map(Into::into).collect()))
     }
@@ -530,7 +535,7 @@ impl MonitorApi {
         days: Query<Option<Days>>,
         /// Only this region (default: all).
         region: Query<Option<RegionQuery>>,
-    ) -> Result<Json<MaybeIncident>, ApiError> {
+    ) -> Result<Json<MaybeIncident>, Refusal<WINDOW>> {
         let latest = last_downtime(&self.state, &id, days.0, region_of(&region)).await?;
         Ok(Json(MaybeIncident(latest.map(Into::into))))
     }
@@ -548,7 +553,7 @@ impl MonitorApi {
         days: Query<Option<Days>>,
         /// Only this region (default: all).
         region: Query<Option<RegionQuery>>,
-    ) -> Result<Json<UptimeView>, ApiError> {
+    ) -> Result<Json<UptimeView>, Refusal<WINDOW>> {
         Ok(Json(uptime(&self.state, &id, days.0, region_of(&region)).await?))
     }
 }

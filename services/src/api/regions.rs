@@ -2,11 +2,11 @@
 //! unique: JetStream refuses a RegionAdded on a subject that already has one,
 //! so two concurrent adds of one name cannot both succeed.
 
-use super::body::JsonBody;
-use super::error::ApiError;
+use super::body::{JsonBody, Timestamp};
+use super::error::{ApiError, Refusal, BODY, CONFLICT, UNAVAILABLE};
 use super::ApiState;
 use crate::bus::BusError;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use events::{region, Envelope, RegionName};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
@@ -35,7 +35,7 @@ pub struct CreateRegion {
 #[oai(rename = "Region")]
 pub struct RegionView {
     pub name: String,
-    pub created_at: DateTime<Utc>,
+    pub created_at: Timestamp,
 }
 
 #[derive(ApiResponse)]
@@ -53,7 +53,10 @@ pub struct RegionsApi {
 impl RegionsApi {
     /// Add a region (409 if it exists)
     #[oai(path = "/regions", method = "post", operation_id = "create_region")]
-    async fn create(&self, body: JsonBody<CreateRegion>) -> Result<Created, ApiError> {
+    async fn create(
+        &self,
+        body: JsonBody<CreateRegion>,
+    ) -> Result<Created, Refusal<{ BODY | CONFLICT | UNAVAILABLE }>> {
         let state = &self.state;
         let name = RegionName::parse(body.0.name.trim()).map_err(|e| ApiError::invalid("name", e.message))?;
         let exists = postgres::regions(&state.pool).await?.iter().any(|r| r.name == name);
@@ -62,21 +65,27 @@ impl RegionsApi {
             let envelope = Envelope::new(event, Utc::now());
             let seq = match state.bus.publish(&envelope, Some(0)).await {
                 Ok(seq) => seq,
-                Err(BusError::Conflict) => return Err(ApiError::Conflict(format!("region {name} already exists"))),
-                Err(e) => return Err(e.into()),
+                Err(BusError::Conflict) => {
+                    return Err(ApiError::Conflict(format!("region {name} already exists")).into())
+                }
+                Err(e) => return Err(ApiError::from(e).into()),
             };
             super::settle(state, seq).await?;
-            view = Some(RegionView { name: name.to_string(), created_at: envelope.occurred_at });
+            view = Some(RegionView { name: name.to_string(), created_at: envelope.occurred_at.into() });
         }
-        view.map(|v| Created::Created(Json(v))).ok_or_else(|| ApiError::Internal("RegionAdded not decided".into()))
+        view.map(|v| Created::Created(Json(v)))
+            .ok_or_else(|| ApiError::Internal("RegionAdded not decided".into()).into())
     }
 
     /// List regions by name
     #[oai(path = "/regions", method = "get", operation_id = "list_regions")]
-    async fn list(&self) -> Result<Json<Vec<RegionView>>, ApiError> {
+    async fn list(&self) -> Result<Json<Vec<RegionView>>, Refusal<UNAVAILABLE>> {
         let regions = postgres::regions(&self.state.pool).await?;
         Ok(Json(
-            regions.into_iter().map(|r| RegionView { name: r.name.to_string(), created_at: r.created_at }).collect(),
+            regions
+                .into_iter()
+                .map(|r| RegionView { name: r.name.to_string(), created_at: r.created_at.into() })
+                .collect(),
         ))
     }
 }

@@ -8,11 +8,11 @@
 //! description alone; only facts that need the projection (does a region
 //! exist, is a name taken) are left to the answer.
 
-use super::body::{parse_id, present, Bounded, JsonBody};
-use super::error::{ApiError, FieldError};
+use super::body::{parse_id, present, Bounded, JsonBody, Timestamp};
+use super::error::{ApiError, FieldError, Refusal, BAD_REQUEST, BODY, CONFLICT, INVALID, NOT_FOUND, UNAVAILABLE};
 use super::ApiState;
 use crate::bus::BusError;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use events::website::{self, AddWebsite, ChangeWebsite, Website, WebsiteCommand};
 use events::{
     DownPolicy, EmailAddress, Envelope, FailuresBeforeDown, IntervalSecs, RegionName, TimeoutMs, ValueError,
@@ -200,8 +200,8 @@ pub struct WebsiteView {
     #[oai(nullable)]
     pub failures_before_down: Option<u32>,
     pub down_policy: PolicyName,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
 }
 
 impl From<Website> for WebsiteView {
@@ -216,8 +216,8 @@ impl From<Website> for WebsiteView {
             notify_emails: w.notify_emails.iter().map(ToString::to_string).collect(),
             failures_before_down: w.failures_before_down.map(FailuresBeforeDown::get),
             down_policy: w.down_policy.into(),
-            created_at: w.created_at,
-            updated_at: w.updated_at,
+            created_at: w.created_at.into(),
+            updated_at: w.updated_at.into(),
         }
     }
 }
@@ -250,7 +250,10 @@ pub struct WebsitesApi {
 impl WebsitesApi {
     /// Register a website
     #[oai(path = "/websites", method = "post", operation_id = "create_website")]
-    async fn create(&self, body: JsonBody<CreateWebsite>) -> Result<Created, ApiError> {
+    async fn create(
+        &self,
+        body: JsonBody<CreateWebsite>,
+    ) -> Result<Created, Refusal<{ BODY | CONFLICT | UNAVAILABLE }>> {
         let input = body.0;
         let state = &self.state;
         let mut check = Validation::default();
@@ -268,7 +271,7 @@ impl WebsitesApi {
             refuse_private(state, url).await?;
         }
         let (Some(url), Some(name)) = (url, name) else {
-            return Err(ApiError::Internal("validated fields missing".into()));
+            return Err(ApiError::Internal("validated fields missing".into()).into());
         };
         let add = AddWebsite {
             id: Uuid::now_v7(),
@@ -284,7 +287,7 @@ impl WebsitesApi {
         let id = add.id;
         match execute(state, id, WebsiteCommand::Add(add)).await? {
             Some(website) => Ok(Created::Created(Json(website.into()))),
-            None => Err(ApiError::Internal(format!("website {id} missing after WebsiteAdded"))),
+            None => Err(ApiError::Internal(format!("website {id} missing after WebsiteAdded")).into()),
         }
     }
 
@@ -296,7 +299,7 @@ impl WebsitesApi {
         limit: Query<Option<Bounded<1, 10_000>>>,
         /// Skip this many first (default 0).
         offset: Query<Option<Bounded<0, MAX_OFFSET>>>,
-    ) -> Result<Json<Vec<WebsiteView>>, ApiError> {
+    ) -> Result<Json<Vec<WebsiteView>>, Refusal<{ BAD_REQUEST | INVALID | UNAVAILABLE }>> {
         let limit = limit.0.map(|l| l.check("limit")).transpose()?;
         let offset = offset.0.map(|o| o.check("offset")).transpose()?.unwrap_or(0);
         let websites = postgres::websites(&self.state.pool, limit, offset).await?;
@@ -305,17 +308,21 @@ impl WebsitesApi {
 
     /// Show a website
     #[oai(path = "/websites/:id", method = "get", operation_id = "show_website")]
-    async fn show(&self, id: Path<String>) -> Result<Json<WebsiteView>, ApiError> {
+    async fn show(&self, id: Path<String>) -> Result<Json<WebsiteView>, Refusal<{ NOT_FOUND | UNAVAILABLE }>> {
         let id = parse_id(&id, "website")?;
         match postgres::website(&self.state.pool, id).await? {
             Some(stored) => Ok(Json(stored.website.into())),
-            None => Err(ApiError::NotFound(format!("website {id} does not exist"))),
+            None => Err(ApiError::NotFound(format!("website {id} does not exist")).into()),
         }
     }
 
     /// Change some fields of a website
     #[oai(path = "/websites/:id", method = "patch", operation_id = "update_website")]
-    async fn update(&self, id: Path<String>, body: JsonBody<UpdateWebsite>) -> Result<Json<WebsiteView>, ApiError> {
+    async fn update(
+        &self,
+        id: Path<String>,
+        body: JsonBody<UpdateWebsite>,
+    ) -> Result<Json<WebsiteView>, Refusal<{ BODY | NOT_FOUND | CONFLICT | UNAVAILABLE }>> {
         let state = &self.state;
         let id = parse_id(&id, "website")?;
         let input = body.0;
@@ -340,13 +347,13 @@ impl WebsitesApi {
         }
         match execute(state, id, WebsiteCommand::Change(change)).await? {
             Some(website) => Ok(Json(website.into())),
-            None => Err(ApiError::NotFound(format!("website {id} does not exist"))),
+            None => Err(ApiError::NotFound(format!("website {id} does not exist")).into()),
         }
     }
 
     /// Remove a website
     #[oai(path = "/websites/:id", method = "delete", operation_id = "remove_website")]
-    async fn remove(&self, id: Path<String>) -> Result<Removed, ApiError> {
+    async fn remove(&self, id: Path<String>) -> Result<Removed, Refusal<{ NOT_FOUND | CONFLICT | UNAVAILABLE }>> {
         let id = parse_id(&id, "website")?;
         execute(&self.state, id, WebsiteCommand::Remove).await?;
         Ok(Removed::Removed)
