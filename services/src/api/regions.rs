@@ -58,7 +58,8 @@ impl RegionsApi {
         body: JsonBody<CreateRegion>,
     ) -> Result<Created, Refusal<{ BODY | CONFLICT | UNAVAILABLE }>> {
         let state = &self.state;
-        let name = RegionName::parse(body.0.name.trim()).map_err(|e| ApiError::invalid("name", e.message))?;
+        // Not trimmed: the description's pattern admits no spaces.
+        let name = RegionName::parse(&body.0.name).map_err(|e| ApiError::invalid("name", e.message))?;
         let exists = postgres::regions(&state.pool).await?.iter().any(|r| r.name == name);
         let mut view = None;
         for event in region::decide_add(name.clone(), exists)? {

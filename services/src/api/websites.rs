@@ -8,7 +8,7 @@
 //! description alone; only facts that need the projection (does a region
 //! exist, is a name taken) are left to the answer.
 
-use super::body::{parse_id, present, Bounded, JsonBody, Timestamp};
+use super::body::{parse_id, present, Bounded, JsonBody, Timestamp, REGION_PATTERN};
 use super::error::{ApiError, FieldError, Refusal, BAD_REQUEST, BODY, CONFLICT, INVALID, NOT_FOUND, UNAVAILABLE};
 use super::ApiState;
 use crate::bus::BusError;
@@ -24,9 +24,11 @@ use poem_openapi::registry::{MetaSchema, MetaSchemaRef};
 use poem_openapi::types::{ParseError, ParseFromJSON, ParseResult, ToJSON, Type};
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
 use projections::postgres;
+use regex::Regex;
 use serde::Deserialize;
 use std::borrow::Cow;
 use std::sync::Arc;
+use std::sync::LazyLock;
 use uuid::Uuid;
 
 /// Commands re-decided after a concurrent write before answering 409.
@@ -52,7 +54,7 @@ pub struct CreateWebsite {
     /// An absolute http(s) URL with a host, at most 2048 characters.
     #[oai(validator(
         max_length = 2048,
-        pattern = r"^https?://([a-z0-9][a-z0-9-]{0,62}\.)*[a-z][a-z0-9-]{0,62}(:[0-9]{1,4})?(/[!-~]*)?$"
+        pattern = r"^https?://(([A-Za-z0-9][A-Za-z0-9-]*\.)*[A-Za-z][A-Za-z0-9-]*|(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}|\[(([0-9A-Fa-f]{1,4}:){7}[0-9A-Fa-f]{1,4}|([0-9A-Fa-f]{1,4}:){1,7}:|([0-9A-Fa-f]{1,4}:){1,6}:[0-9A-Fa-f]{1,4}|([0-9A-Fa-f]{1,4}:){1,5}(:[0-9A-Fa-f]{1,4}){1,2}|([0-9A-Fa-f]{1,4}:){1,4}(:[0-9A-Fa-f]{1,4}){1,3}|([0-9A-Fa-f]{1,4}:){1,3}(:[0-9A-Fa-f]{1,4}){1,4}|([0-9A-Fa-f]{1,4}:){1,2}(:[0-9A-Fa-f]{1,4}){1,5}|[0-9A-Fa-f]{1,4}:(:[0-9A-Fa-f]{1,4}){1,6}|:((:[0-9A-Fa-f]{1,4}){1,7}|:))\])(:([0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?([/?#][!-~]*)?$"
     ))]
     url: String,
     /// 1 to 100 characters after trimming, no control characters.
@@ -102,7 +104,7 @@ pub struct UpdateWebsite {
     #[serde(default, deserialize_with = "present")]
     #[oai(validator(
         max_length = 2048,
-        pattern = r"^https?://([a-z0-9][a-z0-9-]{0,62}\.)*[a-z][a-z0-9-]{0,62}(:[0-9]{1,4})?(/[!-~]*)?$"
+        pattern = r"^https?://(([A-Za-z0-9][A-Za-z0-9-]*\.)*[A-Za-z][A-Za-z0-9-]*|(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}|\[(([0-9A-Fa-f]{1,4}:){7}[0-9A-Fa-f]{1,4}|([0-9A-Fa-f]{1,4}:){1,7}:|([0-9A-Fa-f]{1,4}:){1,6}:[0-9A-Fa-f]{1,4}|([0-9A-Fa-f]{1,4}:){1,5}(:[0-9A-Fa-f]{1,4}){1,2}|([0-9A-Fa-f]{1,4}:){1,4}(:[0-9A-Fa-f]{1,4}){1,3}|([0-9A-Fa-f]{1,4}:){1,3}(:[0-9A-Fa-f]{1,4}){1,4}|([0-9A-Fa-f]{1,4}:){1,2}(:[0-9A-Fa-f]{1,4}){1,5}|[0-9A-Fa-f]{1,4}:(:[0-9A-Fa-f]{1,4}){1,6}|:((:[0-9A-Fa-f]{1,4}){1,7}|:))\])(:([0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?([/?#][!-~]*)?$"
     ))]
     url: Option<String>,
     #[serde(default, deserialize_with = "present")]
@@ -257,15 +259,15 @@ impl WebsitesApi {
         let input = body.0;
         let state = &self.state;
         let mut check = Validation::default();
-        let url = check.field("url", WebsiteUrl::parse(&input.url));
-        let name = check.field("name", WebsiteName::parse(&input.name));
+        let url = check.documented("url", &input.url, &URL, WebsiteUrl::parse(&input.url));
+        let name = check.documented("name", &input.name, &NAME, WebsiteName::parse(&input.name));
         let regions = input.regions.map(|r| check.regions(r));
         let interval = input.interval_seconds.map(|s| check.field("interval_seconds", IntervalSecs::parse(s)));
         let timeout = input.timeout_ms.map(|t| check.field("timeout_ms", TimeoutMs::parse(t)));
         let emails = input.notify_emails.map(|e| check.emails(e));
         let failures =
             input.failures_before_down.map(|f| check.field("failures_before_down", FailuresBeforeDown::parse(f)));
-        let policy = input.down_policy.map(|p| check.field("down_policy", DownPolicy::parse(&p.0)));
+        let policy = input.down_policy.map(|p| check.documented("down_policy", &p.0, &POLICY, DownPolicy::parse(&p.0)));
         check.finish()?;
         if let Some(url) = &url {
             refuse_private(state, url).await?;
@@ -328,8 +330,8 @@ impl WebsitesApi {
         let input = body.0;
         let mut check = Validation::default();
         let change = ChangeWebsite {
-            url: input.url.and_then(|u| check.field("url", WebsiteUrl::parse(&u))),
-            name: input.name.and_then(|n| check.field("name", WebsiteName::parse(&n))),
+            url: input.url.and_then(|u| check.documented("url", &u, &URL, WebsiteUrl::parse(&u))),
+            name: input.name.and_then(|n| check.documented("name", &n, &NAME, WebsiteName::parse(&n))),
             regions: input.regions.and_then(|r| check.regions(r)),
             interval_seconds: input
                 .interval_seconds
@@ -339,7 +341,9 @@ impl WebsitesApi {
             failures_before_down: input
                 .failures_before_down
                 .and_then(|f| check.field("failures_before_down", FailuresBeforeDown::parse(f))),
-            down_policy: input.down_policy.and_then(|p| check.field("down_policy", DownPolicy::parse(&p.0))),
+            down_policy: input
+                .down_policy
+                .and_then(|p| check.documented("down_policy", &p.0, &POLICY, DownPolicy::parse(&p.0))),
         };
         check.finish()?;
         if let Some(url) = &change.url {
@@ -428,11 +432,26 @@ impl Validation {
         value.map_err(|e| self.errors.push(FieldError { field: field.to_owned(), message: e.message })).ok()
     }
 
+    /// [`Validation::field`], and the value as sent must also be what the
+    /// description documents (the value types trim and normalise, which
+    /// the description cannot say).
+    fn documented<T>(&mut self, field: &str, raw: &str, rule: &Rule, value: Result<T, ValueError>) -> Option<T> {
+        let value = self.field(field, value)?;
+        match rule.check(field, raw) {
+            Ok(()) => Some(value),
+            Err(message) => {
+                self.errors.push(FieldError { field: field.to_owned(), message });
+                None
+            }
+        }
+    }
+
     fn items<T>(
         &mut self,
         field: &str,
         items: Vec<String>,
         max: usize,
+        rule: &Rule,
         parse: impl Fn(&str) -> Result<T, ValueError>,
     ) -> Option<Vec<T>> {
         if items.len() > max {
@@ -442,16 +461,16 @@ impl Validation {
             });
             return None;
         }
-        let parsed: Vec<Option<T>> = items.iter().map(|item| self.field(field, parse(item))).collect();
+        let parsed: Vec<Option<T>> = items.iter().map(|item| self.documented(field, item, rule, parse(item))).collect();
         parsed.into_iter().collect()
     }
 
     fn regions(&mut self, items: Vec<String>) -> Option<Vec<RegionName>> {
-        self.items("regions", items, MAX_REGIONS, RegionName::parse)
+        self.items("regions", items, MAX_REGIONS, &REGION, RegionName::parse)
     }
 
     fn emails(&mut self, items: Vec<String>) -> Option<Vec<EmailAddress>> {
-        self.items("notify_emails", items, MAX_EMAILS, EmailAddress::parse)
+        self.items("notify_emails", items, MAX_EMAILS, &EMAIL, EmailAddress::parse)
     }
 
     fn finish(self) -> Result<(), ApiError> {
@@ -466,5 +485,95 @@ impl Validation {
 impl From<DownPolicy> for PolicyName {
     fn from(policy: DownPolicy) -> Self {
         PolicyName(policy.as_str().to_owned())
+    }
+}
+
+/// A string field as the description documents it: a pattern and a length
+/// in characters.
+struct Rule {
+    regex: LazyLock<Option<Regex>>,
+    max_chars: usize,
+    expected: &'static str,
+}
+
+impl Rule {
+    fn check(&self, field: &str, raw: &str) -> Result<(), String> {
+        let Some(regex) = &*self.regex else {
+            // The patterns are constants checked by the tests below.
+            tracing::error!(field, "a documented pattern does not compile; not enforced");
+            return Ok(());
+        };
+        if raw.chars().count() <= self.max_chars && regex.is_match(raw) {
+            Ok(())
+        } else {
+            Err(format!("{field} must be {}", self.expected))
+        }
+    }
+}
+
+macro_rules! rule {
+    ($pattern:expr, $max_chars:expr, $expected:expr) => {
+        Rule { regex: LazyLock::new(|| Regex::new($pattern).ok()), max_chars: $max_chars, expected: $expected }
+    };
+}
+
+/// The patterns of the description (the `#[oai(validator(pattern))]`
+/// attributes above must repeat them literally; a test checks they do).
+pub const URL_PATTERN: &str = r"^https?://(([A-Za-z0-9][A-Za-z0-9-]*\.)*[A-Za-z][A-Za-z0-9-]*|(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}|\[(([0-9A-Fa-f]{1,4}:){7}[0-9A-Fa-f]{1,4}|([0-9A-Fa-f]{1,4}:){1,7}:|([0-9A-Fa-f]{1,4}:){1,6}:[0-9A-Fa-f]{1,4}|([0-9A-Fa-f]{1,4}:){1,5}(:[0-9A-Fa-f]{1,4}){1,2}|([0-9A-Fa-f]{1,4}:){1,4}(:[0-9A-Fa-f]{1,4}){1,3}|([0-9A-Fa-f]{1,4}:){1,3}(:[0-9A-Fa-f]{1,4}){1,4}|([0-9A-Fa-f]{1,4}:){1,2}(:[0-9A-Fa-f]{1,4}){1,5}|[0-9A-Fa-f]{1,4}:(:[0-9A-Fa-f]{1,4}){1,6}|:((:[0-9A-Fa-f]{1,4}){1,7}|:))\])(:([0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?([/?#][!-~]*)?$";
+pub const NAME_PATTERN: &str = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$";
+pub const EMAIL_PATTERN: &str = r"^[^\s\x00-\x1f\x7f-\x9f@]{1,64}@[^\s\x00-\x1f\x7f-\x9f@.-]([^\s\x00-\x1f\x7f-\x9f@.]*[^\s\x00-\x1f\x7f-\x9f@.-])?(\.[^\s\x00-\x1f\x7f-\x9f@.-]([^\s\x00-\x1f\x7f-\x9f@.]*[^\s\x00-\x1f\x7f-\x9f@.-])?)+$";
+const POLICY_PATTERN: &str = "^(any|majority|all)$";
+
+static URL: Rule = rule!(
+    URL_PATTERN,
+    2048,
+    "an absolute http or https URL with a host name or IP address (see the pattern in /openapi.json)"
+);
+static NAME: Rule = rule!(NAME_PATTERN, 100, "1 to 100 characters without control characters, not only spaces");
+static EMAIL: Rule = rule!(EMAIL_PATTERN, 254, "an email address (see the pattern in /openapi.json)");
+static REGION: Rule = rule!(REGION_PATTERN, 32, "1-32 characters of a-z, 0-9 and '-', starting with a letter or digit");
+static POLICY: Rule = rule!(POLICY_PATTERN, 8, "any, majority or all");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use poem_openapi::registry::Registry;
+
+    fn property(schema: &str, name: &str) -> serde_json::Value {
+        let mut registry = Registry::new();
+        CreateWebsite::register(&mut registry);
+        UpdateWebsite::register(&mut registry);
+        let schema = registry.schemas.get(schema).map(|s| serde_json::to_value(s).unwrap_or_default());
+        schema.map(|s| s["properties"][name].clone()).unwrap_or_default()
+    }
+
+    #[test]
+    fn the_described_patterns_are_the_enforced_ones() {
+        for schema in ["CreateWebsite", "UpdateWebsite"] {
+            assert_eq!(property(schema, "url")["pattern"], URL_PATTERN, "{schema}");
+            assert_eq!(property(schema, "name")["pattern"], NAME_PATTERN, "{schema}");
+            assert_eq!(property(schema, "notify_emails")["items"]["pattern"], EMAIL_PATTERN, "{schema}");
+            assert_eq!(property(schema, "regions")["items"]["pattern"], REGION_PATTERN, "{schema}");
+        }
+        for rule in [&URL, &NAME, &EMAIL, &REGION, &POLICY] {
+            assert!(rule.regex.is_some(), "{}", rule.expected);
+        }
+    }
+
+    #[test]
+    fn urls_the_pattern_admits_are_website_urls() {
+        for url in [
+            "http://example.com",
+            "https://Example.COM:8443/a?b=c#d",
+            "http://127.0.0.1:65535/status",
+            "http://[::1]/",
+            "http://a-b.c0/x",
+        ] {
+            assert!(URL.check("url", url).is_ok(), "{url}");
+            assert!(WebsiteUrl::parse(url).is_ok(), "{url}");
+        }
+        for url in ["ftp://example.com", "http://0ak20ar9kj.l*", "http://a:65536/", "http://1.2.3.999/", " http://a/"] {
+            assert!(URL.check("url", url).is_err(), "{url}");
+        }
     }
 }
