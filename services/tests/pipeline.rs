@@ -103,7 +103,8 @@ async fn monitor_series_refuses_bad_days_unknown_regions_and_unknown_websites() 
     for (query, status, field) in [
         ("days=0", StatusCode::UNPROCESSABLE_ENTITY, "days"),
         ("days=91", StatusCode::UNPROCESSABLE_ENTITY, "days"),
-        ("days=week", StatusCode::UNPROCESSABLE_ENTITY, "days"),
+        // Not a number at all is a malformed parameter, like `limit=ten`.
+        ("days=week", StatusCode::BAD_REQUEST, "days"),
         ("region=mars", StatusCode::UNPROCESSABLE_ENTITY, "region"),
         ("region=Not%20Valid", StatusCode::UNPROCESSABLE_ENTITY, "region"),
     ] {

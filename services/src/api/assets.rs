@@ -1,12 +1,11 @@
-//! The dashboard at `/`, the API description at `/openapi.json` and its
-//! interactive docs at `/docs`: all embedded in the binary (built from
-//! `web/` by `./dev`), so they work offline.
+//! The dashboard at `/` and the interactive docs of `/openapi.json` (the
+//! description generated in `super::app`) at `/docs`: embedded in the
+//! binary (built from `web/` by `./dev`), so they work offline.
 
 use poem::error::ResponseError;
 use poem::web::Path;
 use poem::{handler, Response};
 
-const OPENAPI: &str = include_str!("openapi.json");
 const INDEX: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/index.html"));
 const DOCS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/docs.html"));
 
@@ -35,11 +34,6 @@ pub fn index() -> Response {
 #[handler]
 pub fn docs() -> Response {
     file("text/html; charset=utf-8", DOCS)
-}
-
-#[handler]
-pub fn openapi() -> Response {
-    file("application/json", OPENAPI.as_bytes())
 }
 
 #[handler]

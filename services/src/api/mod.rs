@@ -2,6 +2,9 @@
 //! projection and published as events; the API never writes Postgres. After
 //! a command it waits (bounded by `PROJECTION_WAIT_MS`) until the projection
 //! has applied the event, so a client that POSTs then GETs sees its write.
+//!
+//! The routes are poem-openapi operations, so `/openapi.json` is generated
+//! from the handlers and their types and cannot drift from what is served.
 
 pub mod assets;
 pub mod body;
@@ -15,13 +18,16 @@ use crate::config::ApiConfig;
 use crate::Deps;
 use anyhow::Context;
 use chrono::Utc;
+use error::Allowed;
 use error::ApiError;
 use events::{Envelope, Event, RegionAdded, RegionName};
-use poem::endpoint::BoxEndpoint;
+use poem::endpoint::{make_sync, BoxEndpoint};
+use poem::http::Method;
 use poem::listener::TcpListener;
 use poem::middleware::Tracing;
-use poem::web::{Data, Json};
-use poem::{get, handler, EndpointExt, IntoEndpoint, Route, Server};
+use poem::{get, Endpoint, EndpointExt, IntoEndpoint, Response, Route, Server};
+use poem_openapi::payload::Json;
+use poem_openapi::{Object, OpenApi, OpenApiService, Tags};
 use projections::influx::Influx;
 use projections::{cursor, postgres};
 use sqlx::PgPool;
@@ -51,25 +57,78 @@ impl ApiState {
     }
 }
 
+/// The operations of the API, for the router and the description.
+fn operations(
+    state: &Arc<ApiState>,
+) -> OpenApiService<(websites::WebsitesApi, regions::RegionsApi, monitor::MonitorApi, HealthApi), ()> {
+    OpenApiService::new(
+        (
+            websites::WebsitesApi { state: state.clone() },
+            regions::RegionsApi { state: state.clone() },
+            monitor::MonitorApi { state: state.clone() },
+            HealthApi { state: state.clone() },
+        ),
+        "Website monitor",
+        env!("CARGO_PKG_VERSION"),
+    )
+    .description("Register websites, see how their checks went. Errors are JSON: `{\"error\": code, \"message\", \"field\"?, \"errors\"?: [{field, message}]}`.")
+}
+
+/// The generated description, with what poem-openapi 5 cannot say itself:
+/// request bodies refuse unknown fields (serde's `deny_unknown_fields`).
+pub fn description(state: &Arc<ApiState>) -> serde_json::Value {
+    let mut spec: serde_json::Value = serde_json::from_str(&operations(state).spec()).unwrap_or_default();
+    for strict in ["CreateWebsite", "UpdateWebsite", "CreateRegion"] {
+        if let Some(schema) = spec["components"]["schemas"].get_mut(strict).and_then(|s| s.as_object_mut()) {
+            schema.insert("additionalProperties".into(), false.into());
+        }
+    }
+    spec
+}
+
 /// The whole API as one endpoint, for the server and for in-process tests.
 pub fn app(state: Arc<ApiState>) -> BoxEndpoint<'static> {
-    Route::new()
-        .at("/websites", get(websites::list).post(websites::create))
-        .at("/websites/:id", get(websites::show).patch(websites::update).delete(websites::remove))
-        .at("/regions", get(regions::list).post(regions::create))
-        .at("/monitor", get(monitor::overview))
-        .at("/monitor/:id", get(monitor::series))
-        .at("/monitor/:id/downtime", get(monitor::downtime))
-        .at("/monitor/:id/last_downtime", get(monitor::last_downtime))
-        .at("/monitor/:id/uptime", get(monitor::uptime))
-        .at("/health", get(health))
+    let spec = description(&state);
+    let mut allowed = Allowed::from_spec(&spec);
+    for path in ["/", "/docs", "/openapi.json", "/assets/{name}"] {
+        allowed.add(path, vec![Method::GET]);
+    }
+    // The operations answer under the first segments of their paths
+    // (`/websites`, `/monitor`, ...), the pages and the description beside.
+    let prefixes: std::collections::BTreeSet<String> = spec["paths"]
+        .as_object()
+        .into_iter()
+        .flat_map(|paths| paths.keys())
+        .filter_map(|path| path.split('/').nth(1).map(|first| format!("/{first}")))
+        .collect();
+    let operations = Arc::new(operations(&state).into_endpoint());
+    let spec = Arc::new(serde_json::to_vec(&spec).unwrap_or_default());
+    let allowed = Arc::new(allowed);
+    prefixes
+        .into_iter()
+        .fold(Route::new(), |route, prefix| route.nest_no_strip(prefix, operations.clone()))
         .at("/", get(assets::index))
         .at("/docs", get(assets::docs))
-        .at("/openapi.json", get(assets::openapi))
+        .at(
+            "/openapi.json",
+            get(make_sync(move |_| {
+                Response::builder()
+                    .content_type("application/json")
+                    .header("cache-control", "no-cache")
+                    .body(spec.to_vec())
+            })),
+        )
         .at("/assets/:name", get(assets::asset))
-        .data(state)
         .with(Tracing)
         .catch_all_error(|e| async move { error::from_poem(e) })
+        .around(move |endpoint, request| {
+            let allowed = allowed.clone();
+            async move {
+                let path = request.uri().path().to_owned();
+                let response = endpoint.get_response(request).await;
+                Ok(allowed.complete(&path, response))
+            }
+        })
         .into_endpoint()
         .boxed()
 }
@@ -115,12 +174,36 @@ async fn settle(state: &ApiState, seq: u64) -> Result<(), ApiError> {
     Ok(())
 }
 
-#[handler]
-async fn health(state: Data<&Arc<ApiState>>) -> Result<Json<serde_json::Value>, ApiError> {
-    sqlx::query("select 1").execute(&state.pool).await.map_err(|e| ApiError::Unavailable(format!("postgres: {e}")))?;
-    let nats = state.bus.client.connection_state();
-    if nats != async_nats::connection::State::Connected {
-        return Err(ApiError::Unavailable(format!("nats: {nats:?}")));
+#[derive(Tags)]
+enum Tag {
+    /// Whether the API can serve
+    Health,
+}
+
+/// `{"status": "ok"}`.
+#[derive(Object)]
+struct HealthView {
+    status: String,
+}
+
+struct HealthApi {
+    state: Arc<ApiState>,
+}
+
+#[OpenApi(tag = "Tag::Health")]
+impl HealthApi {
+    /// Whether PostgreSQL and NATS are reachable (503 if not)
+    #[oai(path = "/health", method = "get", operation_id = "health")]
+    async fn health(&self) -> Result<Json<HealthView>, error::Refusal<{ error::UNAVAILABLE }>> {
+        let state = &self.state;
+        sqlx::query("select 1")
+            .execute(&state.pool)
+            .await
+            .map_err(|e| ApiError::Unavailable(format!("postgres: {e}")))?;
+        let nats = state.bus.client.connection_state();
+        if nats != async_nats::connection::State::Connected {
+            return Err(ApiError::Unavailable(format!("nats: {nats:?}")).into());
+        }
+        Ok(Json(HealthView { status: "ok".into() }))
     }
-    Ok(Json(serde_json::json!({ "status": "ok" })))
 }

@@ -1,21 +1,38 @@
 //! `/monitor`: what the checks found. The overview reads the latest-status
 //! projection in Postgres; a website's response-time series reads InfluxDB.
+//! `days` is 1 to 90 and `region` must exist (422 otherwise).
 
-use super::body::parse_id;
-use super::error::ApiError;
+use super::body::{parse_id, Bounded, RegionQuery, Timestamp};
+use super::error::{ApiError, Refusal, BAD_REQUEST, INVALID, NOT_FOUND, UNAVAILABLE};
+
+/// What the per-website operations can refuse.
+const WINDOW: u8 = BAD_REQUEST | NOT_FOUND | INVALID | UNAVAILABLE;
 use super::ApiState;
 use chrono::{DateTime, Utc};
 use events::RegionName;
-use poem::handler;
-use poem::web::{Data, Json, Path, Query};
-use projections::influx::SeriesPoint;
+use poem_openapi::param::{Path, Query};
+use poem_openapi::payload::Json;
+use poem_openapi::registry::{MetaSchema, MetaSchemaRef, Registry};
+use poem_openapi::types::{ToJSON, Type};
+use poem_openapi::{Enum, Object, OpenApi, Tags};
+use projections::influx::{Percentiles, SeriesPoint};
 use projections::{postgres, status};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 use uuid::Uuid;
 
 pub const MAX_DAYS: u32 = 90;
+
+/// `days` as sent: 1 to 90.
+pub type Days = Bounded<1, 90>;
+
+#[derive(Tags)]
+pub enum Tag {
+    /// What the checks found
+    Monitor,
+}
 
 /// A website with its latest result per region.
 #[derive(Debug, Serialize)]
@@ -44,8 +61,7 @@ pub struct RegionStatus {
     pub message: Option<String>,
 }
 
-#[handler]
-pub async fn overview(state: Data<&Arc<ApiState>>) -> Result<Json<Vec<MonitorView>>, ApiError> {
+async fn overview(state: &ApiState) -> Result<Vec<MonitorView>, ApiError> {
     let websites = postgres::websites(&state.pool, None, 0).await?;
     let mut latest: HashMap<(Uuid, String), status::LatestStatus> =
         status::latest(&state.pool, None).await?.into_iter().map(|s| ((s.website_id, s.region.clone()), s)).collect();
@@ -68,7 +84,7 @@ pub async fn overview(state: Data<&Arc<ApiState>>) -> Result<Json<Vec<MonitorVie
             }
         })
         .collect();
-    Ok(Json(views))
+    Ok(views)
 }
 
 fn region_status(region: &str, latest: Option<status::LatestStatus>) -> RegionStatus {
@@ -101,19 +117,11 @@ fn overall(regions: &[RegionStatus], policy: events::DownPolicy) -> &'static str
     events::outage::status(policy, &statuses).as_str()
 }
 
-#[derive(Debug, Deserialize)]
-pub struct SeriesParams {
-    days: Option<String>,
-    region: Option<String>,
-}
-
-/// Parses `days` (1 to 90, default 1).
-pub fn parse_days(raw: Option<&str>) -> Result<u32, ApiError> {
-    match raw {
-        None => Ok(1),
-        Some(raw) => raw.trim().parse::<u32>().ok().filter(|d| (1..=MAX_DAYS).contains(d)).ok_or_else(|| {
-            ApiError::invalid("days", format!("days must be a whole number from 1 to {MAX_DAYS}, not {raw:?}"))
-        }),
+/// Checks `days` (default `default`).
+pub fn parse_days(days: Option<Days>, default: u32) -> Result<u32, ApiError> {
+    match days {
+        None => Ok(default),
+        Some(days) => days.check("days").map(|d| u32::try_from(d).unwrap_or(MAX_DAYS)),
     }
 }
 
@@ -127,15 +135,15 @@ pub async fn parse_region(state: &ApiState, raw: Option<&str>) -> Result<Option<
     Ok(Some(region))
 }
 
-#[handler]
-pub async fn series(
-    state: Data<&Arc<ApiState>>,
-    Path(id): Path<String>,
-    Query(params): Query<SeriesParams>,
-) -> Result<Json<Vec<SeriesPoint>>, ApiError> {
-    let id = parse_id(&id, "website")?;
-    let days = parse_days(params.days.as_deref())?;
-    let region = parse_region(&state, params.region.as_deref()).await?;
+async fn series(
+    state: &ApiState,
+    id: &str,
+    days: Option<Days>,
+    region: Option<&str>,
+) -> Result<Vec<SeriesPoint>, ApiError> {
+    let id = parse_id(id, "website")?;
+    let days = parse_days(days, 1)?;
+    let region = parse_region(state, region).await?;
     if postgres::website(&state.pool, id).await?.is_none() {
         return Err(ApiError::NotFound(format!("website {id} does not exist")));
     }
@@ -144,24 +152,19 @@ pub async fn series(
         .series(id, region.as_ref(), days)
         .await
         .map_err(|e| ApiError::Unavailable(format!("influxdb: {e}")))?;
-    Ok(Json(points))
+    Ok(points)
 }
 
-#[derive(Debug, Deserialize)]
-pub struct DowntimeParams {
-    days: Option<String>,
-    region: Option<String>,
-}
-
-/// Parses the common `days`/`region` parameters and checks the website.
+/// Checks the common `days`/`region` parameters and the website.
 async fn window(
     state: &ApiState,
     id: &str,
-    days: Option<&str>,
+    days: Option<Days>,
+    default_days: u32,
     region: Option<&str>,
 ) -> Result<(Uuid, u32, Option<RegionName>, postgres::StoredWebsite), ApiError> {
     let id = parse_id(id, "website")?;
-    let days = parse_days(days)?;
+    let days = parse_days(days, default_days)?;
     let region = parse_region(state, region).await?;
     let website = postgres::website(&state.pool, id)
         .await?
@@ -170,31 +173,32 @@ async fn window(
 }
 
 /// Incidents overlapping the last `days`, newest first.
-#[handler]
-pub async fn downtime(
-    state: Data<&Arc<ApiState>>,
-    Path(id): Path<String>,
-    Query(params): Query<DowntimeParams>,
-) -> Result<Json<Vec<postgres::Incident>>, ApiError> {
-    let (id, days, region, _) = window(&state, &id, params.days.as_deref(), params.region.as_deref()).await?;
+async fn downtime(
+    state: &ApiState,
+    id: &str,
+    days: Option<Days>,
+    region: Option<&str>,
+) -> Result<Vec<postgres::Incident>, ApiError> {
+    let (id, days, region, _) = window(state, id, days, 1, region).await?;
     let since = Utc::now() - chrono::Duration::days(i64::from(days));
-    Ok(Json(postgres::incidents(&state.pool, id, region.as_ref(), since, None).await?))
+    Ok(postgres::incidents(&state.pool, id, region.as_ref(), since, None).await?)
 }
 
-/// The most recent incident overlapping the last `days`, or `null`.
-#[handler]
-pub async fn last_downtime(
-    state: Data<&Arc<ApiState>>,
-    Path(id): Path<String>,
-    Query(params): Query<DowntimeParams>,
-) -> Result<Json<Option<postgres::Incident>>, ApiError> {
-    let (id, days, region, _) = window(&state, &id, params.days.as_deref(), params.region.as_deref()).await?;
+/// The most recent incident overlapping the last `days`, or `None`.
+async fn last_downtime(
+    state: &ApiState,
+    id: &str,
+    days: Option<Days>,
+    region: Option<&str>,
+) -> Result<Option<postgres::Incident>, ApiError> {
+    let (id, days, region, _) = window(state, id, days, 1, region).await?;
     let since = Utc::now() - chrono::Duration::days(i64::from(days));
     let latest = postgres::incidents(&state.pool, id, region.as_ref(), since, Some(1)).await?;
-    Ok(Json(latest.into_iter().next()))
+    Ok(latest.into_iter().next())
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Object)]
+#[oai(rename = "Uptime")]
 pub struct UptimeView {
     pub website_id: Uuid,
     /// Whether the website is down now under its `down_policy` (or
@@ -205,38 +209,33 @@ pub struct UptimeView {
     pub uptime_percent: UptimeWindows,
     /// The window of the response-time percentiles (`days`).
     pub days: u32,
-    pub response_ms: projections::influx::Percentiles,
+    pub response_ms: PercentilesView,
     pub incidents_in_window: usize,
     /// End of the most recent outage (start if it is still open).
-    pub last_downtime_at: Option<DateTime<Utc>>,
+    #[oai(nullable)]
+    pub last_downtime_at: Option<Timestamp>,
     /// Seconds since the last outage ended (0 while down; since the website
     /// was added if it never was down).
     pub seconds_since_last_downtime: i64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Object)]
 pub struct UptimeWindows {
-    #[serde(rename = "1d")]
+    #[oai(rename = "1d")]
     pub day: f64,
-    #[serde(rename = "7d")]
+    #[oai(rename = "7d")]
     pub week: f64,
-    #[serde(rename = "30d")]
+    #[oai(rename = "30d")]
     pub month: f64,
-    #[serde(rename = "90d")]
+    #[oai(rename = "90d")]
     pub quarter: f64,
 }
 
 /// Uptime over 1, 7, 30 and 90 days from the incidents, response-time
 /// percentiles over `days` (default 30) from InfluxDB, time since the last
 /// downtime.
-#[handler]
-pub async fn uptime(
-    state: Data<&Arc<ApiState>>,
-    Path(id): Path<String>,
-    Query(params): Query<DowntimeParams>,
-) -> Result<Json<UptimeView>, ApiError> {
-    let days_param = params.days.as_deref().or(Some("30"));
-    let (id, days, region, website) = window(&state, &id, days_param, params.region.as_deref()).await?;
+async fn uptime(state: &ApiState, id: &str, days: Option<Days>, region: Option<&str>) -> Result<UptimeView, ApiError> {
+    let (id, days, region, website) = window(state, id, days, 30, region).await?;
     let now = Utc::now();
     let incidents =
         postgres::incidents(&state.pool, id, region.as_ref(), now - chrono::Duration::days(90), None).await?;
@@ -262,14 +261,295 @@ pub async fn uptime(
     let seconds_since_last_downtime =
         if down { 0 } else { (now - last_downtime_at.unwrap_or(website.website.created_at)).num_seconds().max(0) };
     let window_start = now - chrono::Duration::days(i64::from(days));
-    Ok(Json(UptimeView {
+    Ok(UptimeView {
         website_id: id,
         down,
         uptime_percent: UptimeWindows { day: percent(1), week: percent(7), month: percent(30), quarter: percent(90) },
         days,
-        response_ms,
+        response_ms: response_ms.into(),
         incidents_in_window: incidents.iter().filter(|i| i.ended_at.is_none_or(|e| e >= window_start)).count(),
-        last_downtime_at,
+        last_downtime_at: last_downtime_at.map(Into::into),
         seconds_since_last_downtime,
-    }))
+    })
+}
+
+/// `up`, `down` or `pending` (not checked yet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum Status {
+    Up,
+    Down,
+    Pending,
+}
+
+impl Status {
+    fn of(status: &str) -> Self {
+        match status {
+            "up" => Status::Up,
+            "down" => Status::Down,
+            _ => Status::Pending,
+        }
+    }
+}
+
+/// A website with its latest result per region.
+#[derive(Debug, Object)]
+#[oai(rename = "MonitoredWebsite")]
+pub struct MonitorEntry {
+    pub id: Uuid,
+    pub name: String,
+    pub url: String,
+    pub interval_seconds: u32,
+    /// `down` if the website's latest checks are down under its
+    /// `down_policy` (default: any region), `pending` while some region has
+    /// no result yet, else `up`.
+    pub status: Status,
+    pub down_policy: super::websites::PolicyName,
+    pub regions: Vec<RegionEntry>,
+}
+
+/// The latest check of a website from one region.
+#[derive(Debug, Object)]
+#[oai(rename = "RegionStatus")]
+pub struct RegionEntry {
+    pub region: String,
+    pub status: Status,
+    #[oai(nullable)]
+    pub checked_at: Option<Timestamp>,
+    #[oai(nullable)]
+    pub response_ms: Option<i32>,
+    #[oai(nullable)]
+    pub status_code: Option<i32>,
+    #[oai(nullable)]
+    pub cause: Option<String>,
+    #[oai(nullable)]
+    pub message: Option<String>,
+}
+
+impl From<MonitorView> for MonitorEntry {
+    fn from(v: MonitorView) -> Self {
+        MonitorEntry {
+            id: v.id,
+            name: v.name,
+            url: v.url,
+            interval_seconds: v.interval_seconds,
+            status: Status::of(v.status),
+            down_policy: super::websites::PolicyName::from(v.down_policy),
+            regions: v
+                .regions
+                .into_iter()
+                .map(|r| RegionEntry {
+                    region: r.region,
+                    status: Status::of(r.status),
+                    checked_at: r.checked_at.map(Into::into),
+                    response_ms: r.response_ms,
+                    status_code: r.status_code,
+                    cause: r.cause,
+                    message: r.message,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// One check (for more than a day: the mean of a bucket of checks).
+#[derive(Debug, Object)]
+#[oai(rename = "SeriesPoint")]
+pub struct PointView {
+    pub time: Timestamp,
+    pub region: String,
+    #[oai(nullable)]
+    pub response_ms: Option<f64>,
+    /// Down if any check of the bucket failed.
+    pub up: bool,
+    #[oai(nullable)]
+    pub status_code: Option<u16>,
+}
+
+impl From<SeriesPoint> for PointView {
+    fn from(p: SeriesPoint) -> Self {
+        PointView {
+            time: p.time.into(),
+            region: p.region,
+            response_ms: p.response_ms,
+            up: p.up,
+            status_code: p.status_code,
+        }
+    }
+}
+
+/// An outage of a website in one region.
+#[derive(Debug, Clone, Object)]
+#[oai(rename = "Incident")]
+pub struct IncidentView {
+    pub region: String,
+    pub started_at: Timestamp,
+    /// `null` while it lasts.
+    #[oai(nullable)]
+    pub ended_at: Option<Timestamp>,
+    /// Seconds; for an open incident, so far.
+    pub duration_seconds: i64,
+    pub ongoing: bool,
+    #[oai(nullable)]
+    pub cause: Option<String>,
+    #[oai(nullable)]
+    pub status_code: Option<i32>,
+    #[oai(nullable)]
+    pub message: Option<String>,
+}
+
+impl From<postgres::Incident> for IncidentView {
+    fn from(i: postgres::Incident) -> Self {
+        IncidentView {
+            region: i.region,
+            started_at: i.started_at.into(),
+            ended_at: i.ended_at.map(Into::into),
+            duration_seconds: i.duration_seconds,
+            ongoing: i.ongoing,
+            cause: i.cause,
+            status_code: i.status_code,
+            message: i.message,
+        }
+    }
+}
+
+/// Response-time percentiles in milliseconds (`null` without samples).
+#[derive(Debug, Object)]
+#[oai(rename = "Percentiles")]
+pub struct PercentilesView {
+    #[oai(nullable)]
+    pub p50: Option<f64>,
+    #[oai(nullable)]
+    pub p95: Option<f64>,
+    #[oai(nullable)]
+    pub p99: Option<f64>,
+    /// How many checks with a response the window holds.
+    pub samples: u64,
+}
+
+impl From<Percentiles> for PercentilesView {
+    fn from(p: Percentiles) -> Self {
+        PercentilesView { p50: p.p50, p95: p.p95, p99: p.p99, samples: p.samples }
+    }
+}
+
+/// An incident or `null`: poem-openapi documents `Option<T>` as `T`, so
+/// this says `nullable` itself.
+#[derive(Debug)]
+pub struct MaybeIncident(Option<IncidentView>);
+
+impl Type for MaybeIncident {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = Self;
+    type RawElementValueType = Self;
+
+    fn name() -> Cow<'static, str> {
+        "nullable_Incident".into()
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        MetaSchemaRef::Inline(Box::new(MetaSchema {
+            nullable: true,
+            all_of: vec![IncidentView::schema_ref()],
+            ..MetaSchema::new("object")
+        }))
+    }
+
+    fn register(registry: &mut Registry) {
+        IncidentView::register(registry);
+    }
+
+    fn as_raw_value(&self) -> Option<&Self::RawValueType> {
+        Some(self)
+    }
+
+    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a Self::RawElementValueType> + 'a> {
+        Box::new(std::iter::once(self))
+    }
+}
+
+impl ToJSON for MaybeIncident {
+    fn to_json(&self) -> Option<serde_json::Value> {
+        Some(self.0.as_ref().and_then(ToJSON::to_json).unwrap_or_default())
+    }
+}
+
+pub struct MonitorApi {
+    pub state: Arc<ApiState>,
+}
+
+/// The `region` query parameter as text.
+fn region_of(region: &Query<Option<RegionQuery>>) -> Option<&str> {
+    region.0.as_ref().map(|r| r.0.as_str())
+}
+
+#[OpenApi(tag = "Tag::Monitor")]
+impl MonitorApi {
+    /// Every website with its latest status per region
+    #[oai(path = "/monitor", method = "get", operation_id = "monitor_overview")]
+    async fn overview(&self) -> Result<Json<Vec<MonitorEntry>>, Refusal<UNAVAILABLE>> {
+        Ok(Json(overview(&self.state).await?.into_iter().map(Into::into).collect()))
+    }
+
+    /// Response times, oldest first
+    ///
+    /// One point per check for one day, one per `days` minutes beyond (mean
+    /// time, down if any check failed).
+    #[oai(path = "/monitor/:id", method = "get", operation_id = "monitor_series")]
+    async fn series(
+        &self,
+        id: Path<String>,
+        /// The window in days (default 1).
+        days: Query<Option<Days>>,
+        /// Only this region (default: all).
+        region: Query<Option<RegionQuery>>,
+    ) -> Result<Json<Vec<PointView>>, Refusal<WINDOW>> {
+        let points = series(&self.state, &id, days.0, region_of(&region)).await?;
+        Ok(Json(points.into_iter().map(Into::into).collect()))
+    }
+
+    /// Incidents overlapping the window, newest first
+    #[oai(path = "/monitor/:id/downtime", method = "get", operation_id = "monitor_downtime")]
+    async fn downtime(
+        &self,
+        id: Path<String>,
+        /// The window in days (default 1).
+        days: Query<Option<Days>>,
+        /// Only this region (default: all).
+        region: Query<Option<RegionQuery>>,
+    ) -> Result<Json<Vec<IncidentView>>, Refusal<WINDOW>> {
+        let incidents = downtime(&self.state, &id, days.0, region_of(&region)).await?;
+        Ok(Json(incidents.into_iter().map(Into::into).collect()))
+    }
+
+    /// The most recent incident overlapping the window, or `null`
+    #[oai(path = "/monitor/:id/last_downtime", method = "get", operation_id = "monitor_last_downtime")]
+    async fn last_downtime(
+        &self,
+        id: Path<String>,
+        /// The window in days (default 1).
+        days: Query<Option<Days>>,
+        /// Only this region (default: all).
+        region: Query<Option<RegionQuery>>,
+    ) -> Result<Json<MaybeIncident>, Refusal<WINDOW>> {
+        let latest = last_downtime(&self.state, &id, days.0, region_of(&region)).await?;
+        Ok(Json(MaybeIncident(latest.map(Into::into))))
+    }
+
+    /// Uptime, response-time percentiles and time since the last downtime
+    ///
+    /// Uptime over 1, 7, 30 and 90 days from the incidents (counted from
+    /// when the website was added), response-time percentiles over `days`
+    /// from InfluxDB.
+    #[oai(path = "/monitor/:id/uptime", method = "get", operation_id = "monitor_uptime")]
+    async fn uptime(
+        &self,
+        id: Path<String>,
+        /// The window of the percentiles in days (default 30).
+        days: Query<Option<Days>>,
+        /// Only this region (default: all).
+        region: Query<Option<RegionQuery>>,
+    ) -> Result<Json<UptimeView>, Refusal<WINDOW>> {
+        Ok(Json(uptime(&self.state, &id, days.0, region_of(&region)).await?))
+    }
 }

@@ -2,9 +2,14 @@
 //! are decided against the Postgres projection and published as events with
 //! the website's last stream sequence as the expected one; a conflict is
 //! re-decided against the newer state a few times, then answered 409.
+//!
+//! The bodies' schemas state what the value types accept (patterns, bounds,
+//! list sizes), so a client (or a fuzzer) can tell a valid request from the
+//! description alone; only facts that need the projection (does a region
+//! exist, is a name taken) are left to the answer.
 
-use super::body::{parse_id, read_json};
-use super::error::{ApiError, FieldError};
+use super::body::{parse_id, present, Bounded, JsonBody, Timestamp, REGION_PATTERN};
+use super::error::{ApiError, FieldError, Refusal, BAD_REQUEST, BODY, CONFLICT, INVALID, NOT_FOUND, UNAVAILABLE};
 use super::ApiState;
 use crate::bus::BusError;
 use chrono::Utc;
@@ -13,166 +18,350 @@ use events::{
     DownPolicy, EmailAddress, Envelope, FailuresBeforeDown, IntervalSecs, RegionName, TimeoutMs, ValueError,
     WebsiteName, WebsiteUrl,
 };
-use poem::http::StatusCode;
-use poem::web::{Data, Json, Path, Query};
-use poem::{handler, Body};
+use poem_openapi::param::{Path, Query};
+use poem_openapi::payload::Json;
+use poem_openapi::registry::{MetaSchema, MetaSchemaRef};
+use poem_openapi::types::{ParseError, ParseFromJSON, ParseResult, ToJSON, Type};
+use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
 use projections::postgres;
+use regex::Regex;
 use serde::Deserialize;
+use std::borrow::Cow;
 use std::sync::Arc;
+use std::sync::LazyLock;
 use uuid::Uuid;
 
 /// Commands re-decided after a concurrent write before answering 409.
 const MAX_ATTEMPTS: usize = 3;
 const MAX_REGIONS: usize = 64;
 const MAX_EMAILS: usize = 20;
+/// The largest `offset` of the list: far beyond any real list, and small
+/// enough to be exact in the description.
+const MAX_OFFSET: i64 = 1_000_000_000;
 
-#[derive(Debug, Deserialize)]
+#[derive(Tags)]
+pub enum Tag {
+    /// Websites to check
+    Websites,
+}
+
+/// A website to register. `url` and `name` are trimmed; duplicate
+/// `regions` and `notify_emails` are dropped.
+#[derive(Debug, Deserialize, Object)]
 #[serde(deny_unknown_fields)]
+#[oai(deny_unknown_fields)]
 pub struct CreateWebsite {
+    /// An absolute http(s) URL with a host, at most 2048 characters.
+    #[oai(validator(
+        max_length = 2048,
+        pattern = r"^https?://(([A-Za-z0-9][A-Za-z0-9-]*\.)*[A-Za-z][A-Za-z0-9-]*|(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}|\[(([0-9A-Fa-f]{1,4}:){7}[0-9A-Fa-f]{1,4}|([0-9A-Fa-f]{1,4}:){1,7}:|([0-9A-Fa-f]{1,4}:){1,6}:[0-9A-Fa-f]{1,4}|([0-9A-Fa-f]{1,4}:){1,5}(:[0-9A-Fa-f]{1,4}){1,2}|([0-9A-Fa-f]{1,4}:){1,4}(:[0-9A-Fa-f]{1,4}){1,3}|([0-9A-Fa-f]{1,4}:){1,3}(:[0-9A-Fa-f]{1,4}){1,4}|([0-9A-Fa-f]{1,4}:){1,2}(:[0-9A-Fa-f]{1,4}){1,5}|[0-9A-Fa-f]{1,4}:(:[0-9A-Fa-f]{1,4}){1,6}|:((:[0-9A-Fa-f]{1,4}){1,7}|:))\])(:([0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?([/?#][!-~]*)?$"
+    ))]
     url: String,
+    /// 1 to 100 characters after trimming, no control characters.
+    #[oai(validator(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    ))]
     name: String,
-    #[serde(default)]
+    /// Regions to check from (they must exist); default: every region.
+    #[serde(default, deserialize_with = "present")]
+    #[oai(validator(min_items = 1, max_items = 64, pattern = "^[a-z0-9][a-z0-9-]{0,31}$"))]
     regions: Option<Vec<String>>,
-    #[serde(default)]
+    /// Seconds between checks; default 180.
+    #[serde(default, deserialize_with = "present")]
+    #[oai(validator(minimum(value = "10"), maximum(value = "86400")))]
     interval_seconds: Option<i64>,
-    #[serde(default)]
+    /// How long a check waits for the response; default 10000.
+    #[serde(default, deserialize_with = "present")]
+    #[oai(validator(minimum(value = "100"), maximum(value = "60000")))]
     timeout_ms: Option<i64>,
-    #[serde(default)]
+    /// Who is emailed when the website goes down and comes back.
+    #[serde(default, deserialize_with = "present")]
+    #[oai(validator(
+        max_items = 20,
+        max_length = 254,
+        pattern = r"^[^\s\x00-\x1f\x7f-\x9f@]{1,64}@[^\s\x00-\x1f\x7f-\x9f@.-]([^\s\x00-\x1f\x7f-\x9f@.]*[^\s\x00-\x1f\x7f-\x9f@.-])?(\.[^\s\x00-\x1f\x7f-\x9f@.-]([^\s\x00-\x1f\x7f-\x9f@.]*[^\s\x00-\x1f\x7f-\x9f@.-])?)+$"
+    ))]
     notify_emails: Option<Vec<String>>,
-    #[serde(default)]
+    /// Consecutive failed checks that confirm an outage; default: the
+    /// detector's (`DETECTOR_DOWN_AFTER`).
+    #[serde(default, deserialize_with = "present")]
+    #[oai(validator(minimum(value = "1"), maximum(value = "10")))]
     failures_before_down: Option<i64>,
-    #[serde(default)]
-    down_policy: Option<String>,
+    /// When the website counts as down: `any` region down (the default),
+    /// a `majority`, or `all`.
+    #[serde(default, deserialize_with = "present")]
+    down_policy: Option<PolicyName>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// The fields to change; absent fields are left as they are (`null` is
+/// refused). An empty object changes nothing.
+#[derive(Debug, Default, Deserialize, Object)]
 #[serde(deny_unknown_fields)]
+#[oai(deny_unknown_fields)]
 pub struct UpdateWebsite {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
+    #[oai(validator(
+        max_length = 2048,
+        pattern = r"^https?://(([A-Za-z0-9][A-Za-z0-9-]*\.)*[A-Za-z][A-Za-z0-9-]*|(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}|\[(([0-9A-Fa-f]{1,4}:){7}[0-9A-Fa-f]{1,4}|([0-9A-Fa-f]{1,4}:){1,7}:|([0-9A-Fa-f]{1,4}:){1,6}:[0-9A-Fa-f]{1,4}|([0-9A-Fa-f]{1,4}:){1,5}(:[0-9A-Fa-f]{1,4}){1,2}|([0-9A-Fa-f]{1,4}:){1,4}(:[0-9A-Fa-f]{1,4}){1,3}|([0-9A-Fa-f]{1,4}:){1,3}(:[0-9A-Fa-f]{1,4}){1,4}|([0-9A-Fa-f]{1,4}:){1,2}(:[0-9A-Fa-f]{1,4}){1,5}|[0-9A-Fa-f]{1,4}:(:[0-9A-Fa-f]{1,4}){1,6}|:((:[0-9A-Fa-f]{1,4}){1,7}|:))\])(:([0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?([/?#][!-~]*)?$"
+    ))]
     url: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
+    #[oai(validator(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    ))]
     name: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
+    #[oai(validator(min_items = 1, max_items = 64, pattern = "^[a-z0-9][a-z0-9-]{0,31}$"))]
     regions: Option<Vec<String>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
+    #[oai(validator(minimum(value = "10"), maximum(value = "86400")))]
     interval_seconds: Option<i64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
+    #[oai(validator(minimum(value = "100"), maximum(value = "60000")))]
     timeout_ms: Option<i64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
+    #[oai(validator(
+        max_items = 20,
+        max_length = 254,
+        pattern = r"^[^\s\x00-\x1f\x7f-\x9f@]{1,64}@[^\s\x00-\x1f\x7f-\x9f@.-]([^\s\x00-\x1f\x7f-\x9f@.]*[^\s\x00-\x1f\x7f-\x9f@.-])?(\.[^\s\x00-\x1f\x7f-\x9f@.-]([^\s\x00-\x1f\x7f-\x9f@.]*[^\s\x00-\x1f\x7f-\x9f@.-])?)+$"
+    ))]
     notify_emails: Option<Vec<String>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
+    #[oai(validator(minimum(value = "1"), maximum(value = "10")))]
     failures_before_down: Option<i64>,
-    #[serde(default)]
-    down_policy: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    down_policy: Option<PolicyName>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListParams {
-    limit: Option<i64>,
-    offset: Option<i64>,
-}
+/// A `down_policy` as sent: documented as the enum it is, parsed (and
+/// refused with 422) by `DownPolicy::parse`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(transparent)]
+pub struct PolicyName(String);
 
-#[handler]
-pub async fn create(state: Data<&Arc<ApiState>>, body: Body) -> Result<(StatusCode, Json<Website>), ApiError> {
-    let input: CreateWebsite = read_json(body).await?;
-    let mut check = Validation::default();
-    let url = check.field("url", WebsiteUrl::parse(&input.url));
-    let name = check.field("name", WebsiteName::parse(&input.name));
-    let regions = input.regions.map(|r| check.regions(r));
-    let interval = input.interval_seconds.map(|s| check.field("interval_seconds", IntervalSecs::parse(s)));
-    let timeout = input.timeout_ms.map(|t| check.field("timeout_ms", TimeoutMs::parse(t)));
-    let emails = input.notify_emails.map(|e| check.emails(e));
-    let failures =
-        input.failures_before_down.map(|f| check.field("failures_before_down", FailuresBeforeDown::parse(f)));
-    let policy = input.down_policy.map(|p| check.field("down_policy", DownPolicy::parse(&p)));
-    check.finish()?;
-    if let Some(url) = &url {
-        refuse_private(&state, url).await?;
+impl Type for PolicyName {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = Self;
+    type RawElementValueType = Self;
+
+    fn name() -> Cow<'static, str> {
+        "DownPolicy".into()
     }
-    let (Some(url), Some(name)) = (url, name) else {
-        return Err(ApiError::Internal("validated fields missing".into()));
-    };
-    let add = AddWebsite {
-        id: Uuid::now_v7(),
-        url,
-        name,
-        regions: regions.flatten(),
-        interval_seconds: interval.flatten().unwrap_or_default(),
-        timeout_ms: timeout.flatten().unwrap_or_default(),
-        notify_emails: emails.flatten().unwrap_or_default(),
-        failures_before_down: failures.flatten(),
-        down_policy: policy.flatten().unwrap_or_default(),
-    };
-    let id = add.id;
-    match execute(&state, id, WebsiteCommand::Add(add)).await? {
-        Some(website) => Ok((StatusCode::CREATED, Json(website))),
-        None => Err(ApiError::Internal(format!("website {id} missing after WebsiteAdded"))),
+
+    fn schema_ref() -> MetaSchemaRef {
+        MetaSchemaRef::Inline(Box::new(MetaSchema {
+            enum_items: ["any", "majority", "all"].into_iter().map(Into::into).collect(),
+            ..MetaSchema::new("string")
+        }))
+    }
+
+    fn as_raw_value(&self) -> Option<&Self::RawValueType> {
+        Some(self)
+    }
+
+    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a Self::RawElementValueType> + 'a> {
+        Box::new(std::iter::once(self))
     }
 }
 
-#[handler]
-pub async fn list(
-    state: Data<&Arc<ApiState>>,
-    Query(params): Query<ListParams>,
-) -> Result<Json<Vec<Website>>, ApiError> {
-    if let Some(limit) = params.limit {
-        if !(1..=10_000).contains(&limit) {
-            return Err(ApiError::invalid("limit", "limit must be between 1 and 10000"));
+// Bodies are decoded with serde (`JsonBody`); these two only complete the
+// traits poem-openapi's `Object` derive asks of a field type.
+impl ParseFromJSON for PolicyName {
+    fn parse_from_json(value: Option<serde_json::Value>) -> ParseResult<Self> {
+        match value {
+            Some(serde_json::Value::String(s)) => Ok(PolicyName(s)),
+            other => Err(ParseError::expected_type(other.unwrap_or_default())),
         }
     }
-    let offset = params.offset.unwrap_or(0);
-    if offset < 0 {
-        return Err(ApiError::invalid("offset", "offset must not be negative"));
-    }
-    Ok(Json(postgres::websites(&state.pool, params.limit, offset).await?))
 }
 
-#[handler]
-pub async fn show(state: Data<&Arc<ApiState>>, Path(id): Path<String>) -> Result<Json<Website>, ApiError> {
-    let id = parse_id(&id, "website")?;
-    match postgres::website(&state.pool, id).await? {
-        Some(stored) => Ok(Json(stored.website)),
-        None => Err(ApiError::NotFound(format!("website {id} does not exist"))),
+impl ToJSON for PolicyName {
+    fn to_json(&self) -> Option<serde_json::Value> {
+        Some(serde_json::Value::String(self.0.clone()))
     }
 }
 
-#[handler]
-pub async fn update(
-    state: Data<&Arc<ApiState>>,
-    Path(id): Path<String>,
-    body: Body,
-) -> Result<Json<Website>, ApiError> {
-    let id = parse_id(&id, "website")?;
-    let input: UpdateWebsite = read_json(body).await?;
-    let mut check = Validation::default();
-    let change = ChangeWebsite {
-        url: input.url.and_then(|u| check.field("url", WebsiteUrl::parse(&u))),
-        name: input.name.and_then(|n| check.field("name", WebsiteName::parse(&n))),
-        regions: input.regions.and_then(|r| check.regions(r)),
-        interval_seconds: input.interval_seconds.and_then(|s| check.field("interval_seconds", IntervalSecs::parse(s))),
-        timeout_ms: input.timeout_ms.and_then(|t| check.field("timeout_ms", TimeoutMs::parse(t))),
-        notify_emails: input.notify_emails.and_then(|e| check.emails(e)),
-        failures_before_down: input
-            .failures_before_down
-            .and_then(|f| check.field("failures_before_down", FailuresBeforeDown::parse(f))),
-        down_policy: input.down_policy.and_then(|p| check.field("down_policy", DownPolicy::parse(&p))),
-    };
-    check.finish()?;
-    if let Some(url) = &change.url {
-        refuse_private(&state, url).await?;
-    }
-    match execute(&state, id, WebsiteCommand::Change(change)).await? {
-        Some(website) => Ok(Json(website)),
-        None => Err(ApiError::NotFound(format!("website {id} does not exist"))),
+/// A registered website.
+#[derive(Debug, Clone, PartialEq, Object)]
+#[oai(rename = "Website")]
+pub struct WebsiteView {
+    pub id: Uuid,
+    /// Normalised (`https://Example.com` is `https://example.com/`).
+    pub url: String,
+    pub name: String,
+    /// Sorted, without duplicates.
+    pub regions: Vec<String>,
+    pub interval_seconds: u32,
+    pub timeout_ms: u32,
+    pub notify_emails: Vec<String>,
+    /// `null`: the detector's default.
+    #[oai(nullable)]
+    pub failures_before_down: Option<u32>,
+    pub down_policy: PolicyName,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+impl From<Website> for WebsiteView {
+    fn from(w: Website) -> Self {
+        WebsiteView {
+            id: w.id,
+            url: w.url.to_string(),
+            name: w.name.to_string(),
+            regions: w.regions.iter().map(ToString::to_string).collect(),
+            interval_seconds: w.interval_seconds.get(),
+            timeout_ms: w.timeout_ms.get(),
+            notify_emails: w.notify_emails.iter().map(ToString::to_string).collect(),
+            failures_before_down: w.failures_before_down.map(FailuresBeforeDown::get),
+            down_policy: w.down_policy.into(),
+            created_at: w.created_at.into(),
+            updated_at: w.updated_at.into(),
+        }
     }
 }
 
-#[handler]
-pub async fn remove(state: Data<&Arc<ApiState>>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
-    let id = parse_id(&id, "website")?;
-    execute(&state, id, WebsiteCommand::Remove).await?;
-    Ok(StatusCode::NO_CONTENT)
+impl PartialEq for PolicyName {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+
+#[derive(ApiResponse)]
+pub enum Created {
+    /// The website as registered.
+    #[oai(status = 201, content_type = "application/json; charset=utf-8")]
+    Created(Json<WebsiteView>),
+}
+
+#[derive(ApiResponse)]
+pub enum Removed {
+    /// The website was removed.
+    #[oai(status = 204)]
+    Removed,
+}
+
+pub struct WebsitesApi {
+    pub state: Arc<ApiState>,
+}
+
+#[OpenApi(tag = "Tag::Websites")]
+impl WebsitesApi {
+    /// Register a website
+    #[oai(path = "/websites", method = "post", operation_id = "create_website")]
+    async fn create(
+        &self,
+        body: JsonBody<CreateWebsite>,
+    ) -> Result<Created, Refusal<{ BODY | CONFLICT | UNAVAILABLE }>> {
+        let input = body.0;
+        let state = &self.state;
+        let mut check = Validation::default();
+        let url = check.documented("url", &input.url, &URL, WebsiteUrl::parse(&input.url));
+        let name = check.documented("name", &input.name, &NAME, WebsiteName::parse(&input.name));
+        let regions = input.regions.map(|r| check.regions(r));
+        let interval = input.interval_seconds.map(|s| check.field("interval_seconds", IntervalSecs::parse(s)));
+        let timeout = input.timeout_ms.map(|t| check.field("timeout_ms", TimeoutMs::parse(t)));
+        let emails = input.notify_emails.map(|e| check.emails(e));
+        let failures =
+            input.failures_before_down.map(|f| check.field("failures_before_down", FailuresBeforeDown::parse(f)));
+        let policy = input.down_policy.map(|p| check.documented("down_policy", &p.0, &POLICY, DownPolicy::parse(&p.0)));
+        check.finish()?;
+        if let Some(url) = &url {
+            refuse_private(state, url).await?;
+        }
+        let (Some(url), Some(name)) = (url, name) else {
+            return Err(ApiError::Internal("validated fields missing".into()).into());
+        };
+        let add = AddWebsite {
+            id: Uuid::now_v7(),
+            url,
+            name,
+            regions: regions.flatten(),
+            interval_seconds: interval.flatten().unwrap_or_default(),
+            timeout_ms: timeout.flatten().unwrap_or_default(),
+            notify_emails: emails.flatten().unwrap_or_default(),
+            failures_before_down: failures.flatten(),
+            down_policy: policy.flatten().unwrap_or_default(),
+        };
+        let id = add.id;
+        match execute(state, id, WebsiteCommand::Add(add)).await? {
+            Some(website) => Ok(Created::Created(Json(website.into()))),
+            None => Err(ApiError::Internal(format!("website {id} missing after WebsiteAdded")).into()),
+        }
+    }
+
+    /// List websites, oldest first
+    #[oai(path = "/websites", method = "get", operation_id = "list_websites")]
+    async fn list(
+        &self,
+        /// At most this many (default: all).
+        limit: Query<Option<Bounded<1, 10_000>>>,
+        /// Skip this many first (default 0).
+        offset: Query<Option<Bounded<0, MAX_OFFSET>>>,
+    ) -> Result<Json<Vec<WebsiteView>>, Refusal<{ BAD_REQUEST | INVALID | UNAVAILABLE }>> {
+        let limit = limit.0.map(|l| l.check("limit")).transpose()?;
+        let offset = offset.0.map(|o| o.check("offset")).transpose()?.unwrap_or(0);
+        let websites = postgres::websites(&self.state.pool, limit, offset).await?;
+        Ok(Json(websites.into_iter().map(Into::into).collect()))
+    }
+
+    /// Show a website
+    #[oai(path = "/websites/:id", method = "get", operation_id = "show_website")]
+    async fn show(&self, id: Path<String>) -> Result<Json<WebsiteView>, Refusal<{ NOT_FOUND | UNAVAILABLE }>> {
+        let id = parse_id(&id, "website")?;
+        match postgres::website(&self.state.pool, id).await? {
+            Some(stored) => Ok(Json(stored.website.into())),
+            None => Err(ApiError::NotFound(format!("website {id} does not exist")).into()),
+        }
+    }
+
+    /// Change some fields of a website
+    #[oai(path = "/websites/:id", method = "patch", operation_id = "update_website")]
+    async fn update(
+        &self,
+        id: Path<String>,
+        body: JsonBody<UpdateWebsite>,
+    ) -> Result<Json<WebsiteView>, Refusal<{ BODY | NOT_FOUND | CONFLICT | UNAVAILABLE }>> {
+        let state = &self.state;
+        let id = parse_id(&id, "website")?;
+        let input = body.0;
+        let mut check = Validation::default();
+        let change = ChangeWebsite {
+            url: input.url.and_then(|u| check.documented("url", &u, &URL, WebsiteUrl::parse(&u))),
+            name: input.name.and_then(|n| check.documented("name", &n, &NAME, WebsiteName::parse(&n))),
+            regions: input.regions.and_then(|r| check.regions(r)),
+            interval_seconds: input
+                .interval_seconds
+                .and_then(|s| check.field("interval_seconds", IntervalSecs::parse(s))),
+            timeout_ms: input.timeout_ms.and_then(|t| check.field("timeout_ms", TimeoutMs::parse(t))),
+            notify_emails: input.notify_emails.and_then(|e| check.emails(e)),
+            failures_before_down: input
+                .failures_before_down
+                .and_then(|f| check.field("failures_before_down", FailuresBeforeDown::parse(f))),
+            down_policy: input
+                .down_policy
+                .and_then(|p| check.documented("down_policy", &p.0, &POLICY, DownPolicy::parse(&p.0))),
+        };
+        check.finish()?;
+        if let Some(url) = &change.url {
+            refuse_private(state, url).await?;
+        }
+        match execute(state, id, WebsiteCommand::Change(change)).await? {
+            Some(website) => Ok(Json(website.into())),
+            None => Err(ApiError::NotFound(format!("website {id} does not exist")).into()),
+        }
+    }
+
+    /// Remove a website
+    #[oai(path = "/websites/:id", method = "delete", operation_id = "remove_website")]
+    async fn remove(&self, id: Path<String>) -> Result<Removed, Refusal<{ NOT_FOUND | CONFLICT | UNAVAILABLE }>> {
+        let id = parse_id(&id, "website")?;
+        execute(&self.state, id, WebsiteCommand::Remove).await?;
+        Ok(Removed::Removed)
+    }
 }
 
 /// Refuses a URL the workers would refuse to check (SSRF guard), so the
@@ -243,11 +432,26 @@ impl Validation {
         value.map_err(|e| self.errors.push(FieldError { field: field.to_owned(), message: e.message })).ok()
     }
 
-    fn list<T>(
+    /// [`Validation::field`], and the value as sent must also be what the
+    /// description documents (the value types trim and normalise, which
+    /// the description cannot say).
+    fn documented<T>(&mut self, field: &str, raw: &str, rule: &Rule, value: Result<T, ValueError>) -> Option<T> {
+        let value = self.field(field, value)?;
+        match rule.check(field, raw) {
+            Ok(()) => Some(value),
+            Err(message) => {
+                self.errors.push(FieldError { field: field.to_owned(), message });
+                None
+            }
+        }
+    }
+
+    fn items<T>(
         &mut self,
         field: &str,
         items: Vec<String>,
         max: usize,
+        rule: &Rule,
         parse: impl Fn(&str) -> Result<T, ValueError>,
     ) -> Option<Vec<T>> {
         if items.len() > max {
@@ -257,16 +461,16 @@ impl Validation {
             });
             return None;
         }
-        let parsed: Vec<Option<T>> = items.iter().map(|item| self.field(field, parse(item))).collect();
+        let parsed: Vec<Option<T>> = items.iter().map(|item| self.documented(field, item, rule, parse(item))).collect();
         parsed.into_iter().collect()
     }
 
     fn regions(&mut self, items: Vec<String>) -> Option<Vec<RegionName>> {
-        self.list("regions", items, MAX_REGIONS, RegionName::parse)
+        self.items("regions", items, MAX_REGIONS, &REGION, RegionName::parse)
     }
 
     fn emails(&mut self, items: Vec<String>) -> Option<Vec<EmailAddress>> {
-        self.list("notify_emails", items, MAX_EMAILS, EmailAddress::parse)
+        self.items("notify_emails", items, MAX_EMAILS, &EMAIL, EmailAddress::parse)
     }
 
     fn finish(self) -> Result<(), ApiError> {
@@ -274,6 +478,102 @@ impl Validation {
             Ok(())
         } else {
             Err(ApiError::Invalid(self.errors))
+        }
+    }
+}
+
+impl From<DownPolicy> for PolicyName {
+    fn from(policy: DownPolicy) -> Self {
+        PolicyName(policy.as_str().to_owned())
+    }
+}
+
+/// A string field as the description documents it: a pattern and a length
+/// in characters.
+struct Rule {
+    regex: LazyLock<Option<Regex>>,
+    max_chars: usize,
+    expected: &'static str,
+}
+
+impl Rule {
+    fn check(&self, field: &str, raw: &str) -> Result<(), String> {
+        let Some(regex) = &*self.regex else {
+            // The patterns are constants checked by the tests below.
+            tracing::error!(field, "a documented pattern does not compile; not enforced");
+            return Ok(());
+        };
+        if raw.chars().count() <= self.max_chars && regex.is_match(raw) {
+            Ok(())
+        } else {
+            Err(format!("{field} must be {}", self.expected))
+        }
+    }
+}
+
+macro_rules! rule {
+    ($pattern:expr, $max_chars:expr, $expected:expr) => {
+        Rule { regex: LazyLock::new(|| Regex::new($pattern).ok()), max_chars: $max_chars, expected: $expected }
+    };
+}
+
+/// The patterns of the description (the `#[oai(validator(pattern))]`
+/// attributes above must repeat them literally; a test checks they do).
+pub const URL_PATTERN: &str = r"^https?://(([A-Za-z0-9][A-Za-z0-9-]*\.)*[A-Za-z][A-Za-z0-9-]*|(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}|\[(([0-9A-Fa-f]{1,4}:){7}[0-9A-Fa-f]{1,4}|([0-9A-Fa-f]{1,4}:){1,7}:|([0-9A-Fa-f]{1,4}:){1,6}:[0-9A-Fa-f]{1,4}|([0-9A-Fa-f]{1,4}:){1,5}(:[0-9A-Fa-f]{1,4}){1,2}|([0-9A-Fa-f]{1,4}:){1,4}(:[0-9A-Fa-f]{1,4}){1,3}|([0-9A-Fa-f]{1,4}:){1,3}(:[0-9A-Fa-f]{1,4}){1,4}|([0-9A-Fa-f]{1,4}:){1,2}(:[0-9A-Fa-f]{1,4}){1,5}|[0-9A-Fa-f]{1,4}:(:[0-9A-Fa-f]{1,4}){1,6}|:((:[0-9A-Fa-f]{1,4}){1,7}|:))\])(:([0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?([/?#][!-~]*)?$";
+pub const NAME_PATTERN: &str = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$";
+pub const EMAIL_PATTERN: &str = r"^[^\s\x00-\x1f\x7f-\x9f@]{1,64}@[^\s\x00-\x1f\x7f-\x9f@.-]([^\s\x00-\x1f\x7f-\x9f@.]*[^\s\x00-\x1f\x7f-\x9f@.-])?(\.[^\s\x00-\x1f\x7f-\x9f@.-]([^\s\x00-\x1f\x7f-\x9f@.]*[^\s\x00-\x1f\x7f-\x9f@.-])?)+$";
+const POLICY_PATTERN: &str = "^(any|majority|all)$";
+
+static URL: Rule = rule!(
+    URL_PATTERN,
+    2048,
+    "an absolute http or https URL with a host name or IP address (see the pattern in /openapi.json)"
+);
+static NAME: Rule = rule!(NAME_PATTERN, 100, "1 to 100 characters without control characters, not only spaces");
+static EMAIL: Rule = rule!(EMAIL_PATTERN, 254, "an email address (see the pattern in /openapi.json)");
+static REGION: Rule = rule!(REGION_PATTERN, 32, "1-32 characters of a-z, 0-9 and '-', starting with a letter or digit");
+static POLICY: Rule = rule!(POLICY_PATTERN, 8, "any, majority or all");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use poem_openapi::registry::Registry;
+
+    fn property(schema: &str, name: &str) -> serde_json::Value {
+        let mut registry = Registry::new();
+        CreateWebsite::register(&mut registry);
+        UpdateWebsite::register(&mut registry);
+        let schema = registry.schemas.get(schema).map(|s| serde_json::to_value(s).unwrap_or_default());
+        schema.map(|s| s["properties"][name].clone()).unwrap_or_default()
+    }
+
+    #[test]
+    fn the_described_patterns_are_the_enforced_ones() {
+        for schema in ["CreateWebsite", "UpdateWebsite"] {
+            assert_eq!(property(schema, "url")["pattern"], URL_PATTERN, "{schema}");
+            assert_eq!(property(schema, "name")["pattern"], NAME_PATTERN, "{schema}");
+            assert_eq!(property(schema, "notify_emails")["items"]["pattern"], EMAIL_PATTERN, "{schema}");
+            assert_eq!(property(schema, "regions")["items"]["pattern"], REGION_PATTERN, "{schema}");
+        }
+        for rule in [&URL, &NAME, &EMAIL, &REGION, &POLICY] {
+            assert!(rule.regex.is_some(), "{}", rule.expected);
+        }
+    }
+
+    #[test]
+    fn urls_the_pattern_admits_are_website_urls() {
+        for url in [
+            "http://example.com",
+            "https://Example.COM:8443/a?b=c#d",
+            "http://127.0.0.1:65535/status",
+            "http://[::1]/",
+            "http://a-b.c0/x",
+        ] {
+            assert!(URL.check("url", url).is_ok(), "{url}");
+            assert!(WebsiteUrl::parse(url).is_ok(), "{url}");
+        }
+        for url in ["ftp://example.com", "http://0ak20ar9kj.l*", "http://a:65536/", "http://1.2.3.999/", " http://a/"] {
+            assert!(URL.check("url", url).is_err(), "{url}");
         }
     }
 }
