@@ -18,11 +18,34 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
   npm ci --no-audit --no-fund --loglevel=error >/tmp/e2e-npm.log 2>&1 || { tail -n 20 /tmp/e2e-npm.log >&2; exit 1; }
 fi
 cargo build --quiet --bin monitor
+monitor_bin="${CARGO_TARGET_DIR:-$(cd .. && pwd)/target}/debug/monitor"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 work=$(mktemp -d)
 pids=()
-cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$work"; }
+monitor_pid=""
+running() { # a child that has not exited (an exited one stays a zombie until waited for)
+  local state
+  state=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1)
+  [ -n "$state" ] && [ "$state" != Z ] && [ "$state" != X ]
+}
+# The monitor first (SIGTERM, up to 10 s, then SIGKILL), so it never
+# outlives the servers it uses; then those servers.
+cleanup() {
+  local pid _
+  if [ -n "$monitor_pid" ]; then
+    kill -TERM "$monitor_pid" 2>/dev/null || true
+    for _ in $(seq 1 100); do running "$monitor_pid" || break; sleep 0.1; done
+    if running "$monitor_pid"; then
+      say "the monitor did not stop within 10 s of SIGTERM; killing it"
+      kill -KILL "$monitor_pid" 2>/dev/null || true
+    fi
+    wait "$monitor_pid" 2>/dev/null || true
+  fi
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$work"
+}
 trap cleanup EXIT
 
 nats_port=$(free_port); redis_port=$(free_port); api_port=$(free_port); target_port=$(free_port)
@@ -35,7 +58,7 @@ psql "$TEST_DATABASE_URL" -qc "create database $db" >/dev/null
 NATS_URL="nats://127.0.0.1:$nats_port" DATABASE_URL="${TEST_DATABASE_URL%/*}/$db" \
 REDIS_URL="redis://127.0.0.1:$redis_port" INFLUXDB_URL="$TEST_INFLUXDB_URL" INFLUXDB_BUCKET="$db" \
 API_PORT="$api_port" ALLOW_PRIVATE_TARGETS=true SMTP_PORT=1 RUST_LOG=warn \
-  ../target/debug/monitor >"$work/monitor.log" 2>&1 & pids+=($!)
+  "$monitor_bin" >"$work/monitor.log" 2>&1 & monitor_pid=$!
 
 for _ in $(seq 1 150); do
   curl -sf "http://127.0.0.1:$api_port/health" >/dev/null 2>&1 && break

@@ -3,25 +3,53 @@
 //! the check's scheduled time (ms). The timestamp and tags identify the
 //! check, so writing a result twice overwrites the same point: replays and
 //! redeliveries are harmless. Speaks the v1 HTTP API (InfluxDB 1.x, and the
-//! v1-compatibility endpoints of 2.x/3.x with a token).
+//! v1-compatibility endpoints of 2.x/3.x with a token) directly: line
+//! protocol to `/write`, InfluxQL to `/query`.
 //!
 //! Fields: `response_ms` (integer, absent without a response), `up`
 //! (integer 1/0, so it aggregates), `status_code` (integer), `cause`
 //! (string), `lateness_ms` (start minus schedule).
 
-use crate::{Error, Result};
+use crate::Result;
 use chrono::{DateTime, Utc};
 use events::{CheckCompleted, RegionName};
-use influxdb::{Client, ReadQuery, Timestamp, WriteQuery};
 use serde::Deserialize;
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::time::Duration;
 use uuid::Uuid;
 
 pub const MEASUREMENT: &str = "checks";
 
+/// Bounds every request, so a server that stops answering cannot hold a
+/// writer (or a shutdown) for longer.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 #[derive(Clone)]
 pub struct Influx {
-    client: Client,
+    http: reqwest::Client,
+    /// The server's base URL without a trailing slash.
+    url: String,
     database: String,
+    token: Option<String>,
+}
+
+/// Why a request to InfluxDB failed, by kind.
+#[derive(Debug, thiserror::Error)]
+pub enum InfluxError {
+    /// No answer: connection refused or dropped, timeout.
+    #[error("request failed: {0}")]
+    Transport(#[source] reqwest::Error),
+    /// The server answered with an error status (bad request, auth, 5xx).
+    #[error("HTTP {status}: {message}")]
+    Status { status: u16, message: String },
+    /// The server ran the query but a statement of it failed.
+    #[error("statement failed: {0}")]
+    Statement(String),
+    /// The answer was not the JSON the v1 API sends.
+    #[error("unexpected response: {0}")]
+    Decode(String),
 }
 
 /// One point of a website's response-time series.
@@ -36,18 +64,25 @@ pub struct SeriesPoint {
 
 impl Influx {
     pub fn new(url: &str, database: &str, token: Option<&str>) -> Self {
-        let mut client = Client::new(url, database);
-        if let Some(token) = token {
-            client = client.with_token(token);
+        // Building a client only fails when TLS cannot be initialised; the
+        // default client has the same settings minus the timeouts.
+        let http = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .build()
+            .unwrap_or_default();
+        Self {
+            http,
+            url: url.trim_end_matches('/').to_owned(),
+            database: database.to_owned(),
+            token: token.map(str::to_owned),
         }
-        Self { client, database: database.to_owned() }
     }
 
     /// Creates the database if it does not exist (a no-op on 1.x when it
     /// does; with 2.x/3.x the bucket is created by the operator).
     pub async fn ensure_database(&self) -> Result<()> {
-        let statement = format!("CREATE DATABASE {}", quote_ident(&self.database));
-        self.client.query(ReadQuery::new(statement)).await.map_err(influx_error)?;
+        self.execute(&format!("CREATE DATABASE {}", quote_ident(&self.database))).await?;
         Ok(())
     }
 
@@ -55,30 +90,37 @@ impl Influx {
         if checks.is_empty() {
             return Ok(());
         }
-        let points: Vec<WriteQuery> = checks.iter().map(|c| point(c)).collect();
-        self.client.query(points).await.map_err(influx_error)?;
+        let mut body = String::with_capacity(checks.len() * 160);
+        for check in checks {
+            body.push_str(&line(check));
+            body.push('\n');
+        }
+        let request = self
+            .request(reqwest::Method::POST, "write")
+            .query(&[("db", self.database.as_str()), ("precision", "ms")])
+            .header(reqwest::header::CONTENT_TYPE, "text/plain; charset=utf-8")
+            .body(body);
+        let response = request.send().await.map_err(InfluxError::Transport)?;
+        check_status(response).await?;
         Ok(())
     }
 
-    /// Drops every point (before a replay of CHECKS).
+    /// Drops every point (before a replay of CHECKS). Some versions refuse
+    /// to drop a measurement that does not exist, so it is looked up first.
     pub async fn drop_checks(&self) -> Result<()> {
-        let statement = format!("DROP MEASUREMENT {}", quote_ident(MEASUREMENT));
-        match self.client.query(ReadQuery::new(statement)).await {
-            Ok(_) => Ok(()),
-            Err(e) if e.to_string().contains("measurement not found") => Ok(()),
-            Err(e) => Err(influx_error(e)),
+        let show = format!("SHOW MEASUREMENTS WITH MEASUREMENT = {}", quote_ident(MEASUREMENT));
+        let exists = self.select(&show).await?.into_iter().any(|s| !s.values.is_empty());
+        if exists {
+            self.execute(&format!("DROP MEASUREMENT {}", quote_ident(MEASUREMENT))).await?;
         }
+        Ok(())
     }
 
     /// The response-time series of a website over the last `days`, oldest
     /// first: every check for one day; for longer windows one point per
     /// `days` minutes (mean response time, down if any check in it failed).
     pub async fn series(&self, website_id: Uuid, region: Option<&RegionName>, days: u32) -> Result<Vec<SeriesPoint>> {
-        let mut filter = format!("\"website_id\" = '{website_id}' AND time > now() - {days}d");
-        if let Some(region) = region {
-            // Region names are [a-z0-9-] only, safe inside quotes.
-            filter.push_str(&format!(" AND \"region\" = '{region}'"));
-        }
+        let filter = filter(website_id, region, days);
         let query = if days <= 1 {
             format!(
                 "SELECT \"response_ms\", \"up\", \"status_code\" FROM \"{MEASUREMENT}\" WHERE {filter} GROUP BY \"region\""
@@ -89,38 +131,68 @@ impl Influx {
                  FROM \"{MEASUREMENT}\" WHERE {filter} GROUP BY time({days}m), \"region\" fill(none)"
             )
         };
-        #[derive(Deserialize)]
-        struct Tags {
-            region: String,
-        }
-        #[derive(Deserialize)]
-        struct Row {
-            time: DateTime<Utc>,
-            response_ms: Option<f64>,
-            up: Option<f64>,
-            status_code: Option<f64>,
-        }
-        let mut result = self.client.json_query(ReadQuery::new(query)).await.map_err(influx_error)?;
-        if result.results.is_empty() {
-            return Ok(vec![]);
-        }
-        let tagged = result.deserialize_next_tagged::<Tags, Row>().map_err(influx_error)?;
-        let mut points: Vec<SeriesPoint> = tagged
-            .series
-            .into_iter()
-            .flat_map(|series| {
-                let region = series.tags.region;
-                series.values.into_iter().map(move |row| SeriesPoint {
-                    time: row.time,
+        let mut points = Vec::new();
+        for series in self.select(&query).await? {
+            let region = series.tags.get("region").cloned().unwrap_or_default();
+            for row in series.rows() {
+                let Some(time) = row.time() else {
+                    return Err(InfluxError::Decode("a row without a time".into()).into());
+                };
+                points.push(SeriesPoint {
+                    time,
                     region: region.clone(),
-                    response_ms: row.response_ms,
-                    up: row.up.is_some_and(|u| u >= 1.0),
-                    status_code: row.status_code.and_then(|s| u16::try_from(s as i64).ok()),
-                })
-            })
-            .collect();
+                    response_ms: row.number("response_ms"),
+                    up: row.number("up").is_some_and(|u| u >= 1.0),
+                    status_code: row.number("status_code").and_then(|s| u16::try_from(s as i64).ok()),
+                });
+            }
+        }
         points.sort_by(|a, b| a.time.cmp(&b.time).then_with(|| a.region.cmp(&b.region)));
         Ok(points)
+    }
+
+    /// p50/p95/p99 of the response time of a website over the last `days`.
+    pub async fn percentiles(&self, website_id: Uuid, region: Option<&RegionName>, days: u32) -> Result<Percentiles> {
+        let filter = filter(website_id, region, days);
+        let query = format!(
+            "SELECT percentile(\"response_ms\", 50) AS p50, percentile(\"response_ms\", 95) AS p95, \
+             percentile(\"response_ms\", 99) AS p99, count(\"response_ms\") AS samples FROM \"{MEASUREMENT}\" WHERE {filter}"
+        );
+        let series = self.select(&query).await?;
+        let row = series.iter().flat_map(Series::rows).next();
+        Ok(row.map_or_else(Percentiles::default, |r| Percentiles {
+            p50: r.number("p50"),
+            p95: r.number("p95"),
+            p99: r.number("p99"),
+            samples: r.number("samples").map_or(0, |n| n as u64),
+        }))
+    }
+
+    fn request(&self, method: reqwest::Method, endpoint: &str) -> reqwest::RequestBuilder {
+        let request = self.http.request(method, format!("{}/{endpoint}", self.url));
+        match &self.token {
+            Some(token) => request.header(reqwest::header::AUTHORIZATION, format!("Token {token}")),
+            None => request,
+        }
+    }
+
+    /// Runs a statement that changes something (POST, as the API asks).
+    async fn execute(&self, statement: &str) -> Result<Vec<Series>, InfluxError> {
+        let request = self
+            .request(reqwest::Method::POST, "query")
+            .query(&[("db", self.database.as_str())])
+            .form(&[("q", statement)]);
+        query_response(request).await
+    }
+
+    /// Runs a read-only query; times come back as epoch milliseconds.
+    async fn select(&self, query: &str) -> Result<Vec<Series>, InfluxError> {
+        let request = self.request(reqwest::Method::GET, "query").query(&[
+            ("db", self.database.as_str()),
+            ("epoch", "ms"),
+            ("q", query),
+        ]);
+        query_response(request).await
     }
 }
 
@@ -134,64 +206,243 @@ pub struct Percentiles {
     pub samples: u64,
 }
 
-impl Influx {
-    /// p50/p95/p99 of the response time of a website over the last `days`.
-    pub async fn percentiles(&self, website_id: Uuid, region: Option<&RegionName>, days: u32) -> Result<Percentiles> {
-        let mut filter = format!("\"website_id\" = '{website_id}' AND time > now() - {days}d");
-        if let Some(region) = region {
-            filter.push_str(&format!(" AND \"region\" = '{region}'"));
-        }
-        let query = format!(
-            "SELECT percentile(\"response_ms\", 50) AS p50, percentile(\"response_ms\", 95) AS p95, \
-             percentile(\"response_ms\", 99) AS p99, count(\"response_ms\") AS samples FROM \"{MEASUREMENT}\" WHERE {filter}"
-        );
-        #[derive(Deserialize)]
-        struct Row {
-            p50: Option<f64>,
-            p95: Option<f64>,
-            p99: Option<f64>,
-            samples: Option<f64>,
-        }
-        let mut result = self.client.json_query(ReadQuery::new(query)).await.map_err(influx_error)?;
-        if result.results.is_empty() {
-            return Ok(Percentiles::default());
-        }
-        let rows = result.deserialize_next::<Row>().map_err(influx_error)?;
-        let row = rows.series.into_iter().flat_map(|s| s.values).next();
-        Ok(row.map_or_else(Percentiles::default, |r| Percentiles {
-            p50: r.p50,
-            p95: r.p95,
-            p99: r.p99,
-            samples: r.samples.map_or(0, |n| n as u64),
-        }))
+fn filter(website_id: Uuid, region: Option<&RegionName>, days: u32) -> String {
+    let mut filter = format!("\"website_id\" = '{website_id}' AND time > now() - {days}d");
+    if let Some(region) = region {
+        // Region names are [a-z0-9-] only, safe inside quotes.
+        let _ = write!(filter, " AND \"region\" = '{region}'");
     }
+    filter
 }
 
-/// The point of one check.
-pub fn point(check: &CheckCompleted) -> WriteQuery {
-    let millis = u128::try_from(check.scheduled_at.timestamp_millis()).unwrap_or(0);
+/// The line-protocol line of one check (no trailing newline).
+pub fn line(check: &CheckCompleted) -> String {
     let lateness = (check.started_at - check.scheduled_at).num_milliseconds();
-    let mut point = WriteQuery::new(Timestamp::Milliseconds(millis), MEASUREMENT)
-        .add_tag("website_id", check.website_id.to_string())
-        .add_tag("region", check.region.to_string())
-        .add_field("up", i64::from(check.up))
-        .add_field("lateness_ms", lateness);
+    let mut fields = vec![("up", Field::Integer(i64::from(check.up))), ("lateness_ms", Field::Integer(lateness))];
     if let Some(ms) = check.response_ms {
-        point = point.add_field("response_ms", i64::from(ms));
+        fields.push(("response_ms", Field::Integer(i64::from(ms))));
     }
     if let Some(code) = check.status_code {
-        point = point.add_field("status_code", i64::from(code));
+        fields.push(("status_code", Field::Integer(i64::from(code))));
     }
     if let Some(cause) = check.cause {
-        point = point.add_field("cause", crate::status::cause_name(cause));
+        fields.push(("cause", Field::Text(crate::status::cause_name(cause))));
     }
-    point
+    encode_line(
+        MEASUREMENT,
+        &[("website_id", &check.website_id.to_string()), ("region", check.region.as_str())],
+        &fields,
+        check.scheduled_at.timestamp_millis(),
+    )
+}
+
+/// A field value of the line protocol.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Field {
+    Integer(i64),
+    Float(f64),
+    Bool(bool),
+    Text(String),
+}
+
+/// One line of the line protocol: `measurement,tags fields timestamp`,
+/// every name and value escaped. Tags are written in the order given
+/// (InfluxDB sorts them itself); `fields` must not be empty.
+pub fn encode_line(measurement: &str, tags: &[(&str, &str)], fields: &[(&str, Field)], timestamp: i64) -> String {
+    let mut line = String::with_capacity(128);
+    escape_into(&mut line, measurement, &[',', ' ']);
+    for (key, value) in tags {
+        // An empty tag value is not allowed; leaving the tag out means the same.
+        if value.is_empty() {
+            continue;
+        }
+        line.push(',');
+        escape_into(&mut line, key, &[',', '=', ' ']);
+        line.push('=');
+        escape_into(&mut line, value, &[',', '=', ' ']);
+    }
+    for (i, (key, value)) in fields.iter().enumerate() {
+        line.push(if i == 0 { ' ' } else { ',' });
+        escape_into(&mut line, key, &[',', '=', ' ']);
+        line.push('=');
+        match value {
+            Field::Integer(n) => {
+                let _ = write!(line, "{n}i");
+            }
+            Field::Float(x) => {
+                let _ = write!(line, "{x:?}");
+            }
+            Field::Bool(b) => line.push_str(if *b { "true" } else { "false" }),
+            Field::Text(text) => {
+                line.push('"');
+                escape_into(&mut line, text, &['"', '\\']);
+                line.push('"');
+            }
+        }
+    }
+    let _ = write!(line, " {timestamp}");
+    line
+}
+
+/// Appends `text` with a backslash before each of `special`; line breaks,
+/// which end a line whatever precedes them, become spaces (escaped where
+/// spaces are).
+fn escape_into(out: &mut String, text: &str, special: &[char]) {
+    for c in text.chars() {
+        let c = if c == '\n' || c == '\r' { ' ' } else { c };
+        if special.contains(&c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
 }
 
 fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
-fn influx_error(error: influxdb::Error) -> Error {
-    Error::Influx(error.to_string())
+/// One series of a query result.
+#[derive(Debug, Deserialize)]
+struct Series {
+    #[serde(default)]
+    tags: HashMap<String, String>,
+    #[serde(default)]
+    columns: Vec<String>,
+    #[serde(default)]
+    values: Vec<Vec<serde_json::Value>>,
+}
+
+impl Series {
+    fn rows(&self) -> impl Iterator<Item = Row<'_>> {
+        self.values.iter().map(move |values| Row { columns: &self.columns, values })
+    }
+}
+
+struct Row<'a> {
+    columns: &'a [String],
+    values: &'a [serde_json::Value],
+}
+
+impl Row<'_> {
+    fn get(&self, column: &str) -> Option<&serde_json::Value> {
+        let i = self.columns.iter().position(|c| c == column)?;
+        self.values.get(i)
+    }
+
+    fn number(&self, column: &str) -> Option<f64> {
+        self.get(column).and_then(serde_json::Value::as_f64)
+    }
+
+    fn time(&self) -> Option<DateTime<Utc>> {
+        DateTime::from_timestamp_millis(self.get("time")?.as_i64()?)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct QueryResponse {
+    #[serde(default)]
+    results: Vec<StatementResult>,
+    error: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct StatementResult {
+    #[serde(default)]
+    series: Vec<Series>,
+    error: Option<String>,
+}
+
+/// Sends a query and returns the series of all its statements, or the
+/// first statement's error.
+async fn query_response(request: reqwest::RequestBuilder) -> Result<Vec<Series>, InfluxError> {
+    let response = check_status(request.send().await.map_err(InfluxError::Transport)?).await?;
+    let body = response.bytes().await.map_err(InfluxError::Transport)?;
+    let parsed: QueryResponse = serde_json::from_slice(&body).map_err(|e| InfluxError::Decode(e.to_string()))?;
+    if let Some(error) = parsed.error {
+        return Err(InfluxError::Statement(error));
+    }
+    let mut series = Vec::new();
+    for result in parsed.results {
+        if let Some(error) = result.error {
+            return Err(InfluxError::Statement(error));
+        }
+        series.extend(result.series);
+    }
+    Ok(series)
+}
+
+/// The response when its status is a success; its error message otherwise
+/// (the v1 API answers `{"error": "..."}`).
+async fn check_status(response: reqwest::Response) -> Result<reqwest::Response, InfluxError> {
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    let body = response.text().await.unwrap_or_default();
+    let message = serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
+        .unwrap_or_else(|| body.trim().chars().take(500).collect());
+    Err(InfluxError::Status { status: status.as_u16(), message })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_check_becomes_one_line_with_integer_fields_and_a_millisecond_timestamp() {
+        let scheduled = DateTime::from_timestamp_millis(1_700_000_000_123).unwrap_or_default();
+        let check = CheckCompleted {
+            website_id: Uuid::nil(),
+            region: RegionName::parse("eu-west").unwrap_or_else(|e| panic!("{e}")),
+            scheduled_at: scheduled,
+            started_at: scheduled + chrono::Duration::milliseconds(7),
+            up: false,
+            status_code: Some(503),
+            response_ms: Some(42),
+            cause: Some(events::FailureCause::HttpStatus),
+            message: Some("ignored".into()),
+        };
+        assert_eq!(
+            line(&check),
+            "checks,website_id=00000000-0000-0000-0000-000000000000,region=eu-west \
+             up=0i,lateness_ms=7i,response_ms=42i,status_code=503i,cause=\"http_status\" 1700000000123"
+        );
+    }
+
+    #[test]
+    fn spaces_and_commas_in_a_measurement_are_escaped() {
+        let line = encode_line("my checks,v2", &[], &[("x", Field::Integer(1))], 5);
+        assert_eq!(line, r"my\ checks\,v2 x=1i 5");
+    }
+
+    #[test]
+    fn spaces_commas_and_equals_signs_in_tags_and_field_keys_are_escaped() {
+        let line = encode_line("m", &[("a key,x=y", "a value,b=c")], &[("f =,", Field::Bool(true))], 1);
+        assert_eq!(line, r"m,a\ key\,x\=y=a\ value\,b\=c f\ \=\,=true 1");
+    }
+
+    #[test]
+    fn quotes_and_backslashes_in_string_fields_are_escaped_and_nothing_else_is() {
+        let line = encode_line("m", &[], &[("s", Field::Text(r#"say "hi", a=b \o/"#.into()))], 1);
+        assert_eq!(line, r#"m s="say \"hi\", a=b \\o/" 1"#);
+    }
+
+    #[test]
+    fn line_breaks_never_end_a_line_early() {
+        let line = encode_line("m", &[("t", "a\nb")], &[("s", Field::Text("x\r\ny".into()))], 1);
+        assert_eq!(line, "m,t=a\\ b s=\"x  y\" 1");
+    }
+
+    #[test]
+    fn empty_tag_values_are_left_out_and_floats_keep_a_decimal_point() {
+        let line = encode_line("m", &[("t", "")], &[("a", Field::Float(2.0)), ("b", Field::Float(0.25))], 9);
+        assert_eq!(line, "m a=2.0,b=0.25 9");
+    }
+
+    #[test]
+    fn identifiers_in_queries_are_quoted() {
+        assert_eq!(quote_ident(r#"we"ird\db"#), r#""we\"ird\\db""#);
+    }
 }

@@ -20,7 +20,7 @@ pub enum Error {
     #[error("migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("influxdb: {0}")]
-    Influx(String),
+    Influx(#[from] influx::InfluxError),
     #[error("stored row is not valid: {0}")]
     Corrupt(String),
 }

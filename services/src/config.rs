@@ -131,18 +131,30 @@ impl Config {
     /// environment.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let s = Settings { lookup: &lookup };
-        let api_port = s.number("API_PORT", 3002u16, 1, u16::MAX)?;
+        let api_port = s.number("API_PORT", default_port("UP_API_PORT")?, 1, u16::MAX)?;
         let allow_private_targets = s.flag("ALLOW_PRIVATE_TARGETS")?;
         Ok(Self {
-            nats_url: s.url("NATS_URL", "nats://127.0.0.1:4222", &["nats", "tls", "ws", "wss"])?,
+            nats_url: s.url(
+                "NATS_URL",
+                &format!("nats://127.0.0.1:{}", default_port("UP_NATS_PORT")?),
+                &["nats", "tls", "ws", "wss"],
+            )?,
             database_url: s.url(
                 "DATABASE_URL",
-                "postgres://postgres@127.0.0.1:15432/monitor",
+                &format!("postgres://postgres@127.0.0.1:{}/monitor", default_port("UP_POSTGRES_PORT")?),
                 &["postgres", "postgresql"],
             )?,
-            redis_url: s.url("REDIS_URL", "redis://127.0.0.1:16379", &["redis", "rediss"])?,
+            redis_url: s.url(
+                "REDIS_URL",
+                &format!("redis://127.0.0.1:{}", default_port("UP_REDIS_PORT")?),
+                &["redis", "rediss"],
+            )?,
             influxdb: InfluxConfig {
-                url: s.url("INFLUXDB_URL", "http://127.0.0.1:18086", &["http", "https"])?,
+                url: s.url(
+                    "INFLUXDB_URL",
+                    &format!("http://127.0.0.1:{}", default_port("UP_INFLUXDB_PORT")?),
+                    &["http", "https"],
+                )?,
                 token: s.optional("INFLUXDB_TOKEN"),
                 org: s.optional("INFLUXDB_ORG"),
                 bucket: s.text("INFLUXDB_BUCKET", "website_ticks")?,
@@ -191,7 +203,7 @@ impl Config {
             notify: NotifyConfig {
                 smtp: SmtpConfig {
                     host: s.text("SMTP_HOST", "127.0.0.1")?,
-                    port: s.number("SMTP_PORT", 2525u16, 1, u16::MAX)?,
+                    port: s.number("SMTP_PORT", default_port("UP_SMTP_PORT")?, 1, u16::MAX)?,
                     user: s.optional("SMTP_USER"),
                     pass: s.optional("SMTP_PASS"),
                     from: s.text("SMTP_FROM", "Website Monitor <monitor@localhost>")?,
@@ -209,6 +221,21 @@ impl Config {
             },
         })
     }
+}
+
+/// The default ports, shared with `./dev` (which starts the servers there).
+const PORTS: &str = include_str!("../../ports.env");
+
+/// The `key=port` line of `ports.env`; an error only if the file shipped in
+/// the build lacks it.
+fn default_port(key: &'static str) -> Result<u16, ConfigError> {
+    PORTS
+        .lines()
+        .filter(|line| !line.trim_start().starts_with('#'))
+        .filter_map(|line| line.split_once('='))
+        .find(|(name, _)| name.trim() == key)
+        .and_then(|(_, port)| port.trim().parse().ok())
+        .ok_or_else(|| ConfigError { name: key, reason: "no such port in ports.env".into() })
 }
 
 struct Settings<'a> {

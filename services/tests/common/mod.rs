@@ -4,6 +4,7 @@
 //! [`stack::Stack`], the one harness: the whole system in the test process.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod proxy;
 pub mod smtp;
 pub mod stack;
 pub mod target;
