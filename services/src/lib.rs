@@ -14,6 +14,7 @@
 //! - [`bus`], [`deps`], [`follow`], [`runtime`], [`queue`], [`config`],
 //!   [`target`]: what they share.
 
+pub mod access;
 pub mod all;
 pub mod api;
 pub mod bus;
