@@ -10,6 +10,7 @@ pub mod access;
 pub mod detection;
 pub mod envelope;
 pub mod event;
+pub mod history;
 pub mod outage;
 pub mod region;
 pub mod subject;

@@ -17,6 +17,7 @@
 pub mod access;
 pub mod all;
 pub mod api;
+pub mod audit;
 pub mod bus;
 pub mod config;
 pub mod cron;
