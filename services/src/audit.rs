@@ -104,7 +104,7 @@ pub async fn audit(bus: &Bus, query: &AuditQuery) -> Result<AuditPage, BusError>
 
 /// The events on `subject` with stream sequences in `from..=to`, in order.
 /// Events of types this build does not know are left out.
-async fn read(bus: &Bus, subject: &str, from: u64, to: u64) -> Result<Vec<(u64, Envelope)>, BusError> {
+pub(crate) async fn read(bus: &Bus, subject: &str, from: u64, to: u64) -> Result<Vec<(u64, Envelope)>, BusError> {
     let err = |e: &dyn std::fmt::Display| BusError::JetStream(e.to_string());
     let stream = bus.js.get_stream(MONITOR_STREAM).await.map_err(|e| err(&e))?;
     let mut consumer = stream
