@@ -17,14 +17,30 @@ pub const FAILURES_PER_MINUTE: usize = 20;
 pub struct Access {
     auth: Arc<Authenticator>,
     limiter: Arc<FailureLimiter>,
+    secure_cookies: bool,
 }
 
 impl Access {
-    pub fn new(auth: Authenticator) -> Self {
+    /// `secure_cookies`: the dashboard is served over HTTPS (`PUBLIC_URL`),
+    /// so its session cookie is marked Secure.
+    pub fn new(auth: Authenticator, secure_cookies: bool) -> Self {
         Self {
             auth: Arc::new(auth),
             limiter: Arc::new(FailureLimiter::new(FAILURES_PER_MINUTE, Duration::from_secs(60))),
+            secure_cookies,
         }
+    }
+
+    pub fn authenticator(&self) -> &Authenticator {
+        &self.auth
+    }
+
+    pub fn limiter(&self) -> &FailureLimiter {
+        &self.limiter
+    }
+
+    pub fn secure_cookies(&self) -> bool {
+        self.secure_cookies
     }
 }
 
@@ -159,7 +175,7 @@ fn unauthorized(why: &AuthError) -> Response {
     response
 }
 
-fn too_many(retry_after: Duration) -> Response {
+pub fn too_many(retry_after: Duration) -> Response {
     let message = "too many failed authentications from this address; try again later";
     let mut response = error(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", message);
     if let Ok(value) = HeaderValue::from_str(&retry_after.as_secs().max(1).to_string()) {

@@ -15,6 +15,7 @@
 
 pub mod limiter;
 pub mod middleware;
+pub mod session;
 pub mod tokens;
 
 use events::access::secret_hash;
