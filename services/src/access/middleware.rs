@@ -7,7 +7,10 @@ use super::limiter::FailureLimiter;
 use super::{is_public, required_scope, AuthError, Authenticator, Principal, SESSION_COOKIE};
 use poem::http::{header, HeaderValue, Method, StatusCode};
 use poem::{Endpoint, IntoResponse, Middleware, Request, Response};
+use events::Actor;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
+use uuid::Uuid;
 use std::time::{Duration, Instant};
 
 /// Failed authentications allowed per client address and minute.
@@ -67,11 +70,23 @@ impl<E: Endpoint> Endpoint for AccessEndpoint<E> {
     type Output = Response;
 
     async fn call(&self, mut req: Request) -> poem::Result<Self::Output> {
+        let request_id = request_id(&req);
+        req.extensions_mut().insert(Caller { actor: Actor::Unknown, request_id });
+        let mut response = self.check(req).await?;
+        if let Ok(value) = HeaderValue::from_str(&request_id.to_string()) {
+            response.headers_mut().insert("x-request-id", value);
+        }
+        Ok(response)
+    }
+}
+
+impl<E: Endpoint> AccessEndpoint<E> {
+    async fn check(&self, mut req: Request) -> poem::Result<Response> {
         if is_public(req.uri().path()) {
             return self.inner.call(req).await.map(IntoResponse::into_response);
         }
-        let address = req.remote_addr().as_socket_addr().map(|a| a.ip());
-        if let Some(retry_after) = address.and_then(|ip| self.access.limiter.blocked(ip, Instant::now())) {
+        let address = client_address(&req);
+        if let Some(retry_after) = self.access.limiter.blocked(address, Instant::now()) {
             return Ok(too_many(retry_after));
         }
         let credential = match credential(&req) {
@@ -88,8 +103,8 @@ impl<E: Endpoint> Endpoint for AccessEndpoint<E> {
                 return Ok(error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "service unavailable"))
             }
             Err(e) => {
-                let failures = address.map(|ip| self.access.limiter.record(ip, Instant::now())).unwrap_or(0);
-                tracing::warn!(client = ?address, failures_in_last_minute = failures, path = req.uri().path(), "authentication failed");
+                let failures = self.access.limiter.record(address, Instant::now());
+                tracing::warn!(client = %address, failures_in_last_minute = failures, path = req.uri().path(), "authentication failed");
                 return Ok(unauthorized(&e));
             }
         };
@@ -111,9 +126,34 @@ impl<E: Endpoint> Endpoint for AccessEndpoint<E> {
                 req.headers_mut().insert(header::AUTHORIZATION, value);
             }
         }
+        if let Some(caller) = req.extensions_mut().get_mut::<Caller>() {
+            caller.actor = principal.actor.clone();
+        }
         req.extensions_mut().insert(principal);
         self.inner.call(req).await.map(IntoResponse::into_response)
     }
+}
+
+/// Who is calling and which request this is: what handlers record on the
+/// events they publish (the actor, and the request id as correlation id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub actor: Actor,
+    pub request_id: Uuid,
+}
+
+/// The client's `X-Request-Id` if it is a UUID, else a new one.
+fn request_id(req: &Request) -> Uuid {
+    req.headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| Uuid::parse_str(v.trim()).ok())
+        .unwrap_or_else(Uuid::now_v7)
+}
+
+/// The peer's address; requests without one (in-process) share one bucket.
+pub fn client_address(req: &Request) -> IpAddr {
+    req.remote_addr().as_socket_addr().map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip())
 }
 
 fn credential(req: &Request) -> Result<Option<Credential>, AuthError> {

@@ -4,7 +4,7 @@
 //! `GET /session` says who is signed in. The cookie is then accepted by the
 //! access middleware like a bearer token (with an Origin check on changes).
 
-use super::middleware::{same_origin, session_cookie, Access};
+use super::middleware::{client_address, same_origin, session_cookie, Access};
 use super::{AuthError, SESSION_COOKIE};
 use poem::http::{header, HeaderValue, StatusCode};
 use poem::web::{Data, Json};
@@ -50,8 +50,8 @@ pub async fn sign_in(req: &Request, access: Data<&Access>, body: Option<Json<Sig
             serde_json::json!({"error": "invalid_body", "message": "the body must be {\"token\": \"...\"}"}),
         );
     };
-    let address = req.remote_addr().as_socket_addr().map(|a| a.ip());
-    if let Some(retry_after) = address.and_then(|ip| access.limiter().blocked(ip, Instant::now())) {
+    let address = client_address(req);
+    if let Some(retry_after) = access.limiter().blocked(address, Instant::now()) {
         return super::middleware::too_many(retry_after);
     }
     match access.authenticator().authenticate(body.token.trim()).await {
@@ -63,8 +63,8 @@ pub async fn sign_in(req: &Request, access: Data<&Access>, body: Option<Json<Sig
             json(StatusCode::SERVICE_UNAVAILABLE, serde_json::json!({"error": "unavailable", "message": "service unavailable"}))
         }
         Err(_) => {
-            let failures = address.map(|ip| access.limiter().record(ip, Instant::now())).unwrap_or(0);
-            tracing::warn!(client = ?address, failures_in_last_minute = failures, "dashboard sign-in failed");
+            let failures = access.limiter().record(address, Instant::now());
+            tracing::warn!(client = %address, failures_in_last_minute = failures, "dashboard sign-in failed");
             let message = "this token is not valid (unknown, revoked or expired)";
             json(
                 StatusCode::UNAUTHORIZED,
