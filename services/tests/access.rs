@@ -9,12 +9,17 @@ mod common;
 
 use common::stack::{eventually, Stack};
 use poem::endpoint::BoxEndpoint;
-use poem::http::{Method, StatusCode};
-use poem::test::{TestClient, TestResponse};
+use poem::http::{HeaderMap, Method, StatusCode};
+use poem::test::TestClient;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
-async fn send(client: &TestClient<BoxEndpoint<'static>>, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value, TestResponse) {
+async fn send(
+    client: &TestClient<BoxEndpoint<'static>>,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value, HeaderMap) {
     let mut request = client.request(method, path);
     if let Some(body) = body {
         request = request.body_json(&body);
@@ -24,9 +29,7 @@ async fn send(client: &TestClient<BoxEndpoint<'static>>, method: Method, path: &
     let headers = response.0.headers().clone();
     let bytes = response.0.into_body().into_vec().await.expect("body");
     let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    let mut rebuilt = poem::Response::builder().status(status).finish();
-    *rebuilt.headers_mut() = headers;
-    (status, value, TestResponse::new(rebuilt))
+    (status, value, headers)
 }
 
 async fn create_token(stack: &Stack, name: &str, scope: &str) -> (String, String) {
@@ -71,16 +74,18 @@ async fn every_route_refuses_a_missing_malformed_unknown_or_revoked_token() {
     let anonymous = stack.api_client(None);
     let unknown = stack.api_client(Some("wm_unknown-token-unknown-token-unknown-token"));
     let revoked = stack.api_client(Some(&secret));
-    let malformed = TestClient::new(stack.api_client(None).into_inner()).default_header("authorization", "Basic dXNlcjpwYXNz");
+    let malformed = stack.api_client_sending(Some("Basic dXNlcjpwYXNz".into()));
     for (method, path) in operations(&stack).await {
         if path == "/health" {
             continue;
         }
-        for (who, client) in [("anonymous", &anonymous), ("unknown", &unknown), ("revoked", &revoked), ("malformed", &malformed)] {
-            let (status, body, response) = send(client, method.clone(), &path, Some(json!({}))).await;
+        for (who, client) in
+            [("anonymous", &anonymous), ("unknown", &unknown), ("revoked", &revoked), ("malformed", &malformed)]
+        {
+            let (status, body, headers) = send(client, method.clone(), &path, Some(json!({}))).await;
             assert_eq!(status, StatusCode::UNAUTHORIZED, "{who} {method} {path}: {body}");
             assert_eq!(body["error"], "unauthorized", "{who} {method} {path}");
-            response.assert_header_exist("www-authenticate");
+            assert!(headers.contains_key("www-authenticate"), "{who} {method} {path}");
         }
     }
 }
@@ -167,11 +172,13 @@ async fn two_concurrent_revocations_record_one_event() {
     let (id, _) = create_token(&stack, "twice", "read").await;
     let path = format!("/tokens/{id}");
     let other = stack.api_client(Some(&stack.admin_token));
-    let (a, b) = tokio::join!(send(&stack.client, Method::DELETE, &path, None), send(&other, Method::DELETE, &path, None));
+    let (a, b) =
+        tokio::join!(send(&stack.client, Method::DELETE, &path, None), send(&other, Method::DELETE, &path, None));
     assert_eq!((a.0, b.0), (StatusCode::NO_CONTENT, StatusCode::NO_CONTENT));
     let (status, page, _) = send(&stack.client, Method::GET, "/audit?type=TokenRevoked&limit=50", None).await;
     assert_eq!(status, StatusCode::OK, "{page}");
-    let revocations = page["items"].as_array().expect("items").iter().filter(|e| e["aggregate_id"] == id.as_str()).count();
+    let revocations =
+        page["items"].as_array().expect("items").iter().filter(|e| e["aggregate_id"] == id.as_str()).count();
     assert_eq!(revocations, 1, "{page}");
 }
 
@@ -183,9 +190,9 @@ async fn failed_authentications_are_limited_per_address() {
         let (status, _, _) = send(&guesser, Method::GET, "/websites", None).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "guess {n}");
     }
-    let (status, body, response) = send(&guesser, Method::GET, "/websites", None).await;
+    let (status, body, headers) = send(&guesser, Method::GET, "/websites", None).await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
-    response.assert_header_exist("retry-after");
+    assert!(headers.contains_key("retry-after"));
     assert_eq!(body["error"], "too_many_requests");
 }
 
@@ -231,20 +238,23 @@ async fn the_session_cookie_signs_the_dashboard_in_and_only_same_origin_changes_
     let stack = Stack::start(&[]).await;
     let (_, secret) = create_token(&stack, "browser", "write").await;
     let browser = stack.api_client(None);
-    let (status, body, _) = send(&browser, Method::POST, "/session", Some(json!({ "token": "wm_wrong-wrong-wrong-wrong-wrong" }))).await;
+    let (status, body, _) =
+        send(&browser, Method::POST, "/session", Some(json!({ "token": "wm_wrong-wrong-wrong-wrong-wrong" }))).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(body["errors"][0]["field"], "token");
 
     let response = browser.post("/session").body_json(&json!({ "token": secret })).send().await;
     response.assert_status_is_ok();
-    let set_cookie = response.0.headers().get("set-cookie").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    let set_cookie =
+        response.0.headers().get("set-cookie").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
     assert!(set_cookie.contains("HttpOnly") && set_cookie.contains("SameSite=Strict"), "{set_cookie}");
     let cookie = set_cookie.split(';').next().unwrap_or_default().to_owned();
 
     let response = browser.get("/websites").header("cookie", &cookie).send().await;
     response.assert_status_is_ok();
     let add = json!({ "url": "https://example.com", "name": "from the browser" });
-    let response = browser.post("/websites").header("cookie", &cookie).header("host", "monitor.test").body_json(&add).send().await;
+    let response =
+        browser.post("/websites").header("cookie", &cookie).header("host", "monitor.test").body_json(&add).send().await;
     response.assert_status(StatusCode::FORBIDDEN);
     let response = browser
         .post("/websites")
@@ -265,7 +275,13 @@ async fn the_session_cookie_signs_the_dashboard_in_and_only_same_origin_changes_
         .await;
     response.assert_status(StatusCode::CREATED);
 
-    let response = browser.delete("/session").header("cookie", &cookie).header("host", "monitor.test").header("origin", "http://monitor.test").send().await;
+    let response = browser
+        .delete("/session")
+        .header("cookie", &cookie)
+        .header("host", "monitor.test")
+        .header("origin", "http://monitor.test")
+        .send()
+        .await;
     response.assert_status(StatusCode::NO_CONTENT);
     let cleared = response.0.headers().get("set-cookie").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
     assert!(cleared.contains("Max-Age=0"), "{cleared}");
@@ -276,9 +292,10 @@ async fn html_answers_carry_the_browser_hardening_headers() {
     let stack = Stack::start(&[]).await;
     let response = stack.api_client(None).get("/").send().await;
     response.assert_status_is_ok();
-    let header = |name: &str| response.0.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    let header =
+        |name: &str| response.0.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
     let csp = header("content-security-policy");
-    assert!(csp.contains("script-src 'self'") && !csp.contains("'unsafe-inline' ;") , "{csp}");
+    assert!(csp.contains("script-src 'self'") && !csp.contains("'unsafe-inline' ;"), "{csp}");
     assert!(!csp.split(';').any(|d| d.trim().starts_with("script-src") && d.contains("unsafe")), "{csp}");
     assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
     assert_eq!(header("x-content-type-options"), "nosniff");

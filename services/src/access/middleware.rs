@@ -5,13 +5,13 @@
 
 use super::limiter::FailureLimiter;
 use super::{is_public, required_scope, AuthError, Authenticator, Principal, SESSION_COOKIE};
+use events::Actor;
 use poem::http::{header, HeaderValue, Method, StatusCode};
 use poem::{Endpoint, IntoResponse, Middleware, Request, Response};
-use events::Actor;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
-use uuid::Uuid;
 use std::time::{Duration, Instant};
+use uuid::Uuid;
 
 /// Failed authentications allowed per client address and minute.
 pub const FAILURES_PER_MINUTE: usize = 20;

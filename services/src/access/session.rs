@@ -42,7 +42,10 @@ fn cookie(value: &str, secure: bool, max_age: Option<u32>) -> String {
 #[handler]
 pub async fn sign_in(req: &Request, access: Data<&Access>, body: Option<Json<SignIn>>) -> Response {
     if req.headers().contains_key(header::ORIGIN) && !same_origin(req) {
-        return json(StatusCode::FORBIDDEN, serde_json::json!({"error": "forbidden", "message": "cross-site sign-in refused"}));
+        return json(
+            StatusCode::FORBIDDEN,
+            serde_json::json!({"error": "forbidden", "message": "cross-site sign-in refused"}),
+        );
     }
     let Some(Json(body)) = body else {
         return json(
@@ -59,9 +62,10 @@ pub async fn sign_in(req: &Request, access: Data<&Access>, body: Option<Json<Sig
             json(StatusCode::OK, serde_json::json!({ "actor": principal.actor, "scope": principal.scope })),
             &cookie(body.token.trim(), access.secure_cookies(), None),
         ),
-        Err(AuthError::Unavailable) => {
-            json(StatusCode::SERVICE_UNAVAILABLE, serde_json::json!({"error": "unavailable", "message": "service unavailable"}))
-        }
+        Err(AuthError::Unavailable) => json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!({"error": "unavailable", "message": "service unavailable"}),
+        ),
         Err(_) => {
             let failures = access.limiter().record(address, Instant::now());
             tracing::warn!(client = %address, failures_in_last_minute = failures, "dashboard sign-in failed");
@@ -85,10 +89,17 @@ pub async fn sign_out(access: Data<&Access>) -> Response {
 #[handler]
 pub async fn current(req: &Request, access: Data<&Access>) -> Response {
     let Some(secret) = session_cookie(req) else {
-        return json(StatusCode::UNAUTHORIZED, serde_json::json!({"error": "unauthorized", "message": "not signed in"}));
+        return json(
+            StatusCode::UNAUTHORIZED,
+            serde_json::json!({"error": "unauthorized", "message": "not signed in"}),
+        );
     };
     match access.authenticator().authenticate(&secret).await {
-        Ok(principal) => json(StatusCode::OK, serde_json::json!({ "actor": principal.actor, "scope": principal.scope })),
-        Err(_) => json(StatusCode::UNAUTHORIZED, serde_json::json!({"error": "unauthorized", "message": "not signed in"})),
+        Ok(principal) => {
+            json(StatusCode::OK, serde_json::json!({ "actor": principal.actor, "scope": principal.scope }))
+        }
+        Err(_) => {
+            json(StatusCode::UNAUTHORIZED, serde_json::json!({"error": "unauthorized", "message": "not signed in"}))
+        }
     }
 }

@@ -93,10 +93,16 @@ impl Stack {
     /// Another API instance over the same system (its own caches), sending
     /// `token` as a bearer token with every request, or nothing.
     pub fn api_client(&self, token: Option<&str>) -> TestClient<BoxEndpoint<'static>> {
+        self.api_client_sending(token.map(|token| format!("Bearer {token}")))
+    }
+
+    /// Another API instance, sending `authorization` as the Authorization
+    /// header with every request.
+    pub fn api_client_sending(&self, authorization: Option<String>) -> TestClient<BoxEndpoint<'static>> {
         let state = Arc::new(ApiState::new(self.deps.clone(), &self.config.api));
         let client = TestClient::new(api::app(state));
-        match token {
-            Some(token) => client.default_header("authorization", format!("Bearer {token}")),
+        match authorization {
+            Some(value) => client.default_header("authorization", value),
             None => client,
         }
     }
