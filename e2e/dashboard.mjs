@@ -1,7 +1,8 @@
 // The dashboard in headless Chromium against the running system: add a
 // website through the form, see it checked, open it and see the chart, make
 // it fail and see the downtime in the panel and on the chart, edit and
-// remove it, and see the API's validation errors next to the fields.
+// remove it, and see the API's validation errors next to the fields; sign
+// in with a token, see who changed what in the History panel, sign out.
 // Screenshots go to e2e/screenshots/.
 import { chromium } from "playwright-core";
 import assert from "node:assert/strict";
@@ -9,7 +10,8 @@ import { mkdirSync } from "node:fs";
 
 const base = process.env.BASE_URL;
 const target = process.env.TARGET_URL;
-assert.ok(base && target, "BASE_URL and TARGET_URL must be set (e2e/run.sh sets them)");
+const admin = process.env.ADMIN_TOKEN;
+assert.ok(base && target && admin, "BASE_URL, TARGET_URL and ADMIN_TOKEN must be set (e2e/run.sh sets them)");
 mkdirSync("screenshots", { recursive: true });
 
 const browser = await chromium.launch({
@@ -31,8 +33,41 @@ try {
   page.on("dialog", (dialog) => dialog.accept());
   const shot = (name) => page.screenshot({ path: `screenshots/${name}.png`, fullPage: true });
 
-  step = "an invalid URL shows the API's error next to the field";
+  step = "the page is served with a strict Content-Security-Policy";
+  const index = await fetch(`${base}/`);
+  const csp = index.headers.get("content-security-policy") ?? "";
+  assert.match(csp, /script-src 'self'/);
+  assert.doesNotMatch(csp, /script-src[^;]*unsafe-inline/);
+  assert.match(csp, /frame-ancestors 'none'/);
+  assert.equal(index.headers.get("x-content-type-options"), "nosniff");
+
+  step = "signed out, the dashboard asks for a token";
+  const created = await fetch(`${base}/tokens`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${admin}`, "content-type": "application/json" },
+    body: JSON.stringify({ name: "e2e-writer", scope: "write" }),
+  });
+  assert.equal(created.status, 201, await created.clone().text());
+  const { secret } = await created.json();
   await page.goto(`${base}/`);
+  const signIn = page.locator("#sign-in");
+  await signIn.waitFor({ timeout: 10000 });
+  await shot("0-sign-in");
+
+  step = "a wrong token is refused next to the field";
+  await signIn.locator("input[name=token]").fill("wm_not-a-real-token-at-all");
+  await signIn.locator("button[type=submit]").click();
+  await signIn.locator('[data-error-for="token"]').filter({ hasText: /not valid/ }).waitFor({ timeout: 10000 });
+
+  step = "a good token signs in to the overview";
+  await signIn.locator("input[name=token]").fill(secret);
+  await signIn.locator("button[type=submit]").click();
+  await page.locator("#add-website").waitFor({ timeout: 10000 });
+  const cookies = await page.context().cookies();
+  const session = cookies.find((c) => c.name === "monitor_session");
+  assert.ok(session && session.httpOnly && session.sameSite === "Strict", "an HttpOnly, SameSite=Strict session cookie");
+
+  step = "an invalid URL shows the API's error next to the field";
   const form = page.locator("#add-website");
   await form.locator("input[name=url]").fill("not a url");
   await form.locator("input[name=name]").fill("Broken");
@@ -78,6 +113,17 @@ try {
   await shot("5-overview-phone");
   await page.setViewportSize({ width: 1280, height: 900 });
 
+  step = "user-provided text stays text";
+  await form.locator("input[name=url]").fill(`${target}/status`);
+  await form.locator("input[name=name]").fill("<img src=x onerror=window.__xss=1>");
+  await form.locator("button[type=submit]").click();
+  const hostile = page.locator("tr[data-website]", { hasText: "<img src=x onerror=window.__xss=1>" });
+  await hostile.waitFor({ timeout: 10000 });
+  assert.equal(await page.evaluate(() => window.__xss), undefined, "no script ran");
+  assert.equal(await hostile.locator("img").count(), 0, "no element was made from the name");
+  await hostile.getByRole("button", { name: "Remove" }).click();
+  await hostile.waitFor({ state: "detached", timeout: 10000 });
+
   step = "a website is edited and removed from the overview";
   await row.getByRole("button", { name: "Edit" }).click();
   const editing = page.locator("tr.editing form");
@@ -89,6 +135,16 @@ try {
   await editing.getByRole("button", { name: "Save" }).click();
   const renamed = page.locator("tr[data-website]", { hasText: "Shop renamed" });
   await renamed.waitFor({ timeout: 10000 });
+
+  step = "the History panel shows the change and who made it";
+  await renamed.getByRole("link", { name: "Shop renamed" }).click();
+  const history = page.locator("#history tbody tr", { hasText: "WebsiteUpdated" }).first();
+  await history.waitFor({ timeout: 10000 });
+  assert.equal(await history.locator("td.actor").textContent(), "e2e-writer");
+  assert.match(await history.textContent(), /Shop e2e → Shop renamed/);
+  await shot("7-history");
+  await page.goto(`${base}/#/`);
+  await renamed.waitFor({ timeout: 10000 });
   await renamed.getByRole("button", { name: "Remove" }).click();
   await renamed.waitFor({ state: "detached", timeout: 10000 });
 
@@ -96,6 +152,14 @@ try {
   await page.goto(`${base}/docs`);
   await page.locator(".swagger-ui .opblock").first().waitFor({ timeout: 20000 });
   await shot("6-docs");
+
+  step = "signing out returns to the sign-in page and ends the session";
+  await page.goto(`${base}/#/`);
+  await page.getByRole("button", { name: "Sign out" }).click();
+  await page.locator("#sign-in").waitFor({ timeout: 10000 });
+  assert.ok(!(await page.context().cookies()).some((c) => c.name === "monitor_session" && c.value), "the cookie is cleared");
+  await page.reload();
+  await page.locator("#sign-in").waitFor({ timeout: 10000 });
 
   assert.deepEqual(problems, [], "no console errors");
   console.log("browser tests passed; screenshots in e2e/screenshots/");

@@ -53,11 +53,12 @@ nats_port=$(free_port); redis_port=$(free_port); api_port=$(free_port); target_p
 "${REDIS_SERVER_BIN:-redis-server}" --bind 127.0.0.1 --port "$redis_port" --save '' --appendonly no >"$work/redis.log" 2>&1 & pids+=($!)
 python3 target.py "$target_port" & pids+=($!)
 db="e2e_$(date +%s)_$$"
+admin_token="wm_e2e_$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
 psql "$TEST_DATABASE_URL" -qc "create database $db" >/dev/null
 
 NATS_URL="nats://127.0.0.1:$nats_port" DATABASE_URL="${TEST_DATABASE_URL%/*}/$db" \
 REDIS_URL="redis://127.0.0.1:$redis_port" INFLUXDB_URL="$TEST_INFLUXDB_URL" INFLUXDB_BUCKET="$db" \
-API_PORT="$api_port" ALLOW_PRIVATE_TARGETS=true SMTP_PORT=1 RUST_LOG=warn \
+API_PORT="$api_port" ALLOW_PRIVATE_TARGETS=true SMTP_PORT=1 RUST_LOG=warn ADMIN_TOKEN="$admin_token" \
   "$monitor_bin" >"$work/monitor.log" 2>&1 & monitor_pid=$!
 
 for _ in $(seq 1 150); do
@@ -67,7 +68,7 @@ done
 curl -sf "http://127.0.0.1:$api_port/health" >/dev/null || { tail -n 40 "$work/monitor.log" >&2; exit 1; }
 
 say "browser tests"
-if ! BASE_URL="http://127.0.0.1:$api_port" TARGET_URL="http://127.0.0.1:$target_port" node dashboard.mjs; then
+if ! ADMIN_TOKEN="$admin_token" BASE_URL="http://127.0.0.1:$api_port" TARGET_URL="http://127.0.0.1:$target_port" node dashboard.mjs; then
   tail -n 40 "$work/monitor.log" >&2
   exit 1
 fi

@@ -17,6 +17,7 @@ for (const [from, to] of [
   ["src/index.html", "index.html"],
   ["src/styles.css", "styles.css"],
   ["src/docs.html", "docs.html"],
+  ["src/docs.js", "docs.js"],
   ["node_modules/uplot/dist/uPlot.min.css", "uplot.css"],
   ["node_modules/swagger-ui-dist/swagger-ui-bundle.js", "swagger-ui-bundle.js"],
   ["node_modules/swagger-ui-dist/swagger-ui.css", "swagger-ui.css"],

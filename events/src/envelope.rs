@@ -1,8 +1,9 @@
 //! The envelope every event travels in:
-//! `{id, type, version, occurred_at, aggregate_id, correlation_id?, causation_id?, data}`.
+//! `{id, type, version, occurred_at, aggregate_id, correlation_id?, causation_id?, actor, data}`.
 //! The id is a UUID v7 and doubles as the `Nats-Msg-Id`, so a retried
 //! publish is de-duplicated by the server.
 
+use crate::access::Actor;
 use crate::event::{Event, KNOWN_TYPES};
 use chrono::{DateTime, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
@@ -18,6 +19,10 @@ pub struct Envelope {
     pub correlation_id: Option<Uuid>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub causation_id: Option<Uuid>,
+    /// Who caused the event; `unknown` for events older than actors (and
+    /// not written, to keep high-volume events small).
+    #[serde(default, skip_serializing_if = "Actor::is_unknown")]
+    pub actor: Actor,
     /// `type` and `data` of the JSON object.
     #[serde(flatten)]
     pub event: Event,
@@ -53,8 +58,17 @@ impl Envelope {
             aggregate_id: event.aggregate_id(),
             correlation_id: None,
             causation_id: None,
+            actor: Actor::Unknown,
             event,
         }
+    }
+
+    /// Records who caused the event and the request it came from (the
+    /// correlation id, returned to the client as `X-Request-Id`).
+    pub fn by(mut self, actor: Actor, request_id: Option<Uuid>) -> Self {
+        self.actor = actor;
+        self.correlation_id = request_id.or(self.correlation_id);
+        self
     }
 
     pub fn caused_by(mut self, cause: &Envelope) -> Self {

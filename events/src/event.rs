@@ -2,6 +2,7 @@
 //! grows when its shape changes. New fields are added with serde defaults so
 //! every event ever stored still decodes.
 
+use crate::access::{Scope, TokenName};
 use crate::values::{
     DownPolicy, EmailAddress, FailuresBeforeDown, IntervalSecs, RegionName, TimeoutMs, WebsiteName, WebsiteUrl,
 };
@@ -21,12 +22,23 @@ pub enum Event {
     CheckCompleted(CheckCompleted),
     SiteDown(SiteDown),
     SiteUp(SiteUp),
+    TokenCreated(TokenCreated),
+    TokenRevoked(TokenRevoked),
 }
 
 /// Every event type name this build knows, so a consumer can tell an event
 /// from a newer build (skippable) from a broken one (not).
-pub const KNOWN_TYPES: &[&str] =
-    &["WebsiteAdded", "WebsiteUpdated", "WebsiteRemoved", "RegionAdded", "CheckCompleted", "SiteDown", "SiteUp"];
+pub const KNOWN_TYPES: &[&str] = &[
+    "WebsiteAdded",
+    "WebsiteUpdated",
+    "WebsiteRemoved",
+    "RegionAdded",
+    "CheckCompleted",
+    "SiteDown",
+    "SiteUp",
+    "TokenCreated",
+    "TokenRevoked",
+];
 
 impl Event {
     pub fn type_name(&self) -> &'static str {
@@ -38,6 +50,8 @@ impl Event {
             Event::CheckCompleted(_) => "CheckCompleted",
             Event::SiteDown(_) => "SiteDown",
             Event::SiteUp(_) => "SiteUp",
+            Event::TokenCreated(_) => "TokenCreated",
+            Event::TokenRevoked(_) => "TokenRevoked",
         }
     }
 
@@ -57,6 +71,8 @@ impl Event {
             Event::CheckCompleted(e) => e.website_id.to_string(),
             Event::SiteDown(e) => e.website_id.to_string(),
             Event::SiteUp(e) => e.website_id.to_string(),
+            Event::TokenCreated(e) => e.token_id.to_string(),
+            Event::TokenRevoked(e) => e.token_id.to_string(),
         }
     }
 
@@ -71,6 +87,8 @@ impl Event {
             Event::CheckCompleted(e) => subject::check(&e.region, e.website_id),
             Event::SiteDown(e) => subject::incident(e.website_id),
             Event::SiteUp(e) => subject::incident(e.website_id),
+            Event::TokenCreated(e) => subject::token(e.token_id),
+            Event::TokenRevoked(e) => subject::token(e.token_id),
         }
     }
 }
@@ -134,6 +152,23 @@ pub struct WebsiteRemoved {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RegionAdded {
     pub region: RegionName,
+}
+
+/// An API token was created. Only the SHA-256 of its secret is recorded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenCreated {
+    pub token_id: Uuid,
+    pub name: TokenName,
+    pub scope: Scope,
+    pub secret_hash: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// An API token was revoked; it is refused from now on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenRevoked {
+    pub token_id: Uuid,
 }
 
 /// Why a check failed, machine-readable. `Other` also absorbs causes added

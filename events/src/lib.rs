@@ -6,18 +6,22 @@
 //! This crate performs no I/O. Everything else depends on it, never the
 //! reverse, so the rules here can be tested without any server.
 
+pub mod access;
 pub mod detection;
 pub mod envelope;
 pub mod event;
+pub mod history;
 pub mod outage;
 pub mod region;
 pub mod subject;
 pub mod values;
 pub mod website;
 
+pub use access::{Actor, Scope, TokenName};
 pub use envelope::{DecodeError, Envelope};
 pub use event::{
-    CheckCompleted, Event, FailureCause, RegionAdded, SiteDown, SiteUp, WebsiteAdded, WebsiteRemoved, WebsiteUpdated,
+    CheckCompleted, Event, FailureCause, RegionAdded, SiteDown, SiteUp, TokenCreated, TokenRevoked, WebsiteAdded,
+    WebsiteRemoved, WebsiteUpdated,
 };
 pub use values::{
     DownPolicy, EmailAddress, FailuresBeforeDown, IntervalSecs, RegionName, TimeoutMs, ValueError, WebsiteName,

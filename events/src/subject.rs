@@ -11,6 +11,7 @@ pub const CHECKS_STREAM: &str = "CHECKS";
 
 pub const WEBSITES: &str = "monitor.website.>";
 pub const REGIONS: &str = "monitor.region.>";
+pub const TOKENS: &str = "monitor.token.>";
 pub const INCIDENTS: &str = "incidents.>";
 pub const CHECKS: &str = "checks.>";
 
@@ -28,4 +29,8 @@ pub fn check(region: &RegionName, website_id: Uuid) -> String {
 
 pub fn incident(website_id: Uuid) -> String {
     format!("incidents.{website_id}")
+}
+
+pub fn token(id: Uuid) -> String {
+    format!("monitor.token.{id}")
 }

@@ -15,7 +15,7 @@ pub struct ValueError {
 }
 
 impl ValueError {
-    fn new(message: impl Into<String>) -> Self {
+    pub(crate) fn new(message: impl Into<String>) -> Self {
         Self { message: message.into() }
     }
 }

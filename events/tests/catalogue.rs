@@ -60,6 +60,14 @@ fn every_event() -> Vec<Event> {
             ended_at: at(1_360),
             downtime_seconds: 360,
         }),
+        Event::TokenCreated(TokenCreated {
+            token_id: Uuid::now_v7(),
+            name: TokenName::parse("ci").unwrap_or_else(|e| panic!("{e}")),
+            scope: Scope::Write,
+            secret_hash: events::access::secret_hash("secret"),
+            expires_at: Some(at(9_000)),
+        }),
+        Event::TokenRevoked(TokenRevoked { token_id: Uuid::now_v7() }),
     ]
 }
 
@@ -68,7 +76,8 @@ fn every_event_round_trips_through_json() {
     let events = every_event();
     assert_eq!(events.len(), events::event::KNOWN_TYPES.len());
     for event in events {
-        let envelope = Envelope::new(event, at(2_000));
+        let actor = Actor::Token { token_id: Uuid::now_v7(), name: "ci".into() };
+        let envelope = Envelope::new(event, at(2_000)).by(actor, Some(Uuid::now_v7()));
         let decoded = Envelope::from_json(&envelope.to_json()).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(decoded, envelope);
     }
@@ -105,6 +114,7 @@ fn a_website_added_without_the_newer_optional_fields_still_decodes() {
     assert_eq!(added.timeout_ms, TimeoutMs::DEFAULT);
     assert!(added.notify_emails.is_empty());
     assert_eq!(added.failures_before_down, None);
+    assert_eq!(envelope.actor, Actor::Unknown, "events older than actors read as unknown");
 }
 
 #[test]

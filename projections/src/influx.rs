@@ -226,7 +226,7 @@ pub fn line(check: &CheckCompleted) -> String {
         fields.push(("status_code", Field::Integer(i64::from(code))));
     }
     if let Some(cause) = check.cause {
-        fields.push(("cause", Field::Text(crate::status::cause_name(cause))));
+        fields.push(("cause", Field::Text(cause.as_str().to_owned())));
     }
     encode_line(
         MEASUREMENT,

@@ -51,7 +51,7 @@ impl Handler for MonitorProjection {
     }
 
     async fn reset(&self, tx: &mut Transaction<'_, Postgres>) -> Result<()> {
-        sqlx::query("truncate website_regions, websites, regions, incidents").execute(&mut **tx).await?;
+        sqlx::query("truncate website_regions, websites, regions, incidents, tokens").execute(&mut **tx).await?;
         Ok(())
     }
 }
@@ -127,6 +127,33 @@ async fn apply(tx: &mut Transaction<'_, Postgres>, seq: u64, envelope: &Envelope
                     .execute(&mut **tx)
                     .await?;
             }
+        }
+        Event::TokenCreated(e) => {
+            sqlx::query(
+                "insert into tokens (id, name, scope, secret_hash, created_at, expires_at, stream_seq)
+                 values ($1, $2, $3, $4, $5, $6, $7)
+                 on conflict (id) do nothing",
+            )
+            .bind(e.token_id)
+            .bind(e.name.as_str())
+            .bind(e.scope.as_str())
+            .bind(&e.secret_hash)
+            .bind(at)
+            .bind(e.expires_at)
+            .bind(seq)
+            .execute(&mut **tx)
+            .await?;
+        }
+        Event::TokenRevoked(e) => {
+            sqlx::query(
+                "update tokens set revoked_at = coalesce(revoked_at, $2), stream_seq = $3
+                 where id = $1 and stream_seq < $3",
+            )
+            .bind(e.token_id)
+            .bind(at)
+            .bind(seq)
+            .execute(&mut **tx)
+            .await?;
         }
         Event::RegionAdded(e) => {
             sqlx::query(

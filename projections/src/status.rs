@@ -105,12 +105,6 @@ async fn write_newest(tx: &mut Transaction<'_, Postgres>, checks: &[&CheckComple
     Ok(())
 }
 
-/// The wire name of a failure cause; [`events::FailureCause::as_str`] is the
-/// one to use. Kept only for `influx.rs`, which is being rewritten apart
-/// from this module; remove once it calls `as_str` itself.
-pub fn cause_name(cause: events::FailureCause) -> String {
-    cause.as_str().to_owned()
-}
 
 /// The latest result of one (website, region).
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]

@@ -36,6 +36,28 @@ pub struct ApiConfig {
     /// Whether websites on loopback/private addresses are accepted (the
     /// workers would refuse to check them otherwise).
     pub allow_private_targets: bool,
+    /// An admin token's secret from the environment (`ADMIN_TOKEN`), for
+    /// bootstrapping a fresh system; its actor is `bootstrap`.
+    pub admin_token: Option<Secret>,
+    /// The dashboard is served over HTTPS (`PUBLIC_URL` is https), so its
+    /// session cookie is marked Secure.
+    pub secure_cookies: bool,
+}
+
+/// A secret setting: usable, never printed (`Debug` shows `***`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -133,6 +155,13 @@ impl Config {
         let s = Settings { lookup: &lookup };
         let api_port = s.number("API_PORT", default_port("UP_API_PORT")?, 1, u16::MAX)?;
         let allow_private_targets = s.flag("ALLOW_PRIVATE_TARGETS")?;
+        let public_url = s.url("PUBLIC_URL", &format!("http://127.0.0.1:{api_port}"), &["http", "https"])?;
+        let admin_token = match s.optional("ADMIN_TOKEN") {
+            Some(token) if token.len() < 20 => {
+                return Err(ConfigError { name: "ADMIN_TOKEN", reason: "must be at least 20 characters".into() })
+            }
+            token => token.map(Secret),
+        };
         Ok(Self {
             nats_url: s.url(
                 "NATS_URL",
@@ -171,6 +200,8 @@ impl Config {
                 },
                 projection_wait: Duration::from_millis(s.number("PROJECTION_WAIT_MS", 5000u64, 0, 600_000)?),
                 allow_private_targets,
+                admin_token,
+                secure_cookies: public_url.starts_with("https://"),
             },
             projector: ProjectorConfig { batch: s.number("PROJECTOR_BATCH", 5000usize, 1, 1_000_000)? },
             cron: CronConfig {
@@ -216,7 +247,7 @@ impl Config {
                             .map_err(|e| ConfigError { name: "NOTIFY_DEFAULT_EMAIL", reason: e.to_string() })?,
                     ),
                 },
-                public_url: s.url("PUBLIC_URL", &format!("http://127.0.0.1:{api_port}"), &["http", "https"])?,
+                public_url,
                 max_age: Duration::from_secs(s.number("NOTIFY_MAX_AGE_MINUTES", 60u64, 1, 525_600)? * 60),
             },
         })
@@ -334,12 +365,21 @@ mod tests {
             ("REGION", "EU WEST"),
             ("ALLOW_PRIVATE_TARGETS", "perhaps"),
             ("WORKER_CONCURRENCY", "0"),
+            ("ADMIN_TOKEN", "short"),
         ] {
             let error = config(&[(name, value)]).err();
             assert_eq!(error.as_ref().map(|e| e.name), Some(name), "{name}={value}");
             let line = error.map(|e| e.to_string()).unwrap_or_default();
             assert!(line.starts_with(&format!("invalid setting {name}:")), "{line}");
         }
+    }
+
+    #[test]
+    fn the_admin_token_is_never_printed() {
+        let secret = "wm_this-is-a-long-enough-secret";
+        let config = config(&[("ADMIN_TOKEN", secret)]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.api.admin_token.as_ref().map(Secret::expose), Some(secret));
+        assert!(!format!("{config:?}").contains(secret));
     }
 
     #[test]

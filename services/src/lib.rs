@@ -14,8 +14,10 @@
 //! - [`bus`], [`deps`], [`follow`], [`runtime`], [`queue`], [`config`],
 //!   [`target`]: what they share.
 
+pub mod access;
 pub mod all;
 pub mod api;
+pub mod audit;
 pub mod bus;
 pub mod config;
 pub mod cron;

@@ -15,9 +15,11 @@ use tokio_util::sync::CancellationToken;
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
-    // Colour only on a terminal: log files and journald get plain text.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).try_init();
+    // Logs go to stderr (stdout is for a command's output, e.g. a new
+    // token's secret), in colour only on a terminal: log files and journald
+    // get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).try_init();
 }
 
 /// The body of every binary: load `.env` and the configuration, connect

@@ -1,6 +1,8 @@
 // The dashboard: an overview of every website and a page per website.
 // Plain DOM, hash routing (#/ and #/websites/<id>), uPlot for the chart.
-// Everything it shows comes from the public API.
+// Everything it shows comes from the public API; it signs in with an API
+// token into an HttpOnly session cookie (POST /session), so no script ever
+// holds the token after sign-in.
 import uPlot from "uplot";
 
 const app = document.getElementById("app");
@@ -17,6 +19,10 @@ async function api(method, path, body) {
     options.body = JSON.stringify(body);
   }
   const response = await fetch(path, options);
+  if (response.status === 401 && path !== "/session") {
+    signIn();
+    throw new SignedOut();
+  }
   const text = await response.text();
   let data = null;
   try {
@@ -26,6 +32,9 @@ async function api(method, path, body) {
   }
   return { ok: response.ok, status: response.status, data };
 }
+
+/// Thrown after a 401 has replaced the page with the sign-in form.
+class SignedOut extends Error {}
 
 function h(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -99,6 +108,41 @@ function websiteBody(form, regionNames) {
 function schedule(fn) {
   clearInterval(refreshTimer);
   refreshTimer = setInterval(fn, REFRESH_MS);
+}
+
+// ---------------------------------------------------------------- session
+
+function signIn() {
+  clearInterval(refreshTimer);
+  document.getElementById("sign-out").hidden = true;
+  const form = h(
+    "form",
+    { class: "grid", id: "sign-in", novalidate: true },
+    field("API token", "token", { type: "password", autocomplete: "current-password", required: true }),
+    h("div", {}, h("button", { type: "submit" }, "Sign in"), h("div", { class: "error", "data-error-for": "form" })),
+  );
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const token = form.querySelector('input[name="token"]').value.trim();
+    const response = await api("POST", "/session", { token });
+    if (!response.ok) return showErrors(form, response);
+    route();
+  });
+  app.replaceChildren(
+    h(
+      "section",
+      { class: "narrow" },
+      h("h1", {}, "Sign in"),
+      h("p", { class: "muted" }, "Use an API token (", h("code", {}, "monitor token create --scope write --name me"), " makes one)."),
+      form,
+    ),
+  );
+  form.querySelector("input").focus();
+}
+
+async function signOut() {
+  await api("DELETE", "/session");
+  signIn();
 }
 
 // ---------------------------------------------------------------- overview
@@ -236,7 +280,9 @@ async function websitePage(id) {
       h("p", { class: "muted" }, "Shaded: downtime."),
     ),
     h("section", { id: "downtime-panel" }, h("h2", {}, "Downtime"), h("div", { id: "downtime-summary" }), h("div", { id: "downtime-list" })),
+    h("section", { id: "history-panel" }, h("h2", {}, "History"), h("div", { id: "history-list" })),
   );
+  await drawHistory(website.id);
   await refreshWebsite(website);
   schedule(() => refreshWebsite(website));
 }
@@ -338,6 +384,42 @@ function drawChart(points, incidents, days) {
   chart = new uPlot(options, [times, ...series], box);
 }
 
+function actorName(actor) {
+  return actor?.kind === "token" ? actor.name : actor?.kind ?? "unknown";
+}
+
+function change(c) {
+  const show = (v) => (v === null || v === undefined ? "—" : typeof v === "string" ? v : JSON.stringify(v));
+  return h("div", {}, h("code", {}, c.field), `: ${show(c.from)} → ${show(c.to)}`);
+}
+
+async function drawHistory(id) {
+  const list = document.getElementById("history-list");
+  const history = (await api("GET", `/websites/${id}/history`)).data ?? [];
+  if (!list) return;
+  list.replaceChildren(
+    h(
+      "table",
+      { id: "history" },
+      h("thead", {}, h("tr", {}, ["When", "Who", "What", "Changes"].map((t) => h("th", {}, t)))),
+      h(
+        "tbody",
+        {},
+        history.slice().reverse().map((e) =>
+          h(
+            "tr",
+            {},
+            h("td", {}, utc(e.occurred_at)),
+            h("td", { class: "actor" }, actorName(e.actor)),
+            h("td", {}, e.type),
+            h("td", {}, (e.changes ?? []).map(change)),
+          ),
+        ),
+      ),
+    ),
+  );
+}
+
 window.addEventListener("resize", () => {
   const box = document.getElementById("chart");
   if (chart && box) chart.setSize({ width: Math.max(280, box.clientWidth), height: 280 });
@@ -347,15 +429,18 @@ window.addEventListener("resize", () => {
 
 function route() {
   clearInterval(refreshTimer);
+  document.getElementById("sign-out").hidden = false;
   if (chart) {
     chart.destroy();
     chart = null;
   }
   const match = location.hash.match(/^#\/websites\/([0-9a-f-]+)$/i);
   (match ? websitePage(match[1]) : overview()).catch((error) => {
+    if (error instanceof SignedOut) return;
     app.replaceChildren(h("section", {}, h("h1", {}, "Something went wrong"), h("p", {}, String(error))));
   });
 }
 
+document.getElementById("sign-out").addEventListener("click", signOut);
 window.addEventListener("hashchange", route);
 route();

@@ -165,7 +165,12 @@ async fn apply(store: &ScheduleStore, seq: u64, event: &Event) -> anyhow::Result
             store.add_region(&e.region).await?;
             Applied::Changed
         }
-        Event::CheckCompleted(_) | Event::SiteDown(_) | Event::SiteUp(_) => Applied::AlreadyApplied,
+        // Not about the schedule.
+        Event::CheckCompleted(_)
+        | Event::SiteDown(_)
+        | Event::SiteUp(_)
+        | Event::TokenCreated(_)
+        | Event::TokenRevoked(_) => Applied::AlreadyApplied,
     };
     if applied == Applied::Unknown {
         tracing::warn!(seq, "change for a website the schedule does not know; reconciliation will repair it");

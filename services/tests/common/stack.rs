@@ -30,7 +30,10 @@ use uuid::Uuid;
 pub type Service = (CancellationToken, JoinHandle<anyhow::Result<()>>);
 
 pub struct Stack {
+    /// The API, sending the admin token with every request.
     pub client: TestClient<BoxEndpoint<'static>>,
+    /// The `ADMIN_TOKEN` of this system.
+    pub admin_token: String,
     pub deps: Deps,
     pub bus: Bus,
     pub db: Db,
@@ -54,8 +57,13 @@ impl Stack {
         let db = Db::fresh().await;
         let redis = Redis::start().await;
         let smtp_port = smtp.port.to_string();
-        let mut settings =
-            vec![("REDIS_URL", redis.url.as_str()), ("WORKER_RECLAIM_IDLE_MS", "1000"), ("SMTP_PORT", &smtp_port)];
+        let admin_token = services::access::new_secret();
+        let mut settings = vec![
+            ("REDIS_URL", redis.url.as_str()),
+            ("WORKER_RECLAIM_IDLE_MS", "1000"),
+            ("SMTP_PORT", &smtp_port),
+            ("ADMIN_TOKEN", &admin_token),
+        ];
         settings.extend_from_slice(extra);
         let config = config(&nats, &db, &settings);
         let deps = Deps::connect(&config).await.expect("connect");
@@ -64,8 +72,10 @@ impl Stack {
         tokio::spawn(projector::serve(deps.clone(), config.projector.clone(), cancel.clone()));
         let store = ScheduleStore::new(deps.redis_connection(&cancel).await.expect("redis"));
         let state = Arc::new(ApiState::new(deps.clone(), &config.api));
+        let client = TestClient::new(api::app(state)).default_header("authorization", format!("Bearer {admin_token}"));
         let stack = Stack {
-            client: TestClient::new(api::app(state)),
+            client,
+            admin_token,
             bus: deps.bus.clone(),
             deps,
             db,
@@ -78,6 +88,23 @@ impl Stack {
         };
         stack.settle().await;
         stack
+    }
+
+    /// Another API instance over the same system (its own caches), sending
+    /// `token` as a bearer token with every request, or nothing.
+    pub fn api_client(&self, token: Option<&str>) -> TestClient<BoxEndpoint<'static>> {
+        self.api_client_sending(token.map(|token| format!("Bearer {token}")))
+    }
+
+    /// Another API instance, sending `authorization` as the Authorization
+    /// header with every request.
+    pub fn api_client_sending(&self, authorization: Option<String>) -> TestClient<BoxEndpoint<'static>> {
+        let state = Arc::new(ApiState::new(self.deps.clone(), &self.config.api));
+        let client = TestClient::new(api::app(state));
+        match authorization {
+            Some(value) => client.default_header("authorization", value),
+            None => client,
+        }
     }
 
     /// Waits until the MONITOR projection has applied everything in MONITOR.
