@@ -36,6 +36,7 @@ nats_port=$(free_port); redis_port=$(free_port); api_port=$(free_port)
 "${NATS_SERVER_BIN:-nats-server}" -a 127.0.0.1 -p "$nats_port" -js -sd "$work/nats" >"$work/nats.log" 2>&1 & pids+=($!)
 "${REDIS_SERVER_BIN:-redis-server}" --bind 127.0.0.1 --port "$redis_port" --save '' --appendonly no >"$work/redis.log" 2>&1 & pids+=($!)
 db="e2e_fuzz_$(date +%s)_$$"
+admin_token="wm_fuzz_$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
 psql "$TEST_DATABASE_URL" -qc "create database $db" >/dev/null
 
 # Private targets are allowed so that every URL the schema admits is
@@ -43,7 +44,7 @@ psql "$TEST_DATABASE_URL" -qc "create database $db" >/dev/null
 # workers' checks of the generated websites fail harmlessly.
 NATS_URL="nats://127.0.0.1:$nats_port" DATABASE_URL="${TEST_DATABASE_URL%/*}/$db" \
 REDIS_URL="redis://127.0.0.1:$redis_port" INFLUXDB_URL="$TEST_INFLUXDB_URL" INFLUXDB_BUCKET="$db" \
-API_PORT="$api_port" ALLOW_PRIVATE_TARGETS=true SMTP_PORT=1 RUST_LOG=warn \
+API_PORT="$api_port" ALLOW_PRIVATE_TARGETS=true SMTP_PORT=1 RUST_LOG=warn ADMIN_TOKEN="$admin_token" \
   "$work/monitor" >"$work/monitor.log" 2>&1 & pids+=($!)
 
 for _ in $(seq 1 150); do
@@ -60,7 +61,7 @@ say "schema fuzzing (schemathesis $(schemathesis --version 2>/dev/null | awk '{p
 # depth mismatch").
 if ! schemathesis --config-file schemathesis.toml run "http://127.0.0.1:$api_port/openapi.json" \
     --checks all --phases examples,coverage,fuzzing,stateful --max-examples "${FUZZ_EXAMPLES:-100}" \
-    --workers 1 --request-timeout 10 --no-color; then
+    --workers 1 --request-timeout 10 --no-color -H "Authorization: Bearer $admin_token"; then
   tail -n 40 "$work/monitor.log" >&2
   exit 1
 fi

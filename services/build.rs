@@ -8,8 +8,16 @@
 
 use std::path::Path;
 
-const FILES: &[&str] =
-    &["index.html", "docs.html", "app.js", "styles.css", "uplot.css", "swagger-ui-bundle.js", "swagger-ui.css"];
+const FILES: &[&str] = &[
+    "index.html",
+    "docs.html",
+    "app.js",
+    "styles.css",
+    "uplot.css",
+    "swagger-ui-bundle.js",
+    "swagger-ui.css",
+    "docs.js",
+];
 
 fn main() -> std::io::Result<()> {
     let dist = Path::new(env!("CARGO_MANIFEST_DIR")).join("../web/dist");

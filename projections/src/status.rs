@@ -105,7 +105,6 @@ async fn write_newest(tx: &mut Transaction<'_, Postgres>, checks: &[&CheckComple
     Ok(())
 }
 
-
 /// The latest result of one (website, region).
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct LatestStatus {

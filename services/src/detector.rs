@@ -88,7 +88,8 @@ impl Handler for Detector {
             *state = next;
             if let Some(event) = event {
                 let Some(id) = detection::transition_id(&event) else { continue };
-                transitions.push(Envelope::with_id(id, event, Utc::now()).caused_by(envelope));
+                transitions
+                    .push(Envelope::with_id(id, event, Utc::now()).caused_by(envelope).by(events::Actor::System, None));
             }
         }
         // Published before the states are committed: a crash in between

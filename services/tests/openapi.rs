@@ -25,6 +25,11 @@ const ENDPOINTS: &[(&str, &str)] = &[
     ("get", "/monitor/{id}/last_downtime"),
     ("get", "/monitor/{id}/uptime"),
     ("get", "/health"),
+    ("get", "/tokens"),
+    ("post", "/tokens"),
+    ("delete", "/tokens/{id}"),
+    ("get", "/websites/{id}/history"),
+    ("get", "/audit"),
 ];
 
 async fn spec(app: &Stack) -> Value {

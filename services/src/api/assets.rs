@@ -20,6 +20,7 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
         include_bytes!(concat!(env!("OUT_DIR"), "/swagger-ui-bundle.js")),
     ),
     ("swagger-ui.css", "text/css; charset=utf-8", include_bytes!(concat!(env!("OUT_DIR"), "/swagger-ui.css"))),
+    ("docs.js", "text/javascript; charset=utf-8", include_bytes!(concat!(env!("OUT_DIR"), "/docs.js"))),
 ];
 
 fn file(content_type: &str, body: &'static [u8]) -> Response {

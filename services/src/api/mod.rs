@@ -6,6 +6,7 @@
 //! The routes are poem-openapi operations, so `/openapi.json` is generated
 //! from the handlers and their types and cannot drift from what is served.
 
+pub mod access;
 pub mod assets;
 pub mod body;
 pub mod error;
@@ -13,6 +14,8 @@ pub mod monitor;
 pub mod regions;
 pub mod websites;
 
+use crate::access::middleware::Access;
+use crate::access::{session, Authenticator};
 use crate::bus::{Bus, BusError};
 use crate::config::ApiConfig;
 use crate::Deps;
@@ -20,12 +23,13 @@ use anyhow::Context;
 use chrono::Utc;
 use error::Allowed;
 use error::ApiError;
-use events::{Envelope, Event, RegionAdded, RegionName};
+use events::{Actor, Envelope, Event, RegionAdded, RegionName};
 use poem::endpoint::{make_sync, BoxEndpoint};
 use poem::http::Method;
 use poem::listener::TcpListener;
+use poem::middleware::SetHeader;
 use poem::middleware::Tracing;
-use poem::{get, Endpoint, EndpointExt, IntoEndpoint, Response, Route, Server};
+use poem::{get, post, Endpoint, EndpointExt, IntoEndpoint, Response, Route, Server};
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi, OpenApiService, Tags};
 use projections::influx::Influx;
@@ -43,11 +47,16 @@ pub struct ApiState {
     /// Whether websites on loopback/private addresses are accepted (the
     /// workers would refuse to check them otherwise).
     pub allow_private_targets: bool,
+    /// Authentication of this instance (its own token cache and failure
+    /// counts).
+    pub access: Access,
 }
 
 impl ApiState {
     pub fn new(deps: Deps, config: &ApiConfig) -> Self {
+        let admin_token = config.admin_token.as_ref().map(|t| t.expose());
         Self {
+            access: Access::new(Authenticator::new(deps.pool.clone(), admin_token), config.secure_cookies),
             bus: deps.bus,
             pool: deps.pool,
             influx: deps.influx,
@@ -60,12 +69,14 @@ impl ApiState {
 /// The operations of the API, for the router and the description.
 fn operations(
     state: &Arc<ApiState>,
-) -> OpenApiService<(websites::WebsitesApi, regions::RegionsApi, monitor::MonitorApi, HealthApi), ()> {
+) -> OpenApiService<(websites::WebsitesApi, regions::RegionsApi, monitor::MonitorApi, access::AccessApi, HealthApi), ()>
+{
     OpenApiService::new(
         (
             websites::WebsitesApi { state: state.clone() },
             regions::RegionsApi { state: state.clone() },
             monitor::MonitorApi { state: state.clone() },
+            access::AccessApi { state: state.clone() },
             HealthApi { state: state.clone() },
         ),
         "Website monitor",
@@ -75,15 +86,54 @@ fn operations(
 }
 
 /// The generated description, with what poem-openapi 5 cannot say itself:
-/// request bodies refuse unknown fields (serde's `deny_unknown_fields`).
+/// request bodies refuse unknown fields (serde's `deny_unknown_fields`), and
+/// the bearer-token security of every operation, taken from the access
+/// rules the middleware enforces ([`crate::access::is_public`],
+/// [`crate::access::required_scope`]), so the two cannot disagree.
 pub fn description(state: &Arc<ApiState>) -> serde_json::Value {
     let mut spec: serde_json::Value = serde_json::from_str(&operations(state).spec()).unwrap_or_default();
-    for strict in ["CreateWebsite", "UpdateWebsite", "CreateRegion"] {
+    for strict in ["CreateWebsite", "UpdateWebsite", "CreateRegion", "CreateToken"] {
         if let Some(schema) = spec["components"]["schemas"].get_mut(strict).and_then(|s| s.as_object_mut()) {
             schema.insert("additionalProperties".into(), false.into());
         }
     }
+    declare_security(&mut spec);
     spec
+}
+
+fn declare_security(spec: &mut serde_json::Value) {
+    use serde_json::json;
+    spec["components"]["securitySchemes"]["bearer"] = json!({
+        "type": "http",
+        "scheme": "bearer",
+        "description": "An API token (`read`, `write` or `admin` scope): `Authorization: Bearer <token>`."
+    });
+    let error = |description: &str| {
+        json!({ "description": description,
+                "content": { body::JSON: { "schema": { "$ref": "#/components/schemas/Error" } } } })
+    };
+    let Some(paths) = spec["paths"].as_object_mut() else { return };
+    for (path, item) in paths.iter_mut() {
+        let Some(operations) = item.as_object_mut() else { continue };
+        for (method, operation) in operations.iter_mut() {
+            let Ok(method) = method.to_uppercase().parse::<Method>() else { continue };
+            if crate::access::is_public(path) {
+                operation["security"] = json!([]);
+                continue;
+            }
+            operation["security"] = json!([{ "bearer": [] }]);
+            let responses = &mut operation["responses"];
+            responses["401"] = error("No token, a malformed one, or one unknown, revoked or expired");
+            if crate::access::required_scope(&method, path) > events::Scope::Read {
+                let needed = crate::access::required_scope(&method, path);
+                responses["403"] = error(&format!("The token's scope is narrower than `{needed}`"));
+            }
+            let mut limited = error("Too many failed authentications from this address");
+            limited["headers"] =
+                json!({ "Retry-After": { "description": "Seconds to wait", "schema": { "type": "integer" } } });
+            responses["429"] = limited;
+        }
+    }
 }
 
 /// The whole API as one endpoint, for the server and for in-process tests.
@@ -93,6 +143,8 @@ pub fn app(state: Arc<ApiState>) -> BoxEndpoint<'static> {
     for path in ["/", "/docs", "/openapi.json", "/assets/{name}"] {
         allowed.add(path, vec![Method::GET]);
     }
+    allowed.add("/session", vec![Method::GET, Method::POST, Method::DELETE]);
+    let access_control = state.access.clone();
     // The operations answer under the first segments of their paths
     // (`/websites`, `/monitor`, ...), the pages and the description beside.
     let prefixes: std::collections::BTreeSet<String> = spec["paths"]
@@ -119,6 +171,10 @@ pub fn app(state: Arc<ApiState>) -> BoxEndpoint<'static> {
             })),
         )
         .at("/assets/:name", get(assets::asset))
+        .at("/session", post(session::sign_in).get(session::current).delete(session::sign_out))
+        .data(access_control.clone())
+        .with(access_control)
+        .with(browser_hardening())
         .with(Tracing)
         .catch_all_error(|e| async move { error::from_poem(e) })
         .around(move |endpoint, request| {
@@ -131,6 +187,21 @@ pub fn app(state: Arc<ApiState>) -> BoxEndpoint<'static> {
         })
         .into_endpoint()
         .boxed()
+}
+
+/// Headers every answer carries: pages run only this server's scripts and
+/// cannot be framed (the signed-in dashboard), responses are not sniffed
+/// into another type, and no URL leaks to other sites.
+fn browser_hardening() -> SetHeader {
+    SetHeader::new()
+        .overriding(
+            "content-security-policy",
+            "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; \
+             connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'; object-src 'none'",
+        )
+        .overriding("x-content-type-options", "nosniff")
+        .overriding("referrer-policy", "same-origin")
+        .overriding("x-frame-options", "DENY")
 }
 
 /// Makes sure a region exists, then serves on `API_HOST:API_PORT` until
@@ -154,7 +225,8 @@ pub async fn ensure_default_region(bus: &Bus, region: &RegionName) -> Result<(),
     if bus.last_subject_seq(events::subject::REGIONS).await? > 0 {
         return Ok(());
     }
-    let envelope = Envelope::new(Event::RegionAdded(RegionAdded { region: region.clone() }), Utc::now());
+    let envelope =
+        Envelope::new(Event::RegionAdded(RegionAdded { region: region.clone() }), Utc::now()).by(Actor::System, None);
     match bus.publish(&envelope, Some(0)).await {
         Ok(_) => {
             tracing::info!(%region, "default region added");

@@ -5,9 +5,11 @@
 use super::body::{JsonBody, Timestamp};
 use super::error::{ApiError, Refusal, BODY, CONFLICT, UNAVAILABLE};
 use super::ApiState;
+use crate::access::middleware::Caller;
 use crate::bus::BusError;
 use chrono::Utc;
 use events::{region, Envelope, RegionName};
+use poem::web::Data;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
 use projections::postgres;
@@ -55,6 +57,7 @@ impl RegionsApi {
     #[oai(path = "/regions", method = "post", operation_id = "create_region")]
     async fn create(
         &self,
+        caller: Data<&Caller>,
         body: JsonBody<CreateRegion>,
     ) -> Result<Created, Refusal<{ BODY | CONFLICT | UNAVAILABLE }>> {
         let state = &self.state;
@@ -63,7 +66,7 @@ impl RegionsApi {
         let exists = postgres::regions(&state.pool).await?.iter().any(|r| r.name == name);
         let mut view = None;
         for event in region::decide_add(name.clone(), exists)? {
-            let envelope = Envelope::new(event, Utc::now());
+            let envelope = Envelope::new(event, Utc::now()).by(caller.actor.clone(), Some(caller.request_id));
             let seq = match state.bus.publish(&envelope, Some(0)).await {
                 Ok(seq) => seq,
                 Err(BusError::Conflict) => {

@@ -11,6 +11,7 @@
 use super::body::{parse_id, present, Bounded, JsonBody, Timestamp, REGION_PATTERN};
 use super::error::{ApiError, FieldError, Refusal, BAD_REQUEST, BODY, CONFLICT, INVALID, NOT_FOUND, UNAVAILABLE};
 use super::ApiState;
+use crate::access::middleware::Caller;
 use crate::bus::BusError;
 use chrono::Utc;
 use events::website::{self, AddWebsite, ChangeWebsite, Website, WebsiteCommand};
@@ -18,6 +19,7 @@ use events::{
     DownPolicy, EmailAddress, Envelope, FailuresBeforeDown, IntervalSecs, RegionName, TimeoutMs, ValueError,
     WebsiteName, WebsiteUrl,
 };
+use poem::web::Data;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::registry::{MetaSchema, MetaSchemaRef};
@@ -254,6 +256,7 @@ impl WebsitesApi {
     #[oai(path = "/websites", method = "post", operation_id = "create_website")]
     async fn create(
         &self,
+        caller: Data<&Caller>,
         body: JsonBody<CreateWebsite>,
     ) -> Result<Created, Refusal<{ BODY | CONFLICT | UNAVAILABLE }>> {
         let input = body.0;
@@ -287,7 +290,7 @@ impl WebsitesApi {
             down_policy: policy.flatten().unwrap_or_default(),
         };
         let id = add.id;
-        match execute(state, id, WebsiteCommand::Add(add)).await? {
+        match execute(state, &caller, id, WebsiteCommand::Add(add)).await? {
             Some(website) => Ok(Created::Created(Json(website.into()))),
             None => Err(ApiError::Internal(format!("website {id} missing after WebsiteAdded")).into()),
         }
@@ -322,6 +325,7 @@ impl WebsitesApi {
     #[oai(path = "/websites/:id", method = "patch", operation_id = "update_website")]
     async fn update(
         &self,
+        caller: Data<&Caller>,
         id: Path<String>,
         body: JsonBody<UpdateWebsite>,
     ) -> Result<Json<WebsiteView>, Refusal<{ BODY | NOT_FOUND | CONFLICT | UNAVAILABLE }>> {
@@ -349,7 +353,7 @@ impl WebsitesApi {
         if let Some(url) = &change.url {
             refuse_private(state, url).await?;
         }
-        match execute(state, id, WebsiteCommand::Change(change)).await? {
+        match execute(state, &caller, id, WebsiteCommand::Change(change)).await? {
             Some(website) => Ok(Json(website.into())),
             None => Err(ApiError::NotFound(format!("website {id} does not exist")).into()),
         }
@@ -357,9 +361,13 @@ impl WebsitesApi {
 
     /// Remove a website
     #[oai(path = "/websites/:id", method = "delete", operation_id = "remove_website")]
-    async fn remove(&self, id: Path<String>) -> Result<Removed, Refusal<{ NOT_FOUND | CONFLICT | UNAVAILABLE }>> {
+    async fn remove(
+        &self,
+        caller: Data<&Caller>,
+        id: Path<String>,
+    ) -> Result<Removed, Refusal<{ NOT_FOUND | CONFLICT | UNAVAILABLE }>> {
         let id = parse_id(&id, "website")?;
-        execute(&self.state, id, WebsiteCommand::Remove).await?;
+        execute(&self.state, &caller, id, WebsiteCommand::Remove).await?;
         Ok(Removed::Removed)
     }
 }
@@ -379,7 +387,12 @@ async fn refuse_private(state: &ApiState, url: &WebsiteUrl) -> Result<(), ApiErr
 /// Decides `command` against the projected state, publishes the events with
 /// optimistic concurrency and waits for the projection to show them. Returns
 /// the website as the events left it.
-async fn execute(state: &ApiState, id: Uuid, command: WebsiteCommand) -> Result<Option<Website>, ApiError> {
+async fn execute(
+    state: &ApiState,
+    caller: &Caller,
+    id: Uuid,
+    command: WebsiteCommand,
+) -> Result<Option<Website>, ApiError> {
     let subject = events::subject::website(id);
     for attempt in 1..=MAX_ATTEMPTS {
         let stored = postgres::website(&state.pool, id).await?;
@@ -391,7 +404,7 @@ async fn execute(state: &ApiState, id: Uuid, command: WebsiteCommand) -> Result<
         let mut published = false;
         let mut conflict = false;
         for event in decided {
-            let envelope = Envelope::new(event, Utc::now());
+            let envelope = Envelope::new(event, Utc::now()).by(caller.actor.clone(), Some(caller.request_id));
             match state.bus.publish(&envelope, Some(expected)).await {
                 Ok(seq) => {
                     expected = seq;
