@@ -333,6 +333,19 @@ async fn unknown_ids_routes_and_methods_get_json_errors() {
     assert_error(status, &error, StatusCode::NOT_FOUND, "not_found");
     let (status, error) = call(&app, Method::PUT, "/websites", None).await;
     assert_error(status, &error, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+    // A 405 says what the path takes (RFC 9110).
+    for (method, path, allowed) in [
+        (Method::TRACE, "/websites", "GET HEAD POST"),
+        (Method::PUT, unknown.as_str(), "DELETE GET HEAD PATCH"),
+        (Method::POST, "/", "GET HEAD"),
+    ] {
+        let response = app.client.request(method.clone(), path).send().await;
+        response.assert_status(StatusCode::METHOD_NOT_ALLOWED);
+        let allow = response.0.headers().get("allow").and_then(|v| v.to_str().ok()).unwrap_or_default();
+        let mut methods: Vec<&str> = allow.split(", ").collect();
+        methods.sort();
+        assert_eq!(methods.join(" "), allowed, "{method} {path}");
+    }
 
     let huge = format!(r#"{{"url": "https://google.com", "name": "{}"}}"#, "x".repeat(100_000));
     let response = app.client.post("/websites").content_type("application/json").body(huge).send().await;

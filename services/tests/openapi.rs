@@ -96,6 +96,25 @@ async fn the_description_lists_exactly_the_endpoints_the_api_serves() {
 }
 
 #[tokio::test]
+async fn every_request_body_is_described_as_refusing_unknown_fields() {
+    let app = Stack::start(&[]).await;
+    let spec = spec(&app).await;
+    let mut bodies = 0;
+    for item in spec["paths"].as_object().expect("paths").values() {
+        for operation in item.as_object().expect("path item").values() {
+            for media in operation["requestBody"]["content"].as_object().into_iter().flat_map(|c| c.values()) {
+                let reference = media["schema"]["$ref"].as_str().expect("a named schema");
+                let name = reference.rsplit('/').next().expect("name");
+                let schema = &spec["components"]["schemas"][name];
+                assert_eq!(schema["additionalProperties"], Value::Bool(false), "{name}");
+                bodies += 1;
+            }
+        }
+    }
+    assert_eq!(bodies, 3, "POST /websites, PATCH /websites/{{id}}, POST /regions");
+}
+
+#[tokio::test]
 async fn the_dashboard_and_the_docs_are_served_from_the_binary() {
     let app = Stack::start(&[]).await;
     for (path, content_type) in [

@@ -15,6 +15,10 @@ use std::time::{Duration, Instant};
 /// What SIGTERM to exit may take (SHUTDOWN_GRACE is 8 s).
 const LIMIT: Duration = Duration::from_secs(10);
 
+
+/// The admin secret the monitor is started with.
+const ADMIN_TOKEN: &str = "wm_shutdown-test-admin-token-0123456789";
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Gone {
     Nats,
@@ -66,6 +70,7 @@ async fn exit_time_after_losing(gone: Gone) -> Duration {
             ("SMTP_HOST", "127.0.0.1".into()),
             ("SMTP_PORT", smtp.port.to_string()),
             ("DETECTOR_DOWN_AFTER", "1".into()),
+            ("ADMIN_TOKEN", ADMIN_TOKEN.into()),
             ("RUST_LOG", "info,sqlx=warn".into()),
         ])
         .stdin(Stdio::null())
@@ -103,7 +108,13 @@ async fn exit_time_after_losing(gone: Gone) -> Duration {
     // The first start's default region may still be on its way in.
     let started = Instant::now();
     loop {
-        let created = http.post(format!("{base}/websites")).json(&website).send().await.expect("POST /websites");
+        let created = http
+            .post(format!("{base}/websites"))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&website)
+            .send()
+            .await
+            .expect("POST /websites");
         if created.status().is_success() {
             break;
         }

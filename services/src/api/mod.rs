@@ -31,6 +31,7 @@ use poem::middleware::SetHeader;
 use poem::middleware::Tracing;
 use poem::{get, post, Endpoint, EndpointExt, IntoEndpoint, Response, Route, Server};
 use poem_openapi::payload::Json;
+use poem_openapi::types::Type;
 use poem_openapi::{Object, OpenApi, OpenApiService, Tags};
 use projections::influx::Influx;
 use projections::{cursor, postgres};
@@ -92,8 +93,14 @@ fn operations(
 /// [`crate::access::required_scope`]), so the two cannot disagree.
 pub fn description(state: &Arc<ApiState>) -> serde_json::Value {
     let mut spec: serde_json::Value = serde_json::from_str(&operations(state).spec()).unwrap_or_default();
-    for strict in ["CreateWebsite", "UpdateWebsite", "CreateRegion", "CreateToken"] {
-        if let Some(schema) = spec["components"]["schemas"].get_mut(strict).and_then(|s| s.as_object_mut()) {
+    let strict = [
+        websites::CreateWebsite::name(),
+        websites::UpdateWebsite::name(),
+        regions::CreateRegion::name(),
+        access::CreateToken::name(),
+    ];
+    for name in strict {
+        if let Some(schema) = spec["components"]["schemas"].get_mut(name.as_ref()).and_then(|s| s.as_object_mut()) {
             schema.insert("additionalProperties".into(), false.into());
         }
     }
@@ -154,7 +161,7 @@ pub fn app(state: Arc<ApiState>) -> BoxEndpoint<'static> {
         .filter_map(|path| path.split('/').nth(1).map(|first| format!("/{first}")))
         .collect();
     let operations = Arc::new(operations(&state).into_endpoint());
-    let spec = Arc::new(serde_json::to_vec(&spec).unwrap_or_default());
+    let spec = bytes::Bytes::from(serde_json::to_vec(&spec).unwrap_or_default());
     let allowed = Arc::new(allowed);
     prefixes
         .into_iter()
@@ -167,7 +174,7 @@ pub fn app(state: Arc<ApiState>) -> BoxEndpoint<'static> {
                 Response::builder()
                     .content_type("application/json")
                     .header("cache-control", "no-cache")
-                    .body(spec.to_vec())
+                    .body(spec.clone())
             })),
         )
         .at("/assets/:name", get(assets::asset))

@@ -14,6 +14,7 @@ use super::ApiState;
 use crate::access::middleware::Caller;
 use crate::bus::BusError;
 use chrono::Utc;
+use events::values::MAX_URL_LEN;
 use events::website::{self, AddWebsite, ChangeWebsite, Website, WebsiteCommand};
 use events::{
     DownPolicy, EmailAddress, Envelope, FailuresBeforeDown, IntervalSecs, RegionName, TimeoutMs, ValueError,
@@ -53,10 +54,11 @@ pub enum Tag {
 #[serde(deny_unknown_fields)]
 #[oai(deny_unknown_fields)]
 pub struct CreateWebsite {
-    /// An absolute http(s) URL with a host, at most 2048 characters.
+    /// An absolute http(s) URL with a host name or IP address, at most 2047
+    /// characters, without characters that would be percent-encoded.
     #[oai(validator(
-        max_length = 2048,
-        pattern = r"^https?://(([A-Za-z0-9][A-Za-z0-9-]*\.)*[A-Za-z][A-Za-z0-9-]*|(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}|\[(([0-9A-Fa-f]{1,4}:){7}[0-9A-Fa-f]{1,4}|([0-9A-Fa-f]{1,4}:){1,7}:|([0-9A-Fa-f]{1,4}:){1,6}:[0-9A-Fa-f]{1,4}|([0-9A-Fa-f]{1,4}:){1,5}(:[0-9A-Fa-f]{1,4}){1,2}|([0-9A-Fa-f]{1,4}:){1,4}(:[0-9A-Fa-f]{1,4}){1,3}|([0-9A-Fa-f]{1,4}:){1,3}(:[0-9A-Fa-f]{1,4}){1,4}|([0-9A-Fa-f]{1,4}:){1,2}(:[0-9A-Fa-f]{1,4}){1,5}|[0-9A-Fa-f]{1,4}:(:[0-9A-Fa-f]{1,4}){1,6}|:((:[0-9A-Fa-f]{1,4}){1,7}|:))\])(:([0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?([/?#][!-~]*)?$"
+        max_length = 2047,
+        pattern = r"^https?://(([A-Za-z0-9][A-Za-z0-9-]*\.)*[A-Za-z][A-Za-z0-9-]*|(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}|\[(([0-9A-Fa-f]{1,4}:){7}[0-9A-Fa-f]{1,4}|([0-9A-Fa-f]{1,4}:){1,7}:|([0-9A-Fa-f]{1,4}:){1,6}:[0-9A-Fa-f]{1,4}|([0-9A-Fa-f]{1,4}:){1,5}(:[0-9A-Fa-f]{1,4}){1,2}|([0-9A-Fa-f]{1,4}:){1,4}(:[0-9A-Fa-f]{1,4}){1,3}|([0-9A-Fa-f]{1,4}:){1,3}(:[0-9A-Fa-f]{1,4}){1,4}|([0-9A-Fa-f]{1,4}:){1,2}(:[0-9A-Fa-f]{1,4}){1,5}|[0-9A-Fa-f]{1,4}:(:[0-9A-Fa-f]{1,4}){1,6}|:((:[0-9A-Fa-f]{1,4}){1,7}|:))\])(:([0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?([/?#][!#$%&()*+,./0-9:;=?@A-Z\[\\\]_a-z~-]*)?$"
     ))]
     url: String,
     /// 1 to 100 characters after trimming, no control characters.
@@ -105,8 +107,8 @@ pub struct CreateWebsite {
 pub struct UpdateWebsite {
     #[serde(default, deserialize_with = "present")]
     #[oai(validator(
-        max_length = 2048,
-        pattern = r"^https?://(([A-Za-z0-9][A-Za-z0-9-]*\.)*[A-Za-z][A-Za-z0-9-]*|(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}|\[(([0-9A-Fa-f]{1,4}:){7}[0-9A-Fa-f]{1,4}|([0-9A-Fa-f]{1,4}:){1,7}:|([0-9A-Fa-f]{1,4}:){1,6}:[0-9A-Fa-f]{1,4}|([0-9A-Fa-f]{1,4}:){1,5}(:[0-9A-Fa-f]{1,4}){1,2}|([0-9A-Fa-f]{1,4}:){1,4}(:[0-9A-Fa-f]{1,4}){1,3}|([0-9A-Fa-f]{1,4}:){1,3}(:[0-9A-Fa-f]{1,4}){1,4}|([0-9A-Fa-f]{1,4}:){1,2}(:[0-9A-Fa-f]{1,4}){1,5}|[0-9A-Fa-f]{1,4}:(:[0-9A-Fa-f]{1,4}){1,6}|:((:[0-9A-Fa-f]{1,4}){1,7}|:))\])(:([0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?([/?#][!-~]*)?$"
+        max_length = 2047,
+        pattern = r"^https?://(([A-Za-z0-9][A-Za-z0-9-]*\.)*[A-Za-z][A-Za-z0-9-]*|(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}|\[(([0-9A-Fa-f]{1,4}:){7}[0-9A-Fa-f]{1,4}|([0-9A-Fa-f]{1,4}:){1,7}:|([0-9A-Fa-f]{1,4}:){1,6}:[0-9A-Fa-f]{1,4}|([0-9A-Fa-f]{1,4}:){1,5}(:[0-9A-Fa-f]{1,4}){1,2}|([0-9A-Fa-f]{1,4}:){1,4}(:[0-9A-Fa-f]{1,4}){1,3}|([0-9A-Fa-f]{1,4}:){1,3}(:[0-9A-Fa-f]{1,4}){1,4}|([0-9A-Fa-f]{1,4}:){1,2}(:[0-9A-Fa-f]{1,4}){1,5}|[0-9A-Fa-f]{1,4}:(:[0-9A-Fa-f]{1,4}){1,6}|:((:[0-9A-Fa-f]{1,4}){1,7}|:))\])(:([0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?([/?#][!#$%&()*+,./0-9:;=?@A-Z\[\\\]_a-z~-]*)?$"
     ))]
     url: Option<String>,
     #[serde(default, deserialize_with = "present")]
@@ -262,7 +264,7 @@ impl WebsitesApi {
         let input = body.0;
         let state = &self.state;
         let mut check = Validation::default();
-        let url = check.documented("url", &input.url, &URL, WebsiteUrl::parse(&input.url));
+        let url = check.documented("url", &input.url, &URL, parse_url(&input.url));
         let name = check.documented("name", &input.name, &NAME, WebsiteName::parse(&input.name));
         let regions = input.regions.map(|r| check.regions(r));
         let interval = input.interval_seconds.map(|s| check.field("interval_seconds", IntervalSecs::parse(s)));
@@ -334,7 +336,7 @@ impl WebsitesApi {
         let input = body.0;
         let mut check = Validation::default();
         let change = ChangeWebsite {
-            url: input.url.and_then(|u| check.documented("url", &u, &URL, WebsiteUrl::parse(&u))),
+            url: input.url.and_then(|u| check.documented("url", &u, &URL, parse_url(&u))),
             name: input.name.and_then(|n| check.documented("name", &n, &NAME, WebsiteName::parse(&n))),
             regions: input.regions.and_then(|r| check.regions(r)),
             interval_seconds: input
@@ -370,6 +372,16 @@ impl WebsitesApi {
         execute(&self.state, &caller, id, WebsiteCommand::Remove).await?;
         Ok(Removed::Removed)
     }
+}
+
+/// `WebsiteUrl::parse`, and the normalised URL must fit too: it is what
+/// is stored, and a stored URL that is too long cannot be read back.
+fn parse_url(raw: &str) -> Result<WebsiteUrl, ValueError> {
+    let url = WebsiteUrl::parse(raw)?;
+    if url.as_str().len() > MAX_URL_LEN {
+        return Err(ValueError { message: format!("url must be at most {MAX_URL_LEN} characters once normalised") });
+    }
+    Ok(url)
 }
 
 /// Refuses a URL the workers would refuse to check (SSRF guard), so the
@@ -532,15 +544,17 @@ macro_rules! rule {
 
 /// The patterns of the description (the `#[oai(validator(pattern))]`
 /// attributes above must repeat them literally; a test checks they do).
-pub const URL_PATTERN: &str = r"^https?://(([A-Za-z0-9][A-Za-z0-9-]*\.)*[A-Za-z][A-Za-z0-9-]*|(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}|\[(([0-9A-Fa-f]{1,4}:){7}[0-9A-Fa-f]{1,4}|([0-9A-Fa-f]{1,4}:){1,7}:|([0-9A-Fa-f]{1,4}:){1,6}:[0-9A-Fa-f]{1,4}|([0-9A-Fa-f]{1,4}:){1,5}(:[0-9A-Fa-f]{1,4}){1,2}|([0-9A-Fa-f]{1,4}:){1,4}(:[0-9A-Fa-f]{1,4}){1,3}|([0-9A-Fa-f]{1,4}:){1,3}(:[0-9A-Fa-f]{1,4}){1,4}|([0-9A-Fa-f]{1,4}:){1,2}(:[0-9A-Fa-f]{1,4}){1,5}|[0-9A-Fa-f]{1,4}:(:[0-9A-Fa-f]{1,4}){1,6}|:((:[0-9A-Fa-f]{1,4}){1,7}|:))\])(:([0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?([/?#][!-~]*)?$";
+pub const URL_PATTERN: &str = r"^https?://(([A-Za-z0-9][A-Za-z0-9-]*\.)*[A-Za-z][A-Za-z0-9-]*|(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}|\[(([0-9A-Fa-f]{1,4}:){7}[0-9A-Fa-f]{1,4}|([0-9A-Fa-f]{1,4}:){1,7}:|([0-9A-Fa-f]{1,4}:){1,6}:[0-9A-Fa-f]{1,4}|([0-9A-Fa-f]{1,4}:){1,5}(:[0-9A-Fa-f]{1,4}){1,2}|([0-9A-Fa-f]{1,4}:){1,4}(:[0-9A-Fa-f]{1,4}){1,3}|([0-9A-Fa-f]{1,4}:){1,3}(:[0-9A-Fa-f]{1,4}){1,4}|([0-9A-Fa-f]{1,4}:){1,2}(:[0-9A-Fa-f]{1,4}){1,5}|[0-9A-Fa-f]{1,4}:(:[0-9A-Fa-f]{1,4}){1,6}|:((:[0-9A-Fa-f]{1,4}){1,7}|:))\])(:([0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?([/?#][!#$%&()*+,./0-9:;=?@A-Z\[\\\]_a-z~-]*)?$";
 pub const NAME_PATTERN: &str = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$";
 pub const EMAIL_PATTERN: &str = r"^[^\s\x00-\x1f\x7f-\x9f@]{1,64}@[^\s\x00-\x1f\x7f-\x9f@.-]([^\s\x00-\x1f\x7f-\x9f@.]*[^\s\x00-\x1f\x7f-\x9f@.-])?(\.[^\s\x00-\x1f\x7f-\x9f@.-]([^\s\x00-\x1f\x7f-\x9f@.]*[^\s\x00-\x1f\x7f-\x9f@.-])?)+$";
 const POLICY_PATTERN: &str = "^(any|majority|all)$";
 
+// 2047 and no character the URL parser percent-encodes: normalising adds at
+// most the `/` of an empty path, so what is stored fits `MAX_URL_LEN`.
 static URL: Rule = rule!(
     URL_PATTERN,
-    2048,
-    "an absolute http or https URL with a host name or IP address (see the pattern in /openapi.json)"
+    MAX_URL_LEN - 1,
+    "an absolute http or https URL of at most 2047 characters with a host name or IP address (see the pattern in /openapi.json)"
 );
 static NAME: Rule = rule!(NAME_PATTERN, 100, "1 to 100 characters without control characters, not only spaces");
 static EMAIL: Rule = rule!(EMAIL_PATTERN, 254, "an email address (see the pattern in /openapi.json)");
@@ -585,8 +599,20 @@ mod tests {
             assert!(URL.check("url", url).is_ok(), "{url}");
             assert!(WebsiteUrl::parse(url).is_ok(), "{url}");
         }
-        for url in ["ftp://example.com", "http://0ak20ar9kj.l*", "http://a:65536/", "http://1.2.3.999/", " http://a/"] {
+        for url in [
+            "ftp://example.com",
+            "http://0ak20ar9kj.l*",
+            "http://a:65536/",
+            "http://1.2.3.999/",
+            " http://a/",
+            "http://a/\"b",
+        ] {
             assert!(URL.check("url", url).is_err(), "{url}");
         }
+        let longest = format!("http://a?{}", "b".repeat(MAX_URL_LEN - 1 - "http://a?".len()));
+        assert!(URL.check("url", &longest).is_ok());
+        assert_eq!(parse_url(&longest).map(|u| u.as_str().len()), Ok(MAX_URL_LEN));
+        let expanding = format!("http://a/{}", "\"".repeat(1000));
+        assert!(parse_url(&expanding).is_err(), "a URL that grows past the limit when normalised is refused");
     }
 }
