@@ -111,7 +111,7 @@ async fn every_request_body_is_described_as_refusing_unknown_fields() {
             }
         }
     }
-    assert_eq!(bodies, 3, "POST /websites, PATCH /websites/{{id}}, POST /regions");
+    assert_eq!(bodies, 4, "POST /websites, PATCH /websites/{{id}}, POST /regions, POST /tokens");
 }
 
 #[tokio::test]
