@@ -64,8 +64,14 @@ cd "$work"
 # coverage phase parses Python source in hypothesis, which CPython 3.11's
 # `ast` does not survive in two threads at once ("AST constructor recursion
 # depth mismatch").
+# use_after_free is left out: a website's history (/websites/{id}/history)
+# stays readable after the website is removed, on purpose (it is the audit
+# trail), and schemathesis's stateful phase applies that check to every
+# operation whatever the per-operation settings say. That a removed website
+# is gone from /websites and /monitor is tested in services/tests/api.rs.
 if ! schemathesis --config-file "$config" run "http://127.0.0.1:$api_port/openapi.json" \
     --checks all --phases examples,coverage,fuzzing,stateful --max-examples "${FUZZ_EXAMPLES:-200}" \
+    --exclude-checks use_after_free \
     --workers 1 --request-timeout 10 --no-color -H "Authorization: Bearer $admin_token"; then
   cp "$work/monitor.log" "${TMPDIR:-/tmp}/fuzz-monitor.log"
   grep -v ' WARN ' "$work/monitor.log" | tail -n 40 >&2

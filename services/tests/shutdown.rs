@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 /// What SIGTERM to exit may take (SHUTDOWN_GRACE is 8 s).
 const LIMIT: Duration = Duration::from_secs(10);
 
-
 /// The admin secret the monitor is started with.
 const ADMIN_TOKEN: &str = "wm_shutdown-test-admin-token-0123456789";
 

@@ -2,7 +2,7 @@
 //! are commands like any other ([`crate::access::tokens`]); history and
 //! audit are read from the MONITOR stream itself ([`crate::audit`]).
 
-use super::body::{parse_id, Bounded, JsonBody, Timestamp};
+use super::body::{parse_id, present, Bounded, JsonBody, Timestamp};
 use super::error::{ApiError, Refusal, BAD_REQUEST, BODY, INVALID, NOT_FOUND, UNAVAILABLE};
 use super::ApiState;
 use crate::access::middleware::Caller;
@@ -40,6 +40,7 @@ pub struct CreateToken {
     #[oai(validator(pattern = "^(read|write|admin)$"))]
     scope: String,
     /// When it stops working (RFC 3339, in the future); absent: never.
+    #[serde(default, deserialize_with = "present")]
     expires_at: Option<DateTime<Utc>>,
 }
 
@@ -51,7 +52,9 @@ pub struct TokenView {
     name: String,
     scope: String,
     created_at: Timestamp,
+    #[oai(skip_serializing_if_is_none)]
     expires_at: Option<Timestamp>,
+    #[oai(skip_serializing_if_is_none)]
     revoked_at: Option<Timestamp>,
 }
 
@@ -62,6 +65,7 @@ pub struct CreatedToken {
     name: String,
     scope: String,
     created_at: Timestamp,
+    #[oai(skip_serializing_if_is_none)]
     expires_at: Option<Timestamp>,
     /// Send as `Authorization: Bearer <secret>`. Stored nowhere: keep it.
     secret: String,
@@ -88,8 +92,10 @@ pub struct ActorView {
     /// `token`, `bootstrap` (the `ADMIN_TOKEN`), `system` or `unknown`
     /// (events older than actors).
     kind: String,
+    #[oai(skip_serializing_if_is_none)]
     token_id: Option<Uuid>,
     /// The token's name.
+    #[oai(skip_serializing_if_is_none)]
     name: Option<String>,
 }
 
@@ -126,6 +132,7 @@ pub struct EntryView {
     aggregate_id: String,
     actor: ActorView,
     /// The request that caused it (`X-Request-Id`).
+    #[oai(skip_serializing_if_is_none)]
     request_id: Option<Uuid>,
     /// For updates: each changed field, before and after.
     changes: Vec<ChangeView>,
@@ -154,6 +161,7 @@ impl From<Entry> for EntryView {
 pub struct AuditPage {
     items: Vec<EntryView>,
     /// Pass as `after` for the next page; absent at the end of the log.
+    #[oai(skip_serializing_if_is_none)]
     next: Option<String>,
 }
 
@@ -180,15 +188,6 @@ impl From<TokenCommandError> for ApiError {
             TokenCommandError::Bus(e) => e.into(),
         }
     }
-}
-
-fn parse_time(raw: Option<String>, name: &str) -> Result<Option<DateTime<Utc>>, ApiError> {
-    raw.map(|raw| {
-        DateTime::parse_from_rfc3339(raw.trim())
-            .map(|t| t.with_timezone(&Utc))
-            .map_err(|_| ApiError::invalid(name, format!("{name} must be an RFC 3339 time, e.g. 2026-01-01T00:00:00Z")))
-    })
-    .transpose()
 }
 
 #[OpenApi]
@@ -295,9 +294,9 @@ impl AccessApi {
         #[oai(name = "type")]
         event_type: Query<Option<String>>,
         /// Only events at or after this time (RFC 3339).
-        since: Query<Option<String>>,
+        since: Query<Option<DateTime<Utc>>>,
         /// Only events before this time (RFC 3339).
-        until: Query<Option<String>>,
+        until: Query<Option<DateTime<Utc>>>,
     ) -> Result<Json<AuditPage>, Refusal<{ BAD_REQUEST | INVALID | UNAVAILABLE }>> {
         let query = AuditQuery {
             after: after.0.map(|a| a.check("after")).transpose()?.map(|a| a.unsigned_abs()),
@@ -305,8 +304,8 @@ impl AccessApi {
             newest_first: order.0 != Some(Order::Oldest),
             actor: actor.0.filter(|a| !a.is_empty()),
             event_type: event_type.0.filter(|t| !t.is_empty()),
-            since: parse_time(since.0, "since")?,
-            until: parse_time(until.0, "until")?,
+            since: since.0,
+            until: until.0,
         };
         let page = audit::audit(&self.state.bus, &query).await.map_err(ApiError::from)?;
         Ok(Json(AuditPage {
