@@ -33,7 +33,7 @@ pub async fn migrate(pool: &PgPool) -> Result<()> {
     Ok(())
 }
 
-/// The projection of MONITOR: websites, regions and incidents, driven by
+/// The projection of MONITOR: websites, regions, incidents and tokens, driven by
 /// the runner like every [`Handler`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct MonitorProjection;

@@ -151,9 +151,18 @@ fn request_id(req: &Request) -> Uuid {
         .unwrap_or_else(Uuid::now_v7)
 }
 
-/// The peer's address; requests without one (in-process) share one bucket.
+/// The client's address: the peer's, or, when the peer is a reverse proxy
+/// on this machine (loopback), the address that proxy reports (the last
+/// `X-Forwarded-For` entry, else `X-Real-IP`), so clients behind the proxy
+/// are counted apart. Requests without a peer (in-process) share one bucket.
 pub fn client_address(req: &Request) -> IpAddr {
-    req.remote_addr().as_socket_addr().map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip())
+    let peer = req.remote_addr().as_socket_addr().map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
+    if !peer.is_loopback() {
+        return peer;
+    }
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let forwarded = header("x-forwarded-for").and_then(|list| list.rsplit(',').next()).or_else(|| header("x-real-ip"));
+    forwarded.and_then(|ip| ip.trim().parse().ok()).unwrap_or(peer)
 }
 
 fn credential(req: &Request) -> Result<Option<Credential>, AuthError> {
