@@ -8,8 +8,8 @@ use super::error::{ApiError, Refusal, BAD_REQUEST, INVALID, NOT_FOUND, UNAVAILAB
 /// What the per-website operations can refuse.
 const WINDOW: u8 = BAD_REQUEST | NOT_FOUND | INVALID | UNAVAILABLE;
 use super::ApiState;
-use chrono::{DateTime, Utc};
-use events::RegionName;
+use chrono::Utc;
+use events::{outage, RegionName};
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::registry::{MetaSchema, MetaSchemaRef, Registry};
@@ -17,7 +17,6 @@ use poem_openapi::types::{ToJSON, Type};
 use poem_openapi::{Enum, Object, OpenApi, Tags};
 use projections::influx::{Percentiles, SeriesPoint};
 use projections::{postgres, status};
-use serde::Serialize;
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -34,87 +33,57 @@ pub enum Tag {
     Monitor,
 }
 
-/// A website with its latest result per region.
-#[derive(Debug, Serialize)]
-pub struct MonitorView {
-    pub id: Uuid,
-    pub name: String,
-    pub url: String,
-    pub interval_seconds: u32,
-    /// `down` if the website's latest checks are down under its
-    /// `down_policy` (default: any region), `pending` while some region has
-    /// no result yet, else `up`.
-    pub status: &'static str,
-    pub down_policy: events::DownPolicy,
-    pub regions: Vec<RegionStatus>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct RegionStatus {
-    pub region: String,
-    /// `up`, `down` or `pending` (not checked yet).
-    pub status: &'static str,
-    pub checked_at: Option<DateTime<Utc>>,
-    pub response_ms: Option<i32>,
-    pub status_code: Option<i32>,
-    pub cause: Option<String>,
-    pub message: Option<String>,
-}
-
-async fn overview(state: &ApiState) -> Result<Vec<MonitorView>, ApiError> {
+async fn overview(state: &ApiState) -> Result<Vec<MonitorEntry>, ApiError> {
     let websites = postgres::websites(&state.pool, None, 0).await?;
     let mut latest: HashMap<(Uuid, String), status::LatestStatus> =
         status::latest(&state.pool, None).await?.into_iter().map(|s| ((s.website_id, s.region.clone()), s)).collect();
-    let views = websites
+    let entries = websites
         .into_iter()
         .map(|website| {
-            let regions: Vec<RegionStatus> = website
+            let regions: Vec<(outage::Status, RegionEntry)> = website
                 .regions
                 .iter()
-                .map(|region| region_status(region.as_str(), latest.remove(&(website.id, region.to_string()))))
+                .map(|region| region_entry(region.as_str(), latest.remove(&(website.id, region.to_string()))))
                 .collect();
-            MonitorView {
+            let statuses: Vec<outage::Status> = regions.iter().map(|(status, _)| *status).collect();
+            MonitorEntry {
                 id: website.id,
                 name: website.name.to_string(),
                 url: website.url.to_string(),
                 interval_seconds: website.interval_seconds.get(),
-                status: overall(&regions, website.down_policy),
-                down_policy: website.down_policy,
-                regions,
+                status: outage::status(website.down_policy, &statuses).into(),
+                down_policy: super::websites::PolicyName::from(website.down_policy),
+                regions: regions.into_iter().map(|(_, entry)| entry).collect(),
             }
         })
         .collect();
-    Ok(views)
+    Ok(entries)
 }
 
-fn region_status(region: &str, latest: Option<status::LatestStatus>) -> RegionStatus {
-    match latest {
-        None => RegionStatus {
+/// One region's entry and its status, from its latest check (if any).
+fn region_entry(region: &str, latest: Option<status::LatestStatus>) -> (outage::Status, RegionEntry) {
+    let status = outage::Status::of_check(latest.as_ref().map(|s| s.up));
+    let entry = match latest {
+        None => RegionEntry {
             region: region.to_owned(),
-            status: events::outage::Status::of_check(None).as_str(),
+            status: status.into(),
             checked_at: None,
             response_ms: None,
             status_code: None,
             cause: None,
             message: None,
         },
-        Some(s) => RegionStatus {
+        Some(s) => RegionEntry {
             region: region.to_owned(),
-            status: events::outage::Status::of_check(Some(s.up)).as_str(),
-            checked_at: Some(s.checked_at),
+            status: status.into(),
+            checked_at: Some(s.checked_at.into()),
             response_ms: s.response_ms,
             status_code: s.status_code,
             cause: s.cause,
             message: s.message,
         },
-    }
-}
-
-fn overall(regions: &[RegionStatus], policy: events::DownPolicy) -> &'static str {
-    // The views carry the status as its wire name; read it back into the
-    // enum the verdict takes.
-    let statuses: Vec<events::outage::Status> = regions.iter().filter_map(|r| r.status.parse().ok()).collect();
-    events::outage::status(policy, &statuses).as_str()
+    };
+    (status, entry)
 }
 
 /// Checks `days` (default `default`).
@@ -282,12 +251,12 @@ pub enum Status {
     Pending,
 }
 
-impl Status {
-    fn of(status: &str) -> Self {
+impl From<outage::Status> for Status {
+    fn from(status: outage::Status) -> Self {
         match status {
-            "up" => Status::Up,
-            "down" => Status::Down,
-            _ => Status::Pending,
+            outage::Status::Up => Status::Up,
+            outage::Status::Down => Status::Down,
+            outage::Status::Pending => Status::Pending,
         }
     }
 }
@@ -324,32 +293,6 @@ pub struct RegionEntry {
     pub cause: Option<String>,
     #[oai(nullable)]
     pub message: Option<String>,
-}
-
-impl From<MonitorView> for MonitorEntry {
-    fn from(v: MonitorView) -> Self {
-        MonitorEntry {
-            id: v.id,
-            name: v.name,
-            url: v.url,
-            interval_seconds: v.interval_seconds,
-            status: Status::of(v.status),
-            down_policy: super::websites::PolicyName::from(v.down_policy),
-            regions: v
-                .regions
-                .into_iter()
-                .map(|r| RegionEntry {
-                    region: r.region,
-                    status: Status::of(r.status),
-                    checked_at: r.checked_at.map(Into::into),
-                    response_ms: r.response_ms,
-                    status_code: r.status_code,
-                    cause: r.cause,
-                    message: r.message,
-                })
-                .collect(),
-        }
-    }
 }
 
 /// One check (for more than a day: the mean of a bucket of checks).
@@ -488,7 +431,7 @@ impl MonitorApi {
     /// Every website with its latest status per region
     #[oai(path = "/monitor", method = "get", operation_id = "monitor_overview")]
     async fn overview(&self) -> Result<Json<Vec<MonitorEntry>>, Refusal<UNAVAILABLE>> {
-        Ok(Json(overview(&self.state).await?.into_iter().map(Into::into).collect()))
+        Ok(Json(overview(&self.state).await?))
     }
 
     /// Response times, oldest first
