@@ -438,8 +438,17 @@ async fn replay_rebuilds_identical_tables_while_the_projector_runs() {
         let (status, _) = call(&app, Method::DELETE, &format!("/websites/{id}"), None).await;
         assert_eq!(status, StatusCode::NO_CONTENT);
     }
+    for (name, revoke) in [("kept", false), ("revoked", true)] {
+        let (status, token) = call(&app, Method::POST, "/tokens", Some(json!({ "name": name, "scope": "read" }))).await;
+        assert_eq!(status, StatusCode::CREATED, "{token}");
+        if revoke {
+            let path = format!("/tokens/{}", token["id"].as_str().expect("id"));
+            assert_eq!(call(&app, Method::DELETE, &path, None).await.0, StatusCode::NO_CONTENT);
+        }
+    }
     app.settle().await;
     let before = snapshot(&app.db.pool).await;
+    assert_eq!(before["tokens"].as_array().map(Vec::len), Some(2), "{before}");
 
     let reached = projector::replay(&app.bus, &app.db.pool, projector::Projection::Monitor, &CancellationToken::new())
         .await
@@ -449,6 +458,7 @@ async fn replay_rebuilds_identical_tables_while_the_projector_runs() {
     assert_eq!(reached, last_sequence(&app.bus).await);
     assert_eq!(snapshot(&app.db.pool).await, before);
     assert_eq!(before["websites"].as_array().map(Vec::len), Some(15));
+    assert!(before["tokens"].as_array().into_iter().flatten().any(|t| t["revoked_at"].is_string()));
 }
 
 #[tokio::test]

@@ -184,6 +184,8 @@ pub async fn snapshot(pool: &PgPool) -> serde_json::Value {
         ("regions", "name"),
         ("websites", "id"),
         ("website_regions", "website_id, region"),
+        ("incidents", "website_id, region, started_at"),
+        ("tokens", "id"),
         ("projection_offsets", "name"),
     ] {
         let columns = if table == "projection_offsets" { "name, stream_seq" } else { "*" };
