@@ -495,7 +495,7 @@ impl Validation {
     }
 
     fn emails(&mut self, items: Vec<String>) -> Option<Vec<EmailAddress>> {
-        self.items("notify_emails", items, MAX_EMAILS, &EMAIL, EmailAddress::parse)
+        self.items("notify_emails", items, MAX_EMAILS, &EMAIL, deliverable)
     }
 
     fn finish(self) -> Result<(), ApiError> {
@@ -504,6 +504,18 @@ impl Validation {
         } else {
             Err(ApiError::Invalid(self.errors))
         }
+    }
+}
+
+/// An address the notifier can send to: the domain's rules, and also the
+/// mail library's (which refuses some that look like addresses, e.g. an
+/// all-numeric top-level domain), so a website never holds a recipient that
+/// every email would fail on.
+fn deliverable(input: &str) -> Result<EmailAddress, ValueError> {
+    let address = EmailAddress::parse(input)?;
+    match address.as_str().parse::<lettre::Address>() {
+        Ok(_) => Ok(address),
+        Err(e) => Err(ValueError { message: format!("'{address}' is not an address mail can be sent to ({e})") }),
     }
 }
 
@@ -614,5 +626,15 @@ mod tests {
         assert_eq!(parse_url(&longest).map(|u| u.as_str().len()), Ok(MAX_URL_LEN));
         let expanding = format!("http://a/{}", "\"".repeat(1000));
         assert!(parse_url(&expanding).is_err(), "a URL that grows past the limit when normalised is refused");
+    }
+
+    #[test]
+    fn an_address_the_mail_library_refuses_is_refused_up_front() {
+        assert!(deliverable("ops@example.com").is_ok());
+        for odd in ["a..b@c.com", ".a@b.com", "a@[1.2.3.4].com"] {
+            assert!(events::EmailAddress::parse(odd).is_ok(), "{odd} looks like an address");
+            assert!(deliverable(odd).is_err(), "{odd} cannot be mailed and is refused");
+        }
+        assert!(deliverable("not an address").is_err());
     }
 }

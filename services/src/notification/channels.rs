@@ -46,10 +46,21 @@ impl Mailer {
             .subject(email.subject.clone())
             .message_id(Some(format!("<{event_id}@website-monitor>")))
             .header(ContentType::TEXT_PLAIN);
+        // An address the mail library refuses (stored before the API checked
+        // for it) is skipped, so it cannot hold back the others' email.
+        let mut addressed = 0;
         for recipient in recipients {
-            let mailbox: Mailbox = recipient.parse().with_context(|| format!("recipient {recipient:?}"))?;
-            message = message.to(mailbox);
+            match recipient.parse::<Mailbox>() {
+                Ok(mailbox) => {
+                    message = message.to(mailbox);
+                    addressed += 1;
+                }
+                Err(e) => {
+                    tracing::error!(%event_id, recipient, error = %e, "recipient skipped: not a deliverable address")
+                }
+            }
         }
+        anyhow::ensure!(addressed > 0, "no deliverable recipient among {recipients:?}");
         let message = message.body(email.body.clone()).context("building the message")?;
         self.transport.send(message).await.context("smtp")?;
         Ok(())
