@@ -78,7 +78,13 @@ impl WebsiteUrl {
         if !url.username().is_empty() || url.password().is_some() {
             return Err(ValueError::new("url must not contain credentials"));
         }
-        Ok(Self(url.to_string()))
+        // Normalising percent-encodes some characters, so the stored form
+        // can be longer than what was typed: it is the one that must fit.
+        let normalised = url.to_string();
+        if normalised.len() > MAX_URL_LEN {
+            return Err(ValueError::new(format!("url must be at most {MAX_URL_LEN} characters once normalised")));
+        }
+        Ok(Self(normalised))
     }
 }
 
@@ -262,6 +268,15 @@ impl FailuresBeforeDown {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_url_that_grows_past_the_limit_when_normalised_is_refused() {
+        let url = format!("https://example.com/{}", "a ".repeat((MAX_URL_LEN - 40) / 2));
+        assert!(url.len() <= MAX_URL_LEN);
+        assert!(WebsiteUrl::parse(&url).is_err(), "spaces become %20 and push it past the limit");
+        assert!(WebsiteUrl::parse("https://example.com/a b").is_ok());
+    }
+
     use super::*;
 
     #[test]
