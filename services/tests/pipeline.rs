@@ -230,13 +230,13 @@ async fn a_flushed_redis_is_rebuilt_from_postgres_and_checks_resume() {
     let mut conn = stack.store.connection();
     let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await.expect("flush");
 
+    // A rebuild writes the schedule first and its offset last.
     eventually(Duration::from_secs(10), "the schedule to be rebuilt", || async {
         let scheduled = stack.store.is_scheduled(id.parse().expect("uuid"), "local").await.expect("zscore");
-        scheduled.then_some(())
+        let offset = stack.store.offset().await.expect("offset");
+        (scheduled && offset.is_some_and(|o| o > 0)).then_some(())
     })
     .await;
-    let offset = stack.store.offset().await.expect("offset");
-    assert!(offset.is_some_and(|o| o > 0));
     // The worker group was flushed too; the worker recreates it and checks go on.
     let hits = target.hits();
     eventually(Duration::from_secs(15), "a check after the flush", || async { (target.hits() > hits).then_some(()) })
