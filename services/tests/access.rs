@@ -151,6 +151,15 @@ async fn tokens_are_listed_without_secrets_and_bad_input_names_the_field() {
     let listed = list.as_array().expect("array").iter().find(|t| t["id"] == id.as_str()).expect("listed");
     assert_eq!(listed["name"], "deploy bot");
     assert_eq!(listed["scope"], "write");
+    assert!(listed.get("last_used_at").is_none(), "not used yet: {listed}");
+    let (status, _, _) = send(&stack.api_client(Some(&secret)), Method::GET, "/regions", None).await;
+    assert_eq!(status, StatusCode::OK);
+    eventually(Duration::from_secs(5), "the token's last use in the list", || async {
+        let (_, list, _) = send(&stack.client, Method::GET, "/tokens", None).await;
+        let listed = list.as_array()?.iter().find(|t| t["id"] == id.as_str())?.clone();
+        listed["last_used_at"].is_string().then_some(())
+    })
+    .await;
 
     for (body, field) in [
         (json!({ "name": "x", "scope": "owner" }), "scope"),

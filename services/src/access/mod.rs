@@ -17,14 +17,16 @@ pub mod limiter;
 pub mod middleware;
 pub mod session;
 pub mod tokens;
+pub mod usage;
 
 use events::access::secret_hash;
 use events::{Actor, Scope};
 use rand::RngCore;
 use sqlx::PgPool;
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use usage::Usage;
 use uuid::Uuid;
 
 /// How long a token lookup is trusted before it is read again.
@@ -95,11 +97,22 @@ pub struct Authenticator {
     pool: PgPool,
     admin_hash: Option<String>,
     cache: Mutex<HashMap<String, (Option<Principal>, Instant)>>,
+    usage: Arc<Usage>,
 }
 
 impl Authenticator {
-    pub fn new(pool: PgPool, admin_token: Option<&str>) -> Self {
-        Self { pool, admin_hash: admin_token.map(secret_hash), cache: Mutex::new(HashMap::new()) }
+    pub fn new(pool: PgPool, redis: redis::Client, admin_token: Option<&str>) -> Self {
+        Self {
+            pool,
+            admin_hash: admin_token.map(secret_hash),
+            cache: Mutex::new(HashMap::new()),
+            usage: Arc::new(Usage::new(redis)),
+        }
+    }
+
+    /// When tokens were last used (see [`usage`]).
+    pub fn usage(&self) -> &Usage {
+        &self.usage
     }
 
     /// The caller holding `secret`, if the secret is a usable token.
@@ -109,7 +122,7 @@ impl Authenticator {
             return Ok(Principal { actor: Actor::Bootstrap, scope: Scope::Admin });
         }
         if let Some(cached) = self.cached(&hash) {
-            return cached.ok_or(AuthError::Invalid);
+            return cached.map(|p| self.used(p)).ok_or(AuthError::Invalid);
         }
         let row: Option<TokenRow> = sqlx::query_as(
             "select id, name, scope, (revoked_at is null and (expires_at is null or expires_at > now())) as usable
@@ -127,7 +140,14 @@ impl Authenticator {
             Some(Principal { actor: Actor::Token { token_id: row.id, name: row.name }, scope })
         });
         self.remember(hash, principal.clone());
-        principal.ok_or(AuthError::Invalid)
+        principal.map(|p| self.used(p)).ok_or(AuthError::Invalid)
+    }
+
+    fn used(&self, principal: Principal) -> Principal {
+        if let Actor::Token { token_id, .. } = &principal.actor {
+            self.usage.touch(*token_id);
+        }
+        principal
     }
 
     fn cached(&self, hash: &str) -> Option<Option<Principal>> {

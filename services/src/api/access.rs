@@ -56,6 +56,10 @@ pub struct TokenView {
     expires_at: Option<Timestamp>,
     #[oai(skip_serializing_if_is_none)]
     revoked_at: Option<Timestamp>,
+    /// When it was last used, to within a minute (absent: not since this
+    /// was recorded).
+    #[oai(skip_serializing_if_is_none)]
+    last_used_at: Option<Timestamp>,
 }
 
 /// A token just created, with its secret: shown only in this answer.
@@ -235,6 +239,7 @@ impl AccessApi {
     #[oai(path = "/tokens", method = "get", operation_id = "list_tokens", tag = "Tag::Tokens")]
     async fn list(&self) -> Result<Json<Vec<TokenView>>, Refusal<UNAVAILABLE>> {
         let list = tokens::list(&self.state.pool).await.map_err(|e| ApiError::Unavailable(format!("postgres: {e}")))?;
+        let used = self.state.access.authenticator().usage().all().await;
         Ok(Json(
             list.into_iter()
                 .map(|t| TokenView {
@@ -244,6 +249,7 @@ impl AccessApi {
                     created_at: t.created_at.into(),
                     expires_at: t.expires_at.map(Into::into),
                     revoked_at: t.revoked_at.map(Into::into),
+                    last_used_at: used.get(&t.id).copied().map(Into::into),
                 })
                 .collect(),
         ))

@@ -57,7 +57,10 @@ impl ApiState {
     pub fn new(deps: Deps, config: &ApiConfig) -> Self {
         let admin_token = config.admin_token.as_ref().map(|t| t.expose());
         Self {
-            access: Access::new(Authenticator::new(deps.pool.clone(), admin_token), config.secure_cookies),
+            access: Access::new(
+                Authenticator::new(deps.pool.clone(), deps.redis.clone(), admin_token),
+                config.secure_cookies,
+            ),
             bus: deps.bus,
             pool: deps.pool,
             influx: deps.influx,
