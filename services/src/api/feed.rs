@@ -13,6 +13,7 @@ use super::body::{Bounded, Timestamp};
 use super::error::{ApiError, Refusal, BAD_REQUEST, INVALID, UNAVAILABLE};
 use super::ApiState;
 use crate::audit::{self, FeedFilter, FEED_TYPES};
+use described::{Streamed, TypesQuery};
 use events::Envelope;
 use futures::StreamExt;
 use poem::web::sse::Event as SseEvent;
@@ -21,7 +22,6 @@ use poem_openapi::payload::{EventStream, Json};
 use poem_openapi::{Object, OpenApi, Tags};
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
-use streamed::Streamed;
 use uuid::Uuid;
 
 /// A comment line this often keeps proxies and clients from taking a
@@ -102,17 +102,20 @@ pub struct FeedPage {
     next: u64,
 }
 
-/// One event of the stream: sent as `id: <seq>`, `event: <type>`,
-/// `data: <the envelope as stored>`, and described as an [`EnvelopeView`].
-/// (In a module of its own: poem-openapi's `Type` trait, in scope, would
-/// take over `is_empty` of every `&str`.)
-mod streamed {
+/// Types described to poem-openapi by hand. (In a module of their own:
+/// poem-openapi's `Type` trait, in scope, would take over `is_empty` of
+/// every `&str`.)
+mod described {
     use super::EnvelopeView;
+    use crate::audit::FEED_TYPES;
     use events::Envelope;
-    use poem_openapi::registry::{MetaSchemaRef, Registry};
-    use poem_openapi::types::{ToJSON, Type};
+    use poem_openapi::registry::{MetaSchema, MetaSchemaRef, Registry};
+    use poem_openapi::types::{ParseFromParameter, ParseResult, ToJSON, Type};
     use std::borrow::Cow;
 
+    /// One event of the stream: sent as `id: <seq>`, `event: <type>`,
+    /// `data: <the envelope as stored>`, and described as an
+    /// [`EnvelopeView`].
     pub struct Streamed(pub u64, pub Envelope);
 
     impl Type for Streamed {
@@ -146,6 +149,45 @@ mod streamed {
             serde_json::to_value(&self.1).ok()
         }
     }
+
+    /// `types` in a query string: documented with a pattern of exactly
+    /// what [`super::filter`] accepts (names of [`FEED_TYPES`] separated by
+    /// commas), so a description-driven client cannot send a value the
+    /// schema allows and the server refuses.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct TypesQuery(pub String);
+
+    impl Type for TypesQuery {
+        const IS_REQUIRED: bool = true;
+        type RawValueType = Self;
+        type RawElementValueType = Self;
+
+        fn name() -> Cow<'static, str> {
+            "event_types".into()
+        }
+
+        fn schema_ref() -> MetaSchemaRef {
+            let name = format!("({})", FEED_TYPES.join("|"));
+            MetaSchemaRef::Inline(Box::new(MetaSchema {
+                pattern: Some(format!("^{name}(,{name})*$")),
+                ..MetaSchema::new("string")
+            }))
+        }
+
+        fn as_raw_value(&self) -> Option<&Self::RawValueType> {
+            Some(self)
+        }
+
+        fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a Self::RawElementValueType> + 'a> {
+            Box::new(std::iter::once(self))
+        }
+    }
+
+    impl ParseFromParameter for TypesQuery {
+        fn parse_from_parameter(value: &str) -> ParseResult<Self> {
+            Ok(TypesQuery(value.to_owned()))
+        }
+    }
 }
 
 fn sse_event(Streamed(seq, envelope): Streamed) -> SseEvent {
@@ -155,11 +197,12 @@ fn sse_event(Streamed(seq, envelope): Streamed) -> SseEvent {
 }
 
 /// The feed's filter from the query: `types` comma-separated names of
-/// [`FEED_TYPES`] (422 naming `types` for any other), `website` a UUID.
+/// [`FEED_TYPES`] (422 naming `types` for anything else, an empty name or
+/// a space included), `website` a UUID.
 fn filter(types: Option<&str>, website: Option<Uuid>) -> Result<FeedFilter, ApiError> {
     let mut filter = FeedFilter { types: Default::default(), website };
     let mut unknown = Vec::new();
-    for name in types.unwrap_or_default().split(',').map(str::trim).filter(|n| !n.is_empty()) {
+    for name in types.into_iter().flat_map(|types| types.split(',')) {
         match FEED_TYPES.iter().find(|known| **known == name) {
             Some(known) => {
                 filter.types.insert(known);
@@ -176,9 +219,9 @@ fn filter(types: Option<&str>, website: Option<Uuid>) -> Result<FeedFilter, ApiE
         return Err(ApiError::invalid(
             "types",
             format!(
-                "types must name event types of the feed ({}), not {}{note}",
+                "types must be comma-separated event types of the feed ({}), not {:?}{note}",
                 FEED_TYPES.join(", "),
-                unknown.join(", ")
+                unknown.join(",")
             ),
         ));
     }
@@ -206,14 +249,14 @@ impl FeedApi {
         /// Only events after this stream sequence: the `next` of the previous page, or the `seq` of the last event handled (default 0: from the start).
         after: Query<Option<Bounded<0, { i64::MAX }>>>,
         /// Only events of these types, comma-separated, e.g. `SiteDown,SiteUp`.
-        types: Query<Option<String>>,
+        types: Query<Option<TypesQuery>>,
         /// Only events of this website.
         website: Query<Option<Uuid>>,
         /// Events per page, 1 to 1000 (default 100). A page may hold fewer even before the end: at most 20000 sequences are read per request.
         limit: Query<Option<Bounded<1, 1000>>>,
     ) -> Result<Json<FeedPage>, Refusal<{ BAD_REQUEST | INVALID | UNAVAILABLE }>> {
         let after = sequence(after.0, "after")?;
-        let filter = filter(types.0.as_deref(), website.0)?;
+        let filter = filter(types.0.as_ref().map(|t| t.0.as_str()), website.0)?;
         let limit = limit.0.map(|l| l.check("limit")).transpose()?.map_or(DEFAULT_LIMIT, |l| l.unsigned_abs() as usize);
         let page = audit::feed_page(&self.state.bus, &filter, after, limit).await.map_err(ApiError::from)?;
         Ok(Json(FeedPage {
@@ -233,7 +276,7 @@ impl FeedApi {
         /// Only events after this stream sequence (default 0: from the start).
         after: Query<Option<Bounded<0, { i64::MAX }>>>,
         /// Only events of these types, comma-separated, e.g. `SiteDown,SiteUp`.
-        types: Query<Option<String>>,
+        types: Query<Option<TypesQuery>>,
         /// Only events of this website.
         website: Query<Option<Uuid>>,
         /// The `id` of the last event received: resumes after it, and takes precedence over `after` (browsers' `EventSource` sends it when it reconnects).
@@ -247,7 +290,7 @@ impl FeedApi {
             Some(id) => sequence(Some(id), "Last-Event-ID")?,
             None => sequence(after.0, "after")?,
         };
-        let filter = filter(types.0.as_deref(), website.0)?;
+        let filter = filter(types.0.as_ref().map(|t| t.0.as_str()), website.0)?;
         let events = audit::follow_feed(&self.state.bus, filter, after).await.map_err(ApiError::from)?;
         let shutdown = self.state.shutdown.clone().cancelled_owned();
         let events = events.map(|(seq, envelope)| Streamed(seq, envelope)).take_until(shutdown).boxed();
@@ -267,10 +310,10 @@ mod tests {
 
     #[test]
     fn types_name_feed_event_types_and_anything_else_is_refused_naming_types() {
-        let parsed = filter(Some("SiteDown, SiteUp,,"), None).map(|f| f.types.into_iter().collect::<Vec<_>>());
+        let parsed = filter(Some("SiteUp,SiteDown,SiteUp"), None).map(|f| f.types.into_iter().collect::<Vec<_>>());
         assert_eq!(parsed.ok(), Some(vec!["SiteDown", "SiteUp"]));
         assert!(filter(None, None).is_ok_and(|f| f.types.is_empty()));
-        for bad in ["SiteGone", "siteDown", "SiteUp,CheckCompleted"] {
+        for bad in ["SiteGone", "siteDown", "SiteUp,CheckCompleted", "", "SiteUp,", "SiteUp, SiteDown"] {
             match filter(Some(bad), None) {
                 Err(ApiError::Invalid(errors)) => assert_eq!(errors[0].field, "types", "{bad}"),
                 other => panic!("{bad}: {other:?}"),
