@@ -69,9 +69,12 @@ cd "$work"
 # trail), and schemathesis's stateful phase applies that check to every
 # operation whatever the per-operation settings say. That a removed website
 # is gone from /websites and /monitor is tested in services/tests/api.rs.
+# /events/stream is left out: it follows the log live and never ends, so
+# every request would time out; it takes the filters of /events, which is
+# fuzzed, and is tested in services/tests/feed.rs.
 if ! schemathesis --config-file "$config" run "http://127.0.0.1:$api_port/openapi.json" \
     --checks all --phases examples,coverage,fuzzing,stateful --max-examples "${FUZZ_EXAMPLES:-200}" \
-    --exclude-checks use_after_free \
+    --exclude-checks use_after_free --exclude-path /events/stream \
     --workers 1 --request-timeout 10 --no-color -H "Authorization: Bearer $admin_token"; then
   cp "$work/monitor.log" "${TMPDIR:-/tmp}/fuzz-monitor.log"
   grep -v ' WARN ' "$work/monitor.log" | tail -n 40 >&2

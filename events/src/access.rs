@@ -8,6 +8,7 @@
 use crate::event::{Event, TokenCreated, TokenRevoked};
 use crate::values::ValueError;
 use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fmt;
@@ -15,7 +16,7 @@ use uuid::Uuid;
 
 /// Who caused an event. Events written before actors were recorded read
 /// as `Unknown`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Actor {
     /// A person or program holding an API token.
@@ -47,7 +48,7 @@ impl Actor {
 }
 
 /// What a token allows. Each scope includes the ones before it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Scope {
     /// Read everything.
@@ -89,7 +90,7 @@ impl fmt::Display for Scope {
 }
 
 /// A token's name, for people: 1 to 100 characters, no control characters.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(transparent)]
 pub struct TokenName(String);
 

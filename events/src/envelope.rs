@@ -6,10 +6,11 @@
 use crate::access::Actor;
 use crate::event::{Event, KNOWN_TYPES};
 use chrono::{DateTime, SubsecRound, Utc};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Envelope {
     pub id: Uuid,
     pub version: u32,
@@ -87,6 +88,21 @@ impl Envelope {
         serde_json::to_vec(self).unwrap_or_default()
     }
 
+    /// The JSON Schema (draft 2020-12) of an envelope as stored: `type`
+    /// selects the shape of `data`, each event type's under `$defs` by its
+    /// name. It describes what the system reads, so a field with a default
+    /// is optional (events stored before it existed lack it) and every
+    /// event ever stored is valid.
+    pub fn json_schema_document() -> serde_json::Value {
+        let mut schema = schemars::SchemaGenerator::default().into_root_schema_for::<Envelope>();
+        schema.insert("title".into(), "Event envelope".into());
+        // Without this the description would be `Event`'s, flattened in.
+        let description = "An event as stored: its envelope, and `data` of the shape `type` names \
+                           (each type's under `$defs`).";
+        schema.insert("description".into(), description.into());
+        schema.to_value()
+    }
+
     pub fn from_json(bytes: &[u8]) -> Result<Self, DecodeError> {
         match serde_json::from_slice(bytes) {
             Ok(envelope) => Ok(envelope),
@@ -103,6 +119,24 @@ impl Envelope {
                     _ => Err(DecodeError::Malformed(error)),
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_schema_describes_every_known_event_type_by_name() {
+        let schema = Envelope::json_schema_document();
+        let text = schema.to_string();
+        for name in KNOWN_TYPES {
+            assert!(schema["$defs"].get(*name).is_some(), "no $defs/{name} in {text}");
+            assert!(text.contains(&format!("\"const\":\"{name}\"")), "{name} is not a value of type in {text}");
+        }
+        for field in ["id", "version", "occurred_at", "aggregate_id"] {
+            assert!(schema["required"].as_array().is_some_and(|r| r.contains(&field.into())), "{field}: {text}");
         }
     }
 }

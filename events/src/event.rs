@@ -7,12 +7,13 @@ use crate::values::{
     DownPolicy, EmailAddress, FailuresBeforeDown, IntervalSecs, RegionName, TimeoutMs, WebsiteName, WebsiteUrl,
 };
 use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 /// A fact that happened, with its payload. Serialized as
 /// `{"type": "WebsiteAdded", "data": {...}}` inside the envelope.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", content = "data")]
 pub enum Event {
     WebsiteAdded(WebsiteAdded),
@@ -98,7 +99,7 @@ fn default_timeout() -> TimeoutMs {
 }
 
 /// A website was registered for monitoring.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct WebsiteAdded {
     pub website_id: Uuid,
     pub url: WebsiteUrl,
@@ -121,7 +122,7 @@ pub struct WebsiteAdded {
 }
 
 /// Some settings of a website changed; absent fields did not change.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct WebsiteUpdated {
     pub website_id: Uuid,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -143,19 +144,19 @@ pub struct WebsiteUpdated {
 }
 
 /// A website is no longer monitored.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct WebsiteRemoved {
     pub website_id: Uuid,
 }
 
 /// A region websites can be checked from was created.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct RegionAdded {
     pub region: RegionName,
 }
 
 /// An API token was created. Only the SHA-256 of its secret is recorded.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct TokenCreated {
     pub token_id: Uuid,
     pub name: TokenName,
@@ -166,14 +167,14 @@ pub struct TokenCreated {
 }
 
 /// An API token was revoked; it is refused from now on.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct TokenRevoked {
     pub token_id: Uuid,
 }
 
 /// Why a check failed, machine-readable. `Other` also absorbs causes added
 /// by a newer build.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FailureCause {
     Dns,
@@ -206,7 +207,7 @@ impl FailureCause {
 }
 
 /// One check of one website from one region finished.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct CheckCompleted {
     pub website_id: Uuid,
     pub region: RegionName,
@@ -227,7 +228,7 @@ pub struct CheckCompleted {
 }
 
 /// A website was confirmed down from a region.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct SiteDown {
     pub website_id: Uuid,
     pub region: RegionName,
@@ -242,7 +243,7 @@ pub struct SiteDown {
 }
 
 /// A website recovered in a region.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct SiteUp {
     pub website_id: Uuid,
     pub region: RegionName,

@@ -4,6 +4,7 @@
 //! Deserialization is transparent and does not re-validate: events already
 //! stored stay readable even if a rule is tightened later.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -22,7 +23,7 @@ impl ValueError {
 
 macro_rules! string_value {
     ($name:ident) => {
-        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
         #[serde(transparent)]
         pub struct $name(String);
 
@@ -144,7 +145,7 @@ impl EmailAddress {
 }
 
 /// How often a website is checked, in seconds: 10 to 86400 (one day).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(transparent)]
 pub struct IntervalSecs(u32);
 
@@ -173,7 +174,7 @@ impl Default for IntervalSecs {
 }
 
 /// How long one check may take, in milliseconds: 100 to 60000.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(transparent)]
 pub struct TimeoutMs(u32);
 
@@ -204,7 +205,7 @@ impl Default for TimeoutMs {
 /// When a website checked from several regions counts as down: while any
 /// region is down (the default), while more than half are, or only while
 /// all are.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DownPolicy {
     #[default]
@@ -247,7 +248,7 @@ impl DownPolicy {
 }
 
 /// How many consecutive failed checks confirm an outage: 1 to 10.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(transparent)]
 pub struct FailuresBeforeDown(u32);
 

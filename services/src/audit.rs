@@ -1,20 +1,29 @@
 //! Read paths over the event log itself, not the projections: a website's
-//! history and the system's audit log, read from the MONITOR stream, so
-//! they show what really happened even if a projection is wrong.
+//! history, the system's audit log and the event feed other services
+//! subscribe to, read from the MONITOR stream, so they show what really
+//! happened even if a projection is wrong.
+//!
+//! Every read goes through one ordered consumer ([`scan`] for a bounded
+//! range, [`follow_feed`] to follow the stream live), filtered on the
+//! server by subject where the question allows it.
 
 use crate::bus::{Bus, BusError};
-use async_nats::jetstream::consumer::pull::OrderedConfig;
+use async_nats::jetstream::consumer::pull::{Ordered, OrderedConfig};
 use async_nats::jetstream::consumer::DeliverPolicy;
+use async_nats::jetstream::Message;
 use chrono::{DateTime, Utc};
 use events::history::{self, Entry};
 use events::subject::MONITOR_STREAM;
 use events::Envelope;
+use futures::stream::BoxStream;
 use futures::StreamExt;
+use std::collections::BTreeSet;
+use std::ops::ControlFlow;
 use uuid::Uuid;
 
-/// At most this many messages are read to answer one audit page, so a
-/// filter that matches little cannot make a request scan the whole log;
-/// the page then ends early with a cursor to continue from.
+/// At most this many messages are read to answer one audit or feed page,
+/// so a filter that matches little cannot make a request scan the whole
+/// log; the page then ends early with a cursor to continue from.
 const MAX_SCAN: u64 = 20_000;
 
 /// Every event of one website, oldest first, with the from/to of updates
@@ -105,19 +114,30 @@ pub async fn audit(bus: &Bus, query: &AuditQuery) -> Result<AuditPage, BusError>
 /// The events on `subject` with stream sequences in `from..=to`, in order.
 /// Events of types this build does not know are left out.
 pub(crate) async fn read(bus: &Bus, subject: &str, from: u64, to: u64) -> Result<Vec<(u64, Envelope)>, BusError> {
-    let err = |e: &dyn std::fmt::Display| BusError::JetStream(e.to_string());
-    let stream = bus.js.get_stream(MONITOR_STREAM).await.map_err(|e| err(&e))?;
-    let mut consumer = stream
-        .create_consumer(OrderedConfig {
-            deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: from.max(1) },
-            filter_subject: subject.to_owned(),
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| err(&e))?;
     let mut events = Vec::new();
+    scan(bus, &[subject.to_owned()], from, to, |seq, envelope| {
+        events.push((seq, envelope));
+        ControlFlow::Continue(())
+    })
+    .await?;
+    Ok(events)
+}
+
+/// Hands `visit` the events on any of `subjects` (every subject if empty)
+/// with stream sequences in `from..=to`, in order, until it breaks.
+/// Events of types this build does not know are left out; a malformed one
+/// is an error.
+pub(crate) async fn scan(
+    bus: &Bus,
+    subjects: &[String],
+    from: u64,
+    to: u64,
+    mut visit: impl FnMut(u64, Envelope) -> ControlFlow<()>,
+) -> Result<(), BusError> {
+    let err = |e: &dyn std::fmt::Display| BusError::JetStream(e.to_string());
+    let mut consumer = consumer(bus, subjects, from).await?;
     if consumer.info().await.map_err(|e| err(&e))?.num_pending == 0 {
-        return Ok(events);
+        return Ok(());
     }
     let mut messages = consumer.messages().await.map_err(|e| err(&e))?;
     while let Some(message) = messages.next().await {
@@ -127,14 +147,211 @@ pub(crate) async fn read(bus: &Bus, subject: &str, from: u64, to: u64) -> Result
         if seq > to {
             break;
         }
-        match Envelope::from_json(&message.payload) {
-            Ok(envelope) => events.push((seq, envelope)),
-            Err(events::DecodeError::UnknownType(_)) => {}
-            Err(e) => return Err(BusError::JetStream(format!("MONITOR sequence {seq}: {e}"))),
+        if let Some(envelope) = decode(seq, &message)? {
+            if visit(seq, envelope).is_break() {
+                break;
+            }
         }
         if pending == 0 || seq == to {
             break;
         }
     }
-    Ok(events)
+    Ok(())
+}
+
+/// An ordered consumer of MONITOR from stream sequence `from` on, on
+/// `subjects` (every subject if empty).
+async fn consumer(
+    bus: &Bus,
+    subjects: &[String],
+    from: u64,
+) -> Result<async_nats::jetstream::consumer::Consumer<OrderedConfig>, BusError> {
+    let err = |e: &dyn std::fmt::Display| BusError::JetStream(e.to_string());
+    let stream = bus.js.get_stream(MONITOR_STREAM).await.map_err(|e| err(&e))?;
+    stream
+        .create_consumer(OrderedConfig {
+            deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: from.max(1) },
+            filter_subjects: subjects.to_vec(),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| err(&e))
+}
+
+/// The event of a message: `None` if its type is unknown to this build
+/// (written by a newer one), an error if it is not an event at all.
+fn decode(seq: u64, message: &Message) -> Result<Option<Envelope>, BusError> {
+    match Envelope::from_json(&message.payload) {
+        Ok(envelope) => Ok(Some(envelope)),
+        Err(events::DecodeError::UnknownType(_)) => Ok(None),
+        Err(e) => Err(BusError::JetStream(format!("MONITOR sequence {seq}: {e}"))),
+    }
+}
+
+/// Which events of the feed a subscriber wants.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FeedFilter {
+    /// Only events of these types (names from [`FEED_TYPES`]); empty: all.
+    pub types: BTreeSet<&'static str>,
+    /// Only events of this website (its aggregate id).
+    pub website: Option<Uuid>,
+}
+
+/// The event types in MONITOR, hence in the feed. Check results
+/// (`CheckCompleted`) are not: they are on the CHECKS stream.
+pub const FEED_TYPES: &[&str] = &[
+    "WebsiteAdded",
+    "WebsiteUpdated",
+    "WebsiteRemoved",
+    "RegionAdded",
+    "TokenCreated",
+    "TokenRevoked",
+    "SiteDown",
+    "SiteUp",
+];
+
+impl FeedFilter {
+    /// The subjects that can hold a matching event, for the server to
+    /// filter on: `Some(empty)` means the whole stream, `None` that no
+    /// event can match (a region or token type asked of one website).
+    fn subjects(&self) -> Option<Vec<String>> {
+        use events::subject;
+        if self.types.is_empty() {
+            return Some(match self.website {
+                Some(id) => vec![subject::website(id), subject::incident(id)],
+                None => Vec::new(),
+            });
+        }
+        let subjects: BTreeSet<String> = self
+            .types
+            .iter()
+            .filter_map(|name| match (*name, self.website) {
+                ("WebsiteAdded" | "WebsiteUpdated" | "WebsiteRemoved", Some(id)) => Some(subject::website(id)),
+                ("WebsiteAdded" | "WebsiteUpdated" | "WebsiteRemoved", None) => Some("monitor.website.*".into()),
+                ("SiteDown" | "SiteUp", Some(id)) => Some(subject::incident(id)),
+                ("SiteDown" | "SiteUp", None) => Some("incidents.*".into()),
+                ("RegionAdded", None) => Some("monitor.region.*".into()),
+                ("TokenCreated" | "TokenRevoked", None) => Some("monitor.token.*".into()),
+                _ => None,
+            })
+            .collect();
+        (!subjects.is_empty()).then(|| subjects.into_iter().collect())
+    }
+
+    fn matches(&self, envelope: &Envelope) -> bool {
+        (self.types.is_empty() || self.types.contains(envelope.event.type_name()))
+            && self.website.is_none_or(|id| envelope.aggregate_id == id.to_string())
+    }
+}
+
+/// One page of the feed and the sequence the next one starts after.
+#[derive(Debug, Clone)]
+pub struct FeedPage {
+    pub events: Vec<(u64, Envelope)>,
+    /// The last sequence this page accounts for: every matching event up
+    /// to it is in this page or an earlier one. Never `None`: the feed has
+    /// no end, later events come after it.
+    pub next: u64,
+}
+
+/// Up to `limit` events matching `filter` after stream sequence `after`,
+/// oldest first. At most [`MAX_SCAN`] sequences are read, so a filter that
+/// matches little ends the page early, with a `next` past what was read.
+pub async fn feed_page(bus: &Bus, filter: &FeedFilter, after: u64, limit: usize) -> Result<FeedPage, BusError> {
+    let mut stream = bus.monitor_stream().await?;
+    let last = stream.info().await.map_err(|e| BusError::JetStream(e.to_string()))?.state.last_sequence;
+    let to = last.min(after.saturating_add(MAX_SCAN));
+    let mut events = Vec::new();
+    if to <= after || limit == 0 {
+        return Ok(FeedPage { events, next: after });
+    }
+    let Some(subjects) = filter.subjects() else {
+        return Ok(FeedPage { events, next: to });
+    };
+    scan(bus, &subjects, after + 1, to, |seq, envelope| {
+        if filter.matches(&envelope) {
+            events.push((seq, envelope));
+        }
+        if events.len() >= limit {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    })
+    .await?;
+    let next = match events.last() {
+        Some((seq, _)) if events.len() >= limit => *seq,
+        _ => to,
+    };
+    Ok(FeedPage { events, next })
+}
+
+/// The events matching `filter` after stream sequence `after`, oldest
+/// first, then each new one as it is stored, for as long as the stream is
+/// polled. It ends at the first error of the bus (a subscriber resumes
+/// from the last sequence it got); a malformed event is logged and skipped
+/// so it cannot stop every subscriber at the same place forever.
+pub async fn follow_feed(
+    bus: &Bus,
+    filter: FeedFilter,
+    after: u64,
+) -> Result<BoxStream<'static, (u64, Envelope)>, BusError> {
+    let Some(subjects) = filter.subjects() else {
+        return Ok(futures::stream::pending().boxed());
+    };
+    let messages: Ordered = consumer(bus, &subjects, after.saturating_add(1))
+        .await?
+        .messages()
+        .await
+        .map_err(|e| BusError::JetStream(e.to_string()))?;
+    Ok(messages
+        .take_while(|message| {
+            if let Err(error) = message {
+                tracing::warn!(%error, "event feed interrupted");
+            }
+            std::future::ready(message.is_ok())
+        })
+        .filter_map(move |message| {
+            let event = message.ok().and_then(|message| {
+                let seq = message.info().ok()?.stream_sequence;
+                match decode(seq, &message) {
+                    Ok(envelope) => envelope.filter(|e| filter.matches(e)).map(|e| (seq, e)),
+                    Err(error) => {
+                        tracing::error!(%error, "skipping a malformed event in the feed");
+                        None
+                    }
+                }
+            });
+            std::future::ready(event)
+        })
+        .boxed())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_feed_filter_reads_only_the_subjects_that_can_hold_a_match() {
+        let website = Uuid::now_v7();
+        let filter = |types: &[&'static str], website: Option<Uuid>| FeedFilter {
+            types: types.iter().copied().collect(),
+            website,
+        };
+        assert_eq!(filter(&[], None).subjects(), Some(vec![]));
+        assert_eq!(
+            filter(&[], Some(website)).subjects(),
+            Some(vec![format!("monitor.website.{website}"), format!("incidents.{website}")])
+        );
+        assert_eq!(filter(&["SiteDown", "SiteUp"], None).subjects(), Some(vec!["incidents.*".to_owned()]));
+        assert_eq!(
+            filter(&["SiteUp", "WebsiteAdded"], Some(website)).subjects(),
+            Some(vec![format!("incidents.{website}"), format!("monitor.website.{website}")])
+        );
+        assert_eq!(filter(&["RegionAdded"], Some(website)).subjects(), None);
+        for name in FEED_TYPES {
+            assert!(filter(&[name], None).subjects().is_some_and(|s| s.len() == 1), "{name}");
+            assert!(events::event::KNOWN_TYPES.contains(name), "{name}");
+        }
+    }
 }

@@ -10,6 +10,7 @@ pub mod access;
 pub mod assets;
 pub mod body;
 pub mod error;
+pub mod feed;
 pub mod monitor;
 pub mod regions;
 pub mod websites;
@@ -51,6 +52,9 @@ pub struct ApiState {
     /// Authentication of this instance (its own token cache and failure
     /// counts).
     pub access: Access,
+    /// Cancelled when the server shuts down, so long-lived answers (the
+    /// event stream) end instead of holding the shutdown up.
+    pub shutdown: CancellationToken,
 }
 
 impl ApiState {
@@ -66,6 +70,7 @@ impl ApiState {
             influx: deps.influx,
             projection_wait: config.projection_wait,
             allow_private_targets: config.allow_private_targets,
+            shutdown: CancellationToken::new(),
         }
     }
 }
@@ -73,14 +78,17 @@ impl ApiState {
 /// The operations of the API, for the router and the description.
 fn operations(
     state: &Arc<ApiState>,
-) -> OpenApiService<(websites::WebsitesApi, regions::RegionsApi, monitor::MonitorApi, access::AccessApi, HealthApi), ()>
-{
+) -> OpenApiService<
+    (websites::WebsitesApi, regions::RegionsApi, monitor::MonitorApi, access::AccessApi, feed::FeedApi, HealthApi),
+    (),
+> {
     OpenApiService::new(
         (
             websites::WebsitesApi { state: state.clone() },
             regions::RegionsApi { state: state.clone() },
             monitor::MonitorApi { state: state.clone() },
             access::AccessApi { state: state.clone() },
+            feed::FeedApi { state: state.clone() },
             HealthApi { state: state.clone() },
         ),
         "Website monitor",
@@ -220,7 +228,7 @@ pub async fn serve(deps: Deps, config: ApiConfig, cancel: CancellationToken) -> 
     deps.database_ready(&cancel).await?;
     ensure_default_region(&deps.bus, &config.default_region).await?;
     let address = format!("{}:{}", config.host, config.port);
-    let state = Arc::new(ApiState::new(deps, &config));
+    let state = Arc::new(ApiState { shutdown: cancel.clone(), ..ApiState::new(deps, &config) });
     tracing::info!(%address, "api listening");
     Server::new(TcpListener::bind(address.clone()))
         .run_with_graceful_shutdown(app(state), cancel.cancelled_owned(), Some(Duration::from_secs(5)))
