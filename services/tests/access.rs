@@ -312,3 +312,75 @@ async fn html_answers_carry_the_browser_hardening_headers() {
     let (status, _, _) = send(&stack.api_client(None), Method::GET, "/health", None).await;
     assert_eq!(status, StatusCode::OK, "health needs no token");
 }
+
+/// A real `api` process on a free port, over the stack's servers.
+struct ApiProcess {
+    base: String,
+    _child: tokio::process::Child,
+}
+
+impl ApiProcess {
+    async fn start(stack: &Stack) -> ApiProcess {
+        let port = common::free_port();
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_api"))
+            .env_clear()
+            .envs([
+                ("NATS_URL", stack.config.nats_url.clone()),
+                ("DATABASE_URL", stack.config.database_url.clone()),
+                ("REDIS_URL", stack.config.redis_url.clone()),
+                ("INFLUXDB_URL", stack.config.influxdb.url.clone()),
+                ("INFLUXDB_BUCKET", stack.config.influxdb.bucket.clone()),
+                ("API_PORT", port.to_string()),
+                ("ADMIN_TOKEN", stack.admin_token.clone()),
+                ("RUST_LOG", "warn".into()),
+            ])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start the api binary");
+        let base = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        eventually(Duration::from_secs(30), "the api process answering /health", || async {
+            let ok = http.get(format!("{base}/health")).send().await.is_ok_and(|r| r.status().is_success());
+            ok.then_some(())
+        })
+        .await;
+        ApiProcess { base, _child: child }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_revoked_through_one_api_process_is_refused_by_another_within_a_second() {
+    let stack = Stack::start(&[]).await;
+    let (first, second) = (ApiProcess::start(&stack).await, ApiProcess::start(&stack).await);
+    let http = reqwest::Client::new();
+    let created: Value = http
+        .post(format!("{}/tokens", first.base))
+        .bearer_auth(&stack.admin_token)
+        .json(&json!({ "name": "two processes", "scope": "read" }))
+        .send()
+        .await
+        .expect("POST /tokens")
+        .json()
+        .await
+        .expect("token");
+    let (id, secret) = (created["id"].as_str().expect("id"), created["secret"].as_str().expect("secret"));
+    let on_second = || http.get(format!("{}/websites", second.base)).bearer_auth(secret).send();
+    assert_eq!(on_second().await.expect("GET").status(), reqwest::StatusCode::OK, "the second process accepts it");
+
+    let revoked = http
+        .delete(format!("{}/tokens/{id}", first.base))
+        .bearer_auth(&stack.admin_token)
+        .send()
+        .await
+        .expect("DELETE /tokens");
+    assert_eq!(revoked.status(), reqwest::StatusCode::NO_CONTENT);
+    let at = Instant::now();
+    eventually(Duration::from_secs(1), "the second process refusing the revoked token", || async {
+        let status = on_second().await.expect("GET").status();
+        (status == reqwest::StatusCode::UNAUTHORIZED).then_some(())
+    })
+    .await;
+    println!("the second api process refused the revoked token after {} ms", at.elapsed().as_millis());
+}
