@@ -5,8 +5,10 @@
 
 use super::limiter::FailureLimiter;
 use super::{is_public, required_scope, AuthError, Authenticator, Principal, SESSION_COOKIE};
+use crate::api::error::ApiError;
 use events::Actor;
-use poem::http::{header, HeaderValue, Method, StatusCode};
+use poem::error::ResponseError;
+use poem::http::{header, HeaderValue, Method};
 use poem::{Endpoint, IntoResponse, Middleware, Request, Response};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -100,7 +102,7 @@ impl<E: Endpoint> AccessEndpoint<E> {
         let principal = match self.access.auth.authenticate(secret).await {
             Ok(principal) => principal,
             Err(AuthError::Unavailable) => {
-                return Ok(error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "service unavailable"))
+                return Ok(ApiError::Unavailable("the token store did not answer".into()).as_response())
             }
             Err(e) => {
                 let failures = self.access.limiter.record(address, Instant::now());
@@ -111,15 +113,12 @@ impl<E: Endpoint> AccessEndpoint<E> {
         let needed = required_scope(req.method(), req.uri().path());
         if !principal.scope.allows(needed) {
             let message = format!("this needs a token with scope {needed}; this token has {}", principal.scope);
-            return Ok(error(StatusCode::FORBIDDEN, "forbidden", &message));
+            return Ok(ApiError::Forbidden(message).as_response());
         }
         if let Credential::Cookie(secret) = &credential {
             if changes_state(req.method()) && !same_origin(&req) {
-                return Ok(error(
-                    StatusCode::FORBIDDEN,
-                    "forbidden",
-                    "cross-site request refused (Origin does not match)",
-                ));
+                let message = "cross-site request refused (Origin does not match)";
+                return Ok(ApiError::Forbidden(message.into()).as_response());
             }
             // Handlers see one kind of credential, whichever the caller used.
             if let Ok(value) = HeaderValue::from_str(&format!("Bearer {secret}")) {
@@ -209,13 +208,8 @@ pub fn same_origin(req: &Request) -> bool {
     }
 }
 
-fn error(status: StatusCode, code: &str, message: &str) -> Response {
-    let body = serde_json::json!({ "error": code, "message": message });
-    Response::builder().status(status).content_type("application/json").body(body.to_string())
-}
-
 fn unauthorized(why: &AuthError) -> Response {
-    let mut response = error(StatusCode::UNAUTHORIZED, "unauthorized", &why.to_string());
+    let mut response = ApiError::Unauthorized { message: why.to_string(), field: None }.as_response();
     let challenge = match why {
         AuthError::Malformed | AuthError::Invalid => r#"Bearer realm="website-monitor", error="invalid_token""#,
         _ => r#"Bearer realm="website-monitor""#,
@@ -226,7 +220,7 @@ fn unauthorized(why: &AuthError) -> Response {
 
 pub fn too_many(retry_after: Duration) -> Response {
     let message = "too many failed authentications from this address; try again later";
-    let mut response = error(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", message);
+    let mut response = ApiError::TooManyRequests(message.into()).as_response();
     if let Ok(value) = HeaderValue::from_str(&retry_after.as_secs().max(1).to_string()) {
         response.headers_mut().insert(header::RETRY_AFTER, value);
     }

@@ -5,7 +5,9 @@
 //! access middleware like a bearer token (with an Origin check on changes).
 
 use super::middleware::{client_address, same_origin, session_cookie, Access};
-use super::{AuthError, SESSION_COOKIE};
+use super::{AuthError, Principal, SESSION_COOKIE};
+use crate::api::error::ApiError;
+use poem::error::ResponseError;
 use poem::http::{header, HeaderValue, StatusCode};
 use poem::web::{Data, Json};
 use poem::{handler, Request, Response};
@@ -17,8 +19,10 @@ pub struct SignIn {
     token: String,
 }
 
-fn json(status: StatusCode, body: serde_json::Value) -> Response {
-    Response::builder().status(status).content_type("application/json").body(body.to_string())
+/// Who is signed in: `{"actor", "scope"}`.
+fn signed_in(principal: &Principal) -> Response {
+    let body = serde_json::json!({ "actor": principal.actor, "scope": principal.scope });
+    Response::builder().status(StatusCode::OK).content_type("application/json").body(body.to_string())
 }
 
 fn with_cookie(mut response: Response, cookie: &str) -> Response {
@@ -42,64 +46,42 @@ fn cookie(value: &str, secure: bool, max_age: Option<u32>) -> String {
 #[handler]
 pub async fn sign_in(req: &Request, access: Data<&Access>, body: Option<Json<SignIn>>) -> Response {
     if req.headers().contains_key(header::ORIGIN) && !same_origin(req) {
-        return json(
-            StatusCode::FORBIDDEN,
-            serde_json::json!({"error": "forbidden", "message": "cross-site sign-in refused"}),
-        );
+        return ApiError::Forbidden("cross-site sign-in refused".into()).as_response();
     }
     let Some(Json(body)) = body else {
-        return json(
-            StatusCode::BAD_REQUEST,
-            serde_json::json!({"error": "invalid_body", "message": "the body must be {\"token\": \"...\"}"}),
-        );
+        let message = "the body must be {\"token\": \"...\"}".into();
+        return ApiError::BadRequest { code: "invalid_body", message }.as_response();
     };
     let address = client_address(req);
     if let Some(retry_after) = access.limiter().blocked(address, Instant::now()) {
         return super::middleware::too_many(retry_after);
     }
     match access.authenticator().authenticate(body.token.trim()).await {
-        Ok(principal) => with_cookie(
-            json(StatusCode::OK, serde_json::json!({ "actor": principal.actor, "scope": principal.scope })),
-            &cookie(body.token.trim(), access.secure_cookies(), None),
-        ),
-        Err(AuthError::Unavailable) => json(
-            StatusCode::SERVICE_UNAVAILABLE,
-            serde_json::json!({"error": "unavailable", "message": "service unavailable"}),
-        ),
+        Ok(principal) => with_cookie(signed_in(&principal), &cookie(body.token.trim(), access.secure_cookies(), None)),
+        Err(AuthError::Unavailable) => ApiError::Unavailable("the token store did not answer".into()).as_response(),
         Err(_) => {
             let failures = access.limiter().record(address, Instant::now());
             tracing::warn!(client = %address, failures_in_last_minute = failures, "dashboard sign-in failed");
-            let message = "this token is not valid (unknown, revoked or expired)";
-            json(
-                StatusCode::UNAUTHORIZED,
-                serde_json::json!({"error": "unauthorized", "message": message, "field": "token",
-                                   "errors": [{"field": "token", "message": message}]}),
-            )
+            let message = "this token is not valid (unknown, revoked or expired)".into();
+            ApiError::Unauthorized { message, field: Some("token") }.as_response()
         }
     }
 }
 
 #[handler]
 pub async fn sign_out(access: Data<&Access>) -> Response {
-    let mut response = Response::builder().status(StatusCode::NO_CONTENT).finish();
-    response = with_cookie(response, &cookie("", access.secure_cookies(), Some(0)));
-    response
+    let response = Response::builder().status(StatusCode::NO_CONTENT).finish();
+    with_cookie(response, &cookie("", access.secure_cookies(), Some(0)))
 }
 
 #[handler]
 pub async fn current(req: &Request, access: Data<&Access>) -> Response {
-    let Some(secret) = session_cookie(req) else {
-        return json(
-            StatusCode::UNAUTHORIZED,
-            serde_json::json!({"error": "unauthorized", "message": "not signed in"}),
-        );
+    let principal = match session_cookie(req) {
+        Some(secret) => access.authenticator().authenticate(&secret).await.ok(),
+        None => None,
     };
-    match access.authenticator().authenticate(&secret).await {
-        Ok(principal) => {
-            json(StatusCode::OK, serde_json::json!({ "actor": principal.actor, "scope": principal.scope }))
-        }
-        Err(_) => {
-            json(StatusCode::UNAUTHORIZED, serde_json::json!({"error": "unauthorized", "message": "not signed in"}))
-        }
+    match principal {
+        Some(principal) => signed_in(&principal),
+        None => ApiError::Unauthorized { message: "not signed in".into(), field: None }.as_response(),
     }
 }

@@ -62,6 +62,15 @@ pub enum ApiError {
     MethodNotAllowed(String),
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// No usable credentials; `field` names the body field that carried
+    /// them, when one did (the dashboard's sign-in form).
+    #[error("{message}")]
+    Unauthorized { message: String, field: Option<&'static str> },
+    /// The caller may not do this.
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    TooManyRequests(String),
     /// A server the API depends on failed; the cause is logged.
     #[error("service unavailable")]
     Unavailable(String),
@@ -83,6 +92,9 @@ impl ApiError {
             ApiError::Conflict(_) => "conflict",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::Unauthorized { .. } => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::TooManyRequests(_) => "too_many_requests",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -97,6 +109,10 @@ impl ApiError {
                 body.errors = Some(errors.clone());
             }
             ApiError::BadParameter { field, .. } => body.field = Some(field.clone()),
+            ApiError::Unauthorized { message, field: Some(field) } => {
+                body.field = Some((*field).to_owned());
+                body.errors = Some(vec![FieldError { field: (*field).to_owned(), message: message.clone() }]);
+            }
             _ => {}
         }
         body
@@ -112,6 +128,9 @@ impl ResponseError for ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
