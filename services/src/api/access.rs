@@ -2,7 +2,7 @@
 //! are commands like any other ([`crate::access::tokens`]); history and
 //! audit are read from the MONITOR stream itself ([`crate::audit`]).
 
-use super::body::{parse_id, present, Bounded, JsonBody, Timestamp};
+use super::body::{parse_id, present, Bounded, JsonBody, Timestamp, Validation};
 use super::error::{ApiError, Refusal, BAD_REQUEST, BODY, INVALID, NOT_FOUND, UNAVAILABLE};
 use super::ApiState;
 use crate::access::middleware::Caller;
@@ -204,21 +204,16 @@ impl AccessApi {
         body: JsonBody<CreateToken>,
     ) -> Result<Created, Refusal<{ BODY | UNAVAILABLE }>> {
         let input = body.0;
-        let mut errors = Vec::new();
-        let name = TokenName::parse(&input.name).map_err(|e| errors.push(("name", e.message))).ok();
-        let scope = Scope::parse(&input.scope).map_err(|e| errors.push(("scope", e.message))).ok();
+        let mut check = Validation::default();
+        let name = check.field("name", TokenName::parse(&input.name));
+        let scope = check.field("scope", Scope::parse(&input.scope));
         let expires_at = input.expires_at;
         if expires_at.is_some_and(|at| at <= Utc::now()) {
-            errors.push(("expires_at", "expires_at must be in the future".into()));
+            check.refuse("expires_at", "expires_at must be in the future");
         }
-        let (Some(name), Some(scope), true) = (name, scope, errors.is_empty()) else {
-            return Err(ApiError::Invalid(
-                errors
-                    .into_iter()
-                    .map(|(field, message)| super::error::FieldError { field: field.into(), message })
-                    .collect(),
-            )
-            .into());
+        check.finish()?;
+        let (Some(name), Some(scope)) = (name, scope) else {
+            return Err(ApiError::Internal("validated fields missing".into()).into());
         };
         let (token, secret, seq) =
             tokens::create(&self.state.bus, name, scope, expires_at, caller.actor.clone(), Some(caller.request_id))

@@ -7,8 +7,9 @@
 //! description still states the bounds. [`Timestamp`] writes times the
 //! way the rest of the system does.
 
-use super::error::ApiError;
+use super::error::{ApiError, FieldError};
 use chrono::{DateTime, SecondsFormat, Utc};
+use events::ValueError;
 use poem::error::ReadBodyError;
 use poem::{Request, RequestBody};
 use poem_openapi::registry::{MetaMediaType, MetaRequest, MetaSchema, MetaSchemaRef, Registry};
@@ -99,6 +100,32 @@ pub fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(deserializer: D) 
     T::deserialize(deserializer).map(Some)
 }
 
+/// Collects every refused field of a request, so one 422 names them all.
+#[derive(Default)]
+pub struct Validation {
+    errors: Vec<FieldError>,
+}
+
+impl Validation {
+    /// The value, or `None` with `field` refused for the value's reason.
+    pub fn field<T>(&mut self, field: &str, value: Result<T, ValueError>) -> Option<T> {
+        value.map_err(|e| self.refuse(field, e.message)).ok()
+    }
+
+    pub fn refuse(&mut self, field: &str, message: impl Into<String>) {
+        self.errors.push(FieldError { field: field.to_owned(), message: message.into() });
+    }
+
+    /// 422 naming every refused field, if any was.
+    pub fn finish(self) -> Result<(), ApiError> {
+        if self.errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::Invalid(self.errors))
+        }
+    }
+}
+
 /// Parses a path id; anything that is not a UUID names no resource.
 pub fn parse_id(raw: &str, what: &str) -> Result<uuid::Uuid, ApiError> {
     uuid::Uuid::parse_str(raw).map_err(|_| ApiError::NotFound(format!("{what} {raw} does not exist")))
@@ -161,27 +188,36 @@ impl<const MIN: i64, const MAX: i64> ParseFromParameter for Bounded<MIN, MAX> {
 /// The pattern of a region name (`events::RegionName::parse`).
 pub const REGION_PATTERN: &str = "^[a-z0-9][a-z0-9-]{0,31}$";
 
-/// A region name in a query string, documented with its pattern; checked
-/// (422) and looked up by the handler.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RegionQuery(pub String);
+/// What a string query parameter is documented as: a name for the schema
+/// and the schema itself (pattern, lengths).
+pub trait Described {
+    const NAME: &'static str;
+    fn schema() -> MetaSchema;
+}
 
-impl Type for RegionQuery {
+/// A string query parameter documented by `D`'s schema. Any string parses;
+/// the handler checks it (422 naming the parameter), so a value refused is
+/// refused with the API's own error, and the schema tells clients the rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DescribedQuery<D>(pub String, std::marker::PhantomData<D>);
+
+impl<D> DescribedQuery<D> {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<D: Described + Send + Sync> Type for DescribedQuery<D> {
     const IS_REQUIRED: bool = true;
     type RawValueType = Self;
     type RawElementValueType = Self;
 
     fn name() -> Cow<'static, str> {
-        "region_name".into()
+        D::NAME.into()
     }
 
     fn schema_ref() -> MetaSchemaRef {
-        MetaSchemaRef::Inline(Box::new(MetaSchema {
-            pattern: Some(REGION_PATTERN.to_owned()),
-            min_length: Some(1),
-            max_length: Some(events::values::MAX_REGION_CHARS),
-            ..MetaSchema::new("string")
-        }))
+        MetaSchemaRef::Inline(Box::new(D::schema()))
     }
 
     fn as_raw_value(&self) -> Option<&Self::RawValueType> {
@@ -193,11 +229,31 @@ impl Type for RegionQuery {
     }
 }
 
-impl ParseFromParameter for RegionQuery {
+impl<D: Described + Send + Sync> ParseFromParameter for DescribedQuery<D> {
     fn parse_from_parameter(value: &str) -> ParseResult<Self> {
-        Ok(RegionQuery(value.to_owned()))
+        Ok(DescribedQuery(value.to_owned(), std::marker::PhantomData))
     }
 }
+
+/// A region name in a query string, documented with its pattern; checked
+/// (422) and looked up by the handler.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegionPattern;
+
+impl Described for RegionPattern {
+    const NAME: &'static str = "region_name";
+
+    fn schema() -> MetaSchema {
+        MetaSchema {
+            pattern: Some(REGION_PATTERN.to_owned()),
+            min_length: Some(1),
+            max_length: Some(events::values::MAX_REGION_CHARS),
+            ..MetaSchema::new("string")
+        }
+    }
+}
+
+pub type RegionQuery = DescribedQuery<RegionPattern>;
 
 /// A point in time as every response writes it: RFC 3339 in UTC with a
 /// `Z` and only the fractional digits it needs, the way serde writes

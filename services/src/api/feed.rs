@@ -107,10 +107,11 @@ pub struct FeedPage {
 /// every `&str`.)
 mod described {
     use super::EnvelopeView;
+    use crate::api::body::{Described, DescribedQuery};
     use crate::audit::FEED_TYPES;
     use events::Envelope;
     use poem_openapi::registry::{MetaSchema, MetaSchemaRef, Registry};
-    use poem_openapi::types::{ParseFromParameter, ParseResult, ToJSON, Type};
+    use poem_openapi::types::{ToJSON, Type};
     use std::borrow::Cow;
 
     /// One event of the stream: sent as `id: <seq>`, `event: <type>`,
@@ -155,39 +156,18 @@ mod described {
     /// commas), so a description-driven client cannot send a value the
     /// schema allows and the server refuses.
     #[derive(Debug, Clone, PartialEq, Eq)]
-    pub struct TypesQuery(pub String);
+    pub struct EventTypes;
 
-    impl Type for TypesQuery {
-        const IS_REQUIRED: bool = true;
-        type RawValueType = Self;
-        type RawElementValueType = Self;
+    impl Described for EventTypes {
+        const NAME: &'static str = "event_types";
 
-        fn name() -> Cow<'static, str> {
-            "event_types".into()
-        }
-
-        fn schema_ref() -> MetaSchemaRef {
+        fn schema() -> MetaSchema {
             let name = format!("({})", FEED_TYPES.join("|"));
-            MetaSchemaRef::Inline(Box::new(MetaSchema {
-                pattern: Some(format!("^{name}(,{name})*$")),
-                ..MetaSchema::new("string")
-            }))
-        }
-
-        fn as_raw_value(&self) -> Option<&Self::RawValueType> {
-            Some(self)
-        }
-
-        fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a Self::RawElementValueType> + 'a> {
-            Box::new(std::iter::once(self))
+            MetaSchema { pattern: Some(format!("^{name}(,{name})*$")), ..MetaSchema::new("string") }
         }
     }
 
-    impl ParseFromParameter for TypesQuery {
-        fn parse_from_parameter(value: &str) -> ParseResult<Self> {
-            Ok(TypesQuery(value.to_owned()))
-        }
-    }
+    pub type TypesQuery = DescribedQuery<EventTypes>;
 }
 
 fn sse_event(Streamed(seq, envelope): Streamed) -> SseEvent {
@@ -256,7 +236,7 @@ impl FeedApi {
         limit: Query<Option<Bounded<1, 1000>>>,
     ) -> Result<Json<FeedPage>, Refusal<{ BAD_REQUEST | INVALID | UNAVAILABLE }>> {
         let after = sequence(after.0, "after")?;
-        let filter = filter(types.0.as_ref().map(|t| t.0.as_str()), website.0)?;
+        let filter = filter(types.0.as_ref().map(|t| t.as_str()), website.0)?;
         let limit = limit.0.map(|l| l.check("limit")).transpose()?.map_or(DEFAULT_LIMIT, |l| l.unsigned_abs() as usize);
         let page = audit::feed_page(&self.state.bus, &filter, after, limit).await.map_err(ApiError::from)?;
         Ok(Json(FeedPage {
@@ -290,7 +270,7 @@ impl FeedApi {
             Some(id) => sequence(Some(id), "Last-Event-ID")?,
             None => sequence(after.0, "after")?,
         };
-        let filter = filter(types.0.as_ref().map(|t| t.0.as_str()), website.0)?;
+        let filter = filter(types.0.as_ref().map(|t| t.as_str()), website.0)?;
         let events = audit::follow_feed(&self.state.bus, filter, after).await.map_err(ApiError::from)?;
         let shutdown = self.state.shutdown.clone().cancelled_owned();
         let events = events.map(|(seq, envelope)| Streamed(seq, envelope)).take_until(shutdown).boxed();

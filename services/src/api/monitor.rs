@@ -423,7 +423,7 @@ pub struct MonitorApi {
 
 /// The `region` query parameter as text.
 fn region_of(region: &Query<Option<RegionQuery>>) -> Option<&str> {
-    region.0.as_ref().map(|r| r.0.as_str())
+    region.0.as_ref().map(|r| r.as_str())
 }
 
 #[OpenApi(tag = "Tag::Monitor")]

@@ -8,8 +8,8 @@
 //! description alone; only facts that need the projection (does a region
 //! exist, is a name taken) are left to the answer.
 
-use super::body::{parse_id, present, Bounded, JsonBody, Timestamp, REGION_PATTERN};
-use super::error::{ApiError, FieldError, Refusal, BAD_REQUEST, BODY, CONFLICT, INVALID, NOT_FOUND, UNAVAILABLE};
+use super::body::{parse_id, present, Bounded, JsonBody, Timestamp, Validation, REGION_PATTERN};
+use super::error::{ApiError, Refusal, BAD_REQUEST, BODY, CONFLICT, INVALID, NOT_FOUND, UNAVAILABLE};
 use super::ApiState;
 use crate::access::middleware::Caller;
 use crate::bus::BusError;
@@ -446,17 +446,8 @@ async fn execute(
     Err(ApiError::Conflict(format!("website {id} is being changed concurrently; retry")))
 }
 
-/// Collects every refused field so one response names them all.
-#[derive(Default)]
-struct Validation {
-    errors: Vec<FieldError>,
-}
-
+/// The website fields' checks beside the general ones of [`Validation`].
 impl Validation {
-    fn field<T>(&mut self, field: &str, value: Result<T, ValueError>) -> Option<T> {
-        value.map_err(|e| self.errors.push(FieldError { field: field.to_owned(), message: e.message })).ok()
-    }
-
     /// [`Validation::field`], and the value as sent must also be what the
     /// description documents (the value types trim and normalise, which
     /// the description cannot say).
@@ -465,7 +456,7 @@ impl Validation {
         match rule.check(field, raw) {
             Ok(()) => Some(value),
             Err(message) => {
-                self.errors.push(FieldError { field: field.to_owned(), message });
+                self.refuse(field, message);
                 None
             }
         }
@@ -480,10 +471,7 @@ impl Validation {
         parse: impl Fn(&str) -> Result<T, ValueError>,
     ) -> Option<Vec<T>> {
         if items.len() > max {
-            self.errors.push(FieldError {
-                field: field.to_owned(),
-                message: format!("{field} must have at most {max} entries"),
-            });
+            self.refuse(field, format!("{field} must have at most {max} entries"));
             return None;
         }
         let parsed: Vec<Option<T>> = items.iter().map(|item| self.documented(field, item, rule, parse(item))).collect();
@@ -496,14 +484,6 @@ impl Validation {
 
     fn emails(&mut self, items: Vec<String>) -> Option<Vec<EmailAddress>> {
         self.items("notify_emails", items, MAX_EMAILS, &EMAIL, deliverable)
-    }
-
-    fn finish(self) -> Result<(), ApiError> {
-        if self.errors.is_empty() {
-            Ok(())
-        } else {
-            Err(ApiError::Invalid(self.errors))
-        }
     }
 }
 
