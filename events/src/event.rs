@@ -3,6 +3,7 @@
 //! every event ever stored still decodes.
 
 use crate::access::{Scope, TokenName};
+use crate::channel::{ChannelKind, ChannelName};
 use crate::values::{
     DownPolicy, EmailAddress, FailuresBeforeDown, IntervalSecs, RegionName, TimeoutMs, WebsiteName, WebsiteUrl,
 };
@@ -25,6 +26,10 @@ pub enum Event {
     SiteUp(SiteUp),
     TokenCreated(TokenCreated),
     TokenRevoked(TokenRevoked),
+    ChannelAdded(ChannelAdded),
+    ChannelUpdated(ChannelUpdated),
+    ChannelDisabled(ChannelDisabled),
+    ChannelRemoved(ChannelRemoved),
 }
 
 /// Every event type name this build knows, so a consumer can tell an event
@@ -39,6 +44,10 @@ pub const KNOWN_TYPES: &[&str] = &[
     "SiteUp",
     "TokenCreated",
     "TokenRevoked",
+    "ChannelAdded",
+    "ChannelUpdated",
+    "ChannelDisabled",
+    "ChannelRemoved",
 ];
 
 impl Event {
@@ -53,6 +62,10 @@ impl Event {
             Event::SiteUp(_) => "SiteUp",
             Event::TokenCreated(_) => "TokenCreated",
             Event::TokenRevoked(_) => "TokenRevoked",
+            Event::ChannelAdded(_) => "ChannelAdded",
+            Event::ChannelUpdated(_) => "ChannelUpdated",
+            Event::ChannelDisabled(_) => "ChannelDisabled",
+            Event::ChannelRemoved(_) => "ChannelRemoved",
         }
     }
 
@@ -74,6 +87,10 @@ impl Event {
             Event::SiteUp(e) => e.website_id.to_string(),
             Event::TokenCreated(e) => e.token_id.to_string(),
             Event::TokenRevoked(e) => e.token_id.to_string(),
+            Event::ChannelAdded(e) => e.channel_id.to_string(),
+            Event::ChannelUpdated(e) => e.channel_id.to_string(),
+            Event::ChannelDisabled(e) => e.channel_id.to_string(),
+            Event::ChannelRemoved(e) => e.channel_id.to_string(),
         }
     }
 
@@ -90,6 +107,10 @@ impl Event {
             Event::SiteUp(e) => subject::incident(e.website_id),
             Event::TokenCreated(e) => subject::token(e.token_id),
             Event::TokenRevoked(e) => subject::token(e.token_id),
+            Event::ChannelAdded(e) => subject::channel(e.channel_id),
+            Event::ChannelUpdated(e) => subject::channel(e.channel_id),
+            Event::ChannelDisabled(e) => subject::channel(e.channel_id),
+            Event::ChannelRemoved(e) => subject::channel(e.channel_id),
         }
     }
 }
@@ -119,6 +140,10 @@ pub struct WebsiteAdded {
     /// When the website counts as down; absent: any region.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub down_policy: Option<DownPolicy>,
+    /// Channels its alerts go to, besides `notify_emails` and the default
+    /// channels.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub channel_ids: Vec<Uuid>,
 }
 
 /// Some settings of a website changed; absent fields did not change.
@@ -141,6 +166,8 @@ pub struct WebsiteUpdated {
     pub failures_before_down: Option<FailuresBeforeDown>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub down_policy: Option<DownPolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel_ids: Option<Vec<Uuid>>,
 }
 
 /// A website is no longer monitored.
@@ -170,6 +197,52 @@ pub struct TokenCreated {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct TokenRevoked {
     pub token_id: Uuid,
+}
+
+/// A channel alerts can be sent to was configured. Its settings (URLs,
+/// tokens, signing secrets) are only in `sealed`, encrypted; `target` is
+/// the destination with its secret parts masked.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ChannelAdded {
+    pub channel_id: Uuid,
+    pub name: ChannelName,
+    pub kind: ChannelKind,
+    pub target: String,
+    pub sealed: String,
+    /// Every website's alerts go to it.
+    #[serde(default)]
+    pub default: bool,
+}
+
+/// Some settings of a channel changed; absent fields did not change. A new
+/// signing secret (rotation) is a new `sealed`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ChannelUpdated {
+    pub channel_id: Uuid,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<ChannelName>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+}
+
+/// The system stopped sending to a channel (its endpoint answered 410
+/// Gone); a change with `enabled: true` turns it back on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ChannelDisabled {
+    pub channel_id: Uuid,
+    pub reason: String,
+}
+
+/// A channel was deleted; websites that chose it no longer use it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ChannelRemoved {
+    pub channel_id: Uuid,
 }
 
 /// Why a check failed, machine-readable. `Other` also absorbs causes added

@@ -121,6 +121,7 @@ mod tests {
             notify_emails: vec![],
             failures_before_down: None,
             down_policy: None,
+            channel_ids: vec![],
         });
         let renamed =
             Event::WebsiteUpdated(WebsiteUpdated { website_id: id, name: Some(parse("store")), ..Default::default() });

@@ -7,6 +7,7 @@
 //! reverse, so the rules here can be tested without any server.
 
 pub mod access;
+pub mod channel;
 pub mod detection;
 pub mod envelope;
 pub mod event;
@@ -19,8 +20,9 @@ pub mod website;
 
 pub use access::{Actor, Scope, TokenName};
 pub use envelope::{DecodeError, Envelope};
+pub use channel::{ChannelKind, ChannelName};
 pub use event::{
-    CheckCompleted, Event, FailureCause, RegionAdded, SiteDown, SiteUp, TokenCreated, TokenRevoked, WebsiteAdded,
+    ChannelAdded, ChannelDisabled, ChannelRemoved, ChannelUpdated, CheckCompleted, Event, FailureCause, RegionAdded, SiteDown, SiteUp, TokenCreated, TokenRevoked, WebsiteAdded,
     WebsiteRemoved, WebsiteUpdated,
 };
 pub use values::{

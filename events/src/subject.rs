@@ -12,6 +12,7 @@ pub const CHECKS_STREAM: &str = "CHECKS";
 pub const WEBSITES: &str = "monitor.website.>";
 pub const REGIONS: &str = "monitor.region.>";
 pub const TOKENS: &str = "monitor.token.>";
+pub const CHANNELS: &str = "monitor.channel.>";
 pub const INCIDENTS: &str = "incidents.>";
 pub const CHECKS: &str = "checks.>";
 
@@ -33,4 +34,8 @@ pub fn incident(website_id: Uuid) -> String {
 
 pub fn token(id: Uuid) -> String {
     format!("monitor.token.{id}")
+}
+
+pub fn channel(id: Uuid) -> String {
+    format!("monitor.channel.{id}")
 }

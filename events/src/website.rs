@@ -24,6 +24,8 @@ pub struct Website {
     /// `None`: the detector's default (2).
     pub failures_before_down: Option<FailuresBeforeDown>,
     pub down_policy: DownPolicy,
+    /// Channels its alerts go to (see [`crate::channel`]).
+    pub channel_ids: Vec<Uuid>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -41,6 +43,7 @@ pub struct AddWebsite {
     pub notify_emails: Vec<EmailAddress>,
     pub failures_before_down: Option<FailuresBeforeDown>,
     pub down_policy: DownPolicy,
+    pub channel_ids: Vec<Uuid>,
 }
 
 /// A validated partial update; `None` leaves a setting as it is.
@@ -54,6 +57,7 @@ pub struct ChangeWebsite {
     pub notify_emails: Option<Vec<EmailAddress>>,
     pub failures_before_down: Option<FailuresBeforeDown>,
     pub down_policy: Option<DownPolicy>,
+    pub channel_ids: Option<Vec<Uuid>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -89,6 +93,7 @@ pub fn decide(
                 failures_before_down: add.failures_before_down,
                 // The default is not written, so old and new events agree.
                 down_policy: Some(add.down_policy).filter(|p| *p != DownPolicy::Any),
+                channel_ids: dedup(add.channel_ids),
             })])
         }
         (None, _) => Err(DomainError::WebsiteNotFound(id)),
@@ -107,6 +112,7 @@ pub fn decide(
                 notify_emails: change.notify_emails.map(dedup).filter(|v| *v != current.notify_emails),
                 failures_before_down: change.failures_before_down.filter(|v| Some(*v) != current.failures_before_down),
                 down_policy: change.down_policy.filter(|v| *v != current.down_policy),
+                channel_ids: change.channel_ids.map(dedup).filter(|v| *v != current.channel_ids),
             };
             if update == (WebsiteUpdated { website_id: id, ..Default::default() }) {
                 Ok(vec![])
@@ -131,6 +137,7 @@ pub fn apply(state: Option<Website>, event: &Event, at: DateTime<Utc>) -> Option
             notify_emails: e.notify_emails.clone(),
             failures_before_down: e.failures_before_down,
             down_policy: e.down_policy.unwrap_or_default(),
+            channel_ids: e.channel_ids.clone(),
             created_at: at,
             updated_at: at,
         }),
@@ -158,6 +165,9 @@ pub fn apply(state: Option<Website>, event: &Event, at: DateTime<Utc>) -> Option
             }
             if let Some(policy) = e.down_policy {
                 w.down_policy = policy;
+            }
+            if let Some(channels) = &e.channel_ids {
+                w.channel_ids = channels.clone();
             }
             w.updated_at = at;
             w
@@ -204,6 +214,7 @@ mod tests {
             notify_emails: vec![],
             failures_before_down: None,
             down_policy: DownPolicy::Any,
+            channel_ids: vec![],
         })
     }
 

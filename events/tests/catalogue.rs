@@ -26,6 +26,7 @@ fn every_event() -> Vec<Event> {
             notify_emails: vec![EmailAddress::parse("ops@example.com").unwrap_or_else(|e| panic!("{e}"))],
             failures_before_down: FailuresBeforeDown::parse(3).ok(),
             down_policy: Some(DownPolicy::Majority),
+            channel_ids: vec![Uuid::now_v7()],
         }),
         Event::WebsiteUpdated(WebsiteUpdated {
             website_id,
@@ -68,6 +69,21 @@ fn every_event() -> Vec<Event> {
             expires_at: Some(at(9_000)),
         }),
         Event::TokenRevoked(TokenRevoked { token_id: Uuid::now_v7() }),
+        Event::ChannelAdded(ChannelAdded {
+            channel_id: Uuid::now_v7(),
+            name: ChannelName::parse("on-call").unwrap_or_else(|e| panic!("{e}")),
+            kind: ChannelKind::Webhook,
+            target: "https://hooks.example.com/…".into(),
+            sealed: "v1.AAAA".into(),
+            default: true,
+        }),
+        Event::ChannelUpdated(ChannelUpdated {
+            channel_id: Uuid::now_v7(),
+            enabled: Some(true),
+            ..Default::default()
+        }),
+        Event::ChannelDisabled(ChannelDisabled { channel_id: Uuid::now_v7(), reason: "410 Gone".into() }),
+        Event::ChannelRemoved(ChannelRemoved { channel_id: Uuid::now_v7() }),
     ]
 }
 

@@ -51,7 +51,7 @@ impl Handler for MonitorProjection {
     }
 
     async fn reset(&self, tx: &mut Transaction<'_, Postgres>) -> Result<()> {
-        sqlx::query("truncate website_regions, websites, regions, incidents, tokens").execute(&mut **tx).await?;
+        sqlx::query("truncate website_regions, websites, regions, incidents, tokens, channels").execute(&mut **tx).await?;
         Ok(())
     }
 }
@@ -63,8 +63,8 @@ async fn apply(tx: &mut Transaction<'_, Postgres>, seq: u64, envelope: &Envelope
         Event::WebsiteAdded(e) => {
             let emails: Vec<&str> = e.notify_emails.iter().map(|m| m.as_str()).collect();
             let inserted = sqlx::query(
-                "insert into websites (id, url, name, interval_seconds, timeout_ms, notify_emails, created_at, updated_at, stream_seq, failures_before_down, down_policy)
-                 values ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9, $10)
+                "insert into websites (id, url, name, interval_seconds, timeout_ms, notify_emails, created_at, updated_at, stream_seq, failures_before_down, down_policy, channel_ids)
+                 values ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9, $10, $11)
                  on conflict (id) do nothing",
             )
             .bind(e.website_id)
@@ -77,6 +77,7 @@ async fn apply(tx: &mut Transaction<'_, Postgres>, seq: u64, envelope: &Envelope
             .bind(seq)
             .bind(e.failures_before_down.map(|f| to_i32(f.get())))
             .bind(e.down_policy.unwrap_or_default().as_str())
+            .bind(&e.channel_ids)
             .execute(&mut **tx)
             .await?;
             if inserted.rows_affected() == 1 {
@@ -95,6 +96,7 @@ async fn apply(tx: &mut Transaction<'_, Postgres>, seq: u64, envelope: &Envelope
                     notify_emails = coalesce($6, notify_emails),
                     failures_before_down = coalesce($9, failures_before_down),
                     down_policy = coalesce($10, down_policy),
+                    channel_ids = coalesce($11, channel_ids),
                     updated_at = $7,
                     stream_seq = $8
                  where id = $1 and stream_seq < $8",
@@ -109,6 +111,7 @@ async fn apply(tx: &mut Transaction<'_, Postgres>, seq: u64, envelope: &Envelope
             .bind(seq)
             .bind(e.failures_before_down.map(|f| to_i32(f.get())))
             .bind(e.down_policy.map(|p| p.as_str()))
+            .bind(&e.channel_ids)
             .execute(&mut **tx)
             .await?;
             if let (Some(regions), 1) = (&e.regions, updated.rows_affected()) {
@@ -154,6 +157,75 @@ async fn apply(tx: &mut Transaction<'_, Postgres>, seq: u64, envelope: &Envelope
             .bind(seq)
             .execute(&mut **tx)
             .await?;
+        }
+        Event::ChannelAdded(e) => {
+            sqlx::query(
+                "insert into channels (id, name, kind, target, sealed, is_default, created_at, updated_at, stream_seq)
+                 values ($1, $2, $3, $4, $5, $6, $7, $7, $8)
+                 on conflict (id) do nothing",
+            )
+            .bind(e.channel_id)
+            .bind(e.name.as_str())
+            .bind(e.kind.as_str())
+            .bind(&e.target)
+            .bind(&e.sealed)
+            .bind(e.default)
+            .bind(at)
+            .bind(seq)
+            .execute(&mut **tx)
+            .await?;
+        }
+        Event::ChannelUpdated(e) => {
+            sqlx::query(
+                "update channels set
+                    name = coalesce($2, name),
+                    target = coalesce($3, target),
+                    sealed = coalesce($4, sealed),
+                    is_default = coalesce($5, is_default),
+                    enabled = coalesce($6, enabled),
+                    disabled_reason = case when $6 then null else disabled_reason end,
+                    updated_at = $7,
+                    stream_seq = $8
+                 where id = $1 and stream_seq < $8",
+            )
+            .bind(e.channel_id)
+            .bind(e.name.as_ref().map(|n| n.as_str()))
+            .bind(&e.target)
+            .bind(&e.sealed)
+            .bind(e.default)
+            .bind(e.enabled)
+            .bind(at)
+            .bind(seq)
+            .execute(&mut **tx)
+            .await?;
+        }
+        Event::ChannelDisabled(e) => {
+            sqlx::query(
+                "update channels set enabled = false, disabled_reason = $2, updated_at = $3, stream_seq = $4
+                 where id = $1 and stream_seq < $4",
+            )
+            .bind(e.channel_id)
+            .bind(&e.reason)
+            .bind(at)
+            .bind(seq)
+            .execute(&mut **tx)
+            .await?;
+        }
+        Event::ChannelRemoved(e) => {
+            let removed = sqlx::query("delete from channels where id = $1 and stream_seq < $2")
+                .bind(e.channel_id)
+                .bind(seq)
+                .execute(&mut **tx)
+                .await?;
+            if removed.rows_affected() == 1 {
+                // Websites that chose it stop using it.
+                sqlx::query(
+                    "update websites set channel_ids = array_remove(channel_ids, $1) where channel_ids @> array[$1]",
+                )
+                .bind(e.channel_id)
+                .execute(&mut **tx)
+                .await?;
+            }
         }
         Event::RegionAdded(e) => {
             sqlx::query(
@@ -243,13 +315,14 @@ struct WebsiteRow {
     regions: Vec<String>,
     failures_before_down: Option<i32>,
     down_policy: String,
+    channel_ids: Vec<Uuid>,
 }
 
 const SELECT_WEBSITES: &str = "
     select w.id, w.url, w.name, w.interval_seconds, w.timeout_ms, w.notify_emails,
            w.created_at, w.updated_at, w.stream_seq,
            coalesce(array_agg(wr.region order by wr.region) filter (where wr.region is not null), '{}') as regions,
-           w.failures_before_down, w.down_policy
+           w.failures_before_down, w.down_policy, w.channel_ids
     from websites w left join website_regions wr on wr.website_id = w.id";
 
 pub async fn website(pool: &PgPool, id: Uuid) -> Result<Option<StoredWebsite>> {
@@ -285,6 +358,7 @@ fn decode_website(row: WebsiteRow) -> Result<StoredWebsite> {
         regions,
         failures_before_down,
         down_policy,
+        channel_ids,
     } = row;
     let corrupt = |what: &str, e: events::ValueError| Error::Corrupt(format!("website {id} {what}: {e}"));
     Ok(StoredWebsite {
@@ -306,6 +380,7 @@ fn decode_website(row: WebsiteRow) -> Result<StoredWebsite> {
                 .map(|f| FailuresBeforeDown::parse(f.into()).map_err(|e| corrupt("failures_before_down", e)))
                 .transpose()?,
             down_policy: DownPolicy::parse(&down_policy).map_err(|e| corrupt("down_policy", e))?,
+            channel_ids,
             created_at,
             updated_at,
         },

@@ -206,6 +206,10 @@ pub const FEED_TYPES: &[&str] = &[
     "RegionAdded",
     "TokenCreated",
     "TokenRevoked",
+    "ChannelAdded",
+    "ChannelUpdated",
+    "ChannelDisabled",
+    "ChannelRemoved",
     "SiteDown",
     "SiteUp",
 ];
@@ -232,6 +236,9 @@ impl FeedFilter {
                 ("SiteDown" | "SiteUp", None) => Some("incidents.*".into()),
                 ("RegionAdded", None) => Some("monitor.region.*".into()),
                 ("TokenCreated" | "TokenRevoked", None) => Some("monitor.token.*".into()),
+                ("ChannelAdded" | "ChannelUpdated" | "ChannelDisabled" | "ChannelRemoved", None) => {
+                    Some("monitor.channel.*".into())
+                }
                 _ => None,
             })
             .collect();

@@ -23,6 +23,9 @@ pub struct Config {
     /// it (`DETECTOR_DOWN_AFTER`, default 2; `DETECTOR_UP_AFTER`, default 1).
     pub detector: events::detection::Policy,
     pub notify: NotifyConfig,
+    /// The key channel secrets are sealed with in events (`SECRET_KEY`, at
+    /// least 16 characters); unset: a key made once and kept in Postgres.
+    pub secret_key: Option<Secret>,
 }
 
 #[derive(Debug, Clone)]
@@ -42,6 +45,8 @@ pub struct ApiConfig {
     /// The dashboard is served over HTTPS (`PUBLIC_URL` is https), so its
     /// session cookie is marked Secure.
     pub secure_cookies: bool,
+    /// Where the dashboard is (`PUBLIC_URL`), for links in test messages.
+    pub public_url: String,
 }
 
 /// A secret setting: usable, never printed (`Debug` shows `***`).
@@ -78,6 +83,11 @@ pub struct NotifyConfig {
     /// Transitions older than this are recorded but not emailed, so a
     /// replay or a first start on old history does not mail the past.
     pub max_age: Duration,
+    /// Telegram's Bot API (`TELEGRAM_API_URL`; a stand-in in tests).
+    pub telegram_api: String,
+    /// Whether webhooks may go to loopback/private addresses
+    /// (`ALLOW_PRIVATE_TARGETS`, as for checks).
+    pub allow_private_targets: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -162,6 +172,12 @@ impl Config {
             }
             token => token.map(Secret),
         };
+        let secret_key = match s.optional("SECRET_KEY") {
+            Some(key) if key.len() < 16 => {
+                return Err(ConfigError { name: "SECRET_KEY", reason: "must be at least 16 characters".into() })
+            }
+            key => key.map(Secret),
+        };
         Ok(Self {
             nats_url: s.url(
                 "NATS_URL",
@@ -202,6 +218,7 @@ impl Config {
                 allow_private_targets,
                 admin_token,
                 secure_cookies: public_url.starts_with("https://"),
+                public_url: public_url.clone(),
             },
             projector: ProjectorConfig { batch: s.number("PROJECTOR_BATCH", 5000usize, 1, 1_000_000)? },
             cron: CronConfig {
@@ -249,7 +266,10 @@ impl Config {
                 },
                 public_url,
                 max_age: Duration::from_secs(s.number("NOTIFY_MAX_AGE_MINUTES", 60u64, 1, 525_600)? * 60),
+                telegram_api: s.url("TELEGRAM_API_URL", "https://api.telegram.org", &["http", "https"])?,
+                allow_private_targets,
             },
+            secret_key,
         })
     }
 }

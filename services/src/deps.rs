@@ -11,6 +11,7 @@
 use crate::bus::Bus;
 use crate::config::Config;
 use crate::runtime;
+use crate::secrets::Sealer;
 use anyhow::Context;
 use projections::influx::Influx;
 use redis::aio::ConnectionManager;
@@ -25,6 +26,8 @@ pub struct Deps {
     pub pool: PgPool,
     pub redis: redis::Client,
     pub influx: Influx,
+    /// Seals and opens channel secrets ([`crate::secrets`]).
+    pub sealer: Sealer,
 }
 
 impl Deps {
@@ -38,7 +41,8 @@ impl Deps {
         let redis = redis::Client::open(config.redis_url.as_str()).context("REDIS_URL")?;
         let influx = Influx::new(&config.influxdb.url, &config.influxdb.bucket, config.influxdb.token.as_deref());
         let bus = runtime::connect_bus(config).await?;
-        Ok(Deps { bus, pool, redis, influx })
+        let sealer = Sealer::new(config.secret_key.as_ref(), pool.clone());
+        Ok(Deps { bus, pool, redis, influx, sealer })
     }
 
     /// Waits until Postgres answers, then applies the migrations (safe from

@@ -29,6 +29,7 @@ pub mod projector;
 pub mod queue;
 pub mod runner;
 pub mod runtime;
+pub mod secrets;
 pub mod target;
 pub mod worker;
 

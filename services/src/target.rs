@@ -6,7 +6,8 @@
 //! multicast, reserved, documentation ranges, and IPv4 embedded in IPv6
 //! forms of those.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 use url::{Host, Url};
 
@@ -95,6 +96,51 @@ fn is_blocked_v6(ip: Ipv6Addr) -> bool {
         || (segments[0] == 0x2001 && segments[1] == 0x0db8) // documentation
         || (segments[0] == 0x2001 && segments[1] == 0) // Teredo
         || (segments[0] == 0x100 && segments[1..4] == [0, 0, 0]) // discard 100::/64
+}
+
+/// The target is an address checks must not reach.
+#[derive(Debug, thiserror::Error)]
+#[error("{0} is a private or reserved address")]
+pub struct Blocked(pub String);
+
+/// The host name could not be resolved.
+#[derive(Debug, thiserror::Error)]
+#[error("dns: {0}")]
+pub struct DnsFailure(pub String);
+
+/// A resolver for reqwest that drops the addresses [`is_blocked`] refuses
+/// (all of them when private targets are allowed), so the guard holds at
+/// connect time, also for redirects and DNS rebinding.
+pub struct GuardedResolver {
+    allow_private: bool,
+}
+
+impl GuardedResolver {
+    pub fn new(allow_private: bool) -> Self {
+        Self { allow_private }
+    }
+}
+
+impl Resolve for GuardedResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let allow_private = self.allow_private;
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let resolved: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+                .await
+                .map_err(|e| DnsFailure(format!("{host}: {e}")))?
+                .collect();
+            if resolved.is_empty() {
+                return Err(DnsFailure(format!("{host}: no addresses")).into());
+            }
+            let allowed: Vec<SocketAddr> =
+                resolved.into_iter().filter(|a| allow_private || !is_blocked(a.ip())).collect();
+            if allowed.is_empty() {
+                return Err(Blocked(host).into());
+            }
+            Ok(Box::new(allowed.into_iter()) as Addrs)
+        })
+    }
 }
 
 #[cfg(test)]

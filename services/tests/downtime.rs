@@ -186,7 +186,7 @@ async fn an_smtp_outage_delays_the_email_but_does_not_drop_it() {
     system.check(id, "local", at(10), false).await;
     system.notifier_settled().await;
     eventually(Duration::from_secs(10), "a failed attempt", || async {
-        let attempts: Option<i32> = sqlx::query_scalar("select attempts from notifications where sent_at is null")
+        let attempts: Option<i32> = sqlx::query_scalar("select attempts from deliveries where delivered_at is null")
             .fetch_optional(&system.db.pool)
             .await
             .expect("query");
@@ -200,7 +200,7 @@ async fn an_smtp_outage_delays_the_email_but_does_not_drop_it() {
     })
     .await;
     let (attempts, error): (i32, Option<String>) =
-        sqlx::query_as("select attempts, last_error from notifications").fetch_one(&system.db.pool).await.expect("row");
+        sqlx::query_as("select attempts, last_error from deliveries").fetch_one(&system.db.pool).await.expect("row");
     assert!(attempts >= 2, "{attempts}");
     assert_eq!(error, None);
 }

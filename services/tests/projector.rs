@@ -53,6 +53,7 @@ async fn publish_history(bus: Bus, count: usize) -> Vec<(Uuid, String)> {
                 notify_emails: vec![],
                 failures_before_down: None,
                 down_policy: None,
+                channel_ids: vec![],
             }),
             Utc::now(),
         );

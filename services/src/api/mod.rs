@@ -7,8 +7,10 @@
 //! from the handlers and their types and cannot drift from what is served.
 
 pub mod access;
+pub mod alerts;
 pub mod assets;
 pub mod body;
+pub mod channels;
 pub mod error;
 pub mod feed;
 pub mod monitor;
@@ -52,6 +54,10 @@ pub struct ApiState {
     /// Authentication of this instance (its own token cache and failure
     /// counts).
     pub access: Access,
+    /// Seals channel settings before they enter an event.
+    pub sealer: crate::secrets::Sealer,
+    /// Where the dashboard is (`PUBLIC_URL`), for links in messages.
+    pub public_url: String,
     /// Cancelled when the server shuts down, so long-lived answers (the
     /// event stream) end instead of holding the shutdown up.
     pub shutdown: CancellationToken,
@@ -65,6 +71,8 @@ impl ApiState {
                 Authenticator::new(deps.pool.clone(), deps.redis.clone(), admin_token),
                 config.secure_cookies,
             ),
+            sealer: deps.sealer,
+            public_url: config.public_url.clone(),
             bus: deps.bus,
             pool: deps.pool,
             influx: deps.influx,
@@ -75,18 +83,27 @@ impl ApiState {
     }
 }
 
+/// Every group of operations.
+type Operations = (
+    websites::WebsitesApi,
+    regions::RegionsApi,
+    monitor::MonitorApi,
+    channels::ChannelsApi,
+    alerts::AlertsApi,
+    access::AccessApi,
+    feed::FeedApi,
+    HealthApi,
+);
+
 /// The operations of the API, for the router and the description.
-fn operations(
-    state: &Arc<ApiState>,
-) -> OpenApiService<
-    (websites::WebsitesApi, regions::RegionsApi, monitor::MonitorApi, access::AccessApi, feed::FeedApi, HealthApi),
-    (),
-> {
+fn operations(state: &Arc<ApiState>) -> OpenApiService<Operations, ()> {
     OpenApiService::new(
         (
             websites::WebsitesApi { state: state.clone() },
             regions::RegionsApi { state: state.clone() },
             monitor::MonitorApi { state: state.clone() },
+            channels::ChannelsApi { state: state.clone() },
+            alerts::AlertsApi { state: state.clone() },
             access::AccessApi { state: state.clone() },
             feed::FeedApi { state: state.clone() },
             HealthApi { state: state.clone() },
@@ -109,6 +126,8 @@ pub fn description(state: &Arc<ApiState>) -> serde_json::Value {
         websites::UpdateWebsite::name(),
         regions::CreateRegion::name(),
         access::CreateToken::name(),
+        channels::CreateChannel::name(),
+        channels::UpdateChannel::name(),
     ];
     for name in strict {
         if let Some(schema) = spec["components"]["schemas"].get_mut(name.as_ref()).and_then(|s| s.as_object_mut()) {

@@ -38,6 +38,7 @@ use uuid::Uuid;
 const MAX_ATTEMPTS: usize = 3;
 const MAX_REGIONS: usize = 64;
 const MAX_EMAILS: usize = 20;
+const MAX_CHANNELS: usize = 20;
 /// The largest `offset` of the list: far beyond any real list, and small
 /// enough to be exact in the description.
 const MAX_OFFSET: i64 = 1_000_000_000;
@@ -97,6 +98,11 @@ pub struct CreateWebsite {
     /// a `majority`, or `all`.
     #[serde(default, deserialize_with = "present")]
     down_policy: Option<PolicyName>,
+    /// Channels its alerts go to besides `notify_emails` and the default
+    /// channels (see `/channels`); each must exist.
+    #[serde(default, deserialize_with = "present")]
+    #[oai(validator(max_items = 20, pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"))]
+    channel_ids: Option<Vec<String>>,
 }
 
 /// The fields to change; absent fields are left as they are (`null` is
@@ -139,6 +145,11 @@ pub struct UpdateWebsite {
     failures_before_down: Option<i64>,
     #[serde(default, deserialize_with = "present")]
     down_policy: Option<PolicyName>,
+    /// Channels its alerts go to besides `notify_emails` and the default
+    /// channels (see `/channels`); each must exist.
+    #[serde(default, deserialize_with = "present")]
+    #[oai(validator(max_items = 20, pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"))]
+    channel_ids: Option<Vec<String>>,
 }
 
 /// A `down_policy` as sent: documented as the enum it is, parsed (and
@@ -206,6 +217,8 @@ pub struct WebsiteView {
     #[oai(nullable)]
     pub failures_before_down: Option<u32>,
     pub down_policy: PolicyName,
+    /// Channels its alerts go to (see `/channels`).
+    pub channel_ids: Vec<Uuid>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }
@@ -222,6 +235,7 @@ impl From<Website> for WebsiteView {
             notify_emails: w.notify_emails.iter().map(ToString::to_string).collect(),
             failures_before_down: w.failures_before_down.map(FailuresBeforeDown::get),
             down_policy: w.down_policy.into(),
+            channel_ids: w.channel_ids,
             created_at: w.created_at.into(),
             updated_at: w.updated_at.into(),
         }
@@ -273,7 +287,10 @@ impl WebsitesApi {
         let failures =
             input.failures_before_down.map(|f| check.field("failures_before_down", FailuresBeforeDown::parse(f)));
         let policy = input.down_policy.map(|p| check.documented("down_policy", &p.0, &POLICY, DownPolicy::parse(&p.0)));
+        let channel_ids = input.channel_ids.map(|c| check.channel_ids(c));
         check.finish()?;
+        let channel_ids = channel_ids.flatten().unwrap_or_default();
+        known_channels(state, &channel_ids).await?;
         if let Some(url) = &url {
             refuse_private(state, url).await?;
         }
@@ -290,6 +307,7 @@ impl WebsitesApi {
             notify_emails: emails.flatten().unwrap_or_default(),
             failures_before_down: failures.flatten(),
             down_policy: policy.flatten().unwrap_or_default(),
+            channel_ids,
         };
         let id = add.id;
         match execute(state, &caller, id, WebsiteCommand::Add(add)).await? {
@@ -350,8 +368,12 @@ impl WebsitesApi {
             down_policy: input
                 .down_policy
                 .and_then(|p| check.documented("down_policy", &p.0, &POLICY, DownPolicy::parse(&p.0))),
+            channel_ids: input.channel_ids.and_then(|c| check.channel_ids(c)),
         };
         check.finish()?;
+        if let Some(channel_ids) = &change.channel_ids {
+            known_channels(state, channel_ids).await?;
+        }
         if let Some(url) = &change.url {
             refuse_private(state, url).await?;
         }
@@ -393,6 +415,24 @@ async fn refuse_private(state: &ApiState, url: &WebsiteUrl) -> Result<(), ApiErr
     match crate::target::refused_target(url.as_str()).await {
         Some(reason) => Err(ApiError::invalid("url", reason)),
         None => Ok(()),
+    }
+}
+
+/// Refuses channel ids that name no channel (422 naming `channel_ids`).
+async fn known_channels(state: &ApiState, ids: &[Uuid]) -> Result<(), ApiError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let found: Vec<Uuid> = sqlx::query_scalar("select id from channels where id = any($1)")
+        .bind(ids)
+        .fetch_all(&state.pool)
+        .await
+        .map_err(projections::Error::from)?;
+    let unknown: Vec<String> = ids.iter().filter(|id| !found.contains(id)).map(Uuid::to_string).collect();
+    if unknown.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid("channel_ids", format!("no such channel: {}", unknown.join(", "))))
     }
 }
 
@@ -485,6 +525,12 @@ impl Validation {
     fn emails(&mut self, items: Vec<String>) -> Option<Vec<EmailAddress>> {
         self.items("notify_emails", items, MAX_EMAILS, &EMAIL, deliverable)
     }
+
+    fn channel_ids(&mut self, items: Vec<String>) -> Option<Vec<Uuid>> {
+        self.items("channel_ids", items, MAX_CHANNELS, &CHANNEL_ID, |raw| {
+            Uuid::parse_str(raw).map_err(|_| ValueError { message: format!("'{raw}' is not a channel id") })
+        })
+    }
 }
 
 /// An address the notifier can send to: the domain's rules, and also the
@@ -540,6 +586,7 @@ pub const URL_PATTERN: &str = r"^https?://(([A-Za-z0-9][A-Za-z0-9-]*\.)*[A-Za-z]
 pub const NAME_PATTERN: &str = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$";
 pub const EMAIL_PATTERN: &str = r"^[^\s\x00-\x1f\x7f-\x9f@]{1,64}@[^\s\x00-\x1f\x7f-\x9f@.-]([^\s\x00-\x1f\x7f-\x9f@.]*[^\s\x00-\x1f\x7f-\x9f@.-])?(\.[^\s\x00-\x1f\x7f-\x9f@.-]([^\s\x00-\x1f\x7f-\x9f@.]*[^\s\x00-\x1f\x7f-\x9f@.-])?)+$";
 const POLICY_PATTERN: &str = "^(any|majority|all)$";
+pub const CHANNEL_ID_PATTERN: &str = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$";
 
 // 2047 and no character the URL parser percent-encodes: normalising adds at
 // most the `/` of an empty path, so what is stored fits `MAX_URL_LEN`.
@@ -552,6 +599,7 @@ static NAME: Rule = rule!(NAME_PATTERN, 100, "1 to 100 characters without contro
 static EMAIL: Rule = rule!(EMAIL_PATTERN, 254, "an email address (see the pattern in /openapi.json)");
 static REGION: Rule = rule!(REGION_PATTERN, 32, "1-32 characters of a-z, 0-9 and '-', starting with a letter or digit");
 static POLICY: Rule = rule!(POLICY_PATTERN, 8, "any, majority or all");
+static CHANNEL_ID: Rule = rule!(CHANNEL_ID_PATTERN, 36, "a channel id (a UUID)");
 
 #[cfg(test)]
 mod tests {
@@ -573,8 +621,9 @@ mod tests {
             assert_eq!(property(schema, "name")["pattern"], NAME_PATTERN, "{schema}");
             assert_eq!(property(schema, "notify_emails")["items"]["pattern"], EMAIL_PATTERN, "{schema}");
             assert_eq!(property(schema, "regions")["items"]["pattern"], REGION_PATTERN, "{schema}");
+            assert_eq!(property(schema, "channel_ids")["items"]["pattern"], CHANNEL_ID_PATTERN, "{schema}");
         }
-        for rule in [&URL, &NAME, &EMAIL, &REGION, &POLICY] {
+        for rule in [&URL, &NAME, &EMAIL, &REGION, &POLICY, &CHANNEL_ID] {
             assert!(rule.regex.is_some(), "{}", rule.expected);
         }
     }

@@ -248,6 +248,7 @@ async fn main() -> anyhow::Result<()> {
                 notify_emails: vec![],
                 failures_before_down: None,
                 down_policy: None,
+                channel_ids: vec![],
             });
             let envelope = Envelope::new(event, Utc::now());
             let publish = async_nats::jetstream::context::Publish::build()

@@ -170,7 +170,11 @@ async fn apply(store: &ScheduleStore, seq: u64, event: &Event) -> anyhow::Result
         | Event::SiteDown(_)
         | Event::SiteUp(_)
         | Event::TokenCreated(_)
-        | Event::TokenRevoked(_) => Applied::AlreadyApplied,
+        | Event::TokenRevoked(_)
+        | Event::ChannelAdded(_)
+        | Event::ChannelUpdated(_)
+        | Event::ChannelDisabled(_)
+        | Event::ChannelRemoved(_) => Applied::AlreadyApplied,
     };
     if applied == Applied::Unknown {
         tracing::warn!(seq, "change for a website the schedule does not know; reconciliation will repair it");

@@ -1,18 +1,22 @@
 //! The planner: a [`Handler`] of the SiteDown/SiteUp events on MONITOR
 //! (`incidents.>`) that keeps each website's open outage in
 //! `notification_outages` and turns the website-level changes of
-//! [`events::outage::step`] into outbox rows, in the runner's transaction.
-//! The outage rows, the emails and the position commit together; an email
-//! is keyed by the event that caused it, so a replayed batch queues nothing
-//! twice.
+//! [`events::outage::step`] into deliveries, one per destination (the
+//! website's own emails, its channels, the default channels), in the
+//! runner's transaction. The outage rows, the deliveries, the decision of
+//! every SiteDown/SiteUp (`alert_decisions`, for "why was I (not)
+//! alerted") and the position commit together; a delivery is keyed by the
+//! event that caused it and its channel, so a replayed batch queues
+//! nothing twice.
 
-use super::channels::{self, Site};
-use super::outbox::{self, Kind};
+use super::email::{self, Site};
+use super::message::{Alert, Change};
+use super::outbox::{self, Planned, WEBSITE_EMAILS};
 use crate::config::NotifyConfig;
 use chrono::{DateTime, Utc};
 use events::outage::{self, Outage, RegionChange, WebsiteChange};
 use events::subject::{INCIDENTS, MONITOR_STREAM};
-use events::{DownPolicy, Envelope, RegionName};
+use events::{ChannelKind, DownPolicy, Envelope, RegionName};
 use projections::handler::{Handler, StreamEvent};
 use projections::Error;
 use sqlx::{Postgres, Transaction};
@@ -23,7 +27,7 @@ use uuid::Uuid;
 /// The name the planner's position is stored under.
 pub const POSITION: &str = "notification";
 
-/// Plans the emails of the incidents on MONITOR.
+/// Plans the alerts of the incidents on MONITOR.
 pub struct Planner {
     settings: NotifyConfig,
     /// Woken after a batch with transitions commits, so the sender does
@@ -72,12 +76,45 @@ struct WebsiteRow {
     url: String,
     notify_emails: Vec<String>,
     down_policy: String,
+    channel_ids: Vec<Uuid>,
     /// How many regions it is checked from.
     regions: i64,
 }
 
-/// Applies one region change to the website's outage and queues the email
-/// of the website-level change it makes, if any.
+/// A channel the website's alerts go to.
+#[derive(sqlx::FromRow)]
+struct ChannelRow {
+    id: Uuid,
+    name: String,
+    kind: String,
+    enabled: bool,
+    disabled_reason: Option<String>,
+}
+
+/// One destination of a decision, as `/monitor/:id/alerts` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+struct Destination {
+    channel_id: Uuid,
+    name: String,
+    kind: String,
+    planned: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+}
+
+/// What was decided for one SiteDown/SiteUp.
+struct Decision<'a> {
+    outcome: &'static str,
+    suppressed: Option<String>,
+    destinations: Vec<Destination>,
+    policy: DownPolicy,
+    regions_down: &'a [RegionName],
+    regions_total: usize,
+}
+
+/// Applies one region change to the website's outage, queues a delivery
+/// per destination of the website-level change it makes, if any, and
+/// records the decision.
 async fn plan(
     tx: &mut Transaction<'_, Postgres>,
     settings: &NotifyConfig,
@@ -86,7 +123,7 @@ async fn plan(
 ) -> Result<(), Error> {
     let website_id = change.website_id();
     let website: Option<WebsiteRow> = sqlx::query_as(
-        "select w.name, w.url, w.notify_emails, w.down_policy,
+        "select w.name, w.url, w.notify_emails, w.down_policy, w.channel_ids,
                 (select count(*) from website_regions r where r.website_id = w.id) as regions
          from websites w where w.id = $1",
     )
@@ -105,43 +142,188 @@ async fn plan(
     let state = load_outage(tx, website_id).await?;
     let (next, website_change) = outage::step(state, change, policy, regions);
     save_outage(tx, website_id, next.as_ref()).await?;
+    let down_now: Vec<RegionName> = next.as_ref().map(|o| o.down.clone()).unwrap_or_default();
+    let mut decision = Decision {
+        outcome: "unchanged",
+        suppressed: None,
+        destinations: vec![],
+        policy,
+        regions_down: &down_now,
+        regions_total: regions,
+    };
 
-    let Some(website_change) = website_change else { return Ok(()) };
-    let kind = match website_change {
-        WebsiteChange::Started { .. } => Kind::Down,
-        WebsiteChange::Ended { .. } => Kind::Up,
-    };
-    let Some(website) = website else {
-        tracing::info!(%website_id, kind = kind.as_str(), "website no longer exists; no email");
-        return Ok(());
-    };
-    let recipients: Vec<String> = if website.notify_emails.is_empty() {
+    match (&website_change, &website) {
+        (None, _) => decision.suppressed = Some(unchanged(change, next.as_ref(), policy, regions)),
+        (Some(website_change), None) => {
+            decision.outcome = outcome(website_change);
+            decision.suppressed = Some("the website was removed".into());
+        }
+        (Some(website_change), Some(website)) => {
+            decision.outcome = outcome(website_change);
+            queue_all(tx, settings, envelope, change, website_change, website_id, website, &mut decision).await?;
+        }
+    }
+    record(tx, envelope, change, &decision).await?;
+    Ok(())
+}
+
+fn outcome(change: &WebsiteChange) -> &'static str {
+    match change {
+        WebsiteChange::Started { .. } => "started",
+        WebsiteChange::Ended { .. } => "ended",
+    }
+}
+
+/// Why a region change did not change the website's state.
+fn unchanged(change: RegionChange<'_>, next: Option<&Outage>, policy: DownPolicy, regions: usize) -> String {
+    let down = next.map_or(0, |o| o.down.len());
+    match change {
+        RegionChange::Down(_) if next.is_some_and(|o| o.website_down) => {
+            format!("the website was already down ({down} of {regions} regions down)")
+        }
+        RegionChange::Down(_) => format!(
+            "down policy '{}' not met: {down} of {regions} regions down, {} needed",
+            policy.as_str(),
+            policy.regions_needed(regions)
+        ),
+        RegionChange::Up(_) if next.is_some_and(|o| o.website_down) => {
+            format!("the website is still down under down policy '{}' ({down} of {regions} regions down)", policy.as_str())
+        }
+        RegionChange::Up(_) => "the website was not down under its down policy, so no recovery is announced".into(),
+    }
+}
+
+/// Plans the deliveries of a website-level change: the website's own
+/// emails, its channels and the default channels.
+#[allow(clippy::too_many_arguments)]
+async fn queue_all(
+    tx: &mut Transaction<'_, Postgres>,
+    settings: &NotifyConfig,
+    envelope: &Envelope,
+    change: RegionChange<'_>,
+    website_change: &WebsiteChange,
+    website_id: Uuid,
+    website: &WebsiteRow,
+    decision: &mut Decision<'_>,
+) -> Result<(), Error> {
+    let channels: Vec<ChannelRow> = sqlx::query_as(
+        "select id, name, kind, enabled, disabled_reason from channels
+         where is_default or id = any($1) order by name, id",
+    )
+    .bind(&website.channel_ids)
+    .fetch_all(&mut **tx)
+    .await?;
+    // The default address stands in only for a website with no other way
+    // to reach anyone.
+    let recipients: Vec<String> = if !website.notify_emails.is_empty() {
+        website.notify_emails.clone()
+    } else if channels.is_empty() {
         settings.default_recipient.iter().map(|r| r.to_string()).collect()
     } else {
-        website.notify_emails.clone()
+        vec![]
     };
-    if recipients.is_empty() {
-        tracing::info!(%website_id, kind = kind.as_str(), "no recipients (notify_emails empty, NOTIFY_DEFAULT_EMAIL unset); no email");
+    if !recipients.is_empty() {
+        decision.destinations.push(Destination {
+            channel_id: WEBSITE_EMAILS,
+            name: format!("email to {}", recipients.join(", ")),
+            kind: "email".into(),
+            planned: true,
+            reason: None,
+        });
+    }
+    for channel in &channels {
+        let reason = (!channel.enabled).then(|| {
+            format!("channel disabled ({})", channel.disabled_reason.as_deref().unwrap_or("turned off"))
+        });
+        decision.destinations.push(Destination {
+            channel_id: channel.id,
+            name: channel.name.clone(),
+            kind: channel.kind.clone(),
+            planned: reason.is_none(),
+            reason,
+        });
+    }
+    if decision.destinations.is_empty() {
+        decision.suppressed = Some(
+            "no destination: the website has no notify_emails or channel_ids, and there is no default channel or NOTIFY_DEFAULT_EMAIL".into(),
+        );
         return Ok(());
     }
     let max_age = chrono::Duration::from_std(settings.max_age).unwrap_or(chrono::Duration::MAX);
     if Utc::now() - envelope.occurred_at > max_age {
-        tracing::info!(%website_id, kind = kind.as_str(), occurred_at = %envelope.occurred_at, "transition too old to email; recorded only");
+        let minutes = settings.max_age.as_secs() / 60;
+        decision.suppressed =
+            Some(format!("older than NOTIFY_MAX_AGE_MINUTES ({minutes} min) when planned; recorded without alerts"));
+        for destination in &mut decision.destinations {
+            destination.planned = false;
+        }
         return Ok(());
     }
     let site = Site { id: website_id, name: &website.name, url: &website.url };
-    let link = channels::website_page(&settings.public_url, website_id);
-    let email = match (&website_change, change) {
+    let link = email::website_page(&settings.public_url, website_id);
+    let alert_change = match (website_change, change) {
         (WebsiteChange::Started { started_at, regions }, RegionChange::Down(down)) => {
-            channels::down_email(site, down, *started_at, regions, &link)
+            Change::Down { down, started_at: *started_at, regions }
         }
         (WebsiteChange::Ended { started_at, ended_at, regions }, _) => {
-            channels::up_email(site, *started_at, *ended_at, regions, &link)
+            Change::Up { started_at: *started_at, ended_at: *ended_at, regions }
         }
         // The verdict starts an outage only on a region going down.
         (WebsiteChange::Started { .. }, RegionChange::Up(_)) => return Ok(()),
     };
-    outbox::queue(tx, envelope.id, website_id, kind, &recipients, &email).await?;
+    let alert = Alert { site, change: alert_change, envelope, link: &link };
+    for destination in decision.destinations.iter().filter(|d| d.planned) {
+        let kind = ChannelKind::parse(&destination.kind)
+            .map_err(|e| Error::Corrupt(format!("channel {}: {e}", destination.channel_id)))?;
+        let mut message = alert.render(kind);
+        if destination.channel_id == WEBSITE_EMAILS {
+            message["recipients"] = serde_json::json!(recipients);
+        }
+        let planned = Planned {
+            event_id: envelope.id,
+            channel_id: destination.channel_id,
+            website_id: Some(website_id),
+            kind: alert.kind(),
+            channel_kind: kind,
+            message,
+        };
+        outbox::queue(tx, &planned).await?;
+    }
+    Ok(())
+}
+
+/// Stores the decision; the first one stands (a replay much later would
+/// find the event too old and must not rewrite what happened).
+async fn record(
+    tx: &mut Transaction<'_, Postgres>,
+    envelope: &Envelope,
+    change: RegionChange<'_>,
+    decision: &Decision<'_>,
+) -> Result<(), Error> {
+    let (event_type, region) = match change {
+        RegionChange::Down(down) => ("SiteDown", down.region.as_str()),
+        RegionChange::Up(up) => ("SiteUp", up.region.as_str()),
+    };
+    let regions_down: Vec<&str> = decision.regions_down.iter().map(RegionName::as_str).collect();
+    sqlx::query(
+        "insert into alert_decisions (event_id, website_id, event_type, region, occurred_at, down_policy,
+                                      regions_down, regions_total, outcome, suppressed, channels)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+         on conflict (event_id) do nothing",
+    )
+    .bind(envelope.id)
+    .bind(change.website_id())
+    .bind(event_type)
+    .bind(region)
+    .bind(envelope.occurred_at)
+    .bind(decision.policy.as_str())
+    .bind(&regions_down)
+    .bind(i32::try_from(decision.regions_total).unwrap_or(i32::MAX))
+    .bind(decision.outcome)
+    .bind(&decision.suppressed)
+    .bind(serde_json::to_value(&decision.destinations).unwrap_or_default())
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 

@@ -17,13 +17,11 @@
 //!
 //! A check never fails as a function: every failure is a down outcome.
 
-use crate::target::{blocked_literal, is_blocked};
+use crate::target::{blocked_literal, Blocked, DnsFailure, GuardedResolver};
 use chrono::{DateTime, Utc};
 use events::FailureCause;
-use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::redirect;
 use std::error::Error as StdError;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use url::Url;
@@ -70,48 +68,12 @@ pub struct Checker {
     allow_private: bool,
 }
 
-/// The target is an address checks must not reach.
-#[derive(Debug, thiserror::Error)]
-#[error("{0} is a private or reserved address")]
-struct Blocked(String);
-
-/// The host name could not be resolved.
-#[derive(Debug, thiserror::Error)]
-#[error("dns: {0}")]
-struct DnsFailure(String);
-
 #[derive(Debug, thiserror::Error)]
 enum RedirectFailure {
     #[error("redirect loop back to {0}")]
     Loop(String),
     #[error("more than {0} redirects")]
     TooMany(usize),
-}
-
-struct GuardedResolver {
-    allow_private: bool,
-}
-
-impl Resolve for GuardedResolver {
-    fn resolve(&self, name: Name) -> Resolving {
-        let allow_private = self.allow_private;
-        let host = name.as_str().to_owned();
-        Box::pin(async move {
-            let resolved: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-                .await
-                .map_err(|e| DnsFailure(format!("{host}: {e}")))?
-                .collect();
-            if resolved.is_empty() {
-                return Err(DnsFailure(format!("{host}: no addresses")).into());
-            }
-            let allowed: Vec<SocketAddr> =
-                resolved.into_iter().filter(|a| allow_private || !is_blocked(a.ip())).collect();
-            if allowed.is_empty() {
-                return Err(Blocked(host).into());
-            }
-            Ok(Box::new(allowed.into_iter()) as Addrs)
-        })
-    }
 }
 
 impl Checker {
@@ -135,7 +97,7 @@ impl Checker {
             .user_agent(options.user_agent)
             .redirect(policy)
             .pool_max_idle_per_host(0)
-            .dns_resolver(Arc::new(GuardedResolver { allow_private }))
+            .dns_resolver(Arc::new(GuardedResolver::new(allow_private)))
             .tcp_nodelay(true)
             .build()?;
         Ok(Checker { client, allow_private })

@@ -5,6 +5,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod proxy;
+pub mod receiver;
 pub mod smtp;
 pub mod stack;
 pub mod target;
@@ -186,6 +187,7 @@ pub async fn snapshot(pool: &PgPool) -> serde_json::Value {
         ("website_regions", "website_id, region"),
         ("incidents", "website_id, region, started_at"),
         ("tokens", "id"),
+        ("channels", "id"),
         ("projection_offsets", "name"),
     ] {
         let columns = if table == "projection_offsets" { "name, stream_seq" } else { "*" };
