@@ -8,7 +8,7 @@
 mod common;
 
 use chrono::{Duration as ChronoDuration, Utc};
-use common::stack::{region_name, Stack};
+use common::stack::{eventually, region_name, Stack};
 use events::{Actor, Envelope, Event, FailureCause, SiteDown, SiteUp};
 use poem::http::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -339,6 +339,25 @@ async fn a_real_event_of_every_type_is_valid_against_the_served_schemas() {
     assert_eq!(status, StatusCode::CREATED, "{token}");
     let token_id = token["id"].as_str().expect("id");
     let (status, _) = stack.call(Method::DELETE, &format!("/tokens/{token_id}"), None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    // A channel added, disabled by its gone endpoint, enabled again and removed.
+    let receiver = common::receiver::Receiver::start().await;
+    let (status, channel) = stack
+        .call(Method::POST, "/channels", Some(json!({ "name": "hook", "type": "webhook", "url": receiver.url("/gone/x") })))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{channel}");
+    let channel = channel["id"].as_str().expect("id").to_owned();
+    let _notifier = stack.start_notifier();
+    let (status, delivery) = stack.call(Method::POST, &format!("/channels/{channel}/test"), None).await;
+    assert_eq!((status, delivery["status"].as_str()), (StatusCode::OK, Some("failed")), "{delivery}");
+    eventually(Duration::from_secs(10), "the channel disabled", || async {
+        let (_, shown) = stack.call(Method::GET, &format!("/channels/{channel}"), None).await;
+        (shown["enabled"] == false).then_some(())
+    })
+    .await;
+    let (status, _) = stack.call(Method::PATCH, &format!("/channels/{channel}"), Some(json!({ "enabled": true }))).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = stack.call(Method::DELETE, &format!("/channels/{channel}"), None).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     let website: Uuid = website.parse().expect("uuid");
     outage(&stack, website).await;

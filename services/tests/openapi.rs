@@ -33,6 +33,15 @@ const ENDPOINTS: &[(&str, &str)] = &[
     ("get", "/events"),
     ("get", "/events/stream"),
     ("get", "/schemas/events.json"),
+    ("get", "/channels"),
+    ("post", "/channels"),
+    ("get", "/channels/{id}"),
+    ("patch", "/channels/{id}"),
+    ("delete", "/channels/{id}"),
+    ("post", "/channels/{id}/rotate-secret"),
+    ("post", "/channels/{id}/test"),
+    ("get", "/channels/{id}/deliveries"),
+    ("get", "/monitor/{id}/alerts"),
 ];
 
 async fn spec(app: &Stack) -> Value {
@@ -119,7 +128,7 @@ async fn every_request_body_is_described_as_refusing_unknown_fields() {
             }
         }
     }
-    assert_eq!(bodies, 4, "POST /websites, PATCH /websites/{{id}}, POST /regions, POST /tokens");
+    assert_eq!(bodies, 6, "POST /websites, PATCH /websites/{{id}}, POST /regions, POST /tokens, POST /channels, PATCH /channels/{{id}}");
 }
 
 #[tokio::test]
