@@ -143,6 +143,33 @@ try {
   assert.equal(await history.locator("td.actor").textContent(), "e2e-writer");
   assert.match(await history.textContent(), /Shop e2e → Shop renamed/);
   await shot("7-history");
+
+  step = "the website page explains why nobody was alerted of the outage";
+  await page.goto(`${base}/#/`);
+  await renamed.getByRole("link", { name: "Shop renamed" }).click();
+  await page.locator("#alerts tr", { hasText: "SiteDown" }).first().waitFor({ timeout: 20000 });
+  assert.match(await page.locator("#alerts tr", { hasText: "SiteDown" }).first().textContent(), /no: no destination/);
+  await shot("8-alerts");
+
+  step = "a channel is added, its signing secret shown once, a test message sent and logged";
+  await page.goto(`${base}/#/channels`);
+  const channelForm = page.locator("#add-channel");
+  await channelForm.waitFor({ timeout: 10000 });
+  await channelForm.locator("input[name=name]").fill("Ops hook");
+  await channelForm.locator("select[name=type]").selectOption("webhook");
+  await channelForm.locator("input[name=url]").fill("not a url");
+  await channelForm.getByRole("button", { name: "Add channel" }).click();
+  await channelForm.locator('[data-error-for="url"]').filter({ hasText: /url/ }).waitFor({ timeout: 10000 });
+  await channelForm.locator("input[name=url]").fill(`${target}/hook`);
+  await channelForm.getByRole("button", { name: "Add channel" }).click();
+  await page.locator("#new-secret", { hasText: /^whsec_/ }).waitFor({ timeout: 10000 });
+  const channelRow = page.locator("#channels tr", { hasText: "Ops hook" });
+  await channelRow.getByRole("button", { name: "Send test" }).click();
+  await page.locator("#deliveries tr", { hasText: "test" }).waitFor({ timeout: 20000 });
+  await shot("9-channels");
+  await channelRow.getByRole("button", { name: "Delete" }).click();
+  await channelRow.waitFor({ state: "detached", timeout: 10000 });
+
   await page.goto(`${base}/#/`);
   await renamed.waitFor({ timeout: 10000 });
   await renamed.getByRole("button", { name: "Remove" }).click();

@@ -30,7 +30,8 @@ pub enum ChannelKind {
 }
 
 impl ChannelKind {
-    pub const ALL: [ChannelKind; 6] = [Self::Email, Self::Webhook, Self::Slack, Self::Discord, Self::Teams, Self::Telegram];
+    pub const ALL: [ChannelKind; 6] =
+        [Self::Email, Self::Webhook, Self::Slack, Self::Discord, Self::Teams, Self::Telegram];
 
     pub fn parse(input: &str) -> Result<Self, ValueError> {
         Self::ALL.into_iter().find(|k| k.as_str() == input).ok_or_else(|| {
@@ -117,10 +118,22 @@ pub struct Settings {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum ChannelCommand {
-    Add { name: ChannelName, kind: ChannelKind, settings: Settings, default: bool },
-    Change { name: Option<ChannelName>, settings: Option<Settings>, default: Option<bool>, enabled: Option<bool> },
+    Add {
+        name: ChannelName,
+        kind: ChannelKind,
+        settings: Settings,
+        default: bool,
+    },
+    Change {
+        name: Option<ChannelName>,
+        settings: Option<Settings>,
+        default: Option<bool>,
+        enabled: Option<bool>,
+    },
     /// The system turns a channel off (its endpoint is gone).
-    Disable { reason: String },
+    Disable {
+        reason: String,
+    },
     Remove,
 }
 
@@ -137,16 +150,14 @@ pub enum ChannelError {
 pub fn decide(id: Uuid, state: Option<&Channel>, command: ChannelCommand) -> Result<Vec<Event>, ChannelError> {
     match (state, command) {
         (Some(_), ChannelCommand::Add { .. }) => Err(ChannelError::Exists(id)),
-        (None, ChannelCommand::Add { name, kind, settings, default }) => {
-            Ok(vec![Event::ChannelAdded(ChannelAdded {
-                channel_id: id,
-                name,
-                kind,
-                target: settings.target,
-                sealed: settings.sealed,
-                default,
-            })])
-        }
+        (None, ChannelCommand::Add { name, kind, settings, default }) => Ok(vec![Event::ChannelAdded(ChannelAdded {
+            channel_id: id,
+            name,
+            kind,
+            target: settings.target,
+            sealed: settings.sealed,
+            default,
+        })]),
         (None, _) => Err(ChannelError::NotFound(id)),
         (Some(_), ChannelCommand::Remove) => Ok(vec![Event::ChannelRemoved(ChannelRemoved { channel_id: id })]),
         (Some(current), ChannelCommand::Disable { .. }) if !current.enabled => Ok(vec![]),
@@ -210,12 +221,9 @@ pub fn apply(state: Option<Channel>, event: &Event, at: DateTime<Utc>) -> Option
             c.updated_at = at;
             c
         }),
-        Event::ChannelDisabled(e) => state.map(|c| Channel {
-            enabled: false,
-            disabled_reason: Some(e.reason.clone()),
-            updated_at: at,
-            ..c
-        }),
+        Event::ChannelDisabled(e) => {
+            state.map(|c| Channel { enabled: false, disabled_reason: Some(e.reason.clone()), updated_at: at, ..c })
+        }
         Event::ChannelRemoved(_) => None,
         _ => state,
     }
@@ -255,12 +263,16 @@ mod tests {
         assert_eq!(channel.kind, ChannelKind::Slack);
         assert!(channel.sealed.starts_with("sealed:"));
         assert_eq!(
-            decide(channel.id, Some(&channel), ChannelCommand::Add {
-                name: name("x"),
-                kind: ChannelKind::Email,
-                settings: settings("a@b.c"),
-                default: false
-            }),
+            decide(
+                channel.id,
+                Some(&channel),
+                ChannelCommand::Add {
+                    name: name("x"),
+                    kind: ChannelKind::Email,
+                    settings: settings("a@b.c"),
+                    default: false
+                }
+            ),
             Err(ChannelError::Exists(channel.id))
         );
     }
@@ -268,9 +280,15 @@ mod tests {
     #[test]
     fn a_change_records_only_what_differs_and_nothing_when_nothing_does() {
         let channel = added();
-        let same = ChannelCommand::Change { name: Some(name("ops")), settings: None, default: Some(false), enabled: Some(true) };
+        let same = ChannelCommand::Change {
+            name: Some(name("ops")),
+            settings: None,
+            default: Some(false),
+            enabled: Some(true),
+        };
         assert_eq!(decide(channel.id, Some(&channel), same), Ok(vec![]));
-        let rename = ChannelCommand::Change { name: Some(name("on-call")), settings: None, default: Some(true), enabled: None };
+        let rename =
+            ChannelCommand::Change { name: Some(name("on-call")), settings: None, default: Some(true), enabled: None };
         let events = decide(channel.id, Some(&channel), rename).unwrap_or_else(|e| panic!("{e}"));
         let after = apply(Some(channel), &events[0], now()).unwrap_or_else(|| panic!("gone"));
         assert_eq!(after.name.as_str(), "on-call");

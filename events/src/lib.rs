@@ -19,11 +19,11 @@ pub mod values;
 pub mod website;
 
 pub use access::{Actor, Scope, TokenName};
-pub use envelope::{DecodeError, Envelope};
 pub use channel::{ChannelKind, ChannelName};
+pub use envelope::{DecodeError, Envelope};
 pub use event::{
-    ChannelAdded, ChannelDisabled, ChannelRemoved, ChannelUpdated, CheckCompleted, Event, FailureCause, RegionAdded, SiteDown, SiteUp, TokenCreated, TokenRevoked, WebsiteAdded,
-    WebsiteRemoved, WebsiteUpdated,
+    ChannelAdded, ChannelDisabled, ChannelRemoved, ChannelUpdated, CheckCompleted, Event, FailureCause, RegionAdded,
+    SiteDown, SiteUp, TokenCreated, TokenRevoked, WebsiteAdded, WebsiteRemoved, WebsiteUpdated,
 };
 pub use values::{
     DownPolicy, EmailAddress, FailuresBeforeDown, IntervalSecs, RegionName, TimeoutMs, ValueError, WebsiteName,

@@ -77,11 +77,7 @@ fn every_event() -> Vec<Event> {
             sealed: "v1.AAAA".into(),
             default: true,
         }),
-        Event::ChannelUpdated(ChannelUpdated {
-            channel_id: Uuid::now_v7(),
-            enabled: Some(true),
-            ..Default::default()
-        }),
+        Event::ChannelUpdated(ChannelUpdated { channel_id: Uuid::now_v7(), enabled: Some(true), ..Default::default() }),
         Event::ChannelDisabled(ChannelDisabled { channel_id: Uuid::now_v7(), reason: "410 Gone".into() }),
         Event::ChannelRemoved(ChannelRemoved { channel_id: Uuid::now_v7() }),
     ]

@@ -51,7 +51,9 @@ impl Handler for MonitorProjection {
     }
 
     async fn reset(&self, tx: &mut Transaction<'_, Postgres>) -> Result<()> {
-        sqlx::query("truncate website_regions, websites, regions, incidents, tokens, channels").execute(&mut **tx).await?;
+        sqlx::query("truncate website_regions, websites, regions, incidents, tokens, channels")
+            .execute(&mut **tx)
+            .await?;
         Ok(())
     }
 }

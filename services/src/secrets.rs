@@ -109,7 +109,10 @@ mod tests {
         assert!(sealed.starts_with("v1."));
         assert!(!sealed.contains("secret"));
         assert_ne!(sealed, one.seal(b"https://hooks.slack.com/services/T/B/secret").await.unwrap_or_default());
-        assert_eq!(one.open(&sealed).await.ok().as_deref(), Some(b"https://hooks.slack.com/services/T/B/secret".as_slice()));
+        assert_eq!(
+            one.open(&sealed).await.ok().as_deref(),
+            Some(b"https://hooks.slack.com/services/T/B/secret".as_slice())
+        );
         let other = sealer("second key, long enough");
         assert!(matches!(other.open(&sealed).await, Err(SealError::WrongKey)));
         assert!(matches!(one.open("v1.abc").await, Err(SealError::Malformed)));

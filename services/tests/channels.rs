@@ -62,7 +62,8 @@ sys.exit(0 if ok else 1)
 async fn an_outage_reaches_every_channel_once_signed_and_formatted_also_across_a_notifier_restart() {
     let system = Stack::start_with_smtp(Smtp::start().await, &[]).await;
     let receiver = Receiver::start().await;
-    let hook = channel(&system, json!({ "name": "ops hook", "type": "webhook", "url": receiver.url("/ok/hook") })).await;
+    let hook =
+        channel(&system, json!({ "name": "ops hook", "type": "webhook", "url": receiver.url("/ok/hook") })).await;
     let secret = hook["secret"].as_str().expect("the secret, once").to_owned();
     assert!(secret.starts_with("whsec_"), "{secret}");
     let slack = channel(&system, json!({ "name": "slack", "type": "slack", "url": receiver.url("/ok/slack") })).await;
@@ -127,10 +128,13 @@ async fn an_outage_reaches_every_channel_once_signed_and_formatted_also_across_a
 async fn a_hanging_endpoint_does_not_delay_another_channel() {
     let system = Stack::start(&[]).await;
     let receiver = Receiver::start().await;
-    let hanging = channel(&system, json!({ "name": "hangs", "type": "webhook", "url": receiver.url("/hang/hook") })).await;
+    let hanging =
+        channel(&system, json!({ "name": "hangs", "type": "webhook", "url": receiver.url("/hang/hook") })).await;
     let healthy = channel(&system, json!({ "name": "fine", "type": "slack", "url": receiver.url("/ok/slack") })).await;
     let website = system
-        .add_website_id(json!({ "url": "https://example.com", "name": "x", "channel_ids": [id(&hanging), id(&healthy)] }))
+        .add_website_id(
+            json!({ "url": "https://example.com", "name": "x", "channel_ids": [id(&hanging), id(&healthy)] }),
+        )
         .await;
     // Another website down first, through the hanging channel only, so the
     // hanging endpoint is already holding attempts when the next alert comes.
@@ -191,7 +195,8 @@ async fn a_test_message_is_delivered_and_a_failing_one_is_logged_and_retried() {
     let system = Stack::start(&[]).await;
     let receiver = Receiver::start().await;
     let ok = channel(&system, json!({ "name": "teams", "type": "teams", "url": receiver.url("/ok/teams") })).await;
-    let failing = channel(&system, json!({ "name": "broken", "type": "discord", "url": receiver.url("/fail/d") })).await;
+    let failing =
+        channel(&system, json!({ "name": "broken", "type": "discord", "url": receiver.url("/fail/d") })).await;
     let telegram = channel(
         &system,
         json!({ "name": "tg", "type": "telegram", "bot_token": "123456:ABCdefGHIjklMNOpqrSTUvwx", "chat_id": "-100" }),
@@ -212,10 +217,8 @@ async fn a_test_message_is_delivered_and_a_failing_one_is_logged_and_retried() {
     assert_eq!(delivery["status"], "pending", "retried later: {delivery}");
     assert_eq!(delivery["last_status_code"], 500);
     assert!(delivery["next_attempt_at"].is_string());
-    eventually(Duration::from_secs(10), "a retry", || async {
-        (receiver.at("/fail/d").len() >= 2).then_some(())
-    })
-    .await;
+    eventually(Duration::from_secs(10), "a retry", || async { (receiver.at("/fail/d").len() >= 2).then_some(()) })
+        .await;
     let (status, log) = system.call(Method::GET, &format!("/channels/{}/deliveries", id(&failing)), None).await;
     assert_eq!(status, StatusCode::OK);
     assert!(log[0]["attempt_log"].as_array().map_or(0, Vec::len) >= 2, "{log}");
@@ -232,7 +235,10 @@ async fn bad_channels_are_refused_naming_the_field_and_a_removed_channel_leaves_
         (json!({ "name": "x", "type": "webhook" }), "url"),
         (json!({ "name": "x", "type": "slack", "url": "https://example.com/services/a/b/c" }), "url"),
         (json!({ "name": "x", "type": "discord", "url": "https://hooks.slack.com/services/a/b/c" }), "url"),
-        (json!({ "name": "x", "type": "telegram", "bot_token": "123456:ABCdefGHIjklMNOpqrSTUvwx", "chat_id": "" }), "chat_id"),
+        (
+            json!({ "name": "x", "type": "telegram", "bot_token": "123456:ABCdefGHIjklMNOpqrSTUvwx", "chat_id": "" }),
+            "chat_id",
+        ),
         (json!({ "name": "x", "type": "email", "emails": ["not an address"] }), "emails"),
         (json!({ "name": " ", "type": "email", "emails": ["ops@example.com"] }), "name"),
     ] {
@@ -240,13 +246,23 @@ async fn bad_channels_are_refused_naming_the_field_and_a_removed_channel_leaves_
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body} -> {error}");
         assert_eq!(error["field"], field, "{body} -> {error}");
     }
-    let (status, _) = system.call(Method::POST, "/channels", Some(json!({ "name": "x", "type": "email", "emails": ["a@b.co"], "extra": 1 }))).await;
+    let (status, _) = system
+        .call(
+            Method::POST,
+            "/channels",
+            Some(json!({ "name": "x", "type": "email", "emails": ["a@b.co"], "extra": 1 })),
+        )
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 
     let unknown = Uuid::now_v7();
     for ids in [json!([unknown]), json!(["not-a-uuid"])] {
         let (status, error) = system
-            .call(Method::POST, "/websites", Some(json!({ "url": "https://example.com", "name": "x", "channel_ids": ids })))
+            .call(
+                Method::POST,
+                "/websites",
+                Some(json!({ "url": "https://example.com", "name": "x", "channel_ids": ids })),
+            )
             .await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{error}");
         assert_eq!(error["field"], "channel_ids", "{error}");
@@ -306,7 +322,11 @@ async fn secrets_are_shown_once_and_never_stored_in_events_in_clear() {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{error}");
     assert_eq!(error["field"], "url");
     let (status, error) = system
-        .call(Method::POST, "/channels", Some(json!({ "name": "x", "type": "slack", "url": "http://127.0.0.1:9/slack" })))
+        .call(
+            Method::POST,
+            "/channels",
+            Some(json!({ "name": "x", "type": "slack", "url": "http://127.0.0.1:9/slack" })),
+        )
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{error}");
 }
@@ -316,9 +336,8 @@ async fn alerts_explain_a_suppressed_transition_and_a_delivered_one() {
     let system = Stack::start(&[("NOTIFY_MAX_AGE_MINUTES", "10")]).await;
     let receiver = Receiver::start().await;
     let hook = channel(&system, json!({ "name": "hook", "type": "webhook", "url": receiver.url("/ok/hook") })).await;
-    let website = system
-        .add_website_id(json!({ "url": "https://example.com", "name": "x", "channel_ids": [id(&hook)] }))
-        .await;
+    let website =
+        system.add_website_id(json!({ "url": "https://example.com", "name": "x", "channel_ids": [id(&hook)] })).await;
     system.start_notifier();
     let region = common::stack::region_name("local");
     // A transition from long ago (a first start on old history) and a
@@ -370,9 +389,14 @@ async fn alerts_explain_a_suppressed_transition_and_a_delivered_one() {
 async fn a_default_channel_gets_every_websites_alerts_and_a_disabled_one_is_skipped_with_a_reason() {
     let system = Stack::start(&[]).await;
     let receiver = Receiver::start().await;
-    channel(&system, json!({ "name": "everything", "type": "webhook", "url": receiver.url("/ok/all"), "default": true })).await;
+    channel(
+        &system,
+        json!({ "name": "everything", "type": "webhook", "url": receiver.url("/ok/all"), "default": true }),
+    )
+    .await;
     let off = channel(&system, json!({ "name": "off", "type": "slack", "url": receiver.url("/ok/off") })).await;
-    let website = system.add_website_id(json!({ "url": "https://example.com", "name": "x", "channel_ids": [id(&off)] })).await;
+    let website =
+        system.add_website_id(json!({ "url": "https://example.com", "name": "x", "channel_ids": [id(&off)] })).await;
     // Disabled the way the system does it, after a 410.
     let disabled = Event::ChannelDisabled(events::ChannelDisabled {
         channel_id: id(&off).parse().expect("uuid"),

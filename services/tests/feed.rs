@@ -343,7 +343,11 @@ async fn a_real_event_of_every_type_is_valid_against_the_served_schemas() {
     // A channel added, disabled by its gone endpoint, enabled again and removed.
     let receiver = common::receiver::Receiver::start().await;
     let (status, channel) = stack
-        .call(Method::POST, "/channels", Some(json!({ "name": "hook", "type": "webhook", "url": receiver.url("/gone/x") })))
+        .call(
+            Method::POST,
+            "/channels",
+            Some(json!({ "name": "hook", "type": "webhook", "url": receiver.url("/gone/x") })),
+        )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{channel}");
     let channel = channel["id"].as_str().expect("id").to_owned();
@@ -355,7 +359,8 @@ async fn a_real_event_of_every_type_is_valid_against_the_served_schemas() {
         (shown["enabled"] == false).then_some(())
     })
     .await;
-    let (status, _) = stack.call(Method::PATCH, &format!("/channels/{channel}"), Some(json!({ "enabled": true }))).await;
+    let (status, _) =
+        stack.call(Method::PATCH, &format!("/channels/{channel}"), Some(json!({ "enabled": true }))).await;
     assert_eq!(status, StatusCode::OK);
     let (status, _) = stack.call(Method::DELETE, &format!("/channels/{channel}"), None).await;
     assert_eq!(status, StatusCode::NO_CONTENT);

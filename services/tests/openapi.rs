@@ -128,7 +128,10 @@ async fn every_request_body_is_described_as_refusing_unknown_fields() {
             }
         }
     }
-    assert_eq!(bodies, 6, "POST /websites, PATCH /websites/{{id}}, POST /regions, POST /tokens, POST /channels, PATCH /channels/{{id}}");
+    assert_eq!(
+        bodies, 6,
+        "POST /websites, PATCH /websites/{{id}}, POST /regions, POST /tokens, POST /channels, PATCH /channels/{{id}}"
+    );
 }
 
 #[tokio::test]

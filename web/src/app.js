@@ -4,6 +4,8 @@
 // token into an HttpOnly session cookie (POST /session), so no script ever
 // holds the token after sign-in.
 import uPlot from "uplot";
+import { drawAlerts } from "./alerts.js";
+import { channelsPage } from "./channels.js";
 
 const app = document.getElementById("app");
 const REFRESH_MS = 10000;
@@ -280,9 +282,11 @@ async function websitePage(id) {
       h("p", { class: "muted" }, "Shaded: downtime."),
     ),
     h("section", { id: "downtime-panel" }, h("h2", {}, "Downtime"), h("div", { id: "downtime-summary" }), h("div", { id: "downtime-list" })),
+    h("section", { id: "alerts-panel" }, h("h2", {}, "Alerts"), h("div", { id: "alerts-list" })),
     h("section", { id: "history-panel" }, h("h2", {}, "History"), h("div", { id: "history-list" })),
   );
   await drawHistory(website.id);
+  await drawAlerts(website.id, { h, api, utc });
   await refreshWebsite(website);
   schedule(() => refreshWebsite(website));
 }
@@ -435,7 +439,12 @@ function route() {
     chart = null;
   }
   const match = location.hash.match(/^#\/websites\/([0-9a-f-]+)$/i);
-  (match ? websitePage(match[1]) : overview()).catch((error) => {
+  const page = match
+    ? websitePage(match[1])
+    : location.hash === "#/channels"
+      ? channelsPage(app, { h, api, utc, showErrors })
+      : overview();
+  page.catch((error) => {
     if (error instanceof SignedOut) return;
     app.replaceChildren(h("section", {}, h("h1", {}, "Something went wrong"), h("p", {}, String(error))));
   });

@@ -32,7 +32,7 @@ use uuid::Uuid;
 /// Commands re-decided after a concurrent write before answering 409.
 const MAX_ATTEMPTS: usize = 3;
 /// How long `POST /channels/:id/test` waits for the first attempt.
-const TEST_WAIT: Duration = Duration::from_secs(12);
+const TEST_WAIT: Duration = Duration::from_secs(8);
 
 #[derive(Tags)]
 pub enum Tag {
@@ -226,11 +226,19 @@ impl ChannelsApi {
     ) -> Result<Created, Refusal<{ BODY | CONFLICT | UNAVAILABLE }>> {
         let input = body.0;
         let mut check = Validation::default();
-        let name = check.field("name", ChannelName::parse(&input.name));
+        let name = check.field("name", channel_name(&input.name));
         let kind = check.field("type", ChannelKind::parse(&input.kind));
         let settings = kind.and_then(|kind| {
-            let given = ChannelInput { url: input.url, emails: input.emails, bot_token: input.bot_token, chat_id: input.chat_id };
-            settle_settings(&mut check, ChannelSettings::from_input(kind, given, None, self.state.allow_private_targets))
+            let given = ChannelInput {
+                url: input.url,
+                emails: input.emails,
+                bot_token: input.bot_token,
+                chat_id: input.chat_id,
+            };
+            settle_settings(
+                &mut check,
+                ChannelSettings::from_input(kind, given, None, self.state.allow_private_targets),
+            )
         });
         check.finish()?;
         let (Some(name), Some(kind), Some(settings)) = (name, kind, settings) else {
@@ -284,7 +292,7 @@ impl ChannelsApi {
         let input = body.0;
         let (current, _) = existing(&self.state, id).await?;
         let mut check = Validation::default();
-        let name = input.name.and_then(|n| check.field("name", ChannelName::parse(&n)));
+        let name = input.name.and_then(|n| check.field("name", channel_name(&n)));
         let touches_settings =
             input.url.is_some() || input.emails.is_some() || input.bot_token.is_some() || input.chat_id.is_some();
         let mut settings = None;
@@ -296,7 +304,8 @@ impl ChannelsApi {
             given.bot_token = input.bot_token.or(given.bot_token);
             given.chat_id = input.chat_id.or(given.chat_id);
             let allow = self.state.allow_private_targets;
-            settings = settle_settings(&mut check, ChannelSettings::from_input(current.kind, given, Some(&previous), allow));
+            settings =
+                settle_settings(&mut check, ChannelSettings::from_input(current.kind, given, Some(&previous), allow));
         }
         check.finish()?;
         let sealed = match &settings {
@@ -336,18 +345,23 @@ impl ChannelsApi {
         let (current, _) = existing(&self.state, id).await?;
         let previous = open(&self.state, &current.sealed).await?;
         let Some((rotated, secret)) = previous.rotated(Utc::now()) else {
-            return Err(ApiError::invalid("type", format!("only webhooks have signing secrets; this is {}", current.kind)).into());
+            return Err(ApiError::invalid(
+                "type",
+                format!("only webhooks have signing secrets; this is {}", current.kind),
+            )
+            .into());
         };
         let sealed = seal(&self.state, &rotated).await?;
         let command = ChannelCommand::Change { name: None, settings: Some(sealed), default: None, enabled: None };
-        let channel = execute(&self.state, &caller, id, command).await?
+        let channel = execute(&self.state, &caller, id, command)
+            .await?
             .ok_or_else(|| ApiError::NotFound(format!("channel {id} does not exist")))?;
         let mut view = ChannelView::from(&channel);
         view.secret = Some(secret);
         Ok(Json(view))
     }
 
-    /// Send a test message through the channel and answer with its delivery (waits up to 12 s for the first attempt)
+    /// Send a test message through the channel and answer with its delivery (waits up to 8 s for the first attempt)
     #[oai(path = "/channels/:id/test", method = "post", operation_id = "test_channel")]
     async fn test(&self, id: Path<String>) -> Result<Json<DeliveryView>, Refusal<{ NOT_FOUND | UNAVAILABLE }>> {
         let id = parse_id(&id, "channel")?;
@@ -492,6 +506,15 @@ async fn with_attempts(state: &ApiState, rows: Vec<DeliveryRow>) -> Result<Vec<D
             }
         })
         .collect())
+}
+
+/// A name as sent: at most 100 characters before trimming too (as the
+/// description says).
+fn channel_name(raw: &str) -> Result<ChannelName, events::ValueError> {
+    if raw.chars().count() > 100 {
+        return ChannelName::parse(&"x".repeat(101));
+    }
+    ChannelName::parse(raw)
 }
 
 /// A refused setting goes into the validation's list of refusals.

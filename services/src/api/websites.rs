@@ -101,7 +101,10 @@ pub struct CreateWebsite {
     /// Channels its alerts go to besides `notify_emails` and the default
     /// channels (see `/channels`); each must exist.
     #[serde(default, deserialize_with = "present")]
-    #[oai(validator(max_items = 20, pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"))]
+    #[oai(validator(
+        max_items = 20,
+        pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+    ))]
     channel_ids: Option<Vec<String>>,
 }
 
@@ -148,7 +151,10 @@ pub struct UpdateWebsite {
     /// Channels its alerts go to besides `notify_emails` and the default
     /// channels (see `/channels`); each must exist.
     #[serde(default, deserialize_with = "present")]
-    #[oai(validator(max_items = 20, pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"))]
+    #[oai(validator(
+        max_items = 20,
+        pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+    ))]
     channel_ids: Option<Vec<String>>,
 }
 

@@ -32,8 +32,13 @@ pub const TIMEOUT: Duration = Duration::from_secs(10);
 /// The result of one attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    Delivered { status: Option<u16> },
-    Failed { status: Option<u16>, error: String },
+    Delivered {
+        status: Option<u16>,
+    },
+    Failed {
+        status: Option<u16>,
+        error: String,
+    },
     /// The endpoint answered 410 Gone.
     Gone,
 }
@@ -62,15 +67,12 @@ impl Transports {
     /// Sends `message` (as rendered for the channel's kind) for event
     /// `event_id` to `settings`, or to `recipients` for a website's own
     /// email list.
-    pub async fn send(
-        &self,
-        event_id: Uuid,
-        settings: Destination<'_>,
-        message: &Value,
-    ) -> Outcome {
+    pub async fn send(&self, event_id: Uuid, settings: Destination<'_>, message: &Value) -> Outcome {
         match settings {
             Destination::Recipients(recipients) => self.email(event_id, recipients, message).await,
-            Destination::Channel(ChannelSettings::Email { addresses }) => self.email(event_id, addresses, message).await,
+            Destination::Channel(ChannelSettings::Email { addresses }) => {
+                self.email(event_id, addresses, message).await
+            }
             Destination::Channel(ChannelSettings::Webhook { url, secrets }) => {
                 let body = message.get("body").map(Value::to_string).unwrap_or_default();
                 let timestamp = Utc::now().timestamp();

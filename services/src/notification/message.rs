@@ -147,8 +147,10 @@ fn chat(kind: ChannelKind, title: &str, facts: &[(&str, String)], link: &str, do
     let lines: Vec<String> = facts.iter().map(|(label, value)| format!("{label}: {value}")).collect();
     match kind {
         ChannelKind::Slack => {
-            let fields: Vec<Value> =
-                facts.iter().map(|(l, v)| json!({ "type": "mrkdwn", "text": format!("*{l}*\n{}", slack_escape(v)) })).collect();
+            let fields: Vec<Value> = facts
+                .iter()
+                .map(|(l, v)| json!({ "type": "mrkdwn", "text": format!("*{l}*\n{}", slack_escape(v)) }))
+                .collect();
             json!({ "body": {
                 "text": format!("{emoji} {title}"),
                 "blocks": [

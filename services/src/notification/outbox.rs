@@ -106,7 +106,10 @@ pub async fn send_loop(sender: Sender, wake: Arc<Notify>, cancel: CancellationTo
                         running.spawn(async move {
                             let channel_id = row.channel_id;
                             if let Err(e) = attempt(&sender, row).await {
-                                tracing::warn!(error = format!("{e:#}"), "recording a delivery failed; it is retried after its lease");
+                                tracing::warn!(
+                                    error = format!("{e:#}"),
+                                    "recording a delivery failed; it is retried after its lease"
+                                );
                             }
                             channel_id
                         });
@@ -196,19 +199,15 @@ struct ChannelRow {
 async fn attempt(sender: &Sender, row: Leased) -> anyhow::Result<()> {
     let started = Instant::now();
     let outcome = if row.channel_id == WEBSITE_EMAILS {
-        let recipients: Vec<String> = row
-            .message
-            .get("recipients")
-            .and_then(|r| serde_json::from_value(r.clone()).ok())
-            .unwrap_or_default();
+        let recipients: Vec<String> =
+            row.message.get("recipients").and_then(|r| serde_json::from_value(r.clone()).ok()).unwrap_or_default();
         sender.transports.send(row.event_id, Destination::Recipients(&recipients), &row.message).await
     } else {
-        let channel: Option<ChannelRow> = sqlx::query_as(
-            "select name, sealed, enabled, disabled_reason, stream_seq from channels where id = $1",
-        )
-        .bind(row.channel_id)
-        .fetch_optional(&sender.pool)
-        .await?;
+        let channel: Option<ChannelRow> =
+            sqlx::query_as("select name, sealed, enabled, disabled_reason, stream_seq from channels where id = $1")
+                .bind(row.channel_id)
+                .fetch_optional(&sender.pool)
+                .await?;
         let Some(channel) = channel else {
             return give_up(&sender.pool, &row, "the channel was removed").await;
         };

@@ -187,7 +187,10 @@ fn unchanged(change: RegionChange<'_>, next: Option<&Outage>, policy: DownPolicy
             policy.regions_needed(regions)
         ),
         RegionChange::Up(_) if next.is_some_and(|o| o.website_down) => {
-            format!("the website is still down under down policy '{}' ({down} of {regions} regions down)", policy.as_str())
+            format!(
+                "the website is still down under down policy '{}' ({down} of {regions} regions down)",
+                policy.as_str()
+            )
         }
         RegionChange::Up(_) => "the website was not down under its down policy, so no recovery is announced".into(),
     }
@@ -232,9 +235,8 @@ async fn queue_all(
         });
     }
     for channel in &channels {
-        let reason = (!channel.enabled).then(|| {
-            format!("channel disabled ({})", channel.disabled_reason.as_deref().unwrap_or("turned off"))
-        });
+        let reason = (!channel.enabled)
+            .then(|| format!("channel disabled ({})", channel.disabled_reason.as_deref().unwrap_or("turned off")));
         decision.destinations.push(Destination {
             channel_id: channel.id,
             name: channel.name.clone(),

@@ -78,8 +78,26 @@ impl ChannelSettings {
         previous: Option<&ChannelSettings>,
         allow_private: bool,
     ) -> Result<ChannelSettings, Refused> {
+        let used: &[&'static str] = match kind {
+            ChannelKind::Email => &["emails"],
+            ChannelKind::Telegram => &["bot_token", "chat_id"],
+            _ => &["url"],
+        };
+        for (field, given) in [
+            ("url", input.url.is_some()),
+            ("emails", input.emails.is_some()),
+            ("bot_token", input.bot_token.is_some()),
+            ("chat_id", input.chat_id.is_some()),
+        ] {
+            if given && !used.contains(&field) {
+                return Err(refused(field, format!("{field} is not a setting of a {kind} channel")));
+            }
+        }
         let url = |input: &ChannelInput| -> Result<Url, Refused> {
             let raw = input.url.as_deref().ok_or_else(|| refused("url", format!("url is required for {kind}")))?;
+            if raw.chars().count() > 2048 {
+                return Err(refused("url", "url must be at most 2048 characters"));
+            }
             let parsed = WebsiteUrl::parse(raw).map_err(|e| refused("url", e.message))?;
             Url::parse(parsed.as_str()).map_err(|e| refused("url", format!("url is not an absolute URL: {e}")))
         };
@@ -99,11 +117,13 @@ impl ChannelSettings {
                 }
                 let mut addresses = Vec::with_capacity(emails.len());
                 for raw in &emails {
+                    if raw.chars().count() > 254 {
+                        return Err(refused("emails", "an address must be at most 254 characters"));
+                    }
                     let address = EmailAddress::parse(raw).map_err(|e| refused("emails", e.message))?;
-                    address
-                        .as_str()
-                        .parse::<lettre::Address>()
-                        .map_err(|e| refused("emails", format!("'{address}' is not an address mail can be sent to ({e})")))?;
+                    address.as_str().parse::<lettre::Address>().map_err(|e| {
+                        refused("emails", format!("'{address}' is not an address mail can be sent to ({e})"))
+                    })?;
                     if !addresses.contains(&address.to_string()) {
                         addresses.push(address.to_string());
                     }
@@ -126,7 +146,7 @@ impl ChannelSettings {
                 let token_ok = bot_token.split_once(':').is_some_and(|(id, key)| {
                     !id.is_empty()
                         && id.bytes().all(|b| b.is_ascii_digit())
-                        && key.len() >= 20
+                        && (20..=200).contains(&key.len())
                         && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
                 });
                 if !token_ok {
@@ -134,11 +154,12 @@ impl ChannelSettings {
                 }
                 let chat_id = input.chat_id.unwrap_or_default().trim().to_owned();
                 let numeric = chat_id.strip_prefix('-').unwrap_or(&chat_id);
-                let chat_ok = (!numeric.is_empty() && numeric.len() <= 20 && numeric.bytes().all(|b| b.is_ascii_digit()))
-                    || (chat_id.len() > 5
-                        && chat_id.len() <= 33
-                        && chat_id.starts_with('@')
-                        && chat_id[1..].bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'));
+                let chat_ok =
+                    (!numeric.is_empty() && numeric.len() <= 20 && numeric.bytes().all(|b| b.is_ascii_digit()))
+                        || (chat_id.len() > 5
+                            && chat_id.len() <= 33
+                            && chat_id.starts_with('@')
+                            && chat_id[1..].bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'));
                 if !chat_ok {
                     return Err(refused("chat_id", "chat_id must be a chat's number or a public @channelname"));
                 }
@@ -175,12 +196,10 @@ impl ChannelSettings {
         let fresh = new_signing_secret();
         let until = now + chrono::Duration::hours(ROTATION_OVERLAP_HOURS);
         let mut kept = vec![SigningSecret { secret: fresh.clone(), expires_at: None }];
-        kept.extend(
-            secrets
-                .iter()
-                .filter(|s| s.expires_at.is_none_or(|at| at > now))
-                .map(|s| SigningSecret { secret: s.secret.clone(), expires_at: Some(s.expires_at.unwrap_or(until).min(until)) }),
-        );
+        kept.extend(secrets.iter().filter(|s| s.expires_at.is_none_or(|at| at > now)).map(|s| SigningSecret {
+            secret: s.secret.clone(),
+            expires_at: Some(s.expires_at.unwrap_or(until).min(until)),
+        }));
         Some((Self::Webhook { url: url.clone(), secrets: kept }, fresh))
     }
 
@@ -269,7 +288,8 @@ mod tests {
     fn chat_urls_must_be_the_services_own_unless_a_local_stand_in_is_allowed() {
         let slack = "https://hooks.slack.com/services/T000/B000/XXXX";
         assert!(ChannelSettings::from_input(ChannelKind::Slack, input(slack), None, false).is_ok());
-        let wrong = ChannelSettings::from_input(ChannelKind::Slack, input("https://example.com/services/x"), None, false);
+        let wrong =
+            ChannelSettings::from_input(ChannelKind::Slack, input("https://example.com/services/x"), None, false);
         assert_eq!(wrong.map_err(|r| r.field), Err("url"));
         let local = input("http://127.0.0.1:9/slack");
         assert!(ChannelSettings::from_input(ChannelKind::Slack, local.clone(), None, false).is_err());
@@ -282,6 +302,16 @@ mod tests {
     }
 
     #[test]
+    fn settings_of_another_kind_are_refused() {
+        let mixed =
+            ChannelInput { url: Some("https://example.com".into()), emails: Some(vec![]), ..Default::default() };
+        assert_eq!(
+            ChannelSettings::from_input(ChannelKind::Webhook, mixed, None, false).map_err(|r| r.field),
+            Err("emails")
+        );
+    }
+
+    #[test]
     fn telegram_needs_a_bot_token_and_a_chat() {
         let ok = ChannelInput {
             bot_token: Some("123456:ABCdefGHIjklMNOpqrSTUvwx".into()),
@@ -290,7 +320,10 @@ mod tests {
         };
         assert!(ChannelSettings::from_input(ChannelKind::Telegram, ok.clone(), None, false).is_ok());
         let no_chat = ChannelInput { chat_id: Some(" ".into()), ..ok.clone() };
-        assert_eq!(ChannelSettings::from_input(ChannelKind::Telegram, no_chat, None, false).map_err(|r| r.field), Err("chat_id"));
+        assert_eq!(
+            ChannelSettings::from_input(ChannelKind::Telegram, no_chat, None, false).map_err(|r| r.field),
+            Err("chat_id")
+        );
         let bad_token = ChannelInput { bot_token: Some("nope".into()), ..ok };
         assert_eq!(
             ChannelSettings::from_input(ChannelKind::Telegram, bad_token, None, false).map_err(|r| r.field),
@@ -302,7 +335,8 @@ mod tests {
     fn the_target_never_shows_the_secret_parts() {
         let slack = ChannelSettings::Slack { url: "https://hooks.slack.com/services/T000/B000/SECRET".into() };
         assert_eq!(slack.target(), "https://hooks.slack.com/services/…");
-        let telegram = ChannelSettings::Telegram { bot_token: "1:SECRETSECRETSECRETSECRET".into(), chat_id: "42".into() };
+        let telegram =
+            ChannelSettings::Telegram { bot_token: "1:SECRETSECRETSECRETSECRET".into(), chat_id: "42".into() };
         assert!(!telegram.target().contains("SECRET"));
         let hook = ChannelSettings::Webhook { url: "http://127.0.0.1:8080/hook?token=SECRET".into(), secrets: vec![] };
         assert_eq!(hook.target(), "http://127.0.0.1:8080/hook/…");
@@ -326,14 +360,18 @@ mod tests {
         let (again, _) = rotated.rotated(later).unwrap_or_else(|| panic!("rotates"));
         let ChannelSettings::Webhook { secrets, .. } = &again else { panic!("still a webhook") };
         assert_eq!(secrets.len(), 2, "the expired secret is dropped");
-        let updated = ChannelSettings::from_input(ChannelKind::Webhook, input("https://example.com/other"), Some(&hook), false)
-            .unwrap_or_else(|r| panic!("{}", r.message));
+        let updated =
+            ChannelSettings::from_input(ChannelKind::Webhook, input("https://example.com/other"), Some(&hook), false)
+                .unwrap_or_else(|r| panic!("{}", r.message));
         assert_eq!(updated.current_secret(), Some(secret.as_str()), "changing the URL keeps the secret");
     }
 
     #[test]
     fn email_channels_list_deliverable_addresses() {
-        let ok = ChannelInput { emails: Some(vec!["ops@example.com".into(), "ops@example.com".into()]), ..Default::default() };
+        let ok = ChannelInput {
+            emails: Some(vec!["ops@example.com".into(), "ops@example.com".into()]),
+            ..Default::default()
+        };
         assert_eq!(
             ChannelSettings::from_input(ChannelKind::Email, ok, None, false),
             Ok(ChannelSettings::Email { addresses: vec!["ops@example.com".into()] })

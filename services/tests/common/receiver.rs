@@ -40,7 +40,12 @@ pub struct Receiver {
 async fn receive(request: &Request, body: Body, log: Data<&Arc<Mutex<Vec<Received>>>>) -> Response {
     let path = request.uri().path().to_owned();
     let body = body.into_string().await.unwrap_or_default();
-    log.lock().unwrap().push(Received { path: path.clone(), headers: request.headers().clone(), body, at: Instant::now() });
+    log.lock().unwrap().push(Received {
+        path: path.clone(),
+        headers: request.headers().clone(),
+        body,
+        at: Instant::now(),
+    });
     let status = match path.split('/').nth(1).unwrap_or_default() {
         "fail" => StatusCode::INTERNAL_SERVER_ERROR,
         "gone" => StatusCode::GONE,
