@@ -419,3 +419,68 @@ async fn a_default_channel_gets_every_websites_alerts_and_a_disabled_one_is_skip
     assert!(skipped["reason"].as_str().unwrap_or_default().contains("disabled"), "{skipped}");
     assert!(receiver.at("/ok/off").is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_and_telegram_channels_deliver_and_a_delivery_failing_for_a_day_is_given_up() {
+    let receiver = Receiver::start().await;
+    let telegram_api = receiver.url("/ok/telegram");
+    let system = Stack::start_with_smtp(Smtp::start().await, &[("TELEGRAM_API_URL", &telegram_api)]).await;
+    let email = channel(&system, json!({ "name": "team", "type": "email", "emails": ["team@example.com"] })).await;
+    assert_eq!(email["target"], "team@example.com");
+    let token = "123456:ABCdefGHIjklMNOpqrSTUvwx";
+    let telegram =
+        channel(&system, json!({ "name": "tg", "type": "telegram", "bot_token": token, "chat_id": "-100123" })).await;
+    system.start_notifier();
+
+    let (_, delivery) = system.call(Method::POST, &format!("/channels/{}/test", id(&email)), None).await;
+    assert_eq!(delivery["status"], "delivered", "{delivery}");
+    assert!(system.smtp.messages().iter().any(|m| m.contains("Subject: [TEST]") && m.contains("team@example.com")));
+
+    let (_, delivery) = system.call(Method::POST, &format!("/channels/{}/test", id(&telegram)), None).await;
+    assert_eq!(delivery["status"], "delivered", "{delivery}");
+    let sent = receiver.at(&format!("/ok/telegram/bot{token}/sendMessage"));
+    assert_eq!(sent.len(), 1, "one message through the Bot API");
+    let body = sent[0].json();
+    assert_eq!(body["chat_id"], "-100123");
+    assert!(body["text"].as_str().unwrap_or_default().contains("Test message"), "{body}");
+
+    // A delivery still failing a day after it was queued is given up.
+    let failing = channel(&system, json!({ "name": "down", "type": "webhook", "url": receiver.url("/fail/h") })).await;
+    let (_, delivery) = system.call(Method::POST, &format!("/channels/{}/test", id(&failing)), None).await;
+    assert_eq!(delivery["status"], "pending", "{delivery}");
+    sqlx::query(
+        "update deliveries set created_at = now() - interval '25 hours', next_attempt_at = now() where channel_id = $1",
+    )
+    .bind(id(&failing).parse::<Uuid>().expect("uuid"))
+    .execute(&system.db.pool)
+    .await
+    .expect("age the delivery");
+    let given_up = eventually(Duration::from_secs(10), "the delivery given up", || async {
+        let (_, log) = system.call(Method::GET, &format!("/channels/{}/deliveries", id(&failing)), None).await;
+        (log[0]["status"] == "failed").then_some(log)
+    })
+    .await;
+    assert_eq!(given_up[0]["last_status_code"], 500, "{given_up}");
+    assert!(given_up[0]["failed_at"].is_string());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_to_a_private_address_is_refused_at_connect_time() {
+    let system = Stack::start(&[]).await;
+    let receiver = Receiver::start().await;
+    // Accepted while private targets were allowed; sent by a notifier that
+    // refuses them (a name that resolves to loopback goes the same way).
+    let url = receiver.url("/ok/private").replace("127.0.0.1", "localhost");
+    let hook = channel(&system, json!({ "name": "inside", "type": "webhook", "url": url })).await;
+    let mut settings = system.config.notify.clone();
+    settings.allow_private_targets = false;
+    let deps = system.deps.clone();
+    let cancel = system.cancel.child_token();
+    tokio::spawn(services::notification::serve(deps, settings, cancel));
+    let (_, delivery) = system.call(Method::POST, &format!("/channels/{}/test", id(&hook)), None).await;
+    assert_eq!(delivery["status"], "pending", "{delivery}");
+    let error = delivery["last_error"].as_str().unwrap_or_default();
+    assert!(error.contains("private or reserved"), "{delivery}");
+    assert!(!error.contains("/ok/private"), "the URL (a secret for chats) is not in the error: {error}");
+    assert!(receiver.at("/ok/private").is_empty(), "nothing reached the private address");
+}

@@ -149,7 +149,8 @@ impl Transports {
             }
             Err(e) => {
                 let what = if e.is_timeout() { "timed out after 10 s" } else { "request failed" };
-                Outcome::Failed { status: None, error: format!("{what}: {}", error_chain(&e)) }
+                // A chat's URL is its secret: never in a log or an answer.
+                Outcome::Failed { status: None, error: format!("{what}: {}", error_chain(&e.without_url())) }
             }
         }
     }
