@@ -4,6 +4,7 @@
 
 use crate::access::{Scope, TokenName};
 use crate::channel::{ChannelKind, ChannelName};
+use crate::maintenance::Timing;
 use crate::values::{
     DownPolicy, EmailAddress, FailuresBeforeDown, IntervalSecs, RegionName, TimeoutMs, WebsiteName, WebsiteUrl,
 };
@@ -30,6 +31,12 @@ pub enum Event {
     ChannelUpdated(ChannelUpdated),
     ChannelDisabled(ChannelDisabled),
     ChannelRemoved(ChannelRemoved),
+    WebsitePaused(WebsitePaused),
+    WebsiteResumed(WebsiteResumed),
+    MaintenanceScheduled(MaintenanceScheduled),
+    MaintenanceUpdated(MaintenanceUpdated),
+    MaintenanceEnded(MaintenanceEnded),
+    MaintenanceRemoved(MaintenanceRemoved),
 }
 
 /// Every event type name this build knows, so a consumer can tell an event
@@ -48,6 +55,12 @@ pub const KNOWN_TYPES: &[&str] = &[
     "ChannelUpdated",
     "ChannelDisabled",
     "ChannelRemoved",
+    "WebsitePaused",
+    "WebsiteResumed",
+    "MaintenanceScheduled",
+    "MaintenanceUpdated",
+    "MaintenanceEnded",
+    "MaintenanceRemoved",
 ];
 
 impl Event {
@@ -66,6 +79,12 @@ impl Event {
             Event::ChannelUpdated(_) => "ChannelUpdated",
             Event::ChannelDisabled(_) => "ChannelDisabled",
             Event::ChannelRemoved(_) => "ChannelRemoved",
+            Event::WebsitePaused(_) => "WebsitePaused",
+            Event::WebsiteResumed(_) => "WebsiteResumed",
+            Event::MaintenanceScheduled(_) => "MaintenanceScheduled",
+            Event::MaintenanceUpdated(_) => "MaintenanceUpdated",
+            Event::MaintenanceEnded(_) => "MaintenanceEnded",
+            Event::MaintenanceRemoved(_) => "MaintenanceRemoved",
         }
     }
 
@@ -91,6 +110,12 @@ impl Event {
             Event::ChannelUpdated(e) => e.channel_id.to_string(),
             Event::ChannelDisabled(e) => e.channel_id.to_string(),
             Event::ChannelRemoved(e) => e.channel_id.to_string(),
+            Event::WebsitePaused(e) => e.website_id.to_string(),
+            Event::WebsiteResumed(e) => e.website_id.to_string(),
+            Event::MaintenanceScheduled(e) => e.window_id.to_string(),
+            Event::MaintenanceUpdated(e) => e.window_id.to_string(),
+            Event::MaintenanceEnded(e) => e.window_id.to_string(),
+            Event::MaintenanceRemoved(e) => e.window_id.to_string(),
         }
     }
 
@@ -111,6 +136,12 @@ impl Event {
             Event::ChannelUpdated(e) => subject::channel(e.channel_id),
             Event::ChannelDisabled(e) => subject::channel(e.channel_id),
             Event::ChannelRemoved(e) => subject::channel(e.channel_id),
+            Event::WebsitePaused(e) => subject::website(e.website_id),
+            Event::WebsiteResumed(e) => subject::website(e.website_id),
+            Event::MaintenanceScheduled(e) => subject::maintenance(e.window_id),
+            Event::MaintenanceUpdated(e) => subject::maintenance(e.window_id),
+            Event::MaintenanceEnded(e) => subject::maintenance(e.window_id),
+            Event::MaintenanceRemoved(e) => subject::maintenance(e.window_id),
         }
     }
 }
@@ -243,6 +274,59 @@ pub struct ChannelDisabled {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ChannelRemoved {
     pub channel_id: Uuid,
+}
+
+/// A website is no longer checked until it is resumed; paused time does
+/// not count towards its uptime.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct WebsitePaused {
+    pub website_id: Uuid,
+}
+
+/// A paused website is checked again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct WebsiteResumed {
+    pub website_id: Uuid,
+}
+
+/// A maintenance window was planned: no outage alert during it, and its
+/// time does not count against uptime.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct MaintenanceScheduled {
+    pub window_id: Uuid,
+    pub name: String,
+    #[serde(default)]
+    pub website_ids: Vec<Uuid>,
+    #[serde(default)]
+    pub all_websites: bool,
+    pub timing: Timing,
+}
+
+/// Some settings of a maintenance window changed; absent fields did not.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct MaintenanceUpdated {
+    pub window_id: Uuid,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub website_ids: Option<Vec<Uuid>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub all_websites: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timing: Option<Timing>,
+}
+
+/// The occurrence of a window that was on at `ended_at` ended there, early.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct MaintenanceEnded {
+    pub window_id: Uuid,
+    pub ended_at: DateTime<Utc>,
+}
+
+/// A maintenance window was deleted (its past no longer excludes time).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct MaintenanceRemoved {
+    pub window_id: Uuid,
 }
 
 /// Why a check failed, machine-readable. `Other` also absorbs causes added

@@ -12,6 +12,7 @@ pub mod detection;
 pub mod envelope;
 pub mod event;
 pub mod history;
+pub mod maintenance;
 pub mod outage;
 pub mod region;
 pub mod subject;
@@ -22,8 +23,9 @@ pub use access::{Actor, Scope, TokenName};
 pub use channel::{ChannelKind, ChannelName};
 pub use envelope::{DecodeError, Envelope};
 pub use event::{
-    ChannelAdded, ChannelDisabled, ChannelRemoved, ChannelUpdated, CheckCompleted, Event, FailureCause, RegionAdded,
-    SiteDown, SiteUp, TokenCreated, TokenRevoked, WebsiteAdded, WebsiteRemoved, WebsiteUpdated,
+    ChannelAdded, ChannelDisabled, ChannelRemoved, ChannelUpdated, CheckCompleted, Event, FailureCause,
+    MaintenanceEnded, MaintenanceRemoved, MaintenanceScheduled, MaintenanceUpdated, RegionAdded, SiteDown, SiteUp,
+    TokenCreated, TokenRevoked, WebsiteAdded, WebsitePaused, WebsiteRemoved, WebsiteResumed, WebsiteUpdated,
 };
 pub use values::{
     DownPolicy, EmailAddress, FailuresBeforeDown, IntervalSecs, RegionName, TimeoutMs, ValueError, WebsiteName,

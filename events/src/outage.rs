@@ -192,6 +192,18 @@ pub fn downtime_seconds(
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> i64 {
+    down_intervals(outages, policy, regions, from, to).iter().map(|(s, e)| (*e - *s).num_seconds()).sum()
+}
+
+/// The intervals of `[from, to]` the website was down under `policy`,
+/// oldest first, disjoint.
+pub fn down_intervals(
+    outages: &[(DateTime<Utc>, Option<DateTime<Utc>>)],
+    policy: DownPolicy,
+    regions: usize,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
     // +1 where a region outage starts, -1 where one ends; ends sort before
     // starts at the same instant, so touching outages do not overlap.
     let mut edges: Vec<(DateTime<Utc>, i32)> = Vec::with_capacity(outages.len() * 2);
@@ -203,20 +215,46 @@ pub fn downtime_seconds(
         }
     }
     edges.sort();
-    let (mut open, mut total) = (0usize, 0i64);
+    let mut open = 0usize;
+    let mut down = Vec::new();
     let mut since: Option<DateTime<Utc>> = None;
     for (at, edge) in edges {
         open = if edge > 0 { open + 1 } else { open.saturating_sub(1) };
         match (since, policy.is_down(open, regions)) {
             (None, true) => since = Some(at),
             (Some(start), false) => {
-                total += (at - start).num_seconds();
+                down.push((start, at));
                 since = None;
             }
             _ => {}
         }
     }
-    total
+    down
+}
+
+/// Uptime over `[from, to]` as (seconds counted, seconds down): time in
+/// `excluded` (paused, under maintenance; sorted and disjoint) counts for
+/// neither, so planned work does not lower the figure.
+pub fn counted_downtime(
+    outages: &[(DateTime<Utc>, Option<DateTime<Utc>>)],
+    policy: DownPolicy,
+    regions: usize,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    excluded: &[(DateTime<Utc>, DateTime<Utc>)],
+) -> (i64, i64) {
+    let overlap = |intervals: &[(DateTime<Utc>, DateTime<Utc>)]| -> i64 {
+        intervals
+            .iter()
+            .flat_map(|(s, e)| {
+                excluded.iter().map(move |(xs, xe)| ((*e).min(*xe) - (*s).max(*xs)).num_seconds().max(0))
+            })
+            .sum()
+    };
+    let down = down_intervals(outages, policy, regions, from, to);
+    let total = (to - from).num_seconds().max(0) - overlap(&[(from, to)]);
+    let down_seconds: i64 = down.iter().map(|(s, e)| (*e - *s).num_seconds()).sum::<i64>() - overlap(&down);
+    (total.max(0), down_seconds.max(0))
 }
 
 #[cfg(test)]
@@ -413,5 +451,15 @@ mod tests {
     fn separate_outages_add_up() {
         let outages = [(t(0), Some(t(10))), (t(20), Some(t(25))), (t(22), Some(t(24)))];
         assert_eq!(downtime_seconds(&outages, DownPolicy::Any, 2, t(0), t(100)), 15);
+    }
+
+    #[test]
+    fn excluded_time_counts_neither_as_time_nor_as_downtime() {
+        // Down 100..400 s of a 1000 s period; 300..600 under maintenance.
+        let outages = [(t(100), Some(t(400)))];
+        let (total, down) = counted_downtime(&outages, DownPolicy::Any, 1, t(0), t(1000), &[(t(300), t(600))]);
+        assert_eq!((total, down), (700, 200));
+        let (total, down) = counted_downtime(&outages, DownPolicy::Any, 1, t(0), t(1000), &[]);
+        assert_eq!((total, down), (1000, 300));
     }
 }

@@ -13,6 +13,7 @@ pub const WEBSITES: &str = "monitor.website.>";
 pub const REGIONS: &str = "monitor.region.>";
 pub const TOKENS: &str = "monitor.token.>";
 pub const CHANNELS: &str = "monitor.channel.>";
+pub const MAINTENANCE: &str = "monitor.maintenance.>";
 pub const INCIDENTS: &str = "incidents.>";
 pub const CHECKS: &str = "checks.>";
 
@@ -38,4 +39,8 @@ pub fn token(id: Uuid) -> String {
 
 pub fn channel(id: Uuid) -> String {
     format!("monitor.channel.{id}")
+}
+
+pub fn maintenance(id: Uuid) -> String {
+    format!("monitor.maintenance.{id}")
 }

@@ -1,7 +1,7 @@
 //! The website aggregate: its state, the commands users give it, and the
 //! pure rules `decide` (command -> events) and `apply` (event -> state).
 
-use crate::event::{Event, WebsiteAdded, WebsiteRemoved, WebsiteUpdated};
+use crate::event::{Event, WebsiteAdded, WebsitePaused, WebsiteRemoved, WebsiteResumed, WebsiteUpdated};
 use crate::values::{
     DownPolicy, EmailAddress, FailuresBeforeDown, IntervalSecs, RegionName, TimeoutMs, WebsiteName, WebsiteUrl,
 };
@@ -26,6 +26,8 @@ pub struct Website {
     pub down_policy: DownPolicy,
     /// Channels its alerts go to (see [`crate::channel`]).
     pub channel_ids: Vec<Uuid>,
+    /// Not checked until resumed.
+    pub paused: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -64,6 +66,8 @@ pub struct ChangeWebsite {
 pub enum WebsiteCommand {
     Add(AddWebsite),
     Change(ChangeWebsite),
+    Pause,
+    Resume,
     Remove,
 }
 
@@ -98,6 +102,11 @@ pub fn decide(
         }
         (None, _) => Err(DomainError::WebsiteNotFound(id)),
         (Some(_), WebsiteCommand::Remove) => Ok(vec![Event::WebsiteRemoved(WebsiteRemoved { website_id: id })]),
+        // Pausing a paused website (or resuming a running one) records nothing.
+        (Some(current), WebsiteCommand::Pause) if current.paused => Ok(vec![]),
+        (Some(_), WebsiteCommand::Pause) => Ok(vec![Event::WebsitePaused(WebsitePaused { website_id: id })]),
+        (Some(current), WebsiteCommand::Resume) if !current.paused => Ok(vec![]),
+        (Some(_), WebsiteCommand::Resume) => Ok(vec![Event::WebsiteResumed(WebsiteResumed { website_id: id })]),
         (Some(current), WebsiteCommand::Change(change)) => {
             let regions = change.regions.map(|r| checked_regions(r, known_regions)).transpose()?;
             // Only what actually differs is recorded, so the history shows
@@ -138,6 +147,7 @@ pub fn apply(state: Option<Website>, event: &Event, at: DateTime<Utc>) -> Option
             failures_before_down: e.failures_before_down,
             down_policy: e.down_policy.unwrap_or_default(),
             channel_ids: e.channel_ids.clone(),
+            paused: false,
             created_at: at,
             updated_at: at,
         }),
@@ -172,6 +182,8 @@ pub fn apply(state: Option<Website>, event: &Event, at: DateTime<Utc>) -> Option
             w.updated_at = at;
             w
         }),
+        Event::WebsitePaused(_) => state.map(|w| Website { paused: true, updated_at: at, ..w }),
+        Event::WebsiteResumed(_) => state.map(|w| Website { paused: false, updated_at: at, ..w }),
         Event::WebsiteRemoved(_) => None,
         _ => state,
     }

@@ -80,6 +80,23 @@ fn every_event() -> Vec<Event> {
         Event::ChannelUpdated(ChannelUpdated { channel_id: Uuid::now_v7(), enabled: Some(true), ..Default::default() }),
         Event::ChannelDisabled(ChannelDisabled { channel_id: Uuid::now_v7(), reason: "410 Gone".into() }),
         Event::ChannelRemoved(ChannelRemoved { channel_id: Uuid::now_v7() }),
+        Event::WebsitePaused(WebsitePaused { website_id }),
+        Event::WebsiteResumed(WebsiteResumed { website_id }),
+        Event::MaintenanceScheduled(MaintenanceScheduled {
+            window_id: Uuid::now_v7(),
+            name: "deploy".into(),
+            website_ids: vec![website_id],
+            all_websites: false,
+            timing: events::maintenance::Timing::recurring("0 2 * * Sun", 60, "Europe/Berlin")
+                .unwrap_or_else(|e| panic!("{e:?}")),
+        }),
+        Event::MaintenanceUpdated(MaintenanceUpdated {
+            window_id: Uuid::now_v7(),
+            name: Some("db".into()),
+            ..Default::default()
+        }),
+        Event::MaintenanceEnded(MaintenanceEnded { window_id: Uuid::now_v7(), ended_at: at(3_000) }),
+        Event::MaintenanceRemoved(MaintenanceRemoved { window_id: Uuid::now_v7() }),
     ]
 }
 
@@ -153,9 +170,9 @@ fn a_check_without_optional_fields_and_with_a_future_cause_still_decodes() {
 
 #[test]
 fn an_event_type_from_a_newer_build_is_reported_as_unknown_not_malformed() {
-    let newer = br#"{"id":"0192f3c4-0000-7000-8000-000000000003","type":"WebsitePaused","version":1,
+    let newer = br#"{"id":"0192f3c4-0000-7000-8000-000000000003","type":"WebsiteArchived","version":1,
         "occurred_at":"2026-01-01T00:00:00Z","aggregate_id":"x","data":{}}"#;
-    assert!(matches!(Envelope::from_json(newer), Err(DecodeError::UnknownType(t)) if t == "WebsitePaused"));
+    assert!(matches!(Envelope::from_json(newer), Err(DecodeError::UnknownType(t)) if t == "WebsiteArchived"));
     assert!(matches!(Envelope::from_json(b"{not json"), Err(DecodeError::Malformed(_))));
 }
 

@@ -12,6 +12,7 @@ use crate::cursor::{to_i64, to_u64};
 use crate::handler::{Handler, StreamEvent};
 use crate::{Error, Result};
 use chrono::{DateTime, Utc};
+use events::maintenance::Window;
 use events::subject::MONITOR_STREAM;
 use events::website::Website;
 use events::{
@@ -51,7 +52,7 @@ impl Handler for MonitorProjection {
     }
 
     async fn reset(&self, tx: &mut Transaction<'_, Postgres>) -> Result<()> {
-        sqlx::query("truncate website_regions, websites, regions, incidents, tokens, channels")
+        sqlx::query("truncate website_regions, websites, regions, incidents, tokens, channels, maintenance_windows, website_pauses")
             .execute(&mut **tx)
             .await?;
         Ok(())
@@ -160,6 +161,100 @@ async fn apply(tx: &mut Transaction<'_, Postgres>, seq: u64, envelope: &Envelope
             .execute(&mut **tx)
             .await?;
         }
+        Event::WebsitePaused(e) => {
+            let paused = sqlx::query(
+                "update websites set paused = true, updated_at = $2, stream_seq = $3 where id = $1 and stream_seq < $3",
+            )
+            .bind(e.website_id)
+            .bind(at)
+            .bind(seq)
+            .execute(&mut **tx)
+            .await?;
+            if paused.rows_affected() == 1 {
+                sqlx::query(
+                    "insert into website_pauses (website_id, started_at) values ($1, $2) on conflict do nothing",
+                )
+                .bind(e.website_id)
+                .bind(at)
+                .execute(&mut **tx)
+                .await?;
+            }
+        }
+        Event::WebsiteResumed(e) => {
+            let resumed = sqlx::query(
+                "update websites set paused = false, updated_at = $2, stream_seq = $3 where id = $1 and stream_seq < $3",
+            )
+            .bind(e.website_id)
+            .bind(at)
+            .bind(seq)
+            .execute(&mut **tx)
+            .await?;
+            if resumed.rows_affected() == 1 {
+                sqlx::query("update website_pauses set ended_at = $2 where website_id = $1 and ended_at is null")
+                    .bind(e.website_id)
+                    .bind(at)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+        }
+        Event::MaintenanceScheduled(e) => {
+            sqlx::query(
+                "insert into maintenance_windows (id, name, website_ids, all_websites, timing, created_at, updated_at, stream_seq)
+                 values ($1, $2, $3, $4, $5, $6, $6, $7) on conflict (id) do nothing",
+            )
+            .bind(e.window_id)
+            .bind(&e.name)
+            .bind(&e.website_ids)
+            .bind(e.all_websites)
+            .bind(serde_json::to_value(&e.timing).map_err(|err| Error::Corrupt(err.to_string()))?)
+            .bind(at)
+            .bind(seq)
+            .execute(&mut **tx)
+            .await?;
+        }
+        Event::MaintenanceUpdated(e) => {
+            let timing = e
+                .timing
+                .as_ref()
+                .map(serde_json::to_value)
+                .transpose()
+                .map_err(|err| Error::Corrupt(err.to_string()))?;
+            sqlx::query(
+                "update maintenance_windows set name = coalesce($2, name), website_ids = coalesce($3, website_ids),
+                    all_websites = coalesce($4, all_websites), timing = coalesce($5, timing),
+                    ended = case when $5::jsonb is null then ended else '[]'::jsonb end,
+                    updated_at = $6, stream_seq = $7
+                 where id = $1 and stream_seq < $7",
+            )
+            .bind(e.window_id)
+            .bind(&e.name)
+            .bind(&e.website_ids)
+            .bind(e.all_websites)
+            .bind(timing)
+            .bind(at)
+            .bind(seq)
+            .execute(&mut **tx)
+            .await?;
+        }
+        Event::MaintenanceEnded(e) => {
+            sqlx::query(
+                "update maintenance_windows set ended = ended || to_jsonb($2::timestamptz), updated_at = $3, stream_seq = $4
+                 where id = $1 and stream_seq < $4",
+            )
+            .bind(e.window_id)
+            .bind(e.ended_at)
+            .bind(at)
+            .bind(seq)
+            .execute(&mut **tx)
+            .await?;
+        }
+        Event::MaintenanceRemoved(e) => {
+            sqlx::query("delete from maintenance_windows where id = $1 and stream_seq < $2")
+                .bind(e.window_id)
+                .bind(seq)
+                .execute(&mut **tx)
+                .await?;
+        }
         Event::ChannelAdded(e) => {
             sqlx::query(
                 "insert into channels (id, name, kind, target, sealed, is_default, created_at, updated_at, stream_seq)
@@ -241,9 +336,11 @@ async fn apply(tx: &mut Transaction<'_, Postgres>, seq: u64, envelope: &Envelope
             .await?;
         }
         Event::SiteDown(e) => {
+            let windows = maintenance_windows(&mut **tx, Some(e.website_id)).await?;
+            let in_maintenance = windows.iter().any(|w| w.covers(e.website_id) && w.active_at(e.started_at));
             sqlx::query(
-                "insert into incidents (website_id, region, started_at, cause, status_code, message)
-                 values ($1, $2, $3, $4, $5, $6)
+                "insert into incidents (website_id, region, started_at, cause, status_code, message, in_maintenance)
+                 values ($1, $2, $3, $4, $5, $6, $7)
                  on conflict (website_id, region, started_at) do nothing",
             )
             .bind(e.website_id)
@@ -252,6 +349,7 @@ async fn apply(tx: &mut Transaction<'_, Postgres>, seq: u64, envelope: &Envelope
             .bind(e.cause.map(|c| c.as_str()))
             .bind(e.status_code.map(i32::from))
             .bind(&e.message)
+            .bind(in_maintenance)
             .execute(&mut **tx)
             .await?;
         }
@@ -318,13 +416,14 @@ struct WebsiteRow {
     failures_before_down: Option<i32>,
     down_policy: String,
     channel_ids: Vec<Uuid>,
+    paused: bool,
 }
 
 const SELECT_WEBSITES: &str = "
     select w.id, w.url, w.name, w.interval_seconds, w.timeout_ms, w.notify_emails,
            w.created_at, w.updated_at, w.stream_seq,
            coalesce(array_agg(wr.region order by wr.region) filter (where wr.region is not null), '{}') as regions,
-           w.failures_before_down, w.down_policy, w.channel_ids
+           w.failures_before_down, w.down_policy, w.channel_ids, w.paused
     from websites w left join website_regions wr on wr.website_id = w.id";
 
 pub async fn website(pool: &PgPool, id: Uuid) -> Result<Option<StoredWebsite>> {
@@ -361,6 +460,7 @@ fn decode_website(row: WebsiteRow) -> Result<StoredWebsite> {
         failures_before_down,
         down_policy,
         channel_ids,
+        paused,
     } = row;
     let corrupt = |what: &str, e: events::ValueError| Error::Corrupt(format!("website {id} {what}: {e}"));
     Ok(StoredWebsite {
@@ -383,11 +483,78 @@ fn decode_website(row: WebsiteRow) -> Result<StoredWebsite> {
                 .transpose()?,
             down_policy: DownPolicy::parse(&down_policy).map_err(|e| corrupt("down_policy", e))?,
             channel_ids,
+            paused,
             created_at,
             updated_at,
         },
         stream_seq: to_u64(stream_seq),
     })
+}
+
+#[derive(sqlx::FromRow)]
+struct WindowRow {
+    id: Uuid,
+    name: String,
+    website_ids: Vec<Uuid>,
+    all_websites: bool,
+    timing: serde_json::Value,
+    ended: serde_json::Value,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+/// Maintenance windows, of one website (its own and the all-websites ones)
+/// or (`None`) all of them, oldest first.
+pub async fn maintenance_windows<'e, E: sqlx::PgExecutor<'e>>(
+    executor: E,
+    website_id: Option<Uuid>,
+) -> Result<Vec<Window>> {
+    let rows: Vec<WindowRow> = sqlx::query_as(
+        "select id, name, website_ids, all_websites, timing, ended, created_at, updated_at from maintenance_windows
+         where $1::uuid is null or all_websites or website_ids @> array[$1]
+         order by created_at, id",
+    )
+    .bind(website_id)
+    .fetch_all(executor)
+    .await?;
+    rows.into_iter()
+        .map(|r| {
+            let corrupt = |e: serde_json::Error| Error::Corrupt(format!("maintenance window {}: {e}", r.id));
+            Ok(Window {
+                id: r.id,
+                name: r.name,
+                website_ids: r.website_ids,
+                all_websites: r.all_websites,
+                timing: serde_json::from_value(r.timing).map_err(corrupt)?,
+                ended: serde_json::from_value(r.ended).map_err(corrupt)?,
+                created_at: r.created_at,
+                updated_at: r.updated_at,
+            })
+        })
+        .collect()
+}
+
+/// The intervals of `[from, to]` a website was paused or under
+/// maintenance: excluded from its uptime. Sorted and merged.
+pub async fn excluded_time(
+    pool: &PgPool,
+    website_id: Uuid,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Vec<(DateTime<Utc>, DateTime<Utc>)>> {
+    let windows = maintenance_windows(pool, Some(website_id)).await?;
+    let pauses: Vec<(DateTime<Utc>, Option<DateTime<Utc>>)> = sqlx::query_as(
+        "select started_at, ended_at from website_pauses
+         where website_id = $1 and started_at < $3 and (ended_at is null or ended_at > $2)",
+    )
+    .bind(website_id)
+    .bind(from)
+    .bind(to)
+    .fetch_all(pool)
+    .await?;
+    let mut all = events::maintenance::excluded(&windows, website_id, from, to);
+    all.extend(pauses.into_iter().map(|(s, e)| (s.max(from), e.unwrap_or(to).min(to))).filter(|(s, e)| s < e));
+    Ok(events::maintenance::merge(all))
 }
 
 /// A region websites can be checked from.
@@ -452,6 +619,8 @@ pub struct Incident {
     pub cause: Option<String>,
     pub status_code: Option<i32>,
     pub message: Option<String>,
+    /// It started during a maintenance window of the website.
+    pub in_maintenance: bool,
 }
 
 #[derive(sqlx::FromRow)]
@@ -463,6 +632,7 @@ struct IncidentRow {
     cause: Option<String>,
     status_code: Option<i32>,
     message: Option<String>,
+    in_maintenance: bool,
 }
 
 /// Incidents of a website overlapping `[since, now]`, newest first.
@@ -474,7 +644,7 @@ pub async fn incidents(
     limit: Option<i64>,
 ) -> Result<Vec<Incident>> {
     let rows: Vec<IncidentRow> = sqlx::query_as(
-        "select region, started_at, ended_at, duration_seconds, cause, status_code, message
+        "select region, started_at, ended_at, duration_seconds, cause, status_code, message, in_maintenance
          from incidents
          where website_id = $1 and ($2::text is null or region = $2)
            and (ended_at is null or ended_at >= $3)
@@ -490,16 +660,28 @@ pub async fn incidents(
     let now = Utc::now();
     Ok(rows
         .into_iter()
-        .map(|IncidentRow { region, started_at, ended_at, duration_seconds, cause, status_code, message }| Incident {
-            region,
-            started_at,
-            ended_at,
-            duration_seconds: duration_seconds
-                .unwrap_or_else(|| (ended_at.unwrap_or(now) - started_at).num_seconds().max(0)),
-            ongoing: ended_at.is_none(),
-            cause,
-            status_code,
-            message,
-        })
+        .map(
+            |IncidentRow {
+                 region,
+                 started_at,
+                 ended_at,
+                 duration_seconds,
+                 cause,
+                 status_code,
+                 message,
+                 in_maintenance,
+             }| Incident {
+                region,
+                started_at,
+                ended_at,
+                duration_seconds: duration_seconds
+                    .unwrap_or_else(|| (ended_at.unwrap_or(now) - started_at).num_seconds().max(0)),
+                ongoing: ended_at.is_none(),
+                cause,
+                status_code,
+                message,
+                in_maintenance,
+            },
+        )
         .collect())
 }

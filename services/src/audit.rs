@@ -203,6 +203,8 @@ pub const FEED_TYPES: &[&str] = &[
     "WebsiteAdded",
     "WebsiteUpdated",
     "WebsiteRemoved",
+    "WebsitePaused",
+    "WebsiteResumed",
     "RegionAdded",
     "TokenCreated",
     "TokenRevoked",
@@ -210,6 +212,10 @@ pub const FEED_TYPES: &[&str] = &[
     "ChannelUpdated",
     "ChannelDisabled",
     "ChannelRemoved",
+    "MaintenanceScheduled",
+    "MaintenanceUpdated",
+    "MaintenanceEnded",
+    "MaintenanceRemoved",
     "SiteDown",
     "SiteUp",
 ];
@@ -230,14 +236,22 @@ impl FeedFilter {
             .types
             .iter()
             .filter_map(|name| match (*name, self.website) {
-                ("WebsiteAdded" | "WebsiteUpdated" | "WebsiteRemoved", Some(id)) => Some(subject::website(id)),
-                ("WebsiteAdded" | "WebsiteUpdated" | "WebsiteRemoved", None) => Some("monitor.website.*".into()),
+                (
+                    "WebsiteAdded" | "WebsiteUpdated" | "WebsiteRemoved" | "WebsitePaused" | "WebsiteResumed",
+                    Some(id),
+                ) => Some(subject::website(id)),
+                ("WebsiteAdded" | "WebsiteUpdated" | "WebsiteRemoved" | "WebsitePaused" | "WebsiteResumed", None) => {
+                    Some("monitor.website.*".into())
+                }
                 ("SiteDown" | "SiteUp", Some(id)) => Some(subject::incident(id)),
                 ("SiteDown" | "SiteUp", None) => Some("incidents.*".into()),
                 ("RegionAdded", None) => Some("monitor.region.*".into()),
                 ("TokenCreated" | "TokenRevoked", None) => Some("monitor.token.*".into()),
                 ("ChannelAdded" | "ChannelUpdated" | "ChannelDisabled" | "ChannelRemoved", None) => {
                     Some("monitor.channel.*".into())
+                }
+                ("MaintenanceScheduled" | "MaintenanceUpdated" | "MaintenanceEnded" | "MaintenanceRemoved", None) => {
+                    Some("monitor.maintenance.*".into())
                 }
                 _ => None,
             })

@@ -327,6 +327,26 @@ async fn a_real_event_of_every_type_is_valid_against_the_served_schemas() {
         .call(Method::PATCH, &format!("/websites/{website}"), Some(json!({ "name": "renamed", "timeout_ms": 5000 })))
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
+    for action in ["pause", "resume"] {
+        let (status, body) = stack.call(Method::POST, &format!("/websites/{website}/{action}"), None).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let now = Utc::now();
+    let (status, window) = stack
+        .call(
+            Method::POST,
+            "/maintenance",
+            Some(json!({ "name": "deploy", "website_ids": [website], "starts_at": now - ChronoDuration::minutes(1), "ends_at": now + ChronoDuration::hours(1) })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{window}");
+    let window = window["id"].as_str().expect("id").to_owned();
+    let (status, _) = stack.call(Method::PATCH, &format!("/maintenance/{window}"), Some(json!({ "name": "db" }))).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = stack.call(Method::POST, &format!("/maintenance/{window}/end"), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = stack.call(Method::DELETE, &format!("/maintenance/{window}"), None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
     let (status, _) = stack.call(Method::DELETE, &format!("/websites/{website}"), None).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     let (status, token) = stack

@@ -42,6 +42,14 @@ const ENDPOINTS: &[(&str, &str)] = &[
     ("post", "/channels/{id}/test"),
     ("get", "/channels/{id}/deliveries"),
     ("get", "/monitor/{id}/alerts"),
+    ("post", "/websites/{id}/pause"),
+    ("post", "/websites/{id}/resume"),
+    ("get", "/maintenance"),
+    ("post", "/maintenance"),
+    ("get", "/maintenance/{id}"),
+    ("patch", "/maintenance/{id}"),
+    ("delete", "/maintenance/{id}"),
+    ("post", "/maintenance/{id}/end"),
 ];
 
 async fn spec(app: &Stack) -> Value {
@@ -128,10 +136,7 @@ async fn every_request_body_is_described_as_refusing_unknown_fields() {
             }
         }
     }
-    assert_eq!(
-        bodies, 6,
-        "POST /websites, PATCH /websites/{{id}}, POST /regions, POST /tokens, POST /channels, PATCH /channels/{{id}}"
-    );
+    assert_eq!(bodies, 8, "POST and PATCH of websites, channels and maintenance, POST /regions, POST /tokens");
 }
 
 #[tokio::test]

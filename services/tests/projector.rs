@@ -137,7 +137,7 @@ async fn an_event_type_from_a_newer_build_is_skipped_and_the_rest_applied() {
     let db = Db::fresh().await;
     let bus = services::runtime::connect_bus(&config(&nats, &db, &[])).await.expect("bus");
     let future = serde_json::json!({
-        "id": Uuid::now_v7(), "type": "WebsitePaused", "version": 1,
+        "id": Uuid::now_v7(), "type": "WebsiteArchived", "version": 1,
         "occurred_at": Utc::now(), "aggregate_id": "x", "data": {}
     });
     bus.js

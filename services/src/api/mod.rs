@@ -13,6 +13,7 @@ pub mod body;
 pub mod channels;
 pub mod error;
 pub mod feed;
+pub mod maintenance;
 pub mod monitor;
 pub mod regions;
 pub mod websites;
@@ -90,6 +91,7 @@ type Operations = (
     monitor::MonitorApi,
     channels::ChannelsApi,
     alerts::AlertsApi,
+    maintenance::MaintenanceApi,
     access::AccessApi,
     feed::FeedApi,
     HealthApi,
@@ -104,6 +106,7 @@ fn operations(state: &Arc<ApiState>) -> OpenApiService<Operations, ()> {
             monitor::MonitorApi { state: state.clone() },
             channels::ChannelsApi { state: state.clone() },
             alerts::AlertsApi { state: state.clone() },
+            maintenance::MaintenanceApi { state: state.clone() },
             access::AccessApi { state: state.clone() },
             feed::FeedApi { state: state.clone() },
             HealthApi { state: state.clone() },
@@ -128,6 +131,8 @@ pub fn description(state: &Arc<ApiState>) -> serde_json::Value {
         access::CreateToken::name(),
         channels::CreateChannel::name(),
         channels::UpdateChannel::name(),
+        maintenance::CreateWindow::name(),
+        maintenance::UpdateWindow::name(),
     ];
     for name in strict {
         if let Some(schema) = spec["components"]["schemas"].get_mut(name.as_ref()).and_then(|s| s.as_object_mut()) {

@@ -51,7 +51,11 @@ async fn overview(state: &ApiState) -> Result<Vec<MonitorEntry>, ApiError> {
                 name: website.name.to_string(),
                 url: website.url.to_string(),
                 interval_seconds: website.interval_seconds.get(),
-                status: outage::status(website.down_policy, &statuses).into(),
+                status: if website.paused {
+                    Status::Paused
+                } else {
+                    outage::status(website.down_policy, &statuses).into()
+                },
                 down_policy: super::websites::PolicyName::from(website.down_policy),
                 regions: regions.into_iter().map(|(_, entry)| entry).collect(),
             }
@@ -211,13 +215,14 @@ async fn uptime(state: &ApiState, id: &str, days: Option<Days>, region: Option<&
     let intervals: Vec<_> = incidents.iter().map(|i| (i.started_at, i.ended_at)).collect();
     let regions = if region.is_some() { 1 } else { website.website.regions.len() };
     let policy = website.website.down_policy;
+    // Paused and maintenance time counts neither as time nor as downtime.
+    let excluded = postgres::excluded_time(&state.pool, id, now - chrono::Duration::days(90), now).await?;
     let percent = |window_days: i64| {
         let from = (now - chrono::Duration::days(window_days)).max(website.website.created_at);
-        let total = (now - from).num_seconds();
+        let (total, down) = events::outage::counted_downtime(&intervals, policy, regions, from, now, &excluded);
         if total <= 0 {
             return 100.0;
         }
-        let down = events::outage::downtime_seconds(&intervals, policy, regions, from, now);
         ((1.0 - down as f64 / total as f64) * 100_000.0).round() / 1000.0
     };
     let response_ms = state
@@ -242,13 +247,15 @@ async fn uptime(state: &ApiState, id: &str, days: Option<Days>, region: Option<&
     })
 }
 
-/// `up`, `down` or `pending` (not checked yet).
+/// `up`, `down`, `pending` (not checked yet) or `paused` (a website not
+/// checked until resumed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
 #[oai(rename_all = "lowercase")]
 pub enum Status {
     Up,
     Down,
     Pending,
+    Paused,
 }
 
 impl From<outage::Status> for Status {
@@ -269,9 +276,9 @@ pub struct MonitorEntry {
     pub name: String,
     pub url: String,
     pub interval_seconds: u32,
-    /// `down` if the website's latest checks are down under its
-    /// `down_policy` (default: any region), `pending` while some region has
-    /// no result yet, else `up`.
+    /// `paused` while paused, `down` if the website's latest checks are
+    /// down under its `down_policy` (default: any region), `pending` while
+    /// some region has no result yet, else `up`.
     pub status: Status,
     pub down_policy: super::websites::PolicyName,
     pub regions: Vec<RegionEntry>,
@@ -339,6 +346,9 @@ pub struct IncidentView {
     pub status_code: Option<i32>,
     #[oai(nullable)]
     pub message: Option<String>,
+    /// It began during a maintenance window of the website (no alert was
+    /// sent, and its time is not counted against uptime).
+    pub in_maintenance: bool,
 }
 
 impl From<postgres::Incident> for IncidentView {
@@ -352,6 +362,7 @@ impl From<postgres::Incident> for IncidentView {
             cause: i.cause,
             status_code: i.status_code,
             message: i.message,
+            in_maintenance: i.in_maintenance,
         }
     }
 }

@@ -225,6 +225,8 @@ pub struct WebsiteView {
     pub down_policy: PolicyName,
     /// Channels its alerts go to (see `/channels`).
     pub channel_ids: Vec<Uuid>,
+    /// Not checked until resumed (`POST /websites/:id/resume`).
+    pub paused: bool,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }
@@ -242,6 +244,7 @@ impl From<Website> for WebsiteView {
             failures_before_down: w.failures_before_down.map(FailuresBeforeDown::get),
             down_policy: w.down_policy.into(),
             channel_ids: w.channel_ids,
+            paused: w.paused,
             created_at: w.created_at.into(),
             updated_at: w.updated_at.into(),
         }
@@ -384,6 +387,34 @@ impl WebsitesApi {
             refuse_private(state, url).await?;
         }
         match execute(state, &caller, id, WebsiteCommand::Change(change)).await? {
+            Some(website) => Ok(Json(website.into())),
+            None => Err(ApiError::NotFound(format!("website {id} does not exist")).into()),
+        }
+    }
+
+    /// Pause a website: it is not checked, and the paused time does not count towards its uptime, until resumed
+    #[oai(path = "/websites/:id/pause", method = "post", operation_id = "pause_website")]
+    async fn pause(
+        &self,
+        caller: Data<&Caller>,
+        id: Path<String>,
+    ) -> Result<Json<WebsiteView>, Refusal<{ NOT_FOUND | CONFLICT | UNAVAILABLE }>> {
+        let id = parse_id(&id, "website")?;
+        match execute(&self.state, &caller, id, WebsiteCommand::Pause).await? {
+            Some(website) => Ok(Json(website.into())),
+            None => Err(ApiError::NotFound(format!("website {id} does not exist")).into()),
+        }
+    }
+
+    /// Resume a paused website: it is checked again within seconds
+    #[oai(path = "/websites/:id/resume", method = "post", operation_id = "resume_website")]
+    async fn resume(
+        &self,
+        caller: Data<&Caller>,
+        id: Path<String>,
+    ) -> Result<Json<WebsiteView>, Refusal<{ NOT_FOUND | CONFLICT | UNAVAILABLE }>> {
+        let id = parse_id(&id, "website")?;
+        match execute(&self.state, &caller, id, WebsiteCommand::Resume).await? {
             Some(website) => Ok(Json(website.into())),
             None => Err(ApiError::NotFound(format!("website {id} does not exist")).into()),
         }

@@ -144,6 +144,7 @@ async fn apply(store: &ScheduleStore, seq: u64, event: &Event) -> anyhow::Result
                 timeout_ms: Some(e.timeout_ms.get()),
                 interval_seconds: Some(e.interval_seconds.get()),
                 regions: Some(e.regions.clone()),
+                paused: Some(false),
             };
             store.upsert(&change, seq, now).await?
         }
@@ -154,8 +155,15 @@ async fn apply(store: &ScheduleStore, seq: u64, event: &Event) -> anyhow::Result
                 timeout_ms: e.timeout_ms.map(|t| t.get()),
                 interval_seconds: e.interval_seconds.map(|i| i.get()),
                 regions: e.regions.clone(),
+                paused: None,
             };
             store.upsert(&change, seq, now).await?
+        }
+        Event::WebsitePaused(e) => {
+            store.upsert(&SiteChange { id: e.website_id, paused: Some(true), ..Default::default() }, seq, now).await?
+        }
+        Event::WebsiteResumed(e) => {
+            store.upsert(&SiteChange { id: e.website_id, paused: Some(false), ..Default::default() }, seq, now).await?
         }
         Event::WebsiteRemoved(e) => {
             store.remove(e.website_id, seq).await?;
@@ -174,7 +182,11 @@ async fn apply(store: &ScheduleStore, seq: u64, event: &Event) -> anyhow::Result
         | Event::ChannelAdded(_)
         | Event::ChannelUpdated(_)
         | Event::ChannelDisabled(_)
-        | Event::ChannelRemoved(_) => Applied::AlreadyApplied,
+        | Event::ChannelRemoved(_)
+        | Event::MaintenanceScheduled(_)
+        | Event::MaintenanceUpdated(_)
+        | Event::MaintenanceEnded(_)
+        | Event::MaintenanceRemoved(_) => Applied::AlreadyApplied,
     };
     if applied == Applied::Unknown {
         tracing::warn!(seq, "change for a website the schedule does not know; reconciliation will repair it");
@@ -315,7 +327,7 @@ pub async fn reconcile(store: &ScheduleStore, pool: &PgPool) -> anyhow::Result<R
         known.insert(id);
         match sites.get(&id) {
             None if stored.stream_seq <= schedule_offset => lost.push((stored.website, stored.stream_seq)),
-            Some(site) if !site.removed && site.seq == stored.stream_seq => {
+            Some(site) if !site.removed && !stored.website.paused && site.seq == stored.stream_seq => {
                 for region in &stored.website.regions {
                     if store.ensure_due(id, region.as_str(), now).await? {
                         report.repaired += 1;

@@ -21,22 +21,25 @@ use uuid::Uuid;
 static UPSERT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
--- ARGV: id, seq, url, timeout_ms, interval_ms, offset_ms, regions, first_due, now
--- an empty url/timeout/interval/regions argument keeps the stored value
+-- ARGV: id, seq, url, timeout_ms, interval_ms, offset_ms, regions, first_due, now, paused
+-- an empty url/timeout/interval/regions/paused argument keeps the stored value
 local cur = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
 if cur >= tonumber(ARGV[2]) then return 0 end
 if redis.call('HEXISTS', KEYS[1], 'removed') == 1 then return 0 end
 local id, now = ARGV[1], tonumber(ARGV[9])
-local old = redis.call('HMGET', KEYS[1], 'url', 'timeout_ms', 'interval_ms', 'offset_ms', 'regions')
+local old = redis.call('HMGET', KEYS[1], 'url', 'timeout_ms', 'interval_ms', 'offset_ms', 'regions', 'paused')
 local function pick(new, stored) if new ~= '' then return new end return stored end
 local url, timeout = pick(ARGV[3], old[1]), pick(ARGV[4], old[2])
 local iv_s, off_s = pick(ARGV[5], old[3]), pick(ARGV[6], old[4])
 local regions = pick(ARGV[7], old[5])
+local paused = pick(ARGV[10], old[6] or '0')
 if not url or not timeout or not iv_s or not off_s or not regions then return -1 end
 local iv, off = tonumber(iv_s), tonumber(off_s)
 local old_iv = tonumber(old[3] or iv_s)
 local new = {}
-for r in string.gmatch(regions, '[^,]+') do new[r] = true end
+if paused ~= '1' then
+  for r in string.gmatch(regions, '[^,]+') do new[r] = true end
+end
 for r in string.gmatch(old[5] or '', '[^,]+') do
   if not new[r] then redis.call('ZREM', 'due:' .. r, id) end
 end
@@ -51,7 +54,7 @@ for r, _ in pairs(new) do
   end
 end
 redis.call('HSET', KEYS[1], 'url', url, 'timeout_ms', timeout, 'interval_ms', iv_s,
-  'offset_ms', off_s, 'regions', regions, 'seq', ARGV[2])
+  'offset_ms', off_s, 'regions', regions, 'paused', paused, 'seq', ARGV[2])
 return 1
 "#,
     )
@@ -82,8 +85,8 @@ local items = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'WITHSCORES', 'L
 local n = 0
 for i = 1, #items, 2 do
   local id, due = items[i], items[i + 1]
-  local s = redis.call('HMGET', 'site:' .. id, 'url', 'timeout_ms', 'interval_ms', 'offset_ms', 'removed')
-  if (not s[1]) or s[5] then
+  local s = redis.call('HMGET', 'site:' .. id, 'url', 'timeout_ms', 'interval_ms', 'offset_ms', 'removed', 'paused')
+  if (not s[1]) or s[5] or s[6] == '1' then
     redis.call('ZREM', KEYS[1], id)
   else
     local iv, off = tonumber(s[3]), tonumber(s[4])
@@ -130,6 +133,8 @@ pub struct SiteChange {
     pub timeout_ms: Option<u32>,
     pub interval_seconds: Option<u32>,
     pub regions: Option<Vec<RegionName>>,
+    /// A paused website stays known but is in no region's schedule.
+    pub paused: Option<bool>,
 }
 
 impl SiteChange {
@@ -140,6 +145,7 @@ impl SiteChange {
             timeout_ms: Some(website.timeout_ms.get()),
             interval_seconds: Some(website.interval_seconds.get()),
             regions: Some(website.regions.clone()),
+            paused: Some(website.paused),
         }
     }
 }
@@ -359,6 +365,7 @@ fn upsert_invocation(change: &SiteChange, seq: u64, now_ms: u64, first_due: u64)
         .arg(text(interval_ms.map(|i| schedule::offset_ms(change.id, i).to_string())))
         .arg(text(regions))
         .arg(first_due)
-        .arg(now_ms);
+        .arg(now_ms)
+        .arg(text(change.paused.map(|p| if p { "1" } else { "0" }.to_owned())));
     invocation
 }

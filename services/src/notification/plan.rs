@@ -160,7 +160,22 @@ async fn plan(
         }
         (Some(website_change), Some(website)) => {
             decision.outcome = outcome(website_change);
-            queue_all(tx, settings, envelope, change, website_change, website_id, website, &mut decision).await?;
+            let windows = projections::postgres::maintenance_windows(&mut **tx, Some(website_id)).await?;
+            let in_window = |at: DateTime<Utc>| {
+                windows.iter().find(|w| w.covers(website_id) && w.active_at(at)).map(|w| w.name.clone())
+            };
+            // A recovery from an outage that began in a window is as quiet
+            // as its start was.
+            let maintenance = match website_change {
+                WebsiteChange::Started { started_at, .. } => {
+                    in_window(*started_at).or_else(|| in_window(envelope.occurred_at))
+                }
+                WebsiteChange::Ended { started_at, ended_at, .. } => {
+                    in_window(*started_at).or_else(|| in_window(*ended_at))
+                }
+            };
+            let plan = Plan { website_change, website_id, website, maintenance };
+            queue_all(tx, settings, envelope, change, plan, &mut decision).await?;
         }
     }
     record(tx, envelope, change, &decision).await?;
@@ -196,19 +211,26 @@ fn unchanged(change: RegionChange<'_>, next: Option<&Outage>, policy: DownPolicy
     }
 }
 
+/// A website-level change to plan alerts for.
+struct Plan<'a> {
+    website_change: &'a WebsiteChange,
+    website_id: Uuid,
+    website: &'a WebsiteRow,
+    /// The maintenance window it falls in, if any.
+    maintenance: Option<String>,
+}
+
 /// Plans the deliveries of a website-level change: the website's own
 /// emails, its channels and the default channels.
-#[allow(clippy::too_many_arguments)]
 async fn queue_all(
     tx: &mut Transaction<'_, Postgres>,
     settings: &NotifyConfig,
     envelope: &Envelope,
     change: RegionChange<'_>,
-    website_change: &WebsiteChange,
-    website_id: Uuid,
-    website: &WebsiteRow,
+    plan: Plan<'_>,
     decision: &mut Decision<'_>,
 ) -> Result<(), Error> {
+    let Plan { website_change, website_id, website, maintenance } = plan;
     let channels: Vec<ChannelRow> = sqlx::query_as(
         "select id, name, kind, enabled, disabled_reason from channels
          where is_default or id = any($1) order by name, id",
@@ -249,6 +271,13 @@ async fn queue_all(
         decision.suppressed = Some(
             "no destination: the website has no notify_emails or channel_ids, and there is no default channel or NOTIFY_DEFAULT_EMAIL".into(),
         );
+        return Ok(());
+    }
+    if let Some(window) = maintenance {
+        decision.suppressed = Some(format!("maintenance: during window '{window}'"));
+        for destination in &mut decision.destinations {
+            destination.planned = false;
+        }
         return Ok(());
     }
     let max_age = chrono::Duration::from_std(settings.max_age).unwrap_or(chrono::Duration::MAX);
