@@ -151,6 +151,23 @@ try {
   assert.match(await page.locator("#alerts tr", { hasText: "SiteDown" }).first().textContent(), /no: no destination/);
   await shot("8-alerts");
 
+  step = "the website is paused and resumed, and a maintenance window planned and ended";
+  await page.getByRole("button", { name: "Pause checks" }).click();
+  await page.locator("h1 .badge.paused").waitFor({ timeout: 10000 });
+  await page.getByRole("button", { name: "Resume checks" }).click();
+  await page.getByRole("button", { name: "Pause checks" }).waitFor({ timeout: 10000 });
+  const planForm = page.locator("#add-maintenance");
+  await planForm.locator("input[name=name]").fill("Upgrade");
+  await planForm.getByRole("button", { name: "Plan maintenance" }).click();
+  await planForm.locator('[data-error-for="starts_at"]').filter({ hasText: /starts_at/ }).waitFor({ timeout: 10000 });
+  await planForm.locator("input[name=starts_at]").fill(new Date(Date.now() - 60000).toISOString().slice(0, 16));
+  await planForm.getByRole("button", { name: "Plan maintenance" }).click();
+  const windowRow = page.locator("#maintenance tr", { hasText: "Upgrade" });
+  await windowRow.locator(".badge.maintenance").waitFor({ timeout: 10000 });
+  await shot("8b-maintenance");
+  await windowRow.getByRole("button", { name: "End now" }).click();
+  await windowRow.locator(".badge.maintenance").waitFor({ state: "detached", timeout: 10000 });
+
   step = "a channel is added, its signing secret shown once, a test message sent and logged";
   await page.goto(`${base}/#/channels`);
   const channelForm = page.locator("#add-channel");

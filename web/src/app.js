@@ -6,6 +6,7 @@
 import uPlot from "uplot";
 import { drawAlerts } from "./alerts.js";
 import { channelsPage } from "./channels.js";
+import { drawMaintenance, pauseButton } from "./maintenance.js";
 
 const app = document.getElementById("app");
 const REFRESH_MS = 10000;
@@ -272,7 +273,14 @@ async function websitePage(id) {
   region.addEventListener("change", () => refreshWebsite(website));
   days.addEventListener("change", () => refreshWebsite(website));
   app.replaceChildren(
-    h("section", {}, h("h1", {}, website.name), h("div", { class: "muted" }, website.url), h("p", { id: "uptime-status", class: "big" }, "…")),
+    h(
+      "section",
+      {},
+      h("h1", {}, website.name, website.paused ? h("span", { class: "badge paused" }, "paused") : ""),
+      h("div", { class: "muted" }, website.url),
+      h("p", { id: "uptime-status", class: "big" }, "…"),
+      pauseButton(website, { h, api }, () => websitePage(id)),
+    ),
     h(
       "section",
       {},
@@ -282,11 +290,13 @@ async function websitePage(id) {
       h("p", { class: "muted" }, "Shaded: downtime."),
     ),
     h("section", { id: "downtime-panel" }, h("h2", {}, "Downtime"), h("div", { id: "downtime-summary" }), h("div", { id: "downtime-list" })),
+    h("section", { id: "maintenance-panel" }, h("h2", {}, "Maintenance"), h("div", { id: "maintenance-list" })),
     h("section", { id: "alerts-panel" }, h("h2", {}, "Alerts"), h("div", { id: "alerts-list" })),
     h("section", { id: "history-panel" }, h("h2", {}, "History"), h("div", { id: "history-list" })),
   );
   await drawHistory(website.id);
   await drawAlerts(website.id, { h, api, utc });
+  await drawMaintenance(website.id, { h, api, utc, showErrors });
   await refreshWebsite(website);
   schedule(() => refreshWebsite(website));
 }
