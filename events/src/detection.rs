@@ -150,6 +150,7 @@ mod tests {
             response_ms: Some(10),
             cause: (!up).then_some(FailureCause::HttpStatus),
             message: None,
+            cert_not_after: None,
         }
     }
 

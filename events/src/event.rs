@@ -4,6 +4,7 @@
 
 use crate::access::{Scope, TokenName};
 use crate::channel::{ChannelKind, ChannelName};
+use crate::check::CheckSpec;
 use crate::maintenance::Timing;
 use crate::values::{
     DownPolicy, EmailAddress, FailuresBeforeDown, IntervalSecs, RegionName, TimeoutMs, WebsiteName, WebsiteUrl,
@@ -175,6 +176,9 @@ pub struct WebsiteAdded {
     /// channels.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub channel_ids: Vec<Uuid>,
+    /// How it is checked; absent: a GET, up on 2xx/3xx.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<CheckSpec>,
 }
 
 /// Some settings of a website changed; absent fields did not change.
@@ -199,6 +203,9 @@ pub struct WebsiteUpdated {
     pub down_policy: Option<DownPolicy>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channel_ids: Option<Vec<Uuid>>,
+    /// The whole new check settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<CheckSpec>,
 }
 
 /// A website is no longer monitored.
@@ -342,6 +349,8 @@ pub enum FailureCause {
     RedirectLoop,
     TooManyRedirects,
     Blocked,
+    /// The keyword was not found (or, with `keyword_absent`, found).
+    Keyword,
     #[serde(other)]
     Other,
 }
@@ -358,6 +367,7 @@ impl FailureCause {
             Self::RedirectLoop => "redirect_loop",
             Self::TooManyRedirects => "too_many_redirects",
             Self::Blocked => "blocked",
+            Self::Keyword => "keyword",
             Self::Other => "other",
         }
     }
@@ -382,6 +392,9 @@ pub struct CheckCompleted {
     pub cause: Option<FailureCause>,
     #[serde(default)]
     pub message: Option<String>,
+    /// When the server's TLS certificate expires (HTTPS checks that got one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_not_after: Option<DateTime<Utc>>,
 }
 
 /// A website was confirmed down from a region.
@@ -432,7 +445,7 @@ mod tests {
     #[test]
     fn a_failure_cause_names_itself_as_serde_writes_it() {
         use FailureCause::*;
-        for cause in [Dns, Connect, Tls, Timeout, HttpStatus, RedirectLoop, TooManyRedirects, Blocked, Other] {
+        for cause in [Dns, Connect, Tls, Timeout, HttpStatus, RedirectLoop, TooManyRedirects, Blocked, Keyword, Other] {
             assert_eq!(serde_json::to_value(cause).ok(), Some(serde_json::Value::from(cause.as_str())));
         }
         assert_eq!(HttpStatus.as_str(), "http_status");

@@ -122,6 +122,7 @@ mod tests {
             failures_before_down: None,
             down_policy: None,
             channel_ids: vec![],
+            check: None,
         });
         let renamed =
             Event::WebsiteUpdated(WebsiteUpdated { website_id: id, name: Some(parse("store")), ..Default::default() });

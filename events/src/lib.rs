@@ -8,6 +8,7 @@
 
 pub mod access;
 pub mod channel;
+pub mod check;
 pub mod detection;
 pub mod envelope;
 pub mod event;

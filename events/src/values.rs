@@ -89,6 +89,40 @@ impl WebsiteUrl {
     }
 }
 
+impl WebsiteUrl {
+    /// `tcp://host:port` (a port other than 0, nothing after it), for TCP
+    /// checks.
+    pub fn parse_tcp(input: &str) -> Result<Self, ValueError> {
+        let input = input.trim();
+        if input.len() > MAX_URL_LEN {
+            return Err(ValueError::new(format!("url must be at most {MAX_URL_LEN} characters")));
+        }
+        let url = url::Url::parse(input).map_err(|e| ValueError::new(format!("url is not an absolute URL: {e}")))?;
+        if url.scheme() != "tcp" {
+            return Err(ValueError::new("a TCP check's url is tcp://host:port"));
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(ValueError::new("url must name a host"));
+        }
+        match url.port() {
+            None | Some(0) => return Err(ValueError::new("a TCP check's url needs a port from 1 to 65535")),
+            Some(_) => {}
+        }
+        if !matches!(url.path(), "" | "/")
+            || url.query().is_some()
+            || url.fragment().is_some()
+            || !url.username().is_empty()
+        {
+            return Err(ValueError::new("a TCP check's url is tcp://host:port, with nothing after the port"));
+        }
+        Ok(Self(format!("tcp://{}:{}", url.host_str().unwrap_or_default(), url.port().unwrap_or_default())))
+    }
+
+    pub fn is_tcp(&self) -> bool {
+        self.0.starts_with("tcp://")
+    }
+}
+
 impl WebsiteName {
     /// 1 to 100 characters after trimming, no control characters.
     pub fn parse(input: &str) -> Result<Self, ValueError> {

@@ -1,6 +1,7 @@
 //! The website aggregate: its state, the commands users give it, and the
 //! pure rules `decide` (command -> events) and `apply` (event -> state).
 
+use crate::check::CheckSpec;
 use crate::event::{Event, WebsiteAdded, WebsitePaused, WebsiteRemoved, WebsiteResumed, WebsiteUpdated};
 use crate::values::{
     DownPolicy, EmailAddress, FailuresBeforeDown, IntervalSecs, RegionName, TimeoutMs, WebsiteName, WebsiteUrl,
@@ -28,6 +29,8 @@ pub struct Website {
     pub channel_ids: Vec<Uuid>,
     /// Not checked until resumed.
     pub paused: bool,
+    /// How it is checked.
+    pub check: CheckSpec,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -46,6 +49,7 @@ pub struct AddWebsite {
     pub failures_before_down: Option<FailuresBeforeDown>,
     pub down_policy: DownPolicy,
     pub channel_ids: Vec<Uuid>,
+    pub check: CheckSpec,
 }
 
 /// A validated partial update; `None` leaves a setting as it is.
@@ -60,6 +64,7 @@ pub struct ChangeWebsite {
     pub failures_before_down: Option<FailuresBeforeDown>,
     pub down_policy: Option<DownPolicy>,
     pub channel_ids: Option<Vec<Uuid>>,
+    pub check: Option<CheckSpec>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -98,6 +103,7 @@ pub fn decide(
                 // The default is not written, so old and new events agree.
                 down_policy: Some(add.down_policy).filter(|p| *p != DownPolicy::Any),
                 channel_ids: dedup(add.channel_ids),
+                check: Some(add.check).filter(|c| !c.is_default()),
             })])
         }
         (None, _) => Err(DomainError::WebsiteNotFound(id)),
@@ -122,6 +128,7 @@ pub fn decide(
                 failures_before_down: change.failures_before_down.filter(|v| Some(*v) != current.failures_before_down),
                 down_policy: change.down_policy.filter(|v| *v != current.down_policy),
                 channel_ids: change.channel_ids.map(dedup).filter(|v| *v != current.channel_ids),
+                check: change.check.filter(|v| *v != current.check),
             };
             if update == (WebsiteUpdated { website_id: id, ..Default::default() }) {
                 Ok(vec![])
@@ -148,6 +155,7 @@ pub fn apply(state: Option<Website>, event: &Event, at: DateTime<Utc>) -> Option
             down_policy: e.down_policy.unwrap_or_default(),
             channel_ids: e.channel_ids.clone(),
             paused: false,
+            check: e.check.clone().unwrap_or_default(),
             created_at: at,
             updated_at: at,
         }),
@@ -178,6 +186,9 @@ pub fn apply(state: Option<Website>, event: &Event, at: DateTime<Utc>) -> Option
             }
             if let Some(channels) = &e.channel_ids {
                 w.channel_ids = channels.clone();
+            }
+            if let Some(check) = &e.check {
+                w.check = check.clone();
             }
             w.updated_at = at;
             w
@@ -227,6 +238,7 @@ mod tests {
             failures_before_down: None,
             down_policy: DownPolicy::Any,
             channel_ids: vec![],
+            check: CheckSpec::default(),
         })
     }
 

@@ -27,6 +27,7 @@ fn every_event() -> Vec<Event> {
             failures_before_down: FailuresBeforeDown::parse(3).ok(),
             down_policy: Some(DownPolicy::Majority),
             channel_ids: vec![Uuid::now_v7()],
+            check: Some(events::check::CheckSpec { keyword: Some("Welcome".into()), ..Default::default() }),
         }),
         Event::WebsiteUpdated(WebsiteUpdated {
             website_id,
@@ -45,6 +46,7 @@ fn every_event() -> Vec<Event> {
             response_ms: Some(120),
             cause: Some(FailureCause::HttpStatus),
             message: Some("503 Service Unavailable".into()),
+            cert_not_after: Some(at(90_000)),
         }),
         Event::SiteDown(SiteDown {
             website_id,

@@ -403,6 +403,7 @@ mod tests {
             response_ms: Some(42),
             cause: Some(events::FailureCause::HttpStatus),
             message: Some("ignored".into()),
+            cert_not_after: None,
         };
         assert_eq!(
             line(&check),

@@ -66,8 +66,8 @@ async fn apply(tx: &mut Transaction<'_, Postgres>, seq: u64, envelope: &Envelope
         Event::WebsiteAdded(e) => {
             let emails: Vec<&str> = e.notify_emails.iter().map(|m| m.as_str()).collect();
             let inserted = sqlx::query(
-                "insert into websites (id, url, name, interval_seconds, timeout_ms, notify_emails, created_at, updated_at, stream_seq, failures_before_down, down_policy, channel_ids)
-                 values ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9, $10, $11)
+                "insert into websites (id, url, name, interval_seconds, timeout_ms, notify_emails, created_at, updated_at, stream_seq, failures_before_down, down_policy, channel_ids, check_spec)
+                 values ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9, $10, $11, $12)
                  on conflict (id) do nothing",
             )
             .bind(e.website_id)
@@ -81,6 +81,7 @@ async fn apply(tx: &mut Transaction<'_, Postgres>, seq: u64, envelope: &Envelope
             .bind(e.failures_before_down.map(|f| to_i32(f.get())))
             .bind(e.down_policy.unwrap_or_default().as_str())
             .bind(&e.channel_ids)
+            .bind(json(&e.check.clone().unwrap_or_default())?)
             .execute(&mut **tx)
             .await?;
             if inserted.rows_affected() == 1 {
@@ -100,6 +101,7 @@ async fn apply(tx: &mut Transaction<'_, Postgres>, seq: u64, envelope: &Envelope
                     failures_before_down = coalesce($9, failures_before_down),
                     down_policy = coalesce($10, down_policy),
                     channel_ids = coalesce($11, channel_ids),
+                    check_spec = coalesce($12, check_spec),
                     updated_at = $7,
                     stream_seq = $8
                  where id = $1 and stream_seq < $8",
@@ -115,6 +117,7 @@ async fn apply(tx: &mut Transaction<'_, Postgres>, seq: u64, envelope: &Envelope
             .bind(e.failures_before_down.map(|f| to_i32(f.get())))
             .bind(e.down_policy.map(|p| p.as_str()))
             .bind(&e.channel_ids)
+            .bind(e.check.as_ref().map(json).transpose()?)
             .execute(&mut **tx)
             .await?;
             if let (Some(regions), 1) = (&e.regions, updated.rows_affected()) {
@@ -417,13 +420,14 @@ struct WebsiteRow {
     down_policy: String,
     channel_ids: Vec<Uuid>,
     paused: bool,
+    check_spec: serde_json::Value,
 }
 
 const SELECT_WEBSITES: &str = "
     select w.id, w.url, w.name, w.interval_seconds, w.timeout_ms, w.notify_emails,
            w.created_at, w.updated_at, w.stream_seq,
            coalesce(array_agg(wr.region order by wr.region) filter (where wr.region is not null), '{}') as regions,
-           w.failures_before_down, w.down_policy, w.channel_ids, w.paused
+           w.failures_before_down, w.down_policy, w.channel_ids, w.paused, w.check_spec
     from websites w left join website_regions wr on wr.website_id = w.id";
 
 pub async fn website(pool: &PgPool, id: Uuid) -> Result<Option<StoredWebsite>> {
@@ -461,12 +465,14 @@ fn decode_website(row: WebsiteRow) -> Result<StoredWebsite> {
         down_policy,
         channel_ids,
         paused,
+        check_spec,
     } = row;
     let corrupt = |what: &str, e: events::ValueError| Error::Corrupt(format!("website {id} {what}: {e}"));
     Ok(StoredWebsite {
         website: Website {
             id,
-            url: WebsiteUrl::parse(&url).map_err(|e| corrupt("url", e))?,
+            url: if url.starts_with("tcp://") { WebsiteUrl::parse_tcp(&url) } else { WebsiteUrl::parse(&url) }
+                .map_err(|e| corrupt("url", e))?,
             name: WebsiteName::parse(&name).map_err(|e| corrupt("name", e))?,
             regions: regions
                 .iter()
@@ -484,6 +490,8 @@ fn decode_website(row: WebsiteRow) -> Result<StoredWebsite> {
             down_policy: DownPolicy::parse(&down_policy).map_err(|e| corrupt("down_policy", e))?,
             channel_ids,
             paused,
+            check: serde_json::from_value(check_spec)
+                .map_err(|e| Error::Corrupt(format!("website {id} check settings: {e}")))?,
             created_at,
             updated_at,
         },
@@ -580,6 +588,10 @@ pub async fn regions(pool: &PgPool) -> Result<Vec<Region>> {
             Ok(Region { name, created_at })
         })
         .collect()
+}
+
+fn json<T: serde::Serialize>(value: &T) -> Result<serde_json::Value> {
+    serde_json::to_value(value).map_err(|e| Error::Corrupt(e.to_string()))
 }
 
 fn to_i32(value: u32) -> i32 {

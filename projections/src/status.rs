@@ -148,6 +148,7 @@ mod tests {
             response_ms: None,
             cause: None,
             message: None,
+            cert_not_after: None,
         };
         StreamEvent { seq: 0, envelope: Envelope::new(Event::CheckCompleted(check), at) }
     }

@@ -2,7 +2,8 @@
 //! and the shape of one queued check. Redis holds only operational state:
 //! all of it can be rebuilt from the Postgres projection.
 //!
-//! - `site:<id>` hash: url, timeout_ms, interval_ms, offset_ms, regions
+//! - `site:<id>` hash: url, timeout_ms, interval_ms, offset_ms, regions,
+//!   check (the website's check settings as JSON), paused
 //!   (comma-separated), seq (MONITOR sequence of the last event applied),
 //!   removed (tombstone, so a late replay of an older event cannot revive it)
 //! - `due:<region>` sorted set: website id by next due time (unix ms)
@@ -46,6 +47,9 @@ pub struct Job {
     /// When the check was due (unix ms); identifies it with the website and
     /// region.
     pub scheduled_ms: i64,
+    /// How to check (`events::check::CheckSpec` as JSON; empty: the
+    /// default, as queued by older builds).
+    pub check: String,
 }
 
 impl Job {
@@ -66,6 +70,7 @@ impl Job {
             url: text("url")?,
             timeout_ms: text("timeout_ms")?.parse().map_err(|e| format!("field timeout_ms: {e}"))?,
             scheduled_ms: text("scheduled_ms")?.parse().map_err(|e| format!("field scheduled_ms: {e}"))?,
+            check: text("check").unwrap_or_default(),
         })
     }
 }
@@ -93,7 +98,8 @@ mod tests {
                 website_id: id,
                 url: "https://example.com/".into(),
                 timeout_ms: 5000,
-                scheduled_ms: 1_700_000_000_123
+                scheduled_ms: 1_700_000_000_123,
+                check: String::new(),
             })
         );
     }

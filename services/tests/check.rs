@@ -3,8 +3,12 @@
 
 mod common;
 
+use common::receiver::Receiver;
 use common::target::Target;
+use common::tls::TlsServer;
+use events::check::CheckSpec;
 use events::FailureCause;
+use serde_json::json;
 use services::worker::check::{Checker, CheckerOptions};
 use std::time::{Duration, Instant};
 
@@ -117,4 +121,96 @@ async fn every_check_opens_a_fresh_connection() {
         assert!(outcome.up, "{outcome:?}");
     }
     assert_eq!(accepts.load(std::sync::atomic::Ordering::SeqCst), 3);
+}
+
+fn spec(json: serde_json::Value) -> CheckSpec {
+    serde_json::from_value(json).expect("check settings")
+}
+
+#[tokio::test]
+async fn a_keyword_must_be_in_the_body_or_with_keyword_absent_must_not() {
+    let target = Target::start().await;
+    let check = checker(true);
+    let url = target.url("/status");
+    let found = check.check_with(&url, TIMEOUT, &spec(json!({ "keyword": "status" })), &[]).await;
+    assert!(found.up, "{found:?}");
+    let missing = check.check_with(&url, TIMEOUT, &spec(json!({ "keyword": "Welcome" })), &[]).await;
+    assert_eq!(missing.cause, Some(FailureCause::Keyword), "{missing:?}");
+    assert!(missing.message.as_deref().unwrap_or_default().contains("the body starts: status"), "{missing:?}");
+    let regex = check.check_with(&url, TIMEOUT, &spec(json!({ "keyword": "/^sta+tus$/" })), &[]).await;
+    assert!(regex.up, "{regex:?}");
+    let absent =
+        check.check_with(&url, TIMEOUT, &spec(json!({ "keyword": "status", "keyword_absent": true })), &[]).await;
+    assert_eq!(absent.cause, Some(FailureCause::Keyword), "{absent:?}");
+}
+
+#[tokio::test]
+async fn expected_status_codes_decide_what_is_up() {
+    let target = Target::start().await;
+    let check = checker(true);
+    target.answer(404);
+    let expected = check
+        .check_with(
+            &target.url("/status"),
+            TIMEOUT,
+            &spec(json!({ "expected_status": [{ "from": 404, "to": 404 }] })),
+            &[],
+        )
+        .await;
+    assert!(expected.up, "{expected:?}");
+    target.answer(200);
+    let unexpected = check
+        .check_with(
+            &target.url("/status"),
+            TIMEOUT,
+            &spec(json!({ "expected_status": [{ "from": 201, "to": 299 }] })),
+            &[],
+        )
+        .await;
+    assert_eq!(unexpected.cause, Some(FailureCause::HttpStatus), "{unexpected:?}");
+    // Not following, a redirect loop is just a 302, and up.
+    let unfollowed =
+        check.check_with(&target.url("/loop"), TIMEOUT, &spec(json!({ "follow_redirects": false })), &[]).await;
+    assert!(unfollowed.up && unfollowed.status_code == Some(302), "{unfollowed:?}");
+}
+
+#[tokio::test]
+async fn a_post_carries_its_body_and_headers_secret_ones_included() {
+    let receiver = Receiver::start().await;
+    let settings = spec(json!({
+        "method": "POST", "body": "{\"ping\":1}",
+        "headers": [{ "name": "X-Probe", "value": "yes" }, { "name": "Authorization" }],
+    }));
+    let secrets = vec![("Authorization".to_owned(), "Bearer s3cret".to_owned())];
+    let outcome = checker(true).check_with(&receiver.url("/ok/probe"), TIMEOUT, &settings, &secrets).await;
+    assert!(outcome.up, "{outcome:?}");
+    let got = &receiver.at("/ok/probe")[0];
+    assert_eq!(got.method, "POST");
+    assert_eq!(got.body, "{\"ping\":1}");
+    assert_eq!(got.header("x-probe"), "yes");
+    assert_eq!(got.header("authorization"), "Bearer s3cret");
+}
+
+#[tokio::test]
+async fn a_self_signed_certificate_is_down_unless_verification_is_off_and_its_expiry_is_recorded() {
+    let server = TlsServer::start().await;
+    let check = checker(true);
+    let verified = check.check_with(&server.base, TIMEOUT, &CheckSpec::default(), &[]).await;
+    assert_eq!(verified.cause, Some(FailureCause::Tls), "{verified:?}");
+    let unverified = check.check_with(&server.base, TIMEOUT, &spec(json!({ "verify_tls": false })), &[]).await;
+    assert!(unverified.up, "{unverified:?}");
+    assert_eq!(unverified.cert_not_after, Some(server.not_after));
+}
+
+#[tokio::test]
+async fn a_tcp_check_is_up_when_the_port_accepts_and_down_when_it_refuses() {
+    let receiver = Receiver::start().await;
+    let check = checker(true);
+    let tcp = spec(json!({ "kind": "tcp" }));
+    let open = check.check_with(&format!("tcp://127.0.0.1:{}", receiver.port()), TIMEOUT, &tcp, &[]).await;
+    assert!(open.up && open.response_ms.is_some(), "{open:?}");
+    let closed = check.check_with("tcp://127.0.0.1:1", TIMEOUT, &tcp, &[]).await;
+    assert_eq!(closed.cause, Some(FailureCause::Connect), "{closed:?}");
+    let guarded = checker(false).check_with(&format!("tcp://localhost:{}", receiver.port()), TIMEOUT, &tcp, &[]).await;
+    assert_eq!(guarded.cause, Some(FailureCause::Blocked), "{guarded:?}");
 }

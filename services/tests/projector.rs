@@ -54,6 +54,7 @@ async fn publish_history(bus: Bus, count: usize) -> Vec<(Uuid, String)> {
                 failures_before_down: None,
                 down_policy: None,
                 channel_ids: vec![],
+                check: None,
             }),
             Utc::now(),
         );
@@ -190,6 +191,7 @@ async fn the_detector_skips_an_unknown_check_type_like_every_other_reader() {
         response_ms: Some(5),
         cause: Some(FailureCause::HttpStatus),
         message: None,
+        cert_not_after: None,
     };
     let id = CheckCompleted::event_id(website, &region, scheduled_at);
     bus.publish(&Envelope::with_id(id, Event::CheckCompleted(check), Utc::now()), None).await.expect("check");

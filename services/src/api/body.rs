@@ -112,6 +112,11 @@ impl Validation {
         value.map_err(|e| self.refuse(field, e.message)).ok()
     }
 
+    /// How many refusals so far.
+    pub fn count(&self) -> usize {
+        self.errors.len()
+    }
+
     pub fn refuse(&mut self, field: &str, message: impl Into<String>) {
         self.errors.push(FieldError { field: field.to_owned(), message: message.into() });
     }

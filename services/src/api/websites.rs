@@ -14,6 +14,7 @@ use super::ApiState;
 use crate::access::middleware::Caller;
 use crate::bus::BusError;
 use chrono::Utc;
+use events::check::{self, is_secret_header, CheckKind, CheckSpec, Header, HttpMethod, StatusRange};
 use events::values::MAX_URL_LEN;
 use events::website::{self, AddWebsite, ChangeWebsite, Website, WebsiteCommand};
 use events::{
@@ -30,6 +31,7 @@ use projections::postgres;
 use regex::Regex;
 use serde::Deserialize;
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::LazyLock;
 use uuid::Uuid;
@@ -59,7 +61,7 @@ pub struct CreateWebsite {
     /// characters, without characters that would be percent-encoded.
     #[oai(validator(
         max_length = 2047,
-        pattern = r"^https?://(([A-Za-z0-9][A-Za-z0-9-]*\.)*[A-Za-z][A-Za-z0-9-]*|(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}|\[(([0-9A-Fa-f]{1,4}:){7}[0-9A-Fa-f]{1,4}|([0-9A-Fa-f]{1,4}:){1,7}:|([0-9A-Fa-f]{1,4}:){1,6}:[0-9A-Fa-f]{1,4}|([0-9A-Fa-f]{1,4}:){1,5}(:[0-9A-Fa-f]{1,4}){1,2}|([0-9A-Fa-f]{1,4}:){1,4}(:[0-9A-Fa-f]{1,4}){1,3}|([0-9A-Fa-f]{1,4}:){1,3}(:[0-9A-Fa-f]{1,4}){1,4}|([0-9A-Fa-f]{1,4}:){1,2}(:[0-9A-Fa-f]{1,4}){1,5}|[0-9A-Fa-f]{1,4}:(:[0-9A-Fa-f]{1,4}){1,6}|:((:[0-9A-Fa-f]{1,4}){1,7}|:))\])(:([0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?([/?#][!#$%&()*+,./0-9:;=?@A-Z\[\\\]_a-z~-]*)?$"
+        pattern = r"^(https?|tcp)://(([A-Za-z0-9][A-Za-z0-9-]*\.)*[A-Za-z][A-Za-z0-9-]*|(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}|\[(([0-9A-Fa-f]{1,4}:){7}[0-9A-Fa-f]{1,4}|([0-9A-Fa-f]{1,4}:){1,7}:|([0-9A-Fa-f]{1,4}:){1,6}:[0-9A-Fa-f]{1,4}|([0-9A-Fa-f]{1,4}:){1,5}(:[0-9A-Fa-f]{1,4}){1,2}|([0-9A-Fa-f]{1,4}:){1,4}(:[0-9A-Fa-f]{1,4}){1,3}|([0-9A-Fa-f]{1,4}:){1,3}(:[0-9A-Fa-f]{1,4}){1,4}|([0-9A-Fa-f]{1,4}:){1,2}(:[0-9A-Fa-f]{1,4}){1,5}|[0-9A-Fa-f]{1,4}:(:[0-9A-Fa-f]{1,4}){1,6}|:((:[0-9A-Fa-f]{1,4}){1,7}|:))\])(:([0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?([/?#][!#$%&()*+,./0-9:;=?@A-Z\[\\\]_a-z~-]*)?$"
     ))]
     url: String,
     /// 1 to 100 characters after trimming, no control characters.
@@ -106,6 +108,45 @@ pub struct CreateWebsite {
         pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
     ))]
     channel_ids: Option<Vec<String>>,
+    /// `http` (the default) or `tcp` (up when a connection to
+    /// `tcp://host:port` opens; inferred from such a url).
+    #[serde(default, deserialize_with = "present")]
+    #[oai(validator(pattern = "^(http|tcp)$"))]
+    kind: Option<String>,
+    /// The request method (default GET).
+    #[serde(default, deserialize_with = "present")]
+    #[oai(validator(pattern = "^(GET|HEAD|POST|PUT|PATCH|DELETE|OPTIONS)$"))]
+    method: Option<String>,
+    /// Request headers, name to value (up to 20). Values of headers named
+    /// like a secret (Authorization, Cookie, X-Api-Key, ...token...) are
+    /// stored sealed and shown as `***`; sending `***` back keeps them.
+    #[serde(default, deserialize_with = "present")]
+    #[oai(validator(max_properties = 20))]
+    headers: Option<BTreeMap<String, String>>,
+    /// The request body (at most 8 KiB).
+    #[serde(default, deserialize_with = "present")]
+    #[oai(validator(max_length = 8192))]
+    body: Option<String>,
+    /// Status codes that count as up, as codes and ranges
+    /// (`["200-299", "301"]`); default: any 2xx or 3xx.
+    #[serde(default, deserialize_with = "present")]
+    #[oai(validator(max_items = 20, pattern = "^[1-5][0-9]{2}(-[1-5][0-9]{2})?$"))]
+    expected_status: Option<Vec<String>>,
+    /// Text that must appear in the first 1 MiB of the body; `/.../` is a
+    /// regular expression. Failing is cause `keyword`.
+    #[serde(default, deserialize_with = "present")]
+    #[oai(validator(min_length = 1, max_length = 500))]
+    keyword: Option<String>,
+    /// The keyword must not appear instead (default false).
+    #[serde(default, deserialize_with = "present")]
+    keyword_absent: Option<bool>,
+    /// Follow redirects (default true); not following, a 3xx is up unless
+    /// `expected_status` says otherwise.
+    #[serde(default, deserialize_with = "present")]
+    follow_redirects: Option<bool>,
+    /// Verify the TLS certificate (default true); a bad one is cause `tls`.
+    #[serde(default, deserialize_with = "present")]
+    verify_tls: Option<bool>,
 }
 
 /// The fields to change; absent fields are left as they are (`null` is
@@ -117,7 +158,7 @@ pub struct UpdateWebsite {
     #[serde(default, deserialize_with = "present")]
     #[oai(validator(
         max_length = 2047,
-        pattern = r"^https?://(([A-Za-z0-9][A-Za-z0-9-]*\.)*[A-Za-z][A-Za-z0-9-]*|(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}|\[(([0-9A-Fa-f]{1,4}:){7}[0-9A-Fa-f]{1,4}|([0-9A-Fa-f]{1,4}:){1,7}:|([0-9A-Fa-f]{1,4}:){1,6}:[0-9A-Fa-f]{1,4}|([0-9A-Fa-f]{1,4}:){1,5}(:[0-9A-Fa-f]{1,4}){1,2}|([0-9A-Fa-f]{1,4}:){1,4}(:[0-9A-Fa-f]{1,4}){1,3}|([0-9A-Fa-f]{1,4}:){1,3}(:[0-9A-Fa-f]{1,4}){1,4}|([0-9A-Fa-f]{1,4}:){1,2}(:[0-9A-Fa-f]{1,4}){1,5}|[0-9A-Fa-f]{1,4}:(:[0-9A-Fa-f]{1,4}){1,6}|:((:[0-9A-Fa-f]{1,4}){1,7}|:))\])(:([0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?([/?#][!#$%&()*+,./0-9:;=?@A-Z\[\\\]_a-z~-]*)?$"
+        pattern = r"^(https?|tcp)://(([A-Za-z0-9][A-Za-z0-9-]*\.)*[A-Za-z][A-Za-z0-9-]*|(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}|\[(([0-9A-Fa-f]{1,4}:){7}[0-9A-Fa-f]{1,4}|([0-9A-Fa-f]{1,4}:){1,7}:|([0-9A-Fa-f]{1,4}:){1,6}:[0-9A-Fa-f]{1,4}|([0-9A-Fa-f]{1,4}:){1,5}(:[0-9A-Fa-f]{1,4}){1,2}|([0-9A-Fa-f]{1,4}:){1,4}(:[0-9A-Fa-f]{1,4}){1,3}|([0-9A-Fa-f]{1,4}:){1,3}(:[0-9A-Fa-f]{1,4}){1,4}|([0-9A-Fa-f]{1,4}:){1,2}(:[0-9A-Fa-f]{1,4}){1,5}|[0-9A-Fa-f]{1,4}:(:[0-9A-Fa-f]{1,4}){1,6}|:((:[0-9A-Fa-f]{1,4}){1,7}|:))\])(:([0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?([/?#][!#$%&()*+,./0-9:;=?@A-Z\[\\\]_a-z~-]*)?$"
     ))]
     url: Option<String>,
     #[serde(default, deserialize_with = "present")]
@@ -156,6 +197,45 @@ pub struct UpdateWebsite {
         pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
     ))]
     channel_ids: Option<Vec<String>>,
+    /// `http` (the default) or `tcp` (up when a connection to
+    /// `tcp://host:port` opens; inferred from such a url).
+    #[serde(default, deserialize_with = "present")]
+    #[oai(validator(pattern = "^(http|tcp)$"))]
+    kind: Option<String>,
+    /// The request method (default GET).
+    #[serde(default, deserialize_with = "present")]
+    #[oai(validator(pattern = "^(GET|HEAD|POST|PUT|PATCH|DELETE|OPTIONS)$"))]
+    method: Option<String>,
+    /// Request headers, name to value (up to 20). Values of headers named
+    /// like a secret (Authorization, Cookie, X-Api-Key, ...token...) are
+    /// stored sealed and shown as `***`; sending `***` back keeps them.
+    #[serde(default, deserialize_with = "present")]
+    #[oai(validator(max_properties = 20))]
+    headers: Option<BTreeMap<String, String>>,
+    /// The request body (at most 8 KiB).
+    #[serde(default, deserialize_with = "present")]
+    #[oai(validator(max_length = 8192))]
+    body: Option<String>,
+    /// Status codes that count as up, as codes and ranges
+    /// (`["200-299", "301"]`); default: any 2xx or 3xx.
+    #[serde(default, deserialize_with = "present")]
+    #[oai(validator(max_items = 20, pattern = "^[1-5][0-9]{2}(-[1-5][0-9]{2})?$"))]
+    expected_status: Option<Vec<String>>,
+    /// Text that must appear in the first 1 MiB of the body; `/.../` is a
+    /// regular expression. Failing is cause `keyword`.
+    #[serde(default, deserialize_with = "present")]
+    #[oai(validator(min_length = 1, max_length = 500))]
+    keyword: Option<String>,
+    /// The keyword must not appear instead (default false).
+    #[serde(default, deserialize_with = "present")]
+    keyword_absent: Option<bool>,
+    /// Follow redirects (default true); not following, a 3xx is up unless
+    /// `expected_status` says otherwise.
+    #[serde(default, deserialize_with = "present")]
+    follow_redirects: Option<bool>,
+    /// Verify the TLS certificate (default true); a bad one is cause `tls`.
+    #[serde(default, deserialize_with = "present")]
+    verify_tls: Option<bool>,
 }
 
 /// A `down_policy` as sent: documented as the enum it is, parsed (and
@@ -227,6 +307,20 @@ pub struct WebsiteView {
     pub channel_ids: Vec<Uuid>,
     /// Not checked until resumed (`POST /websites/:id/resume`).
     pub paused: bool,
+    /// `http` or `tcp`.
+    pub kind: String,
+    pub method: String,
+    /// Secret values shown as `***`.
+    pub headers: BTreeMap<String, String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub body: Option<String>,
+    /// Empty: any 2xx or 3xx.
+    pub expected_status: Vec<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub keyword: Option<String>,
+    pub keyword_absent: bool,
+    pub follow_redirects: bool,
+    pub verify_tls: bool,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }
@@ -245,6 +339,23 @@ impl From<Website> for WebsiteView {
             down_policy: w.down_policy.into(),
             channel_ids: w.channel_ids,
             paused: w.paused,
+            kind: match w.check.kind {
+                CheckKind::Http => "http".into(),
+                CheckKind::Tcp => "tcp".into(),
+            },
+            method: w.check.method.as_str().into(),
+            headers: w
+                .check
+                .headers
+                .iter()
+                .map(|h| (h.name.clone(), h.value.clone().unwrap_or_else(|| MASK.into())))
+                .collect(),
+            body: w.check.body.clone(),
+            expected_status: w.check.expected_status.iter().map(ToString::to_string).collect(),
+            keyword: w.check.keyword.clone(),
+            keyword_absent: w.check.keyword_absent,
+            follow_redirects: w.check.follow_redirects,
+            verify_tls: w.check.verify_tls,
             created_at: w.created_at.into(),
             updated_at: w.updated_at.into(),
         }
@@ -297,9 +408,25 @@ impl WebsitesApi {
             input.failures_before_down.map(|f| check.field("failures_before_down", FailuresBeforeDown::parse(f)));
         let policy = input.down_policy.map(|p| check.documented("down_policy", &p.0, &POLICY, DownPolicy::parse(&p.0)));
         let channel_ids = input.channel_ids.map(|c| check.channel_ids(c));
+        let given = CheckInput {
+            kind: input.kind,
+            method: input.method,
+            headers: input.headers,
+            body: input.body,
+            expected_status: input.expected_status,
+            keyword: input.keyword,
+            keyword_absent: input.keyword_absent,
+            follow_redirects: input.follow_redirects,
+            verify_tls: input.verify_tls,
+        };
+        let spec = url.as_ref().and_then(|url| check.check_spec(given, url.is_tcp(), None));
         check.finish()?;
         let channel_ids = channel_ids.flatten().unwrap_or_default();
         known_channels(state, &channel_ids).await?;
+        let spec = match spec {
+            Some(spec) => seal_headers(state, spec, None).await?,
+            None => CheckSpec::default(),
+        };
         if let Some(url) = &url {
             refuse_private(state, url).await?;
         }
@@ -317,6 +444,7 @@ impl WebsitesApi {
             failures_before_down: failures.flatten(),
             down_policy: policy.flatten().unwrap_or_default(),
             channel_ids,
+            check: spec,
         };
         let id = add.id;
         match execute(state, &caller, id, WebsiteCommand::Add(add)).await? {
@@ -378,8 +506,31 @@ impl WebsitesApi {
                 .down_policy
                 .and_then(|p| check.documented("down_policy", &p.0, &POLICY, DownPolicy::parse(&p.0))),
             channel_ids: input.channel_ids.and_then(|c| check.channel_ids(c)),
+            check: None,
         };
+        let given = CheckInput {
+            kind: input.kind,
+            method: input.method,
+            headers: input.headers,
+            body: input.body,
+            expected_status: input.expected_status,
+            keyword: input.keyword,
+            keyword_absent: input.keyword_absent,
+            follow_redirects: input.follow_redirects,
+            verify_tls: input.verify_tls,
+        };
+        let current = postgres::website(&state.pool, id).await?.map(|stored| stored.website);
+        let mut change = change;
+        if let Some(current) = &current {
+            let tcp = change.url.as_ref().unwrap_or(&current.url).is_tcp();
+            if !given.is_empty() || tcp != current.url.is_tcp() {
+                change.check = check.check_spec(given, tcp, Some(&current.check));
+            }
+        }
         check.finish()?;
+        if let (Some(spec), Some(current)) = (change.check.take(), &current) {
+            change.check = Some(seal_headers(state, spec, Some(&current.check)).await?);
+        }
         if let Some(channel_ids) = &change.channel_ids {
             known_channels(state, channel_ids).await?;
         }
@@ -433,10 +584,15 @@ impl WebsitesApi {
     }
 }
 
-/// `WebsiteUrl::parse`, and the normalised URL must fit too: it is what
-/// is stored, and a stored URL that is too long cannot be read back.
+/// `WebsiteUrl::parse` (or `parse_tcp` for `tcp://host:port`), and the
+/// normalised URL must fit too: it is what is stored, and a stored URL that
+/// is too long cannot be read back.
 fn parse_url(raw: &str) -> Result<WebsiteUrl, ValueError> {
-    let url = WebsiteUrl::parse(raw)?;
+    let url = if raw.trim().get(..6).is_some_and(|scheme| scheme.eq_ignore_ascii_case("tcp://")) {
+        WebsiteUrl::parse_tcp(raw)?
+    } else {
+        WebsiteUrl::parse(raw)?
+    };
     if url.as_str().len() > MAX_URL_LEN {
         return Err(ValueError { message: format!("url must be at most {MAX_URL_LEN} characters once normalised") });
     }
@@ -453,6 +609,80 @@ async fn refuse_private(state: &ApiState, url: &WebsiteUrl) -> Result<(), ApiErr
         Some(reason) => Err(ApiError::invalid("url", reason)),
         None => Ok(()),
     }
+}
+
+/// What shows instead of a secret header's value.
+const MASK: &str = "***";
+
+/// The check settings as sent.
+struct CheckInput {
+    kind: Option<String>,
+    method: Option<String>,
+    headers: Option<BTreeMap<String, String>>,
+    body: Option<String>,
+    expected_status: Option<Vec<String>>,
+    keyword: Option<String>,
+    keyword_absent: Option<bool>,
+    follow_redirects: Option<bool>,
+    verify_tls: Option<bool>,
+}
+
+impl CheckInput {
+    fn is_empty(&self) -> bool {
+        self.kind.is_none()
+            && self.method.is_none()
+            && self.headers.is_none()
+            && self.body.is_none()
+            && self.expected_status.is_none()
+            && self.keyword.is_none()
+            && self.keyword_absent.is_none()
+            && self.follow_redirects.is_none()
+            && self.verify_tls.is_none()
+    }
+}
+
+/// Seals the secret header values of `spec` (carried in clear in its
+/// headers until now); a secret sent back as `***` keeps its value from
+/// `current`.
+async fn seal_headers(
+    state: &ApiState,
+    mut spec: CheckSpec,
+    current: Option<&CheckSpec>,
+) -> Result<CheckSpec, ApiError> {
+    let kept: Vec<(String, String)> = match current.and_then(|c| c.sealed_headers.as_deref()) {
+        Some(sealed) if spec.headers.iter().any(|h| h.value.as_deref() == Some(MASK)) => {
+            let plain =
+                state.sealer.open(sealed).await.map_err(|e| ApiError::Unavailable(format!("opening headers: {e}")))?;
+            serde_json::from_slice(&plain).map_err(|e| ApiError::Internal(format!("sealed headers: {e}")))?
+        }
+        _ => vec![],
+    };
+    let mut secrets: Vec<(String, String)> = Vec::new();
+    for header in &mut spec.headers {
+        if !is_secret_header(&header.name) {
+            continue;
+        }
+        let value = match header.value.take() {
+            Some(value) if value == MASK => {
+                kept.iter().find(|(name, _)| name.eq_ignore_ascii_case(&header.name)).map(|(_, v)| v.clone())
+            }
+            other => other,
+        };
+        let Some(value) = value else {
+            return Err(ApiError::invalid(
+                "headers",
+                format!("header {} is {MASK} but has no stored value to keep", header.name),
+            ));
+        };
+        secrets.push((header.name.clone(), value));
+    }
+    spec.sealed_headers = if secrets.is_empty() {
+        None
+    } else {
+        let plain = serde_json::to_vec(&secrets).map_err(|e| ApiError::Internal(format!("headers: {e}")))?;
+        Some(state.sealer.seal(&plain).await.map_err(|e| ApiError::Unavailable(format!("sealing headers: {e}")))?)
+    };
+    Ok(spec)
 }
 
 /// Refuses channel ids that name no channel (422 naming `channel_ids`).
@@ -563,6 +793,95 @@ impl Validation {
         self.items("notify_emails", items, MAX_EMAILS, &EMAIL, deliverable)
     }
 
+    /// The check settings of `given` over `current` (a new website: the
+    /// defaults); a TCP check takes none of the HTTP settings. Secret
+    /// header values stay in clear here, for [`seal_headers`].
+    fn check_spec(&mut self, given: CheckInput, tcp: bool, current: Option<&CheckSpec>) -> Option<CheckSpec> {
+        let mut spec = match current {
+            Some(current) if (current.kind == CheckKind::Tcp) == tcp => current.clone(),
+            _ => CheckSpec::default(),
+        };
+        spec.kind = if tcp { CheckKind::Tcp } else { CheckKind::Http };
+        let before = self.count();
+        match given.kind.as_deref() {
+            Some("tcp") if !tcp => self.refuse("kind", "a tcp check needs a url of the form tcp://host:port"),
+            Some("http") if tcp => self.refuse("kind", "a tcp://host:port url is checked with kind tcp"),
+            Some("http" | "tcp") | None => {}
+            Some(other) => self.refuse("kind", format!("kind must be http or tcp, not {other:?}")),
+        }
+        if tcp {
+            for (field, given) in [
+                ("method", given.method.is_some()),
+                ("headers", given.headers.is_some()),
+                ("body", given.body.is_some()),
+                ("expected_status", given.expected_status.is_some()),
+                ("keyword", given.keyword.is_some()),
+                ("keyword_absent", given.keyword_absent.is_some()),
+                ("follow_redirects", given.follow_redirects.is_some()),
+                ("verify_tls", given.verify_tls.is_some()),
+            ] {
+                if given {
+                    self.refuse(field, format!("{field} is not a setting of a TCP check"));
+                }
+            }
+            return (self.count() == before).then_some(spec);
+        }
+        if let Some(method) = given.method {
+            if let Some(method) = self.field("method", HttpMethod::parse(&method)) {
+                spec.method = method;
+            }
+        }
+        if let Some(headers) = given.headers {
+            if headers.len() > check::MAX_HEADERS {
+                self.refuse("headers", format!("headers must have at most {} entries", check::MAX_HEADERS));
+            }
+            spec.headers = headers
+                .into_iter()
+                .filter_map(|(name, value)| {
+                    self.field("headers", check::check_header(&name, &value))?;
+                    Some(Header { name, value: Some(value) })
+                })
+                .collect();
+        }
+        if let Some(body) = given.body {
+            if body.len() > check::MAX_BODY_BYTES {
+                self.refuse("body", format!("body must be at most {} bytes", check::MAX_BODY_BYTES));
+            }
+            spec.body = Some(body).filter(|b| !b.is_empty());
+        }
+        if let Some(codes) = given.expected_status {
+            if codes.len() > check::MAX_STATUS_RULES {
+                self.refuse(
+                    "expected_status",
+                    format!("expected_status must have at most {} entries", check::MAX_STATUS_RULES),
+                );
+            }
+            spec.expected_status =
+                codes.iter().filter_map(|c| self.field("expected_status", StatusRange::parse(c))).collect();
+        }
+        if let Some(keyword) = given.keyword {
+            if let Some(Err(e)) =
+                (CheckSpec { keyword: Some(keyword.clone()), ..CheckSpec::default() }).keyword_matcher()
+            {
+                self.refuse("keyword", e.message);
+            }
+            spec.keyword = Some(keyword);
+        }
+        if let Some(absent) = given.keyword_absent {
+            spec.keyword_absent = absent;
+        }
+        if spec.keyword_absent && spec.keyword.is_none() {
+            self.refuse("keyword_absent", "keyword_absent needs a keyword");
+        }
+        if let Some(follow) = given.follow_redirects {
+            spec.follow_redirects = follow;
+        }
+        if let Some(verify) = given.verify_tls {
+            spec.verify_tls = verify;
+        }
+        (self.count() == before).then_some(spec)
+    }
+
     fn channel_ids(&mut self, items: Vec<String>) -> Option<Vec<Uuid>> {
         self.items("channel_ids", items, MAX_CHANNELS, &CHANNEL_ID, |raw| {
             Uuid::parse_str(raw).map_err(|_| ValueError { message: format!("'{raw}' is not a channel id") })
@@ -619,7 +938,7 @@ macro_rules! rule {
 
 /// The patterns of the description (the `#[oai(validator(pattern))]`
 /// attributes above must repeat them literally; a test checks they do).
-pub const URL_PATTERN: &str = r"^https?://(([A-Za-z0-9][A-Za-z0-9-]*\.)*[A-Za-z][A-Za-z0-9-]*|(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}|\[(([0-9A-Fa-f]{1,4}:){7}[0-9A-Fa-f]{1,4}|([0-9A-Fa-f]{1,4}:){1,7}:|([0-9A-Fa-f]{1,4}:){1,6}:[0-9A-Fa-f]{1,4}|([0-9A-Fa-f]{1,4}:){1,5}(:[0-9A-Fa-f]{1,4}){1,2}|([0-9A-Fa-f]{1,4}:){1,4}(:[0-9A-Fa-f]{1,4}){1,3}|([0-9A-Fa-f]{1,4}:){1,3}(:[0-9A-Fa-f]{1,4}){1,4}|([0-9A-Fa-f]{1,4}:){1,2}(:[0-9A-Fa-f]{1,4}){1,5}|[0-9A-Fa-f]{1,4}:(:[0-9A-Fa-f]{1,4}){1,6}|:((:[0-9A-Fa-f]{1,4}){1,7}|:))\])(:([0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?([/?#][!#$%&()*+,./0-9:;=?@A-Z\[\\\]_a-z~-]*)?$";
+pub const URL_PATTERN: &str = r"^(https?|tcp)://(([A-Za-z0-9][A-Za-z0-9-]*\.)*[A-Za-z][A-Za-z0-9-]*|(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}|\[(([0-9A-Fa-f]{1,4}:){7}[0-9A-Fa-f]{1,4}|([0-9A-Fa-f]{1,4}:){1,7}:|([0-9A-Fa-f]{1,4}:){1,6}:[0-9A-Fa-f]{1,4}|([0-9A-Fa-f]{1,4}:){1,5}(:[0-9A-Fa-f]{1,4}){1,2}|([0-9A-Fa-f]{1,4}:){1,4}(:[0-9A-Fa-f]{1,4}){1,3}|([0-9A-Fa-f]{1,4}:){1,3}(:[0-9A-Fa-f]{1,4}){1,4}|([0-9A-Fa-f]{1,4}:){1,2}(:[0-9A-Fa-f]{1,4}){1,5}|[0-9A-Fa-f]{1,4}:(:[0-9A-Fa-f]{1,4}){1,6}|:((:[0-9A-Fa-f]{1,4}){1,7}|:))\])(:([0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?([/?#][!#$%&()*+,./0-9:;=?@A-Z\[\\\]_a-z~-]*)?$";
 pub const NAME_PATTERN: &str = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$";
 pub const EMAIL_PATTERN: &str = r"^[^\s\x00-\x1f\x7f-\x9f@]{1,64}@[^\s\x00-\x1f\x7f-\x9f@.-]([^\s\x00-\x1f\x7f-\x9f@.]*[^\s\x00-\x1f\x7f-\x9f@.-])?(\.[^\s\x00-\x1f\x7f-\x9f@.-]([^\s\x00-\x1f\x7f-\x9f@.]*[^\s\x00-\x1f\x7f-\x9f@.-])?)+$";
 const POLICY_PATTERN: &str = "^(any|majority|all)$";

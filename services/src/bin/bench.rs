@@ -249,6 +249,7 @@ async fn main() -> anyhow::Result<()> {
                 failures_before_down: None,
                 down_policy: None,
                 channel_ids: vec![],
+                check: None,
             });
             let envelope = Envelope::new(event, Utc::now());
             let publish = async_nats::jetstream::context::Publish::build()

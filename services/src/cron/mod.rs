@@ -145,6 +145,7 @@ async fn apply(store: &ScheduleStore, seq: u64, event: &Event) -> anyhow::Result
                 interval_seconds: Some(e.interval_seconds.get()),
                 regions: Some(e.regions.clone()),
                 paused: Some(false),
+                check: Some(serde_json::to_string(&e.check.clone().unwrap_or_default())?),
             };
             store.upsert(&change, seq, now).await?
         }
@@ -156,6 +157,7 @@ async fn apply(store: &ScheduleStore, seq: u64, event: &Event) -> anyhow::Result
                 interval_seconds: e.interval_seconds.map(|i| i.get()),
                 regions: e.regions.clone(),
                 paused: None,
+                check: e.check.as_ref().map(serde_json::to_string).transpose()?,
             };
             store.upsert(&change, seq, now).await?
         }

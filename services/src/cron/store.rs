@@ -21,8 +21,8 @@ use uuid::Uuid;
 static UPSERT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
--- ARGV: id, seq, url, timeout_ms, interval_ms, offset_ms, regions, first_due, now, paused
--- an empty url/timeout/interval/regions/paused argument keeps the stored value
+-- ARGV: id, seq, url, timeout_ms, interval_ms, offset_ms, regions, first_due, now, paused, check
+-- an empty url/timeout/interval/regions/paused/check argument keeps the stored value
 local cur = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
 if cur >= tonumber(ARGV[2]) then return 0 end
 if redis.call('HEXISTS', KEYS[1], 'removed') == 1 then return 0 end
@@ -33,6 +33,7 @@ local url, timeout = pick(ARGV[3], old[1]), pick(ARGV[4], old[2])
 local iv_s, off_s = pick(ARGV[5], old[3]), pick(ARGV[6], old[4])
 local regions = pick(ARGV[7], old[5])
 local paused = pick(ARGV[10], old[6] or '0')
+local check = pick(ARGV[11], redis.call('HGET', KEYS[1], 'check') or '{}')
 if not url or not timeout or not iv_s or not off_s or not regions then return -1 end
 local iv, off = tonumber(iv_s), tonumber(off_s)
 local old_iv = tonumber(old[3] or iv_s)
@@ -54,7 +55,7 @@ for r, _ in pairs(new) do
   end
 end
 redis.call('HSET', KEYS[1], 'url', url, 'timeout_ms', timeout, 'interval_ms', iv_s,
-  'offset_ms', off_s, 'regions', regions, 'paused', paused, 'seq', ARGV[2])
+  'offset_ms', off_s, 'regions', regions, 'paused', paused, 'check', check, 'seq', ARGV[2])
 return 1
 "#,
     )
@@ -85,14 +86,14 @@ local items = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'WITHSCORES', 'L
 local n = 0
 for i = 1, #items, 2 do
   local id, due = items[i], items[i + 1]
-  local s = redis.call('HMGET', 'site:' .. id, 'url', 'timeout_ms', 'interval_ms', 'offset_ms', 'removed', 'paused')
+  local s = redis.call('HMGET', 'site:' .. id, 'url', 'timeout_ms', 'interval_ms', 'offset_ms', 'removed', 'paused', 'check')
   if (not s[1]) or s[5] or s[6] == '1' then
     redis.call('ZREM', KEYS[1], id)
   else
     local iv, off = tonumber(s[3]), tonumber(s[4])
     redis.call('ZADD', KEYS[1], now - ((now - off) % iv) + iv, id)
     redis.call('XADD', KEYS[2], '*', 'id', id, 'url', s[1], 'timeout_ms', s[2],
-      'scheduled_ms', string.format('%d', tonumber(due)))
+      'scheduled_ms', string.format('%d', tonumber(due)), 'check', s[7] or '{}')
     n = n + 1
   end
 end
@@ -135,6 +136,8 @@ pub struct SiteChange {
     pub regions: Option<Vec<RegionName>>,
     /// A paused website stays known but is in no region's schedule.
     pub paused: Option<bool>,
+    /// The check settings as JSON.
+    pub check: Option<String>,
 }
 
 impl SiteChange {
@@ -146,6 +149,7 @@ impl SiteChange {
             interval_seconds: Some(website.interval_seconds.get()),
             regions: Some(website.regions.clone()),
             paused: Some(website.paused),
+            check: Some(serde_json::to_string(&website.check).unwrap_or_else(|_| "{}".into())),
         }
     }
 }
@@ -366,6 +370,7 @@ fn upsert_invocation(change: &SiteChange, seq: u64, now_ms: u64, first_due: u64)
         .arg(text(regions))
         .arg(first_due)
         .arg(now_ms)
-        .arg(text(change.paused.map(|p| if p { "1" } else { "0" }.to_owned())));
+        .arg(text(change.paused.map(|p| if p { "1" } else { "0" }.to_owned())))
+        .arg(text(change.check.clone()));
     invocation
 }

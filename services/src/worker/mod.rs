@@ -21,6 +21,7 @@ use crate::Deps;
 use anyhow::Context;
 use check::{CheckOutcome, Checker, CheckerOptions};
 use chrono::Utc;
+use events::check::CheckSpec;
 use events::{CheckCompleted, Envelope, Event, RegionName};
 use redis::aio::ConnectionManager;
 use redis::streams::{
@@ -39,6 +40,7 @@ struct Shared {
     bus: Bus,
     acks: ConnectionManager,
     checker: Checker,
+    sealer: crate::secrets::Sealer,
 }
 
 /// How long checks in flight may take to finish after a shutdown request;
@@ -56,11 +58,12 @@ pub async fn serve(deps: Deps, settings: WorkerConfig, cancel: CancellationToken
     // behind an XREADGROUP ... BLOCK.
     let mut reads = deps.redis_connection(&cancel).await?;
     let acks = deps.redis_connection(&cancel).await?;
+    let sealer = deps.sealer;
     let bus = deps.bus;
     let key = queue::checks_key(&region);
     ensure_group(&mut reads, &key).await?;
     let consumer = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
-    let shared = Arc::new(Shared { region: region.clone(), key: key.clone(), bus, acks, checker });
+    let shared = Arc::new(Shared { region: region.clone(), key: key.clone(), bus, acks, checker, sealer });
     let permits = Arc::new(Semaphore::new(settings.concurrency));
     tracing::info!(%region, consumer, concurrency = settings.concurrency, "worker reading {key}");
 
@@ -223,7 +226,18 @@ async fn process(shared: &Shared, entry: StreamId) {
         }
     };
     let timeout = Duration::from_millis(u64::from(job.timeout_ms));
-    let outcome = shared.checker.check(&job.url, timeout).await;
+    let outcome = match settings(shared, &job).await {
+        Ok((spec, secrets)) => shared.checker.check_with(&job.url, timeout, &spec, &secrets).await,
+        Err(reason) => CheckOutcome {
+            started_at: Utc::now(),
+            up: false,
+            status_code: None,
+            response_ms: None,
+            cause: Some(events::FailureCause::Other),
+            message: Some(reason),
+            cert_not_after: None,
+        },
+    };
     let envelope = completed(&job, &shared.region, outcome);
     if let Err(e) = shared.bus.publish(&envelope, None).await {
         tracing::warn!(website_id = %job.website_id, error = %e, "publishing a check failed; the job will be retried");
@@ -239,6 +253,24 @@ async fn process(shared: &Shared, entry: StreamId) {
     }
 }
 
+/// The job's check settings and its secret header values, opened.
+async fn settings(shared: &Shared, job: &Job) -> Result<(CheckSpec, Vec<(String, String)>), String> {
+    let spec: CheckSpec = if job.check.is_empty() {
+        CheckSpec::default()
+    } else {
+        serde_json::from_str(&job.check).map_err(|e| format!("unreadable check settings: {e}"))?
+    };
+    let secrets = match &spec.sealed_headers {
+        None => Vec::new(),
+        Some(sealed) => {
+            let plain =
+                shared.sealer.open(sealed).await.map_err(|e| format!("the secret headers cannot be opened: {e}"))?;
+            serde_json::from_slice(&plain).map_err(|e| format!("unreadable secret headers: {e}"))?
+        }
+    };
+    Ok((spec, secrets))
+}
+
 /// The CheckCompleted event of a job's outcome.
 pub fn completed(job: &Job, region: &RegionName, outcome: CheckOutcome) -> Envelope {
     let scheduled_at = job.scheduled_at();
@@ -252,6 +284,7 @@ pub fn completed(job: &Job, region: &RegionName, outcome: CheckOutcome) -> Envel
         response_ms: outcome.response_ms,
         cause: outcome.cause,
         message: outcome.message,
+        cert_not_after: outcome.cert_not_after,
     };
     let id = CheckCompleted::event_id(job.website_id, region, scheduled_at);
     Envelope::with_id(id, Event::CheckCompleted(event), Utc::now())

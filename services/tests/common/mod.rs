@@ -9,6 +9,7 @@ pub mod receiver;
 pub mod smtp;
 pub mod stack;
 pub mod target;
+pub mod tls;
 
 use services::bus::Bus;
 use services::Config;

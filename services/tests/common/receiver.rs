@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 /// One request as it arrived.
 #[derive(Debug, Clone)]
 pub struct Received {
+    pub method: String,
     pub path: String,
     pub headers: HeaderMap,
     pub body: String,
@@ -41,6 +42,7 @@ async fn receive(request: &Request, body: Body, log: Data<&Arc<Mutex<Vec<Receive
     let path = request.uri().path().to_owned();
     let body = body.into_string().await.unwrap_or_default();
     log.lock().unwrap().push(Received {
+        method: request.method().to_string(),
         path: path.clone(),
         headers: request.headers().clone(),
         body,
@@ -69,6 +71,11 @@ impl Receiver {
             let _ = Server::new_with_acceptor(acceptor).run(app).await;
         });
         Receiver { base: format!("http://127.0.0.1:{port}"), received, task }
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.base.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(0)
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -169,6 +169,7 @@ impl Stack {
             response_ms: Some(12),
             cause: (!up).then_some(FailureCause::HttpStatus),
             message: (!up).then(|| "HTTP 503 Service Unavailable".to_owned()),
+            cert_not_after: None,
         };
         let id = CheckCompleted::event_id(website, &check.region, scheduled_at);
         let envelope = Envelope::with_id(id, Event::CheckCompleted(check), Utc::now());
