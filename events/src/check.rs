@@ -154,6 +154,10 @@ pub struct CheckSpec {
     pub follow_redirects: bool,
     #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub verify_tls: bool,
+    /// Days before a certificate's expiry of the first warning (then 7 and
+    /// 1); `None`: 14; 0: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_expiry_days: Option<u32>,
 }
 
 fn is_default_kind(kind: &CheckKind) -> bool {
@@ -177,6 +181,7 @@ impl Default for CheckSpec {
             keyword_absent: false,
             follow_redirects: true,
             verify_tls: true,
+            cert_expiry_days: None,
         }
     }
 }

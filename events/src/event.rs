@@ -38,6 +38,7 @@ pub enum Event {
     MaintenanceUpdated(MaintenanceUpdated),
     MaintenanceEnded(MaintenanceEnded),
     MaintenanceRemoved(MaintenanceRemoved),
+    CertificateExpiring(CertificateExpiring),
 }
 
 /// Every event type name this build knows, so a consumer can tell an event
@@ -62,6 +63,7 @@ pub const KNOWN_TYPES: &[&str] = &[
     "MaintenanceUpdated",
     "MaintenanceEnded",
     "MaintenanceRemoved",
+    "CertificateExpiring",
 ];
 
 impl Event {
@@ -86,6 +88,7 @@ impl Event {
             Event::MaintenanceUpdated(_) => "MaintenanceUpdated",
             Event::MaintenanceEnded(_) => "MaintenanceEnded",
             Event::MaintenanceRemoved(_) => "MaintenanceRemoved",
+            Event::CertificateExpiring(_) => "CertificateExpiring",
         }
     }
 
@@ -117,6 +120,7 @@ impl Event {
             Event::MaintenanceUpdated(e) => e.window_id.to_string(),
             Event::MaintenanceEnded(e) => e.window_id.to_string(),
             Event::MaintenanceRemoved(e) => e.window_id.to_string(),
+            Event::CertificateExpiring(e) => e.website_id.to_string(),
         }
     }
 
@@ -143,6 +147,7 @@ impl Event {
             Event::MaintenanceUpdated(e) => subject::maintenance(e.window_id),
             Event::MaintenanceEnded(e) => subject::maintenance(e.window_id),
             Event::MaintenanceRemoved(e) => subject::maintenance(e.window_id),
+            Event::CertificateExpiring(e) => subject::incident(e.website_id),
         }
     }
 }
@@ -334,6 +339,19 @@ pub struct MaintenanceEnded {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct MaintenanceRemoved {
     pub window_id: Uuid,
+}
+
+/// A website's TLS certificate expires within `threshold_days`: announced
+/// once per threshold (the website's `cert_expiry_days`, then 7 and 1) and
+/// certificate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct CertificateExpiring {
+    pub website_id: Uuid,
+    /// The region whose check saw it first.
+    pub region: RegionName,
+    pub not_after: DateTime<Utc>,
+    pub days_left: i64,
+    pub threshold_days: u32,
 }
 
 /// Why a check failed, machine-readable. `Other` also absorbs causes added

@@ -7,6 +7,7 @@
 //! reverse, so the rules here can be tested without any server.
 
 pub mod access;
+pub mod certificate;
 pub mod channel;
 pub mod check;
 pub mod detection;
@@ -24,9 +25,10 @@ pub use access::{Actor, Scope, TokenName};
 pub use channel::{ChannelKind, ChannelName};
 pub use envelope::{DecodeError, Envelope};
 pub use event::{
-    ChannelAdded, ChannelDisabled, ChannelRemoved, ChannelUpdated, CheckCompleted, Event, FailureCause,
-    MaintenanceEnded, MaintenanceRemoved, MaintenanceScheduled, MaintenanceUpdated, RegionAdded, SiteDown, SiteUp,
-    TokenCreated, TokenRevoked, WebsiteAdded, WebsitePaused, WebsiteRemoved, WebsiteResumed, WebsiteUpdated,
+    CertificateExpiring, ChannelAdded, ChannelDisabled, ChannelRemoved, ChannelUpdated, CheckCompleted, Event,
+    FailureCause, MaintenanceEnded, MaintenanceRemoved, MaintenanceScheduled, MaintenanceUpdated, RegionAdded,
+    SiteDown, SiteUp, TokenCreated, TokenRevoked, WebsiteAdded, WebsitePaused, WebsiteRemoved, WebsiteResumed,
+    WebsiteUpdated,
 };
 pub use values::{
     DownPolicy, EmailAddress, FailuresBeforeDown, IntervalSecs, RegionName, TimeoutMs, ValueError, WebsiteName,

@@ -99,6 +99,13 @@ fn every_event() -> Vec<Event> {
         }),
         Event::MaintenanceEnded(MaintenanceEnded { window_id: Uuid::now_v7(), ended_at: at(3_000) }),
         Event::MaintenanceRemoved(MaintenanceRemoved { window_id: Uuid::now_v7() }),
+        Event::CertificateExpiring(CertificateExpiring {
+            website_id,
+            region: region("europe"),
+            not_after: at(90_000),
+            days_left: 6,
+            threshold_days: 7,
+        }),
     ]
 }
 

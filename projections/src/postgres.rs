@@ -374,8 +374,9 @@ async fn apply(tx: &mut Transaction<'_, Postgres>, seq: u64, envelope: &Envelope
             .execute(&mut **tx)
             .await?;
         }
-        // Check results have projections of their own.
-        Event::CheckCompleted(_) => {}
+        // Check results have projections of their own; certificate
+        // warnings are the notifier's.
+        Event::CheckCompleted(_) | Event::CertificateExpiring(_) => {}
     }
     Ok(())
 }

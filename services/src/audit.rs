@@ -218,6 +218,7 @@ pub const FEED_TYPES: &[&str] = &[
     "MaintenanceRemoved",
     "SiteDown",
     "SiteUp",
+    "CertificateExpiring",
 ];
 
 impl FeedFilter {
@@ -243,8 +244,8 @@ impl FeedFilter {
                 ("WebsiteAdded" | "WebsiteUpdated" | "WebsiteRemoved" | "WebsitePaused" | "WebsiteResumed", None) => {
                     Some("monitor.website.*".into())
                 }
-                ("SiteDown" | "SiteUp", Some(id)) => Some(subject::incident(id)),
-                ("SiteDown" | "SiteUp", None) => Some("incidents.*".into()),
+                ("SiteDown" | "SiteUp" | "CertificateExpiring", Some(id)) => Some(subject::incident(id)),
+                ("SiteDown" | "SiteUp" | "CertificateExpiring", None) => Some("incidents.*".into()),
                 ("RegionAdded", None) => Some("monitor.region.*".into()),
                 ("TokenCreated" | "TokenRevoked", None) => Some("monitor.token.*".into()),
                 ("ChannelAdded" | "ChannelUpdated" | "ChannelDisabled" | "ChannelRemoved", None) => {

@@ -1,5 +1,6 @@
 //! The detector: follows CHECKS and turns results into SiteDown and SiteUp
-//! (the rules are [`events::detection`], pure). It is a [`Handler`] that
+//! (the rules are [`events::detection`], pure), and certificate expiries
+//! into CertificateExpiring warnings ([`events::certificate`]). It is a [`Handler`] that
 //! also publishes: within the runner's transaction it loads the state of
 //! the (website, region) pairs of a batch, steps them in stream order,
 //! publishes the transitions and writes the new states; the runner then
@@ -13,10 +14,10 @@
 
 use crate::bus::{Bus, BusError};
 use crate::{runner, Deps};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use events::detection::{self, Detection, Policy};
 use events::subject::CHECKS_STREAM;
-use events::{CheckCompleted, Envelope, Event};
+use events::{certificate, CertificateExpiring, CheckCompleted, Envelope, Event};
 use projections::handler::{Handler, StreamEvent};
 use sqlx::{Postgres, Transaction};
 use std::collections::HashMap;
@@ -92,6 +93,7 @@ impl Handler for Detector {
                     .push(Envelope::with_id(id, event, Utc::now()).caused_by(envelope).by(events::Actor::System, None));
             }
         }
+        transitions.extend(certificate_warnings(tx, &checks).await?);
         // Published before the states are committed: a crash in between
         // re-decides the same transitions with the same ids.
         for transition in &transitions {
@@ -168,6 +170,72 @@ async fn save(tx: &mut Transaction<'_, Postgres>, states: &States) -> Result<(),
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// Records the certificates seen and returns the expiry warnings due: one
+/// per certificate and threshold crossed (see [`events::certificate`]).
+async fn certificate_warnings(
+    tx: &mut Transaction<'_, Postgres>,
+    checks: &[(&Envelope, &CheckCompleted)],
+) -> Result<Vec<Envelope>, Error> {
+    let seen: Vec<(&Envelope, &CheckCompleted, DateTime<Utc>)> =
+        checks.iter().filter_map(|(e, c)| c.cert_not_after.map(|at| (*e, *c, at))).collect();
+    if seen.is_empty() {
+        return Ok(vec![]);
+    }
+    let ids: Vec<Uuid> = seen.iter().map(|(_, c, _)| c.website_id).collect();
+    let not_after: Vec<DateTime<Utc>> = seen.iter().map(|(_, _, at)| *at).collect();
+    let at: Vec<DateTime<Utc>> = seen.iter().map(|(_, c, _)| c.scheduled_at).collect();
+    sqlx::query(
+        "insert into certificates (website_id, not_after, seen_at)
+         select distinct on (w) w, n, s from unnest($1::uuid[], $2::timestamptz[], $3::timestamptz[]) as t(w, n, s)
+         order by w, s desc
+         on conflict (website_id) do update set not_after = excluded.not_after, seen_at = excluded.seen_at
+         where certificates.seen_at < excluded.seen_at",
+    )
+    .bind(&ids)
+    .bind(&not_after)
+    .bind(&at)
+    .execute(&mut **tx)
+    .await?;
+    let settings: HashMap<Uuid, u32> = sqlx::query_as::<_, (Uuid, Option<i64>)>(
+        "select id, (check_spec->>'cert_expiry_days')::bigint from websites where id = any($1)",
+    )
+    .bind(&ids)
+    .fetch_all(&mut **tx)
+    .await?
+    .into_iter()
+    .map(|(id, days)| (id, days.and_then(|d| u32::try_from(d).ok()).unwrap_or(certificate::DEFAULT_EXPIRY_DAYS)))
+    .collect();
+    let mut warnings = Vec::new();
+    for (envelope, check, not_after) in seen {
+        // A website removed meanwhile is not warned about.
+        let Some(expiry_days) = settings.get(&check.website_id) else { continue };
+        let days_left = certificate::days_left(not_after, check.scheduled_at);
+        let Some(threshold) = certificate::crossed(days_left, *expiry_days) else { continue };
+        let announced = sqlx::query(
+            "insert into certificate_warnings (website_id, not_after, threshold)
+             select $1, $2, $3 where not exists (
+                 select 1 from certificate_warnings where website_id = $1 and not_after = $2 and threshold <= $3)",
+        )
+        .bind(check.website_id)
+        .bind(not_after)
+        .bind(i32::try_from(threshold).unwrap_or(i32::MAX))
+        .execute(&mut **tx)
+        .await?;
+        if announced.rows_affected() == 1 {
+            let event = Event::CertificateExpiring(CertificateExpiring {
+                website_id: check.website_id,
+                region: check.region.clone(),
+                not_after,
+                days_left,
+                threshold_days: threshold,
+            });
+            let id = certificate::warning_id(check.website_id, not_after, threshold);
+            warnings.push(Envelope::with_id(id, event, Utc::now()).caused_by(envelope).by(events::Actor::System, None));
+        }
+    }
+    Ok(warnings)
 }
 
 #[derive(sqlx::FromRow)]

@@ -386,6 +386,15 @@ async fn a_real_event_of_every_type_is_valid_against_the_served_schemas() {
     assert_eq!(status, StatusCode::NO_CONTENT);
     let website: Uuid = website.parse().expect("uuid");
     outage(&stack, website).await;
+    // A certificate warning, as the detector announces it.
+    let expiring = Event::CertificateExpiring(events::CertificateExpiring {
+        website_id: website,
+        region: region_name("local"),
+        not_after: Utc::now() + ChronoDuration::days(6),
+        days_left: 5,
+        threshold_days: 7,
+    });
+    stack.bus.publish(&Envelope::new(expiring, Utc::now()).by(Actor::System, None), None).await.expect("publish");
     stack.check(website, "local", Utc::now(), false).await;
 
     // The feed's events, as stored (checked against the stream's bytes),

@@ -135,3 +135,77 @@ async fn a_missing_keyword_and_a_closed_tcp_port_show_as_down_with_their_cause()
     assert_eq!(open["status"], "up", "{open}");
     assert_eq!(closed["cause"], "connect", "{closed}");
 }
+
+/// Publishes a successful HTTPS check that saw a certificate expiring at
+/// `not_after`.
+async fn check_with_certificate(
+    system: &Stack,
+    website: uuid::Uuid,
+    region: &str,
+    secs: i64,
+    not_after: chrono::DateTime<chrono::Utc>,
+) {
+    let scheduled_at = chrono::Utc::now() - chrono::Duration::minutes(5) + chrono::Duration::seconds(secs);
+    let region = common::stack::region_name(region);
+    let check = events::CheckCompleted {
+        website_id: website,
+        region: region.clone(),
+        scheduled_at,
+        started_at: scheduled_at,
+        up: true,
+        status_code: Some(200),
+        response_ms: Some(10),
+        cause: None,
+        message: None,
+        cert_not_after: Some(not_after),
+    };
+    let id = events::CheckCompleted::event_id(website, &region, scheduled_at);
+    let envelope = events::Envelope::with_id(id, events::Event::CheckCompleted(check), chrono::Utc::now());
+    system.bus.publish(&envelope, None).await.expect("publish check");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expiring_certificate_is_announced_once_per_threshold_and_mailed() {
+    let system = Stack::start_with_smtp(common::smtp::Smtp::start().await, &[]).await;
+    let (status, _) = system.call(Method::POST, "/regions", Some(json!({ "name": "europe" }))).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let website = system
+        .add_website_id(json!({ "url": "https://example.com", "name": "shop", "regions": ["local", "europe"], "notify_emails": ["ops@example.com"] }))
+        .await;
+    system.start_detector();
+    system.start_notifier();
+    let now = chrono::Utc::now();
+    let soon = now + chrono::Duration::days(5) + chrono::Duration::hours(1);
+    // Seen by both regions, several times: one warning (7 days).
+    for (secs, region) in [(0, "local"), (1, "europe"), (10, "local"), (11, "europe")] {
+        check_with_certificate(&system, website, region, secs, soon).await;
+    }
+    system.detector_settled().await;
+    system.notifier_settled().await;
+    let warnings = || async {
+        let (_, feed) =
+            system.call(Method::GET, &format!("/events?types=CertificateExpiring&website={website}"), None).await;
+        feed["items"].as_array().cloned().unwrap_or_default()
+    };
+    let first = warnings().await;
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert_eq!(first[0]["data"]["threshold_days"], 7);
+    assert_eq!(first[0]["data"]["days_left"], 5, "5 days and an hour after a check 5 minutes ago: 5 whole days");
+    eventually(Duration::from_secs(10), "the certificate email", || async { system.emails("CERT").first().cloned() })
+        .await;
+
+    // Crossing the last threshold warns again; a renewed one does not.
+    check_with_certificate(&system, website, "local", 20, now + chrono::Duration::hours(12)).await;
+    check_with_certificate(&system, website, "local", 30, now + chrono::Duration::days(90)).await;
+    system.detector_settled().await;
+    let all = warnings().await;
+    assert_eq!(all.len(), 2, "{all:?}");
+    assert_eq!(all[1]["data"]["threshold_days"], 1);
+    let (_, uptime) = system.call(Method::GET, &format!("/monitor/{website}/uptime"), None).await;
+    assert_eq!(uptime["certificate"]["days_left"], 89, "{uptime}");
+    let (_, alerts) = system.call(Method::GET, &format!("/monitor/{website}/alerts"), None).await;
+    assert!(
+        alerts.as_array().is_some_and(|a| a.iter().any(|d| d["type"] == "CertificateExpiring" && d["alerted"] == true)),
+        "{alerts}"
+    );
+}

@@ -8,7 +8,7 @@ use super::error::{ApiError, Refusal, BAD_REQUEST, INVALID, NOT_FOUND, UNAVAILAB
 /// What the per-website operations can refuse.
 const WINDOW: u8 = BAD_REQUEST | NOT_FOUND | INVALID | UNAVAILABLE;
 use super::ApiState;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use events::{outage, RegionName};
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
@@ -174,6 +174,9 @@ async fn last_downtime(
 #[oai(rename = "Uptime")]
 pub struct UptimeView {
     pub website_id: Uuid,
+    /// The TLS certificate of the latest HTTPS checks, if any.
+    #[oai(skip_serializing_if_is_none)]
+    pub certificate: Option<CertificateView>,
     /// Whether the website is down now under its `down_policy` (or
     /// `region` is).
     pub down: bool,
@@ -235,7 +238,17 @@ async fn uptime(state: &ApiState, id: &str, days: Option<Days>, region: Option<&
     let seconds_since_last_downtime =
         if down { 0 } else { (now - last_downtime_at.unwrap_or(website.website.created_at)).num_seconds().max(0) };
     let window_start = now - chrono::Duration::days(i64::from(days));
+    let certificate: Option<DateTime<Utc>> =
+        sqlx::query_scalar("select not_after from certificates where website_id = $1")
+            .bind(id)
+            .fetch_optional(&state.pool)
+            .await
+            .map_err(projections::Error::from)?;
     Ok(UptimeView {
+        certificate: certificate.map(|not_after| CertificateView {
+            not_after: not_after.into(),
+            days_left: events::certificate::days_left(not_after, now),
+        }),
         website_id: id,
         down,
         uptime_percent: UptimeWindows { day: percent(1), week: percent(7), month: percent(30), quarter: percent(90) },
@@ -245,6 +258,15 @@ async fn uptime(state: &ApiState, id: &str, days: Option<Days>, region: Option<&
         last_downtime_at: last_downtime_at.map(Into::into),
         seconds_since_last_downtime,
     })
+}
+
+/// The TLS certificate the latest HTTPS checks saw.
+#[derive(Debug, Object)]
+#[oai(rename = "Certificate")]
+pub struct CertificateView {
+    pub not_after: Timestamp,
+    /// Whole days left (negative once expired).
+    pub days_left: i64,
 }
 
 /// `up`, `down`, `pending` (not checked yet) or `paused` (a website not

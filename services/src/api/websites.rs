@@ -147,6 +147,11 @@ pub struct CreateWebsite {
     /// Verify the TLS certificate (default true); a bad one is cause `tls`.
     #[serde(default, deserialize_with = "present")]
     verify_tls: Option<bool>,
+    /// Days before the certificate expires of the first warning (then 7
+    /// and 1 days; default 14; 0: no warnings).
+    #[serde(default, deserialize_with = "present")]
+    #[oai(validator(minimum(value = "0"), maximum(value = "365")))]
+    cert_expiry_days: Option<i64>,
 }
 
 /// The fields to change; absent fields are left as they are (`null` is
@@ -236,6 +241,11 @@ pub struct UpdateWebsite {
     /// Verify the TLS certificate (default true); a bad one is cause `tls`.
     #[serde(default, deserialize_with = "present")]
     verify_tls: Option<bool>,
+    /// Days before the certificate expires of the first warning (then 7
+    /// and 1 days; default 14; 0: no warnings).
+    #[serde(default, deserialize_with = "present")]
+    #[oai(validator(minimum(value = "0"), maximum(value = "365")))]
+    cert_expiry_days: Option<i64>,
 }
 
 /// A `down_policy` as sent: documented as the enum it is, parsed (and
@@ -321,6 +331,8 @@ pub struct WebsiteView {
     pub keyword_absent: bool,
     pub follow_redirects: bool,
     pub verify_tls: bool,
+    /// Days before expiry of the first certificate warning (0: none).
+    pub cert_expiry_days: u32,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }
@@ -356,6 +368,7 @@ impl From<Website> for WebsiteView {
             keyword_absent: w.check.keyword_absent,
             follow_redirects: w.check.follow_redirects,
             verify_tls: w.check.verify_tls,
+            cert_expiry_days: w.check.cert_expiry_days.unwrap_or(events::certificate::DEFAULT_EXPIRY_DAYS),
             created_at: w.created_at.into(),
             updated_at: w.updated_at.into(),
         }
@@ -418,6 +431,7 @@ impl WebsitesApi {
             keyword_absent: input.keyword_absent,
             follow_redirects: input.follow_redirects,
             verify_tls: input.verify_tls,
+            cert_expiry_days: input.cert_expiry_days,
         };
         let spec = url.as_ref().and_then(|url| check.check_spec(given, url.is_tcp(), None));
         check.finish()?;
@@ -518,6 +532,7 @@ impl WebsitesApi {
             keyword_absent: input.keyword_absent,
             follow_redirects: input.follow_redirects,
             verify_tls: input.verify_tls,
+            cert_expiry_days: input.cert_expiry_days,
         };
         let current = postgres::website(&state.pool, id).await?.map(|stored| stored.website);
         let mut change = change;
@@ -625,6 +640,7 @@ struct CheckInput {
     keyword_absent: Option<bool>,
     follow_redirects: Option<bool>,
     verify_tls: Option<bool>,
+    cert_expiry_days: Option<i64>,
 }
 
 impl CheckInput {
@@ -638,6 +654,7 @@ impl CheckInput {
             && self.keyword_absent.is_none()
             && self.follow_redirects.is_none()
             && self.verify_tls.is_none()
+            && self.cert_expiry_days.is_none()
     }
 }
 
@@ -819,6 +836,7 @@ impl Validation {
                 ("keyword_absent", given.keyword_absent.is_some()),
                 ("follow_redirects", given.follow_redirects.is_some()),
                 ("verify_tls", given.verify_tls.is_some()),
+                ("cert_expiry_days", given.cert_expiry_days.is_some()),
             ] {
                 if given {
                     self.refuse(field, format!("{field} is not a setting of a TCP check"));
@@ -878,6 +896,14 @@ impl Validation {
         }
         if let Some(verify) = given.verify_tls {
             spec.verify_tls = verify;
+        }
+        if let Some(days) = given.cert_expiry_days {
+            match u32::try_from(days).ok().filter(|d| *d <= 365) {
+                Some(days) => {
+                    spec.cert_expiry_days = Some(days).filter(|d| *d != events::certificate::DEFAULT_EXPIRY_DAYS)
+                }
+                None => self.refuse("cert_expiry_days", "cert_expiry_days must be 0 to 365"),
+            }
         }
         (self.count() == before).then_some(spec)
     }

@@ -188,7 +188,8 @@ async fn apply(store: &ScheduleStore, seq: u64, event: &Event) -> anyhow::Result
         | Event::MaintenanceScheduled(_)
         | Event::MaintenanceUpdated(_)
         | Event::MaintenanceEnded(_)
-        | Event::MaintenanceRemoved(_) => Applied::AlreadyApplied,
+        | Event::MaintenanceRemoved(_)
+        | Event::CertificateExpiring(_) => Applied::AlreadyApplied,
     };
     if applied == Applied::Unknown {
         tracing::warn!(seq, "change for a website the schedule does not know; reconciliation will repair it");

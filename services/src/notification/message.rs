@@ -16,6 +16,8 @@ pub enum Kind {
     Up,
     /// "Send a test message" from the API.
     Test,
+    /// A certificate about to expire.
+    Certificate,
 }
 
 impl Kind {
@@ -24,6 +26,7 @@ impl Kind {
             Kind::Down => "down",
             Kind::Up => "up",
             Kind::Test => "test",
+            Kind::Certificate => "certificate",
         }
     }
 }
@@ -41,6 +44,7 @@ pub struct Alert<'a> {
 pub enum Change<'a> {
     Down { down: &'a SiteDown, started_at: DateTime<Utc>, regions: &'a [RegionName] },
     Up { started_at: DateTime<Utc>, ended_at: DateTime<Utc>, regions: &'a [RegionName] },
+    Certificate { not_after: DateTime<Utc>, days_left: i64 },
 }
 
 impl Alert<'_> {
@@ -48,6 +52,7 @@ impl Alert<'_> {
         match self.change {
             Change::Down { .. } => Kind::Down,
             Change::Up { .. } => Kind::Up,
+            Change::Certificate { .. } => Kind::Certificate,
         }
     }
 
@@ -59,6 +64,13 @@ impl Alert<'_> {
             }
             Change::Up { started_at, ended_at, .. } => {
                 format!("{name} is UP again after {}", human_duration((*ended_at - *started_at).num_seconds().max(0)))
+            }
+            Change::Certificate { days_left, .. } if *days_left < 0 => format!("The certificate of {name} has EXPIRED"),
+            Change::Certificate { days_left, .. } => {
+                format!(
+                    "The certificate of {name} expires in {days_left} day{}",
+                    if *days_left == 1 { "" } else { "s" }
+                )
             }
         }
     }
@@ -83,13 +95,17 @@ impl Alert<'_> {
                 facts.push(("Up since", time(ended_at)));
                 facts.push(("Regions", region_list(regions)));
             }
+            Change::Certificate { not_after, days_left } => {
+                facts.push(("Expires", time(not_after)));
+                facts.push(("Days left", days_left.to_string()));
+            }
         }
         facts
     }
 
     /// The message for a channel of `kind`, as stored in the delivery.
     pub fn render(&self, kind: ChannelKind) -> Value {
-        let down = matches!(self.change, Change::Down { .. });
+        let down = !matches!(self.change, Change::Up { .. });
         let title = self.title();
         let facts = self.facts();
         match kind {
@@ -100,6 +116,17 @@ impl Alert<'_> {
                     }
                     Change::Up { started_at, ended_at, regions } => {
                         email::up_email(self.site, *started_at, *ended_at, regions, self.link)
+                    }
+                    Change::Certificate { .. } => {
+                        let lines: Vec<String> = facts.iter().map(|(l, v)| format!("{l}: {v}")).collect();
+                        email::Email {
+                            subject: format!("[CERT] {title}"),
+                            body: format!(
+                                "{title}.\n\n{}\n\nRenew it before it expires: {}\n",
+                                lines.join("\n"),
+                                self.link
+                            ),
+                        }
                     }
                 };
                 json!({ "subject": mail.subject, "body": mail.body })

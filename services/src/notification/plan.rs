@@ -16,7 +16,7 @@ use crate::config::NotifyConfig;
 use chrono::{DateTime, Utc};
 use events::outage::{self, Outage, RegionChange, WebsiteChange};
 use events::subject::{INCIDENTS, MONITOR_STREAM};
-use events::{ChannelKind, DownPolicy, Envelope, RegionName};
+use events::{CertificateExpiring, ChannelKind, DownPolicy, Envelope, Event, RegionName};
 use projections::handler::{Handler, StreamEvent};
 use projections::Error;
 use sqlx::{Postgres, Transaction};
@@ -51,6 +51,8 @@ impl Handler for Planner {
         for event in events {
             if let Some(change) = RegionChange::of(&event.envelope.event) {
                 plan(tx, &self.settings, &event.envelope, change).await?;
+            } else if let Event::CertificateExpiring(expiring) = &event.envelope.event {
+                plan_certificate(tx, &self.settings, &event.envelope, expiring).await?;
             }
         }
         Ok(())
@@ -63,7 +65,8 @@ impl Handler for Planner {
     }
 
     fn committed(&self, events: &[StreamEvent]) {
-        if events.iter().any(|e| RegionChange::of(&e.envelope.event).is_some()) {
+        let alerting = |e: &Event| RegionChange::of(e).is_some() || matches!(e, Event::CertificateExpiring(_));
+        if events.iter().any(|e| alerting(&e.envelope.event)) {
             self.wake.notify_one();
         }
     }
@@ -178,8 +181,11 @@ async fn plan(
             queue_all(tx, settings, envelope, change, plan, &mut decision).await?;
         }
     }
-    record(tx, envelope, change, &decision).await?;
-    Ok(())
+    let kind = match change {
+        RegionChange::Down(down) => ("SiteDown", down.region.as_str()),
+        RegionChange::Up(up) => ("SiteUp", up.region.as_str()),
+    };
+    record(tx, envelope, website_id, kind, &decision).await
 }
 
 fn outcome(change: &WebsiteChange) -> &'static str {
@@ -231,6 +237,35 @@ async fn queue_all(
     decision: &mut Decision<'_>,
 ) -> Result<(), Error> {
     let Plan { website_change, website_id, website, maintenance } = plan;
+    let recipients = destinations(tx, settings, website, decision).await?;
+    if !gate(settings, envelope, maintenance, decision) {
+        return Ok(());
+    }
+    let site = Site { id: website_id, name: &website.name, url: &website.url };
+    let link = email::website_page(&settings.public_url, website_id);
+    let alert_change = match (website_change, change) {
+        (WebsiteChange::Started { started_at, regions }, RegionChange::Down(down)) => {
+            Change::Down { down, started_at: *started_at, regions }
+        }
+        (WebsiteChange::Ended { started_at, ended_at, regions }, _) => {
+            Change::Up { started_at: *started_at, ended_at: *ended_at, regions }
+        }
+        // The verdict starts an outage only on a region going down.
+        (WebsiteChange::Started { .. }, RegionChange::Up(_)) => return Ok(()),
+    };
+    let alert = Alert { site, change: alert_change, envelope, link: &link };
+    queue_deliveries(tx, &alert, decision, &recipients).await
+}
+
+/// Lists the website's destinations in `decision` (its own emails, its
+/// channels, the default channels) and returns the recipients of its own
+/// emails.
+async fn destinations(
+    tx: &mut Transaction<'_, Postgres>,
+    settings: &NotifyConfig,
+    website: &WebsiteRow,
+    decision: &mut Decision<'_>,
+) -> Result<Vec<String>, Error> {
     let channels: Vec<ChannelRow> = sqlx::query_as(
         "select id, name, kind, enabled, disabled_reason from channels
          where is_default or id = any($1) order by name, id",
@@ -267,42 +302,44 @@ async fn queue_all(
             reason,
         });
     }
-    if decision.destinations.is_empty() {
-        decision.suppressed = Some(
-            "no destination: the website has no notify_emails or channel_ids, and there is no default channel or NOTIFY_DEFAULT_EMAIL".into(),
-        );
-        return Ok(());
-    }
-    if let Some(window) = maintenance {
-        decision.suppressed = Some(format!("maintenance: during window '{window}'"));
-        for destination in &mut decision.destinations {
-            destination.planned = false;
-        }
-        return Ok(());
-    }
-    let max_age = chrono::Duration::from_std(settings.max_age).unwrap_or(chrono::Duration::MAX);
-    if Utc::now() - envelope.occurred_at > max_age {
-        let minutes = settings.max_age.as_secs() / 60;
-        decision.suppressed =
-            Some(format!("older than NOTIFY_MAX_AGE_MINUTES ({minutes} min) when planned; recorded without alerts"));
-        for destination in &mut decision.destinations {
-            destination.planned = false;
-        }
-        return Ok(());
-    }
-    let site = Site { id: website_id, name: &website.name, url: &website.url };
-    let link = email::website_page(&settings.public_url, website_id);
-    let alert_change = match (website_change, change) {
-        (WebsiteChange::Started { started_at, regions }, RegionChange::Down(down)) => {
-            Change::Down { down, started_at: *started_at, regions }
-        }
-        (WebsiteChange::Ended { started_at, ended_at, regions }, _) => {
-            Change::Up { started_at: *started_at, ended_at: *ended_at, regions }
-        }
-        // The verdict starts an outage only on a region going down.
-        (WebsiteChange::Started { .. }, RegionChange::Up(_)) => return Ok(()),
+    Ok(recipients)
+}
+
+/// Whether anything is sent: not when there is no destination, during
+/// maintenance, or for a transition older than the age limit (the decision
+/// then says why).
+fn gate(
+    settings: &NotifyConfig,
+    envelope: &Envelope,
+    maintenance: Option<String>,
+    decision: &mut Decision<'_>,
+) -> bool {
+    let suppressed = if decision.destinations.is_empty() {
+        Some("no destination: the website has no notify_emails or channel_ids, and there is no default channel or NOTIFY_DEFAULT_EMAIL".to_owned())
+    } else if let Some(window) = maintenance {
+        Some(format!("maintenance: during window '{window}'"))
+    } else {
+        let max_age = chrono::Duration::from_std(settings.max_age).unwrap_or(chrono::Duration::MAX);
+        (Utc::now() - envelope.occurred_at > max_age).then(|| {
+            let minutes = settings.max_age.as_secs() / 60;
+            format!("older than NOTIFY_MAX_AGE_MINUTES ({minutes} min) when planned; recorded without alerts")
+        })
     };
-    let alert = Alert { site, change: alert_change, envelope, link: &link };
+    let Some(reason) = suppressed else { return true };
+    decision.suppressed = Some(reason);
+    for destination in &mut decision.destinations {
+        destination.planned = false;
+    }
+    false
+}
+
+/// Queues the alert for every planned destination.
+async fn queue_deliveries(
+    tx: &mut Transaction<'_, Postgres>,
+    alert: &Alert<'_>,
+    decision: &Decision<'_>,
+    recipients: &[String],
+) -> Result<(), Error> {
     for destination in decision.destinations.iter().filter(|d| d.planned) {
         let kind = ChannelKind::parse(&destination.kind)
             .map_err(|e| Error::Corrupt(format!("channel {}: {e}", destination.channel_id)))?;
@@ -311,9 +348,9 @@ async fn queue_all(
             message["recipients"] = serde_json::json!(recipients);
         }
         let planned = Planned {
-            event_id: envelope.id,
+            event_id: alert.envelope.id,
             channel_id: destination.channel_id,
-            website_id: Some(website_id),
+            website_id: Some(alert.site.id),
             kind: alert.kind(),
             channel_kind: kind,
             message,
@@ -323,18 +360,56 @@ async fn queue_all(
     Ok(())
 }
 
+/// Plans the warnings of an expiring certificate, to the same destinations
+/// as the website's outages.
+async fn plan_certificate(
+    tx: &mut Transaction<'_, Postgres>,
+    settings: &NotifyConfig,
+    envelope: &Envelope,
+    expiring: &CertificateExpiring,
+) -> Result<(), Error> {
+    let website_id = expiring.website_id;
+    let website: Option<WebsiteRow> = sqlx::query_as(
+        "select w.name, w.url, w.notify_emails, w.down_policy, w.channel_ids,
+                (select count(*) from website_regions r where r.website_id = w.id) as regions
+         from websites w where w.id = $1",
+    )
+    .bind(website_id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let mut decision = Decision {
+        outcome: "certificate",
+        suppressed: None,
+        destinations: vec![],
+        policy: DownPolicy::Any,
+        regions_down: &[],
+        regions_total: 0,
+    };
+    match &website {
+        None => decision.suppressed = Some("the website was removed".into()),
+        Some(website) => {
+            let recipients = destinations(tx, settings, website, &mut decision).await?;
+            if gate(settings, envelope, None, &mut decision) {
+                let site = Site { id: website_id, name: &website.name, url: &website.url };
+                let link = email::website_page(&settings.public_url, website_id);
+                let change = Change::Certificate { not_after: expiring.not_after, days_left: expiring.days_left };
+                let alert = Alert { site, change, envelope, link: &link };
+                queue_deliveries(tx, &alert, &decision, &recipients).await?;
+            }
+        }
+    }
+    record(tx, envelope, website_id, ("CertificateExpiring", expiring.region.as_str()), &decision).await
+}
+
 /// Stores the decision; the first one stands (a replay much later would
 /// find the event too old and must not rewrite what happened).
 async fn record(
     tx: &mut Transaction<'_, Postgres>,
     envelope: &Envelope,
-    change: RegionChange<'_>,
+    website_id: Uuid,
+    (event_type, region): (&str, &str),
     decision: &Decision<'_>,
 ) -> Result<(), Error> {
-    let (event_type, region) = match change {
-        RegionChange::Down(down) => ("SiteDown", down.region.as_str()),
-        RegionChange::Up(up) => ("SiteUp", up.region.as_str()),
-    };
     let regions_down: Vec<&str> = decision.regions_down.iter().map(RegionName::as_str).collect();
     sqlx::query(
         "insert into alert_decisions (event_id, website_id, event_type, region, occurred_at, down_policy,
@@ -343,7 +418,7 @@ async fn record(
          on conflict (event_id) do nothing",
     )
     .bind(envelope.id)
-    .bind(change.website_id())
+    .bind(website_id)
     .bind(event_type)
     .bind(region)
     .bind(envelope.occurred_at)
