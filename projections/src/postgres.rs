@@ -10,6 +10,7 @@
 
 use crate::cursor::{to_i64, to_u64};
 use crate::handler::{Handler, StreamEvent};
+use crate::overview;
 use crate::{Error, Result};
 use chrono::{DateTime, Utc};
 use events::subject::MONITOR_STREAM;
@@ -44,6 +45,9 @@ impl Handler for MonitorProjection {
     const STREAM: &'static str = MONITOR_STREAM;
 
     async fn apply(&self, tx: &mut Transaction<'_, Postgres>, events: &[StreamEvent]) -> Result<()> {
+        // Websites' regions and policies decide their status, which the
+        // checks' projection also writes: see `overview`.
+        overview::lock_status(tx).await?;
         for event in events {
             apply(tx, event.seq, &event.envelope).await?;
         }
@@ -63,8 +67,8 @@ async fn apply(tx: &mut Transaction<'_, Postgres>, seq: u64, envelope: &Envelope
         Event::WebsiteAdded(e) => {
             let emails: Vec<&str> = e.notify_emails.iter().map(|m| m.as_str()).collect();
             let inserted = sqlx::query(
-                "insert into websites (id, url, name, interval_seconds, timeout_ms, notify_emails, created_at, updated_at, stream_seq, failures_before_down, down_policy)
-                 values ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9, $10)
+                "insert into websites (id, url, name, interval_seconds, timeout_ms, notify_emails, created_at, updated_at, stream_seq, failures_before_down, down_policy, status_since)
+                 values ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9, $10, $7)
                  on conflict (id) do nothing",
             )
             .bind(e.website_id)
@@ -81,6 +85,8 @@ async fn apply(tx: &mut Transaction<'_, Postgres>, seq: u64, envelope: &Envelope
             .await?;
             if inserted.rows_affected() == 1 {
                 set_regions(tx, e.website_id, &e.regions).await?;
+                // Checks projected before (a replay of this projection alone).
+                overview::refresh_status(tx, &[e.website_id], Some(at)).await?;
             }
         }
         Event::WebsiteUpdated(e) => {
@@ -113,6 +119,9 @@ async fn apply(tx: &mut Transaction<'_, Postgres>, seq: u64, envelope: &Envelope
             .await?;
             if let (Some(regions), 1) = (&e.regions, updated.rows_affected()) {
                 set_regions(tx, e.website_id, regions).await?;
+            }
+            if updated.rows_affected() == 1 && (e.regions.is_some() || e.down_policy.is_some()) {
+                overview::refresh_status(tx, &[e.website_id], Some(at)).await?;
             }
         }
         Event::WebsiteRemoved(e) => {
@@ -230,7 +239,7 @@ pub struct StoredWebsite {
 
 /// A row of [`SELECT_WEBSITES`], before its values are validated.
 #[derive(sqlx::FromRow)]
-struct WebsiteRow {
+pub(crate) struct WebsiteRow {
     id: Uuid,
     url: String,
     name: String,
@@ -271,7 +280,7 @@ pub async fn websites(pool: &PgPool, limit: Option<i64>, offset: i64) -> Result<
     rows.into_iter().map(|row| decode_website(row).map(|stored| stored.website)).collect()
 }
 
-fn decode_website(row: WebsiteRow) -> Result<StoredWebsite> {
+pub(crate) fn decode_website(row: WebsiteRow) -> Result<StoredWebsite> {
     let WebsiteRow {
         id,
         url,

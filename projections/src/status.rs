@@ -6,6 +6,7 @@
 //! batch with the position.
 
 use crate::handler::{Handler, StreamEvent};
+use crate::overview;
 use crate::{Error, Result};
 use chrono::{DateTime, Utc};
 use events::subject::CHECKS_STREAM;
@@ -43,11 +44,27 @@ impl Handler for StatusProjection {
     const STREAM: &'static str = CHECKS_STREAM;
 
     async fn apply(&self, tx: &mut Transaction<'_, Postgres>, events: &[StreamEvent]) -> Result<()> {
-        write_newest(tx, &newest(events)).await
+        let newest = newest(events);
+        if newest.is_empty() {
+            return Ok(());
+        }
+        // Before the first write: the monitor's projection also writes the
+        // status (see `overview`).
+        overview::lock_status(tx).await?;
+        write_newest(tx, &newest).await?;
+        let mut websites: Vec<Uuid> = newest.iter().map(|c| c.website_id).collect();
+        websites.sort_unstable();
+        websites.dedup();
+        overview::refresh_status(tx, &websites, None).await
     }
 
     async fn reset(&self, tx: &mut Transaction<'_, Postgres>) -> Result<()> {
+        overview::lock_status(tx).await?;
         sqlx::query("truncate latest_status").execute(&mut **tx).await?;
+        // No check is known any more: every website waits for its first.
+        sqlx::query("update websites set status = 'pending', status_since = created_at where status <> 'pending'")
+            .execute(&mut **tx)
+            .await?;
         Ok(())
     }
 }

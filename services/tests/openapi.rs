@@ -20,6 +20,7 @@ const ENDPOINTS: &[(&str, &str)] = &[
     ("get", "/regions"),
     ("post", "/regions"),
     ("get", "/monitor"),
+    ("get", "/monitor/summary"),
     ("get", "/monitor/{id}"),
     ("get", "/monitor/{id}/downtime"),
     ("get", "/monitor/{id}/last_downtime"),

@@ -12,6 +12,7 @@ pub mod body;
 pub mod error;
 pub mod feed;
 pub mod monitor;
+pub mod paging;
 pub mod regions;
 pub mod websites;
 
