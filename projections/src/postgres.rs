@@ -269,17 +269,6 @@ pub async fn website(pool: &PgPool, id: Uuid) -> Result<Option<StoredWebsite>> {
     row.map(decode_website).transpose()
 }
 
-/// Websites in the order they were added; `limit: None` returns all.
-pub async fn websites(pool: &PgPool, limit: Option<i64>, offset: i64) -> Result<Vec<Website>> {
-    let rows: Vec<WebsiteRow> =
-        sqlx::query_as(&format!("{SELECT_WEBSITES} group by w.id order by w.created_at, w.id limit $1 offset $2"))
-            .bind(limit)
-            .bind(offset)
-            .fetch_all(pool)
-            .await?;
-    rows.into_iter().map(|row| decode_website(row).map(|stored| stored.website)).collect()
-}
-
 pub(crate) fn decode_website(row: WebsiteRow) -> Result<StoredWebsite> {
     let WebsiteRow {
         id,

@@ -11,7 +11,7 @@ use crate::{Error, Result};
 use chrono::{DateTime, Utc};
 use events::subject::CHECKS_STREAM;
 use events::{CheckCompleted, Event};
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::{Postgres, Transaction};
 use std::collections::HashMap;
 use uuid::Uuid;
 
@@ -120,31 +120,6 @@ async fn write_newest(tx: &mut Transaction<'_, Postgres>, checks: &[&CheckComple
         .execute(&mut **tx)
         .await?;
     Ok(())
-}
-
-/// The latest result of one (website, region).
-#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
-pub struct LatestStatus {
-    pub website_id: Uuid,
-    pub region: String,
-    pub up: bool,
-    pub scheduled_at: DateTime<Utc>,
-    pub checked_at: DateTime<Utc>,
-    pub response_ms: Option<i32>,
-    pub status_code: Option<i32>,
-    pub cause: Option<String>,
-    pub message: Option<String>,
-}
-
-/// Latest results of every website (or one), by website and region.
-pub async fn latest(pool: &PgPool, website_id: Option<Uuid>) -> Result<Vec<LatestStatus>> {
-    Ok(sqlx::query_as(
-        "select website_id, region, up, scheduled_at, checked_at, response_ms, status_code, cause, message
-         from latest_status where $1::uuid is null or website_id = $1 order by website_id, region",
-    )
-    .bind(website_id)
-    .fetch_all(pool)
-    .await?)
 }
 
 #[cfg(test)]

@@ -71,14 +71,16 @@ async fn every_route_refuses_a_missing_malformed_unknown_or_revoked_token() {
     assert_eq!(status, StatusCode::NO_CONTENT);
     tokio::time::sleep(Duration::from_millis(600)).await;
 
-    let anonymous = stack.api_client(None);
-    let unknown = stack.api_client(Some("wm_unknown-token-unknown-token-unknown-token"));
-    let revoked = stack.api_client(Some(&secret));
-    let malformed = stack.api_client_sending(Some("Basic dXNlcjpwYXNz".into()));
     for (method, path) in operations(&stack).await {
         if path == "/health" {
             continue;
         }
+        // Fresh instances per route: each counts failed authentications
+        // (20 a minute) on its own, and there are more routes than that.
+        let anonymous = stack.api_client(None);
+        let unknown = stack.api_client(Some("wm_unknown-token-unknown-token-unknown-token"));
+        let revoked = stack.api_client(Some(&secret));
+        let malformed = stack.api_client_sending(Some("Basic dXNlcjpwYXNz".into()));
         for (who, client) in
             [("anonymous", &anonymous), ("unknown", &unknown), ("revoked", &revoked), ("malformed", &malformed)]
         {

@@ -7,9 +7,12 @@
 mod common;
 
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
-use common::stack::{eventually, Stack};
+use common::stack::{eventually, region_name, Stack};
 use common::Db;
-use events::DownPolicy;
+use events::{
+    Actor, DownPolicy, Envelope, Event, FailureCause, IntervalSecs, SiteDown, SiteUp, TimeoutMs, WebsiteAdded,
+    WebsiteName, WebsiteUrl,
+};
 use poem::http::{Method, StatusCode};
 use serde_json::{json, Value};
 use std::collections::HashSet;
@@ -271,6 +274,57 @@ async fn a_change_of_regions_or_policy_recomputes_the_status() {
     assert_eq!(stack.monitor(pending).await["status"], "up");
     let (_, body, _) = get(&stack, "/monitor?status=pending").await;
     assert_eq!(body.as_array().map(Vec::len), Some(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_lowers_the_uptime_and_sorts_the_website_first_by_uptime() {
+    let stack = Stack::start(&[]).await;
+    fleet(&stack).await;
+    // Added two days ago (uptime counts from when a website was added),
+    // down for 36 minutes of the last 24 hours, from the detector's events.
+    let website = Uuid::now_v7();
+    let added = WebsiteAdded {
+        website_id: website,
+        url: WebsiteUrl::parse("https://old.example.com/").expect("url"),
+        name: WebsiteName::parse("old").expect("name"),
+        regions: vec![region_name("local")],
+        interval_seconds: IntervalSecs::parse(180).expect("interval"),
+        timeout_ms: TimeoutMs::DEFAULT,
+        notify_emails: vec![],
+        failures_before_down: None,
+        down_policy: None,
+    };
+    let two_days_ago = Utc::now() - ChronoDuration::days(2);
+    stack.bus.publish(&Envelope::new(Event::WebsiteAdded(added), two_days_ago), Some(0)).await.expect("publish");
+    let id = &website.to_string();
+    let started_at = Utc::now() - ChronoDuration::minutes(60);
+    let down = SiteDown {
+        website_id: website,
+        region: region_name("local"),
+        started_at,
+        cause: Some(FailureCause::Timeout),
+        status_code: None,
+        message: None,
+    };
+    let up = SiteUp {
+        website_id: website,
+        region: region_name("local"),
+        started_at,
+        ended_at: started_at + ChronoDuration::minutes(36),
+        downtime_seconds: 36 * 60,
+    };
+    for event in [Event::SiteDown(down), Event::SiteUp(up)] {
+        stack.bus.publish(&Envelope::new(event, Utc::now()).by(Actor::System, None), None).await.expect("publish");
+    }
+    stack.settle().await;
+
+    let (_, body, _) = get(&stack, "/monitor?sort=uptime_24h&limit=2").await;
+    assert_eq!(body[0]["id"], id.as_str(), "{body}");
+    assert_eq!(body[0]["uptime_24h"], 97.5, "{body}");
+    assert_eq!(body[1]["uptime_24h"], 100.0, "{body}");
+    // The same figure as the website's own uptime.
+    let (_, uptime, _) = get(&stack, &format!("/monitor/{id}/uptime")).await;
+    assert_eq!(uptime["uptime_percent"]["1d"], 97.5, "{uptime}");
 }
 
 /// A region outage: the region's index, its start and its end (`None`:
