@@ -49,9 +49,6 @@ create index websites_by_name on websites (name, id);
 create index websites_by_status on websites (status_rank, name, id);
 create index websites_by_change on websites (status_since, id);
 
--- incidents that count towards the last 24 hours: open, or ended recently.
-create index incidents_by_end on incidents (ended_at);
-
 -- `q` searches name and url, case-insensitive, anywhere in them: a trigram
 -- index where pg_trgm is available (debian's postgresql ships it), else a
 -- scan (about 30 ms at 100,000 websites). the newline cannot occur in a

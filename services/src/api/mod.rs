@@ -87,7 +87,7 @@ fn operations(
         (
             websites::WebsitesApi { state: state.clone() },
             regions::RegionsApi { state: state.clone() },
-            monitor::MonitorApi { state: state.clone() },
+            monitor::MonitorApi { state: state.clone(), summary: Default::default() },
             access::AccessApi { state: state.clone() },
             feed::FeedApi { state: state.clone() },
             HealthApi { state: state.clone() },

@@ -23,6 +23,7 @@ use projections::overview::{self, Sort};
 use projections::postgres;
 use std::borrow::Cow;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 pub const MAX_DAYS: u32 = 90;
@@ -84,7 +85,7 @@ fn region_entry(region: &str, latest: Option<overview::RegionCheck>) -> RegionEn
 const SUMMARY_DOWN: i64 = 100;
 
 /// How many websites are up, down and pending.
-#[derive(Debug, Object)]
+#[derive(Debug, Clone, Object)]
 #[oai(rename = "StatusCounts")]
 pub struct CountsView {
     pub up: i64,
@@ -101,7 +102,7 @@ impl From<overview::Counts> for CountsView {
 }
 
 /// The latest checks from one region.
-#[derive(Debug, Object)]
+#[derive(Debug, Clone, Object)]
 #[oai(rename = "RegionCounts")]
 pub struct RegionCountsView {
     pub region: String,
@@ -111,7 +112,7 @@ pub struct RegionCountsView {
 }
 
 /// A website down now.
-#[derive(Debug, Object)]
+#[derive(Debug, Clone, Object)]
 #[oai(rename = "DownWebsite")]
 pub struct DownView {
     pub id: Uuid,
@@ -122,7 +123,7 @@ pub struct DownView {
 }
 
 /// The counts of the overview, in one small answer.
-#[derive(Debug, Object)]
+#[derive(Debug, Clone, Object)]
 #[oai(rename = "MonitorSummary")]
 pub struct SummaryView {
     /// Every website, by status (under its down policy).
@@ -132,6 +133,30 @@ pub struct SummaryView {
     /// Websites down now, the most recent outage first: at most 100 (the
     /// full count is `websites.down`).
     pub down: Vec<DownView>,
+}
+
+/// How long one computed summary answers. Its counts read every website
+/// (about 0.1 s at 100,000) and dashboards poll it, so requests close
+/// together share one computation: a summary is at most this old.
+const SUMMARY_FRESH: Duration = Duration::from_secs(2);
+
+/// The last summary and when it was computed; the lock also makes
+/// concurrent requests wait for one computation instead of running many.
+#[derive(Default)]
+pub struct SummaryCache(tokio::sync::Mutex<Option<(Instant, SummaryView)>>);
+
+impl SummaryCache {
+    async fn get(&self, state: &ApiState) -> Result<SummaryView, ApiError> {
+        let mut cached = self.0.lock().await;
+        if let Some((at, summary)) = cached.as_ref() {
+            if at.elapsed() < SUMMARY_FRESH {
+                return Ok(summary.clone());
+            }
+        }
+        let summary = summary(state).await?;
+        *cached = Some((Instant::now(), summary.clone()));
+        Ok(summary)
+    }
 }
 
 async fn summary(state: &ApiState) -> Result<SummaryView, ApiError> {
@@ -493,6 +518,7 @@ impl ToJSON for MaybeIncident {
 
 pub struct MonitorApi {
     pub state: Arc<ApiState>,
+    pub summary: SummaryCache,
 }
 
 /// The `region` query parameter as text.
@@ -544,9 +570,11 @@ impl MonitorApi {
     }
 
     /// Counts by status and by region, and the websites down now
+    ///
+    /// At most 2 seconds old: requests close together share one count.
     #[oai(path = "/monitor/summary", method = "get", operation_id = "monitor_summary")]
     async fn summary(&self) -> Result<Json<SummaryView>, Refusal<UNAVAILABLE>> {
-        Ok(Json(summary(&self.state).await?))
+        Ok(Json(self.summary.get(&self.state).await?))
     }
 
     /// Response times, oldest first

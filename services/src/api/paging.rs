@@ -93,7 +93,7 @@ described_string!(
     SearchText,
     "search",
     MetaSchema {
-        pattern: Some(r"^[^\x00-\x1f\x7f]*$".to_owned()),
+        pattern: Some(r"^[^\x00-\x1f\x7f-\x9f]*$".to_owned()),
         max_length: Some(MAX_SEARCH),
         ..MetaSchema::new("string")
     }
