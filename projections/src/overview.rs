@@ -197,6 +197,15 @@ impl Key {
     }
 }
 
+/// The rank of a status in the default sort (`websites.status_rank`).
+fn rank(status: Status) -> i16 {
+    match status {
+        Status::Down => 0,
+        Status::Pending => 1,
+        Status::Up => 2,
+    }
+}
+
 /// Which websites a page lists.
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
@@ -312,7 +321,9 @@ pub async fn page(pool: &PgPool, filter: &Filter, sort: Sort, after: Option<&Key
         .push(", w.created_at)), 1)) * 100)::numeric, 3)::float8 end as uptime_24h");
     query.push(" from websites w where true");
     if let Some(status) = filter.status {
-        query.push(" and w.status = ").push_bind(status.as_str());
+        // By rank, so that the status index (rank, name, id) serves the
+        // filter and the name order at once.
+        query.push(" and w.status_rank = ").push_bind(rank(status));
     }
     if let Some(region) = &filter.region {
         query.push(" and exists (select 1 from website_regions f where f.website_id = w.id and f.region = ");
@@ -331,16 +342,15 @@ pub async fn page(pool: &PgPool, filter: &Filter, sort: Sort, after: Option<&Key
     query.push(
         ") p
          left join lateral (
-             select array_agg(wr.region order by wr.region) as regions,
-                    array_agg(ls.up order by wr.region) as region_up,
-                    array_agg(ls.checked_at order by wr.region) as region_checked_at,
-                    array_agg(ls.response_ms order by wr.region) as region_response_ms,
-                    array_agg(ls.status_code order by wr.region) as region_status_code,
-                    array_agg(ls.cause order by wr.region) as region_cause,
-                    array_agg(ls.message order by wr.region) as region_message
-             from website_regions wr
-             left join latest_status ls on ls.website_id = wr.website_id and ls.region = wr.region
-             where wr.website_id = p.id
+             select array_agg(x.region) as regions, array_agg(x.up) as region_up,
+                    array_agg(x.checked_at) as region_checked_at, array_agg(x.response_ms) as region_response_ms,
+                    array_agg(x.status_code) as region_status_code, array_agg(x.cause) as region_cause,
+                    array_agg(x.message) as region_message
+             from (select wr.region, ls.up, ls.checked_at, ls.response_ms, ls.status_code, ls.cause, ls.message
+                   from website_regions wr
+                   left join latest_status ls on ls.website_id = wr.website_id and ls.region = wr.region
+                   where wr.website_id = p.id
+                   order by wr.region) x
          ) r on true
          order by ",
     );
