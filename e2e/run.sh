@@ -26,7 +26,7 @@ if ! node dashboard.mjs; then
   tail -n 40 "$work/monitor.log" >&2
   exit 1
 fi
-# Many websites (MANY_WEBSITES, default 2000) on the same system, after
+# Many websites (MANY_WEBSITES, default 10000) on the same system, after
 # the first script, which expects its own websites on the first page.
 say "browser tests with many websites"
 if ! node many.mjs; then
