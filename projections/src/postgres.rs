@@ -55,6 +55,8 @@ impl Handler for MonitorProjection {
     }
 
     async fn reset(&self, tx: &mut Transaction<'_, Postgres>) -> Result<()> {
+        // Before the truncation's table locks, as in `apply`.
+        overview::lock_status(tx).await?;
         sqlx::query("truncate website_regions, websites, regions, incidents, tokens").execute(&mut **tx).await?;
         Ok(())
     }
