@@ -199,6 +199,8 @@ let view = viewOf("");
 let trail = [];
 /// The cursor of the page after the current one, from the Link header.
 let nextCursor = null;
+/// The view last announced to screen readers.
+let announced = null;
 
 /// Shows `next` and records it in the URL (a new history entry unless
 /// `replace`).
@@ -283,10 +285,12 @@ async function overview() {
   });
 
   app.replaceChildren(
-    h("section", { id: "summary", "aria-labelledby": "summary-title" }, h("h1", { id: "summary-title" }, "Overview"), h("div", { id: "summary-counts" }), h("div", { id: "down-now" })),
+    // The timer redraws these every 10 s: not live regions (a screen reader
+    // would read them out each time); a change of view is announced below.
+    h("section", { id: "summary", "aria-labelledby": "summary-title", "aria-live": "off" }, h("h1", { id: "summary-title" }, "Overview"), h("div", { id: "summary-counts" }), h("div", { id: "down-now" })),
     h(
       "section",
-      { "aria-labelledby": "websites-title" },
+      { "aria-labelledby": "websites-title", "aria-live": "off" },
       h("h2", { id: "websites-title" }, "Websites"),
       h(
         "form",
@@ -303,6 +307,7 @@ async function overview() {
         h("tbody", { id: "websites" }),
       ),
       h("nav", { class: "pager", "aria-label": "Pages" }, previous, h("span", { id: "page-number", class: "muted" }), next),
+      h("p", { id: "view-announcement", class: "visually-hidden", role: "status", "aria-live": "polite" }),
     ),
     h("section", {}, h("h2", {}, "Add a website"), form),
   );
@@ -337,8 +342,15 @@ async function refreshOverview() {
   document.getElementById("previous").disabled = !view.cursor;
   document.getElementById("page-number").textContent = `Page ${trail.length + 1}${view.cursor && !trail.length ? " (linked)" : ""}`;
   const filters = [view.q && `matching “${view.q}”`, view.status && `${view.status}`].filter(Boolean).join(", ");
-  document.getElementById("page-caption").textContent =
+  const caption =
     `${websites.length} website${websites.length === 1 ? "" : "s"} on this page${filters ? `, ${filters}` : ""}, sorted by ${SORTS.find(([k]) => k === view.sort)?.[1] ?? view.sort}`;
+  document.getElementById("page-caption").textContent = caption;
+  const shown = hashOf(view);
+  if (shown !== announced) {
+    // Only a new view (search, filter, sort, page) is announced, not a refresh.
+    announced = shown;
+    document.getElementById("view-announcement").textContent = caption;
+  }
   table.replaceChildren(...websites.map(websiteRow));
   if (!websites.length) {
     const empty = view.q || view.status ? "No website matches." : "No websites yet.";
