@@ -15,6 +15,8 @@ use events::{
 };
 use poem::http::{Method, StatusCode};
 use serde_json::{json, Value};
+use services::projector::{self, Projection};
+use tokio_util::sync::CancellationToken;
 use std::collections::HashSet;
 use std::time::Duration;
 use uuid::Uuid;
@@ -325,6 +327,29 @@ async fn an_outage_lowers_the_uptime_and_sorts_the_website_first_by_uptime() {
     // The same figure as the website's own uptime.
     let (_, uptime, _) = get(&stack, &format!("/monitor/{id}/uptime")).await;
     assert_eq!(uptime["uptime_percent"]["1d"], 97.5, "{uptime}");
+}
+
+/// Each website's status in `/monitor`, by id.
+async fn statuses(stack: &Stack) -> Vec<(String, String)> {
+    let (_, body, _) = get(stack, "/monitor?sort=created").await;
+    body.as_array()
+        .expect("array")
+        .iter()
+        .map(|w| (w["id"].as_str().unwrap_or_default().to_owned(), w["status"].as_str().unwrap_or_default().to_owned()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replaying_either_projection_gives_every_website_its_status_again() {
+    let stack = Stack::start(&[]).await;
+    fleet(&stack).await;
+    let before = statuses(&stack).await;
+
+    for projection in [Projection::Status, Projection::Monitor] {
+        projector::replay(&stack.bus, &stack.db.pool, projection, &CancellationToken::new()).await.expect("replay");
+        stack.settle().await;
+        assert_eq!(statuses(&stack).await, before, "after a replay of {projection:?}");
+    }
 }
 
 /// A region outage: the region's index, its start and its end (`None`:
