@@ -16,9 +16,9 @@ use events::{
 use poem::http::{Method, StatusCode};
 use serde_json::{json, Value};
 use services::projector::{self, Projection};
-use tokio_util::sync::CancellationToken;
 use std::collections::HashSet;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 /// A GET: status, body, and the `Link` header.
