@@ -49,6 +49,10 @@ create index websites_by_name on websites (name, id);
 create index websites_by_status on websites (status_rank, name, id);
 create index websites_by_change on websites (status_since, id);
 
+-- incidents that count towards the last 24 hours (open, or ended since),
+-- for the overview's sort by uptime.
+create index incidents_by_end on incidents (ended_at);
+
 -- `q` searches name and url, case-insensitive, anywhere in them: a trigram
 -- index where pg_trgm is available (debian's postgresql ships it), else a
 -- scan (about 30 ms at 100,000 websites). the newline cannot occur in a
@@ -60,42 +64,4 @@ begin
         create index websites_search on websites using gin ((name || E'\n' || url) gin_trgm_ops);
     end if;
 end
-$$;
-
--- seconds of [from_at, to_at] a website was down under its down policy,
--- from its region outages: the sql twin of events::outage::downtime_seconds
--- (an outage's end sorts before another's start at the same instant; the
--- website is down while the open outages reach the policy's count), so the
--- overview can sort by uptime. tested against the rust function in
--- services/tests/overview.rs.
-create function website_down_seconds(website uuid, policy text, from_at timestamptz, to_at timestamptz)
-returns double precision
-language sql stable
-as $$
-    with clipped as (
-        select greatest(started_at, from_at) as s, least(coalesce(ended_at, to_at), to_at) as e
-        from incidents
-        where website_id = website and started_at < to_at and (ended_at is null or ended_at > from_at)
-    ),
-    edges as (
-        select s as at, 1 as edge from clipped where s < e
-        union all
-        select e, -1 from clipped where s < e
-    ),
-    running as (
-        select at,
-               sum(edge) over (order by at, edge rows unbounded preceding) as open,
-               lead(at) over (order by at, edge) as next_at
-        from edges
-    ),
-    needed as (
-        select case policy
-                   when 'majority' then count(*) / 2 + 1
-                   when 'all' then greatest(count(*), 1)
-                   else 1 end as n
-        from website_regions where website_id = website
-    )
-    select coalesce(sum(extract(epoch from next_at - at)), 0)::double precision
-    from running, needed
-    where open > 0 and open >= needed.n and next_at is not null
 $$;

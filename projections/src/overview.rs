@@ -290,36 +290,76 @@ fn contains_pattern(text: &str) -> String {
     pattern
 }
 
+/// Seconds each website with an incident in `scope` was down in its window
+/// (the last 24 hours, or since it was added) under its down policy: the
+/// SQL of `events::outage::downtime_seconds` (an outage's end sorts before
+/// another's start at the same instant; down while the open outages reach
+/// the policy's count), tested against it in `services/tests/overview.rs`.
+/// Needs the `params` CTE (`now`, `day_ago`); defines `clipped` and `down`.
+fn down_ctes(scope: &str) -> String {
+    format!(
+        "clipped as (
+             select i.website_id,
+                    greatest(i.started_at, params.day_ago, w.created_at) as s,
+                    least(coalesce(i.ended_at, params.now), params.now) as e,
+                    case w.down_policy when 'majority' then n.regions / 2 + 1
+                                       when 'all' then greatest(n.regions, 1) else 1 end as needed
+             from params, incidents i
+             join websites w on w.id = i.website_id
+             cross join lateral (select count(*) as regions from website_regions wr where wr.website_id = w.id) n
+             where (i.ended_at is null or i.ended_at > params.day_ago) and {scope}
+         ),
+         down as (
+             select website_id, sum(extract(epoch from next_at - at)) as seconds
+             from (select website_id, at, needed,
+                          sum(edge) over (partition by website_id order by at, edge rows unbounded preceding) as open,
+                          lead(at) over (partition by website_id order by at, edge) as next_at
+                   from (select website_id, s as at, 1 as edge, needed from clipped where s < e
+                         union all
+                         select website_id, e, -1, needed from clipped where s < e) edges
+                  ) running
+             where open > 0 and open >= needed and next_at is not null
+             group by website_id
+         )"
+    )
+}
+
+/// The uptime over 24 hours of the website `website` (an alias with
+/// `created_at`) from its row of `down` (`d`; none: up all along).
+fn uptime_sql(website: &str) -> String {
+    format!(
+        "case when d.website_id is null then 100::float8
+              else round(((1 - d.seconds / greatest(extract(epoch from (select now from params)
+                     - greatest((select day_ago from params), {website}.created_at)), 1)) * 100)::numeric, 3)::float8
+         end"
+    )
+}
+
 /// Up to `limit` websites matching `filter` in `sort` order, after `after`.
 pub async fn page(pool: &PgPool, filter: &Filter, sort: Sort, after: Option<&Key>, limit: i64) -> Result<Vec<Entry>> {
     let now = Utc::now();
-    let day_ago = now - Duration::hours(24);
-    let mut query = QueryBuilder::<Postgres>::new(
-        "select p.*,
-                coalesce(r.region_up, '{}') as region_up, coalesce(r.region_checked_at, '{}') as region_checked_at,
-                coalesce(r.region_response_ms, '{}') as region_response_ms,
-                coalesce(r.region_status_code, '{}') as region_status_code,
-                coalesce(r.region_cause, '{}') as region_cause, coalesce(r.region_message, '{}') as region_message,
-                coalesce(r.regions, '{}') as regions
-         from (select * from (
+    let by_uptime = sort == Sort::Uptime24h;
+    let mut query = QueryBuilder::<Postgres>::new("with params as (select ");
+    query.push_bind(now).push("::timestamptz as now, ");
+    query.push_bind(now - Duration::hours(24)).push("::timestamptz as day_ago),");
+    // Sorting by uptime needs it for every website with an incident in the
+    // window (the others were up all along); any other sort only for the
+    // rows of the page, after they are chosen.
+    if by_uptime {
+        query.push(down_ctes("true")).push(",");
+    }
+    query.push(
+        " page as (select * from (
              select w.id, w.url, w.name, w.interval_seconds, w.timeout_ms, w.notify_emails, w.created_at,
                     w.updated_at, w.stream_seq, w.failures_before_down, w.down_policy,
-                    w.status, w.status_rank, w.status_since,
-                    case when not exists (select 1 from incidents i where i.website_id = w.id
-                                                  and (i.ended_at is null or i.ended_at > ",
+                    w.status, w.status_rank, w.status_since",
     );
-    // Only websites with an incident in the window need the computation
-    // (an index probe decides); the rest were up all along.
-    query
-        .push_bind(day_ago)
-        .push(")) then 100::float8 else round(((1 - website_down_seconds(w.id, w.down_policy, greatest(");
-    query.push_bind(day_ago).push(", w.created_at), ").push_bind(now).push(") / greatest(extract(epoch from ");
-    query
-        .push_bind(now)
-        .push(" - greatest(")
-        .push_bind(day_ago)
-        .push(", w.created_at)), 1)) * 100)::numeric, 3)::float8 end as uptime_24h");
-    query.push(" from websites w where true");
+    if by_uptime {
+        query.push(", ").push(uptime_sql("w")).push(" as uptime_24h from websites w");
+        query.push(" left join down d on d.website_id = w.id where true");
+    } else {
+        query.push(" from websites w where true");
+    }
     if let Some(status) = filter.status {
         // By rank, so that the status index (rank, name, id) serves the
         // filter and the name order at once.
@@ -337,11 +377,27 @@ pub async fn page(pool: &PgPool, filter: &Filter, sort: Sort, after: Option<&Key
         query.push(" and ");
         key.push_after(&mut query);
     }
-    query.push(" order by ").push(sort.order()).push(" limit ").push_bind(limit);
+    query.push(" order by ").push(sort.order()).push(" limit ").push_bind(limit).push(")");
+    if by_uptime {
+        query.push(" select p.*");
+    } else {
+        query.push(", ").push(down_ctes("i.website_id in (select id from page)"));
+        query.push(" select p.*, ").push(uptime_sql("p")).push(" as uptime_24h");
+    }
     // The regions' latest checks only for the rows of the page.
     query.push(
-        ") p
-         left join lateral (
+        ", coalesce(r.region_up, '{}') as region_up, coalesce(r.region_checked_at, '{}') as region_checked_at,
+           coalesce(r.region_response_ms, '{}') as region_response_ms,
+           coalesce(r.region_status_code, '{}') as region_status_code,
+           coalesce(r.region_cause, '{}') as region_cause, coalesce(r.region_message, '{}') as region_message,
+           coalesce(r.regions, '{}') as regions
+         from page p",
+    );
+    if !by_uptime {
+        query.push(" left join down d on d.website_id = p.id");
+    }
+    query.push(
+        " left join lateral (
              select array_agg(x.region) as regions, array_agg(x.up) as region_up,
                     array_agg(x.checked_at) as region_checked_at, array_agg(x.response_ms) as region_response_ms,
                     array_agg(x.status_code) as region_status_code, array_agg(x.cause) as region_cause,

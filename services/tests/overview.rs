@@ -14,6 +14,7 @@ use events::{
     WebsiteName, WebsiteUrl,
 };
 use poem::http::{Method, StatusCode};
+use projections::overview::{self, Filter, Sort};
 use serde_json::{json, Value};
 use services::projector::{self, Projection};
 use std::collections::HashSet;
@@ -397,10 +398,9 @@ async fn outages(db: &Db, policy: &str, regions: usize, spans: &[Outage]) -> Uui
 }
 
 #[tokio::test]
-async fn the_sql_downtime_is_the_domain_rule_for_every_policy() {
+async fn the_uptime_of_the_query_is_the_domain_rule_for_every_policy_and_every_sort() {
     let db = Db::fresh().await;
     let to = Utc::now();
-    let from = to - ChronoDuration::hours(24);
     let at = |hours_ago: i64| Some(to - ChronoDuration::minutes(hours_ago * 60 + 7));
     let cases: Vec<Vec<Outage>> = vec![
         vec![],
@@ -415,22 +415,32 @@ async fn the_sql_downtime_is_the_domain_rule_for_every_policy() {
             (1, at(3).expect("t"), None),
             (0, at(2).expect("t"), at(1)),
         ],
+        // Long ago only.
+        vec![(1, to - ChronoDuration::hours(40), Some(to - ChronoDuration::hours(30)))],
     ];
+    let mut expected = std::collections::HashMap::new();
     for policy in [DownPolicy::Any, DownPolicy::Majority, DownPolicy::All] {
         for spans in &cases {
             let id = outages(&db, policy.as_str(), 3, spans).await;
-            let sql: f64 = sqlx::query_scalar("select website_down_seconds($1, $2, $3, $4)")
-                .bind(id)
-                .bind(policy.as_str())
-                .bind(from)
-                .bind(to)
-                .fetch_one(&db.pool)
-                .await
-                .expect("sql downtime");
             let intervals: Vec<_> = spans.iter().map(|(_, s, e)| (*s, *e)).collect();
-            let rust = events::outage::downtime_seconds(&intervals, policy, 3, from, to);
-            // Rust counts whole seconds per outage; SQL keeps fractions.
-            assert!((sql - rust as f64).abs() < 3.0, "{policy:?} {spans:?}: sql {sql}, rust {rust}");
+            let (from, now) = (to - ChronoDuration::hours(24), Utc::now());
+            let down = events::outage::downtime_seconds(&intervals, policy, 3, from, now);
+            let percent = (1.0 - down as f64 / (now - from).num_seconds() as f64) * 100.0;
+            expected.insert(id, (percent, format!("{policy:?} {spans:?}")));
+        }
+    }
+    for sort in [Sort::Uptime24h, Sort::Created] {
+        let page = overview::page(&db.pool, &Filter::default(), sort, None, 500).await.expect("page");
+        assert_eq!(page.len(), expected.len());
+        for entry in &page {
+            let (percent, case) = &expected[&entry.website.id];
+            // The query counts from its own clock, a few milliseconds on.
+            assert!((entry.uptime_24h - percent).abs() < 0.01, "{sort:?} {case}: {} vs {percent}", entry.uptime_24h);
+        }
+        if sort == Sort::Uptime24h {
+            let uptimes: Vec<f64> = page.iter().map(|e| e.uptime_24h).collect();
+            assert!(uptimes.windows(2).all(|w| w[0] <= w[1]), "{uptimes:?}");
+            assert!(uptimes[0] < 100.0);
         }
     }
 }
