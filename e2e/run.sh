@@ -21,7 +21,15 @@ target_port=$(free_port)
 python3 target.py "$target_port" & pids+=($!)
 
 say "browser tests"
-if ! ADMIN_TOKEN="$admin_token" BASE_URL="http://127.0.0.1:$api_port" TARGET_URL="http://127.0.0.1:$target_port" node dashboard.mjs; then
+export ADMIN_TOKEN="$admin_token" BASE_URL="http://127.0.0.1:$api_port" TARGET_URL="http://127.0.0.1:$target_port"
+if ! node dashboard.mjs; then
+  tail -n 40 "$work/monitor.log" >&2
+  exit 1
+fi
+# Many websites (MANY_WEBSITES, default 10000) on the same system, after
+# the first script, which expects its own websites on the first page.
+say "browser tests with many websites"
+if ! node many.mjs; then
   tail -n 40 "$work/monitor.log" >&2
   exit 1
 fi

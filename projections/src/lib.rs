@@ -9,6 +9,7 @@
 pub mod cursor;
 pub mod handler;
 pub mod influx;
+pub mod overview;
 pub mod postgres;
 pub mod status;
 

@@ -10,6 +10,7 @@
 
 use crate::cursor::{to_i64, to_u64};
 use crate::handler::{Handler, StreamEvent};
+use crate::overview;
 use crate::{Error, Result};
 use chrono::{DateTime, Utc};
 use events::maintenance::Window;
@@ -45,6 +46,9 @@ impl Handler for MonitorProjection {
     const STREAM: &'static str = MONITOR_STREAM;
 
     async fn apply(&self, tx: &mut Transaction<'_, Postgres>, events: &[StreamEvent]) -> Result<()> {
+        // Websites' regions and policies decide their status, which the
+        // checks' projection also writes: see `overview`.
+        overview::lock_status(tx).await?;
         for event in events {
             apply(tx, event.seq, &event.envelope).await?;
         }
@@ -52,6 +56,8 @@ impl Handler for MonitorProjection {
     }
 
     async fn reset(&self, tx: &mut Transaction<'_, Postgres>) -> Result<()> {
+        // Before the truncation's table locks, as in `apply`.
+        overview::lock_status(tx).await?;
         sqlx::query("truncate website_regions, websites, regions, incidents, tokens, channels, maintenance_windows, website_pauses")
             .execute(&mut **tx)
             .await?;
@@ -66,8 +72,8 @@ async fn apply(tx: &mut Transaction<'_, Postgres>, seq: u64, envelope: &Envelope
         Event::WebsiteAdded(e) => {
             let emails: Vec<&str> = e.notify_emails.iter().map(|m| m.as_str()).collect();
             let inserted = sqlx::query(
-                "insert into websites (id, url, name, interval_seconds, timeout_ms, notify_emails, created_at, updated_at, stream_seq, failures_before_down, down_policy, channel_ids, check_spec)
-                 values ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9, $10, $11, $12)
+                "insert into websites (id, url, name, interval_seconds, timeout_ms, notify_emails, created_at, updated_at, stream_seq, failures_before_down, down_policy, channel_ids, check_spec, status_since)
+                 values ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9, $10, $11, $12, $7)
                  on conflict (id) do nothing",
             )
             .bind(e.website_id)
@@ -86,6 +92,8 @@ async fn apply(tx: &mut Transaction<'_, Postgres>, seq: u64, envelope: &Envelope
             .await?;
             if inserted.rows_affected() == 1 {
                 set_regions(tx, e.website_id, &e.regions).await?;
+                // Checks projected before (a replay of this projection alone).
+                overview::refresh_status(tx, &[e.website_id], Some(at)).await?;
             }
         }
         Event::WebsiteUpdated(e) => {
@@ -122,6 +130,9 @@ async fn apply(tx: &mut Transaction<'_, Postgres>, seq: u64, envelope: &Envelope
             .await?;
             if let (Some(regions), 1) = (&e.regions, updated.rows_affected()) {
                 set_regions(tx, e.website_id, regions).await?;
+            }
+            if updated.rows_affected() == 1 && (e.regions.is_some() || e.down_policy.is_some()) {
+                overview::refresh_status(tx, &[e.website_id], Some(at)).await?;
             }
         }
         Event::WebsiteRemoved(e) => {
@@ -406,7 +417,7 @@ pub struct StoredWebsite {
 
 /// A row of [`SELECT_WEBSITES`], before its values are validated.
 #[derive(sqlx::FromRow)]
-struct WebsiteRow {
+pub(crate) struct WebsiteRow {
     id: Uuid,
     url: String,
     name: String,
@@ -439,18 +450,7 @@ pub async fn website(pool: &PgPool, id: Uuid) -> Result<Option<StoredWebsite>> {
     row.map(decode_website).transpose()
 }
 
-/// Websites in the order they were added; `limit: None` returns all.
-pub async fn websites(pool: &PgPool, limit: Option<i64>, offset: i64) -> Result<Vec<Website>> {
-    let rows: Vec<WebsiteRow> =
-        sqlx::query_as(&format!("{SELECT_WEBSITES} group by w.id order by w.created_at, w.id limit $1 offset $2"))
-            .bind(limit)
-            .bind(offset)
-            .fetch_all(pool)
-            .await?;
-    rows.into_iter().map(|row| decode_website(row).map(|stored| stored.website)).collect()
-}
-
-fn decode_website(row: WebsiteRow) -> Result<StoredWebsite> {
+pub(crate) fn decode_website(row: WebsiteRow) -> Result<StoredWebsite> {
     let WebsiteRow {
         id,
         url,

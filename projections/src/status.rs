@@ -6,11 +6,12 @@
 //! batch with the position.
 
 use crate::handler::{Handler, StreamEvent};
+use crate::overview;
 use crate::{Error, Result};
 use chrono::{DateTime, Utc};
 use events::subject::CHECKS_STREAM;
 use events::{CheckCompleted, Event};
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::{Postgres, Transaction};
 use std::collections::HashMap;
 use uuid::Uuid;
 
@@ -43,11 +44,27 @@ impl Handler for StatusProjection {
     const STREAM: &'static str = CHECKS_STREAM;
 
     async fn apply(&self, tx: &mut Transaction<'_, Postgres>, events: &[StreamEvent]) -> Result<()> {
-        write_newest(tx, &newest(events)).await
+        let newest = newest(events);
+        if newest.is_empty() {
+            return Ok(());
+        }
+        // Before the first write: the monitor's projection also writes the
+        // status (see `overview`).
+        overview::lock_status(tx).await?;
+        write_newest(tx, &newest).await?;
+        let mut websites: Vec<Uuid> = newest.iter().map(|c| c.website_id).collect();
+        websites.sort_unstable();
+        websites.dedup();
+        overview::refresh_status(tx, &websites, None).await
     }
 
     async fn reset(&self, tx: &mut Transaction<'_, Postgres>) -> Result<()> {
+        overview::lock_status(tx).await?;
         sqlx::query("truncate latest_status").execute(&mut **tx).await?;
+        // No check is known any more: every website waits for its first.
+        sqlx::query("update websites set status = 'pending', status_since = created_at where status <> 'pending'")
+            .execute(&mut **tx)
+            .await?;
         Ok(())
     }
 }
@@ -103,31 +120,6 @@ async fn write_newest(tx: &mut Transaction<'_, Postgres>, checks: &[&CheckComple
         .execute(&mut **tx)
         .await?;
     Ok(())
-}
-
-/// The latest result of one (website, region).
-#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
-pub struct LatestStatus {
-    pub website_id: Uuid,
-    pub region: String,
-    pub up: bool,
-    pub scheduled_at: DateTime<Utc>,
-    pub checked_at: DateTime<Utc>,
-    pub response_ms: Option<i32>,
-    pub status_code: Option<i32>,
-    pub cause: Option<String>,
-    pub message: Option<String>,
-}
-
-/// Latest results of every website (or one), by website and region.
-pub async fn latest(pool: &PgPool, website_id: Option<Uuid>) -> Result<Vec<LatestStatus>> {
-    Ok(sqlx::query_as(
-        "select website_id, region, up, scheduled_at, checked_at, response_ms, status_code, cause, message
-         from latest_status where $1::uuid is null or website_id = $1 order by website_id, region",
-    )
-    .bind(website_id)
-    .fetch_all(pool)
-    .await?)
 }
 
 #[cfg(test)]

@@ -76,7 +76,7 @@ async fn every_route_refuses_a_missing_malformed_unknown_or_revoked_token() {
             continue;
         }
         // Fresh instances per route: each counts failed authentications
-        // of its own, and this test fails more than the limit allows.
+        // (20 a minute) on its own, and there are more routes than that.
         let anonymous = stack.api_client(None);
         let unknown = stack.api_client(Some("wm_unknown-token-unknown-token-unknown-token"));
         let revoked = stack.api_client(Some(&secret));

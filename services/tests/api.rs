@@ -172,15 +172,23 @@ async fn the_website_list_pages_in_creation_order() {
             create(&app, json!({ "url": format!("https://{n}.example.com"), "name": format!("site {n}") })).await;
         ids.push(website["id"].clone());
     }
-    let (status, page) = call(&app, Method::GET, "/websites?limit=2&offset=1", None).await;
+    let response = app.client.get("/websites?limit=2").send().await;
+    let link = response.0.headers().get("link").and_then(|l| l.to_str().ok()).map(str::to_owned);
+    let (status, page) = raw(response).await;
     assert_eq!(status, StatusCode::OK);
     let page_ids: Vec<Value> = page.as_array().expect("array").iter().map(|w| w["id"].clone()).collect();
-    assert_eq!(page_ids, ids[1..3].to_vec());
+    assert_eq!(page_ids, ids[0..2].to_vec());
+    let link = link.expect("a Link to the next page");
+    let next = link.strip_prefix('<').and_then(|l| l.strip_suffix(">; rel=\"next\"")).expect("<...>; rel=\"next\"");
+    let (status, page) = call(&app, Method::GET, next, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let page_ids: Vec<Value> = page.as_array().expect("array").iter().map(|w| w["id"].clone()).collect();
+    assert_eq!(page_ids, ids[2..4].to_vec());
 
     let (status, body) = call(&app, Method::GET, "/websites?limit=0", None).await;
     assert_error(status, &body, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
-    let (status, body) = call(&app, Method::GET, "/websites?offset=-1", None).await;
-    assert_error(status, &body, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    let (status, body) = call(&app, Method::GET, "/websites?cursor=nonsense", None).await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "bad_request");
     let (status, body) = call(&app, Method::GET, "/websites?limit=ten", None).await;
     assert_error(status, &body, StatusCode::BAD_REQUEST, "bad_request");
 }

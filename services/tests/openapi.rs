@@ -7,7 +7,7 @@ mod common;
 
 use common::stack::Stack;
 use poem::http::{Method, StatusCode};
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::collections::BTreeSet;
 
 /// Every endpoint of the API, as (method, OpenAPI path).
@@ -20,6 +20,7 @@ const ENDPOINTS: &[(&str, &str)] = &[
     ("get", "/regions"),
     ("post", "/regions"),
     ("get", "/monitor"),
+    ("get", "/monitor/summary"),
     ("get", "/monitor/{id}"),
     ("get", "/monitor/{id}/downtime"),
     ("get", "/monitor/{id}/last_downtime"),
@@ -155,4 +156,33 @@ async fn the_dashboard_and_the_docs_are_served_from_the_binary() {
     }
     let response = app.client.get("/assets/nothing.js").send().await;
     response.assert_status(StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn the_paged_lists_describe_their_parameters_and_the_link_header() {
+    let app = Stack::start(&[]).await;
+    let spec = spec(&app).await;
+    for path in ["/monitor", "/websites"] {
+        let operation = &spec["paths"][path]["get"];
+        let parameters = operation["parameters"].as_array().expect("parameters");
+        let named = |name: &str| parameters.iter().find(|p| p["name"] == name).cloned().unwrap_or(Value::Null);
+        let names: Vec<&str> = parameters.iter().filter_map(|p| p["name"].as_str()).collect();
+        assert_eq!(names, ["limit", "cursor", "status", "region", "q", "sort"], "{path}");
+        assert_eq!(named("limit")["schema"]["minimum"], 1.0, "{path}");
+        assert_eq!(named("limit")["schema"]["maximum"], 500.0, "{path}");
+        assert_eq!(named("status")["schema"]["enum"], json!(["up", "down", "pending", "paused"]), "{path}");
+        assert_eq!(
+            named("sort")["schema"]["enum"],
+            json!(["name", "status", "last_change", "uptime_24h", "created"]),
+            "{path}"
+        );
+        let headers = &operation["responses"]["200"]["headers"];
+        assert!(
+            headers.as_object().is_some_and(|h| h.keys().any(|k| k.eq_ignore_ascii_case("link"))),
+            "{path}: {headers}"
+        );
+        for status in ["400", "422"] {
+            assert!(operation["responses"][status].is_object(), "{path} documents {status}");
+        }
+    }
 }

@@ -149,8 +149,90 @@ async function signOut() {
 }
 
 // ---------------------------------------------------------------- overview
+//
+// The overview shows the summary's counts and one page of websites (down
+// first by default), searched, filtered and sorted by the API; its state
+// (q, status, sort, cursor) lives in the URL hash, so a view can be linked
+// and the back button walks it. A refresh fetches the summary and the
+// visible page only.
+
+const PAGE_SIZE = 50;
+/// Websites listed under "Down now"; the rest are a click away.
+const DOWN_SHOWN = 10;
+const SORTS = [
+  ["status", "Status (down first)"],
+  ["name", "Name"],
+  ["last_change", "Last change"],
+  ["uptime_24h", "Uptime 24h (lowest first)"],
+  ["created", "Date added"],
+];
+const STATUSES = [["", "Any status"], ["down", "Down"], ["pending", "Pending"], ["up", "Up"]];
+const COLUMNS = [
+  ["Website", "name"],
+  ["Status", "status"],
+  ["Since", "last_change"],
+  ["Regions", null],
+  ["Uptime 24h", "uptime_24h"],
+  ["Response", null],
+  ["Actions", null],
+];
+
+/// The overview's state from the hash (`#/?q=...&status=...&sort=...&cursor=...`).
+function viewOf(hash) {
+  const query = new URLSearchParams(hash.replace(/^#\/?\??/, ""));
+  return {
+    q: query.get("q") ?? "",
+    status: query.get("status") ?? "",
+    sort: query.get("sort") ?? "status",
+    cursor: query.get("cursor") ?? "",
+  };
+}
+
+function hashOf(view) {
+  const query = new URLSearchParams();
+  for (const key of ["q", "status", "sort", "cursor"]) {
+    if (view[key] && !(key === "sort" && view[key] === "status")) query.set(key, view[key]);
+  }
+  const text = query.toString();
+  return text ? `#/?${text}` : "#/";
+}
+
+let view = viewOf("");
+/// Cursors of the pages before the current one, for "Previous".
+let trail = [];
+/// The cursor of the page after the current one, from the Link header.
+let nextCursor = null;
+/// The view last announced to screen readers.
+let announced = null;
+
+/// Shows `next` and records it in the URL (a new history entry unless
+/// `replace`).
+function show(next, { replace = false, keepTrail = false } = {}) {
+  if (!keepTrail) trail = [];
+  view = next;
+  const url = `${location.pathname}${location.search}${hashOf(view)}`;
+  if (replace) history.replaceState(null, "", url);
+  else history.pushState(null, "", url);
+  syncControls();
+  refreshOverview();
+}
+
+function syncControls() {
+  const search = document.getElementById("search");
+  if (search && search !== document.activeElement) search.value = view.q;
+  const status = document.getElementById("status-filter");
+  if (status) status.value = view.status;
+  const sort = document.getElementById("sort");
+  if (sort) sort.value = view.sort;
+  for (const th of document.querySelectorAll("#overview-table th[data-sort]")) {
+    if (th.dataset.sort === view.sort) th.setAttribute("aria-sort", view.sort === "last_change" ? "descending" : "ascending");
+    else th.removeAttribute("aria-sort");
+  }
+}
 
 async function overview() {
+  view = viewOf(location.hash);
+  trail = [];
   const regions = (await api("GET", "/regions")).data ?? [];
   const form = h(
     "form",
@@ -175,53 +257,179 @@ async function overview() {
     form.reset();
     showErrors(form, { data: { errors: [] } });
     form.querySelector('[data-error-for="form"]').textContent = "";
-    await refreshTable();
+    await refreshOverview();
   });
-  const table = h("tbody", { id: "websites" });
+
+  let typing = null;
+  const search = h("input", { id: "search", type: "search", placeholder: "Name or URL", autocomplete: "off", value: view.q });
+  search.addEventListener("input", () => {
+    clearTimeout(typing);
+    typing = setTimeout(() => show({ ...view, q: search.value.trim(), cursor: "" }, { replace: true }), 250);
+  });
+  const status = h("select", { id: "status-filter" }, STATUSES.map(([value, label]) => h("option", { value }, label)));
+  status.addEventListener("change", () => show({ ...view, status: status.value, cursor: "" }));
+  const sort = h("select", { id: "sort" }, SORTS.map(([value, label]) => h("option", { value }, label)));
+  sort.addEventListener("change", () => show({ ...view, sort: sort.value, cursor: "" }));
+  const header = COLUMNS.map(([label, key]) =>
+    key
+      ? h("th", { scope: "col", "data-sort": key }, h("button", { type: "button", class: "sort", onclick: () => show({ ...view, sort: key, cursor: "" }) }, label))
+      : h("th", { scope: "col" }, label),
+  );
+  const previous = h("button", { type: "button", id: "previous", class: "secondary", disabled: true }, "Previous");
+  previous.addEventListener("click", () => {
+    const cursor = trail.pop() ?? "";
+    show({ ...view, cursor }, { keepTrail: true });
+  });
+  const next = h("button", { type: "button", id: "next", class: "secondary", disabled: true }, "Next");
+  next.addEventListener("click", () => {
+    if (!nextCursor) return;
+    trail.push(view.cursor);
+    show({ ...view, cursor: nextCursor }, { keepTrail: true });
+  });
+
   app.replaceChildren(
-    h("section", {}, h("h1", {}, "Add a website"), form),
+    // The timer redraws these every 10 s: not live regions (a screen reader
+    // would read them out each time); a change of view is announced below.
+    h("section", { id: "summary", "aria-labelledby": "summary-title", "aria-live": "off" }, h("h1", { id: "summary-title" }, "Overview"), h("div", { id: "summary-counts" }), h("div", { id: "down-now" })),
     h(
       "section",
-      {},
-      h("h2", {}, "Websites"),
-      h("table", {}, h("thead", {}, h("tr", {}, ["Website", "Status", "Uptime 24h", "Response", ""].map((t) => h("th", {}, t)))), table),
+      { "aria-labelledby": "websites-title", "aria-live": "off" },
+      h("h2", { id: "websites-title" }, "Websites"),
+      h(
+        "form",
+        { class: "controls", role: "search", onsubmit: (event) => event.preventDefault() },
+        h("div", { class: "control" }, h("label", { for: "search" }, "Search"), search),
+        h("div", { class: "control" }, h("label", { for: "status-filter" }, "Status"), status),
+        h("div", { class: "control" }, h("label", { for: "sort" }, "Sort by"), sort),
+      ),
+      h(
+        "table",
+        { id: "overview-table" },
+        h("caption", { class: "muted", id: "page-caption" }, "Websites"),
+        h("thead", {}, h("tr", {}, header)),
+        h("tbody", { id: "websites" }),
+      ),
+      h("nav", { class: "pager", "aria-label": "Pages" }, previous, h("span", { id: "page-number", class: "muted" }), next),
+      h("p", { id: "view-announcement", class: "visually-hidden", role: "status", "aria-live": "polite" }),
     ),
+    h("section", {}, h("h2", {}, "Add a website"), form),
   );
-  await refreshTable();
-  schedule(refreshTable);
+  syncControls();
+  await refreshOverview();
+  schedule(refreshOverview);
 }
 
-async function refreshTable() {
+function statusCount(label, count, status) {
+  return h("div", { class: `count ${status}`, "data-count": status }, h("span", { class: "big" }, String(count)), h("span", {}, label));
+}
+
+async function refreshOverview() {
   const table = document.getElementById("websites");
   if (!table) return;
-  const monitor = (await api("GET", "/monitor")).data ?? [];
-  const uptimes = await Promise.all(monitor.map((w) => api("GET", `/monitor/${w.id}/uptime?days=1`)));
+  const query = new URLSearchParams({ limit: String(PAGE_SIZE), sort: view.sort });
+  if (view.q) query.set("q", view.q);
+  if (view.status) query.set("status", view.status);
+  if (view.cursor) query.set("cursor", view.cursor);
+  const asked = view;
+  const [summary, page] = await Promise.all([api("GET", "/monitor/summary"), fetchPage(`/monitor?${query}`)]);
+  if (asked !== view || !document.getElementById("websites")) return; // a newer view is on its way
+  drawSummary(summary.data);
+  if (!page.ok && page.status === 400 && view.cursor) {
+    // A stale or mangled cursor in a link: start from the first page.
+    return show({ ...view, cursor: "" }, { replace: true });
+  }
   if (document.querySelector("#websites tr.editing")) return; // do not wipe an edit in progress
-  table.replaceChildren(
-    ...monitor.map((w, i) => {
-      const uptime = uptimes[i].data?.uptime_percent?.["1d"];
-      const times = w.regions.map((r) => r.response_ms).filter((ms) => ms !== null && ms !== undefined);
-      return h(
-        "tr",
-        { "data-website": w.id },
-        h("td", {}, h("a", { href: `#/websites/${w.id}` }, w.name), h("div", { class: "muted" }, w.url)),
-        h("td", {}, w.regions.map((r) => h("span", { class: `badge ${r.status}`, title: r.message ?? r.status }, `${r.region}: ${r.status}`))),
-        h("td", {}, uptime === undefined ? "—" : `${uptime.toFixed(2)} %`),
-        h("td", {}, times.length ? `${Math.max(...times)} ms` : "—"),
-        h(
-          "td",
-          {},
-          h(
-            "div",
-            { class: "row-actions" },
-            h("button", { class: "secondary", onclick: () => edit(w) }, "Edit"),
-            h("button", { class: "danger", onclick: () => remove(w) }, "Remove"),
-          ),
-        ),
-      );
-    }),
+  const websites = page.ok ? page.data ?? [] : [];
+  nextCursor = page.next;
+  document.getElementById("next").disabled = !nextCursor;
+  document.getElementById("previous").disabled = !view.cursor;
+  document.getElementById("page-number").textContent = `Page ${trail.length + 1}${view.cursor && !trail.length ? " (linked)" : ""}`;
+  const filters = [view.q && `matching “${view.q}”`, view.status && `${view.status}`].filter(Boolean).join(", ");
+  const caption =
+    `${websites.length} website${websites.length === 1 ? "" : "s"} on this page${filters ? `, ${filters}` : ""}, sorted by ${SORTS.find(([k]) => k === view.sort)?.[1] ?? view.sort}`;
+  document.getElementById("page-caption").textContent = caption;
+  const shown = hashOf(view);
+  if (shown !== announced) {
+    // Only a new view (search, filter, sort, page) is announced, not a refresh.
+    announced = shown;
+    document.getElementById("view-announcement").textContent = caption;
+  }
+  table.replaceChildren(...websites.map(websiteRow));
+  if (!websites.length) {
+    const empty = view.q || view.status ? "No website matches." : "No websites yet.";
+    table.replaceChildren(h("tr", {}, h("td", { colspan: String(COLUMNS.length), class: "muted" }, page.ok ? empty : page.data?.message ?? "Could not load the websites.")));
+  }
+}
+
+/// A page of /monitor and the cursor of the next one (from `Link`).
+async function fetchPage(path) {
+  const response = await fetch(path);
+  if (response.status === 401) {
+    signIn();
+    throw new SignedOut();
+  }
+  const data = await response.json().catch(() => null);
+  const link = response.headers.get("link") ?? "";
+  const target = link.match(/<([^>]*)>;\s*rel="next"/)?.[1];
+  const next = target ? new URLSearchParams(target.split("?")[1] ?? "").get("cursor") : null;
+  return { ok: response.ok, status: response.status, data, next };
+}
+
+function drawSummary(summary) {
+  const counts = document.getElementById("summary-counts");
+  if (!counts || !summary) return;
+  const w = summary.websites;
+  counts.replaceChildren(
+    ...[h(
+      "div",
+      { class: "counts" },
+      statusCount("down", w.down, "down"),
+      statusCount("pending", w.pending, "pending"),
+      statusCount("up", w.up, "up"),
+      h("div", { class: "count" }, h("span", { class: "big" }, String(w.up + w.down + w.pending)), h("span", {}, "websites")),
+    ),
+    summary.regions.length > 1
+      ? h("p", { class: "muted" }, summary.regions.map((r) => `${r.region}: ${r.checks.down} down, ${r.checks.up} up, ${r.checks.pending} pending`).join(" · "))
+      : null].filter(Boolean),
   );
-  if (!monitor.length) table.replaceChildren(h("tr", {}, h("td", { colspan: "5", class: "muted" }, "No websites yet.")));
+  const down = document.getElementById("down-now");
+  const shown = summary.down.slice(0, DOWN_SHOWN);
+  down.replaceChildren(
+    shown.length
+      ? h(
+          "div",
+          {},
+          h("h2", {}, "Down now"),
+          h("ul", { class: "down-list" }, shown.map((d) => h("li", {}, h("a", { href: `#/websites/${d.id}` }, d.name), ` since ${utc(d.since)}`))),
+          w.down > shown.length
+            ? h("p", {}, h("a", { href: hashOf({ q: "", status: "down", sort: "last_change", cursor: "" }) }, `and ${w.down - shown.length} more`))
+            : null,
+        )
+      : h("p", { class: "muted" }, "Nothing is down."),
+  );
+}
+
+function websiteRow(w) {
+  return h(
+    "tr",
+    { "data-website": w.id, "data-status": w.status },
+    h("th", { scope: "row" }, h("a", { href: `#/websites/${w.id}` }, w.name), h("div", { class: "muted" }, w.url)),
+    h("td", {}, h("strong", { class: `state ${w.status}` }, w.status)),
+    h("td", {}, h("time", { datetime: w.status_since }, utc(w.status_since))),
+    h("td", {}, w.regions.map((r) => h("span", { class: `badge ${r.status}`, title: r.message ?? r.status }, `${r.region}: ${r.status}`))),
+    h("td", {}, `${w.uptime_24h.toFixed(2)} %`),
+    h("td", {}, w.response_ms === null || w.response_ms === undefined ? "—" : `${w.response_ms} ms`),
+    h(
+      "td",
+      {},
+      h(
+        "div",
+        { class: "row-actions" },
+        h("button", { class: "secondary", onclick: () => edit(w), "aria-label": `Edit ${w.name}` }, "Edit"),
+        h("button", { class: "danger", onclick: () => remove(w), "aria-label": `Remove ${w.name}` }, "Remove"),
+      ),
+    ),
+  );
 }
 
 function edit(website) {
@@ -237,7 +445,7 @@ function edit(website) {
       "div",
       { class: "row-actions" },
       h("button", { type: "submit" }, "Save"),
-      h("button", { type: "button", class: "secondary", onclick: () => { row.classList.remove("editing"); refreshTable(); } }, "Cancel"),
+      h("button", { type: "button", class: "secondary", onclick: () => { row.classList.remove("editing"); refreshOverview(); } }, "Cancel"),
       h("div", { class: "error", "data-error-for": "form" }),
     ),
   );
@@ -246,17 +454,17 @@ function edit(website) {
     const response = await api("PATCH", `/websites/${website.id}`, websiteBody(form, false));
     if (!response.ok) return showErrors(form, response);
     row.classList.remove("editing");
-    await refreshTable();
+    await refreshOverview();
   });
   row.classList.add("editing");
-  row.replaceChildren(h("td", { colspan: "5" }, form));
+  row.replaceChildren(h("td", { colspan: String(COLUMNS.length) }, form));
   form.querySelector("input").focus();
 }
 
 async function remove(website) {
   if (!window.confirm(`Stop monitoring ${website.name}?`)) return;
   await api("DELETE", `/websites/${website.id}`);
-  await refreshTable();
+  await refreshOverview();
 }
 
 // ---------------------------------------------------------------- website page
@@ -449,6 +657,14 @@ function route() {
     chart = null;
   }
   const match = location.hash.match(/^#\/websites\/([0-9a-f-]+)$/i);
+  if (!match && location.hash !== "#/channels" && document.getElementById("overview-table")) {
+    // Back or forward between views of the overview: only the page changes.
+    view = viewOf(location.hash);
+    syncControls();
+    schedule(refreshOverview);
+    refreshOverview().catch(() => {});
+    return;
+  }
   const page = match
     ? websitePage(match[1])
     : location.hash === "#/channels"

@@ -15,6 +15,7 @@ pub mod error;
 pub mod feed;
 pub mod maintenance;
 pub mod monitor;
+pub mod paging;
 pub mod regions;
 pub mod websites;
 
@@ -103,7 +104,7 @@ fn operations(state: &Arc<ApiState>) -> OpenApiService<Operations, ()> {
         (
             websites::WebsitesApi { state: state.clone() },
             regions::RegionsApi { state: state.clone() },
-            monitor::MonitorApi { state: state.clone() },
+            monitor::MonitorApi { state: state.clone(), summary: Default::default() },
             channels::ChannelsApi { state: state.clone() },
             alerts::AlertsApi { state: state.clone() },
             maintenance::MaintenanceApi { state: state.clone() },

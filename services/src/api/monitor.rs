@@ -1,9 +1,12 @@
-//! `/monitor`: what the checks found. The overview reads the latest-status
-//! projection in Postgres; a website's response-time series reads InfluxDB.
+//! `/monitor`: what the checks found. The overview is paged and reads the
+//! maintained status columns and the latest-status projection in Postgres
+//! (`projections::overview`); a website's response-time series reads
+//! InfluxDB.
 //! `days` is 1 to 90 and `region` must exist (422 otherwise).
 
 use super::body::{parse_id, Bounded, RegionQuery, Timestamp};
 use super::error::{ApiError, Refusal, BAD_REQUEST, INVALID, NOT_FOUND, UNAVAILABLE};
+use super::paging::{CursorQuery, Limit, ListQuery, Listing, Page, SearchQuery, SortQuery, StatusQuery};
 
 /// What the per-website operations can refuse.
 const WINDOW: u8 = BAD_REQUEST | NOT_FOUND | INVALID | UNAVAILABLE;
@@ -16,10 +19,11 @@ use poem_openapi::registry::{MetaSchema, MetaSchemaRef, Registry};
 use poem_openapi::types::{ToJSON, Type};
 use poem_openapi::{Enum, Object, OpenApi, Tags};
 use projections::influx::{Percentiles, SeriesPoint};
-use projections::{postgres, status};
+use projections::overview::{self, Sort};
+use projections::postgres;
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 pub const MAX_DAYS: u32 = 90;
@@ -33,44 +37,32 @@ pub enum Tag {
     Monitor,
 }
 
-async fn overview(state: &ApiState) -> Result<Vec<MonitorEntry>, ApiError> {
-    let websites = postgres::websites(&state.pool, None, 0).await?;
-    let mut latest: HashMap<(Uuid, String), status::LatestStatus> =
-        status::latest(&state.pool, None).await?.into_iter().map(|s| ((s.website_id, s.region.clone()), s)).collect();
-    let entries = websites
-        .into_iter()
-        .map(|website| {
-            let regions: Vec<(outage::Status, RegionEntry)> = website
-                .regions
-                .iter()
-                .map(|region| region_entry(region.as_str(), latest.remove(&(website.id, region.to_string()))))
-                .collect();
-            let statuses: Vec<outage::Status> = regions.iter().map(|(status, _)| *status).collect();
-            MonitorEntry {
-                id: website.id,
-                name: website.name.to_string(),
-                url: website.url.to_string(),
-                interval_seconds: website.interval_seconds.get(),
-                status: if website.paused {
-                    Status::Paused
-                } else {
-                    outage::status(website.down_policy, &statuses).into()
-                },
-                down_policy: super::websites::PolicyName::from(website.down_policy),
-                regions: regions.into_iter().map(|(_, entry)| entry).collect(),
-            }
-        })
-        .collect();
-    Ok(entries)
+/// The overview's entry of a website: its status, each region's latest
+/// check, its uptime over 24 hours, all from the page's one query.
+fn entry(entry: overview::Entry) -> MonitorEntry {
+    let last_response_ms = entry.last_response_ms();
+    let overview::Entry { website, status, status_since, uptime_24h, regions, .. } = entry;
+    MonitorEntry {
+        id: website.id,
+        name: website.name.to_string(),
+        url: website.url.to_string(),
+        interval_seconds: website.interval_seconds.get(),
+        status: if website.paused { Status::Paused } else { status.into() },
+        status_since: status_since.into(),
+        uptime_24h,
+        response_ms: last_response_ms,
+        down_policy: super::websites::PolicyName::from(website.down_policy),
+        regions: regions.into_iter().map(|(region, check)| region_entry(region.as_str(), check)).collect(),
+    }
 }
 
-/// One region's entry and its status, from its latest check (if any).
-fn region_entry(region: &str, latest: Option<status::LatestStatus>) -> (outage::Status, RegionEntry) {
-    let status = outage::Status::of_check(latest.as_ref().map(|s| s.up));
-    let entry = match latest {
+/// One region's entry, from its latest check (if any).
+fn region_entry(region: &str, latest: Option<overview::RegionCheck>) -> RegionEntry {
+    let status: Status = outage::Status::of_check(latest.as_ref().map(|s| s.up)).into();
+    match latest {
         None => RegionEntry {
             region: region.to_owned(),
-            status: status.into(),
+            status,
             checked_at: None,
             response_ms: None,
             status_code: None,
@@ -79,15 +71,109 @@ fn region_entry(region: &str, latest: Option<status::LatestStatus>) -> (outage::
         },
         Some(s) => RegionEntry {
             region: region.to_owned(),
-            status: status.into(),
+            status,
             checked_at: Some(s.checked_at.into()),
             response_ms: s.response_ms,
             status_code: s.status_code,
             cause: s.cause,
             message: s.message,
         },
-    };
-    (status, entry)
+    }
+}
+
+/// The most websites `/monitor/summary` lists as down.
+const SUMMARY_DOWN: i64 = 100;
+
+/// How many websites are up, down and pending.
+#[derive(Debug, Clone, Object)]
+#[oai(rename = "StatusCounts")]
+pub struct CountsView {
+    pub up: i64,
+    pub down: i64,
+    pub pending: i64,
+    /// Paused websites (not counted under their last status).
+    pub paused: i64,
+}
+
+impl From<overview::Counts> for CountsView {
+    fn from(c: overview::Counts) -> Self {
+        CountsView { up: c.up, down: c.down, pending: c.pending, paused: c.paused }
+    }
+}
+
+/// The latest checks from one region.
+#[derive(Debug, Clone, Object)]
+#[oai(rename = "RegionCounts")]
+pub struct RegionCountsView {
+    pub region: String,
+    /// Websites whose latest check from this region was up, down, or that
+    /// it has not checked yet.
+    pub checks: CountsView,
+}
+
+/// A website down now.
+#[derive(Debug, Clone, Object)]
+#[oai(rename = "DownWebsite")]
+pub struct DownView {
+    pub id: Uuid,
+    pub name: String,
+    pub url: String,
+    /// When it went down.
+    pub since: Timestamp,
+}
+
+/// The counts of the overview, in one small answer.
+#[derive(Debug, Clone, Object)]
+#[oai(rename = "MonitorSummary")]
+pub struct SummaryView {
+    /// Every website, by status (under its down policy).
+    pub websites: CountsView,
+    /// Every region, by name.
+    pub regions: Vec<RegionCountsView>,
+    /// Websites down now, the most recent outage first: at most 100 (the
+    /// full count is `websites.down`).
+    pub down: Vec<DownView>,
+}
+
+/// How long one computed summary answers. Its counts read every website
+/// (about 0.1 s at 100,000) and dashboards poll it, so requests close
+/// together share one computation: a summary is at most this old.
+const SUMMARY_FRESH: Duration = Duration::from_secs(2);
+
+/// The last summary and when it was computed; the lock also makes
+/// concurrent requests wait for one computation instead of running many.
+#[derive(Default)]
+pub struct SummaryCache(tokio::sync::Mutex<Option<(Instant, SummaryView)>>);
+
+impl SummaryCache {
+    async fn get(&self, state: &ApiState) -> Result<SummaryView, ApiError> {
+        let mut cached = self.0.lock().await;
+        if let Some((at, summary)) = cached.as_ref() {
+            if at.elapsed() < SUMMARY_FRESH {
+                return Ok(summary.clone());
+            }
+        }
+        let summary = summary(state).await?;
+        *cached = Some((Instant::now(), summary.clone()));
+        Ok(summary)
+    }
+}
+
+async fn summary(state: &ApiState) -> Result<SummaryView, ApiError> {
+    let summary = overview::summary(&state.pool, SUMMARY_DOWN).await?;
+    Ok(SummaryView {
+        websites: summary.websites.into(),
+        regions: summary
+            .regions
+            .into_iter()
+            .map(|(region, counts)| RegionCountsView { region, checks: counts.into() })
+            .collect(),
+        down: summary
+            .down
+            .into_iter()
+            .map(|d| DownView { id: d.id, name: d.name, url: d.url, since: d.status_since.into() })
+            .collect(),
+    })
 }
 
 /// Checks `days` (default `default`).
@@ -302,6 +388,15 @@ pub struct MonitorEntry {
     /// down under its `down_policy` (default: any region), `pending` while
     /// some region has no result yet, else `up`.
     pub status: Status,
+    /// When the website took this status (for `pending`: when it was added
+    /// or its regions changed).
+    pub status_since: Timestamp,
+    /// Percent of the last 24 hours (or since it was added) it was not down
+    /// under its `down_policy`, from the incidents, to three decimals.
+    pub uptime_24h: f64,
+    /// Response time of its most recent check, from any region.
+    #[oai(nullable)]
+    pub response_ms: Option<i32>,
     pub down_policy: super::websites::PolicyName,
     pub regions: Vec<RegionEntry>,
 }
@@ -452,6 +547,7 @@ impl ToJSON for MaybeIncident {
 
 pub struct MonitorApi {
     pub state: Arc<ApiState>,
+    pub summary: SummaryCache,
 }
 
 /// The `region` query parameter as text.
@@ -461,10 +557,53 @@ fn region_of(region: &Query<Option<RegionQuery>>) -> Option<&str> {
 
 #[OpenApi(tag = "Tag::Monitor")]
 impl MonitorApi {
-    /// Every website with its latest status per region
+    /// Websites with their status, a page at a time
+    ///
+    /// Each website with its status under its `down_policy` and since when,
+    /// its regions' latest checks, its uptime over 24 hours and its last
+    /// response time. Down first by default. Pages hold `limit` websites
+    /// (up to 500 without it); the next page's address is in the `Link`
+    /// header (`rel="next"`), absent on the last page.
     #[oai(path = "/monitor", method = "get", operation_id = "monitor_overview")]
-    async fn overview(&self) -> Result<Json<Vec<MonitorEntry>>, Refusal<UNAVAILABLE>> {
-        Ok(Json(overview(&self.state).await?))
+    #[allow(clippy::too_many_arguments)]
+    async fn overview(
+        &self,
+        /// Websites per page, 1 to 500 (default: 500).
+        limit: Query<Option<Limit>>,
+        /// Where the page starts: the cursor of the `Link` header of the
+        /// previous page (its other parameters unchanged).
+        cursor: Query<Option<CursorQuery>>,
+        /// Only websites with this status (`up`, `down` and `pending` leave
+        /// paused websites out; `paused` lists only those).
+        status: Query<Option<StatusQuery>>,
+        /// Only websites checked from this region.
+        region: Query<Option<RegionQuery>>,
+        /// Only websites whose name or URL contains this, case-insensitive.
+        q: Query<Option<SearchQuery>>,
+        /// `status` (down, then pending, then up; the default), `name`,
+        /// `last_change` (the most recent first), `uptime_24h` (the lowest
+        /// first) or `created` (the oldest first).
+        sort: Query<Option<SortQuery>>,
+    ) -> Result<Page<MonitorEntry>, Refusal<{ BAD_REQUEST | INVALID | UNAVAILABLE }>> {
+        let raw = ListQuery {
+            limit: limit.0,
+            cursor: cursor.0.as_ref().map(|c| c.as_str()),
+            status: status.0.as_ref().map(|s| s.as_str()),
+            region: region.0.as_ref(),
+            q: q.0.as_ref().map(|q| q.as_str()),
+            sort: sort.0.as_ref().map(|s| s.as_str()),
+        };
+        let listing = Listing::parse(&self.state, raw, Sort::Status).await?;
+        let (entries, link) = listing.fetch(&self.state, "/monitor").await?;
+        Ok(Page::Ok(Json(entries.into_iter().map(entry).collect()), link))
+    }
+
+    /// Counts by status and by region, and the websites down now
+    ///
+    /// At most 2 seconds old: requests close together share one count.
+    #[oai(path = "/monitor/summary", method = "get", operation_id = "monitor_summary")]
+    async fn summary(&self) -> Result<Json<SummaryView>, Refusal<UNAVAILABLE>> {
+        Ok(Json(self.summary.get(&self.state).await?))
     }
 
     /// Response times, oldest first

@@ -8,8 +8,9 @@
 //! description alone; only facts that need the projection (does a region
 //! exist, is a name taken) are left to the answer.
 
-use super::body::{parse_id, present, Bounded, JsonBody, Timestamp, Validation, REGION_PATTERN};
+use super::body::{parse_id, present, JsonBody, RegionQuery, Timestamp, Validation, REGION_PATTERN};
 use super::error::{ApiError, Refusal, BAD_REQUEST, BODY, CONFLICT, INVALID, NOT_FOUND, UNAVAILABLE};
+use super::paging;
 use super::ApiState;
 use crate::access::middleware::Caller;
 use crate::bus::BusError;
@@ -27,6 +28,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::registry::{MetaSchema, MetaSchemaRef};
 use poem_openapi::types::{ParseError, ParseFromJSON, ParseResult, ToJSON, Type};
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
+use projections::overview::Sort;
 use projections::postgres;
 use regex::Regex;
 use serde::Deserialize;
@@ -41,9 +43,6 @@ const MAX_ATTEMPTS: usize = 3;
 const MAX_REGIONS: usize = 64;
 const MAX_EMAILS: usize = 20;
 const MAX_CHANNELS: usize = 20;
-/// The largest `offset` of the list: far beyond any real list, and small
-/// enough to be exact in the description.
-const MAX_OFFSET: i64 = 1_000_000_000;
 
 #[derive(Tags)]
 pub enum Tag {
@@ -467,19 +466,43 @@ impl WebsitesApi {
         }
     }
 
-    /// List websites, oldest first
+    /// List websites, a page at a time
+    ///
+    /// Oldest first by default. Pages hold `limit` websites (up to 500
+    /// without it); the next page's address is in the `Link` header
+    /// (`rel="next"`), absent on the last page.
     #[oai(path = "/websites", method = "get", operation_id = "list_websites")]
+    #[allow(clippy::too_many_arguments)]
     async fn list(
         &self,
-        /// At most this many (default: all).
-        limit: Query<Option<Bounded<1, 10_000>>>,
-        /// Skip this many first (default 0).
-        offset: Query<Option<Bounded<0, MAX_OFFSET>>>,
-    ) -> Result<Json<Vec<WebsiteView>>, Refusal<{ BAD_REQUEST | INVALID | UNAVAILABLE }>> {
-        let limit = limit.0.map(|l| l.check("limit")).transpose()?;
-        let offset = offset.0.map(|o| o.check("offset")).transpose()?.unwrap_or(0);
-        let websites = postgres::websites(&self.state.pool, limit, offset).await?;
-        Ok(Json(websites.into_iter().map(Into::into).collect()))
+        /// Websites per page, 1 to 500 (default: 500).
+        limit: Query<Option<paging::Limit>>,
+        /// Where the page starts: the cursor of the `Link` header of the
+        /// previous page (its other parameters unchanged).
+        cursor: Query<Option<paging::CursorQuery>>,
+        /// Only websites with this status (`paused` matches none: websites
+        /// cannot be paused yet).
+        status: Query<Option<paging::StatusQuery>>,
+        /// Only websites checked from this region.
+        region: Query<Option<RegionQuery>>,
+        /// Only websites whose name or URL contains this, case-insensitive.
+        q: Query<Option<paging::SearchQuery>>,
+        /// `created` (the oldest first; the default), `name`, `status` (down,
+        /// then pending, then up), `last_change` (the most recent first) or
+        /// `uptime_24h` (the lowest first).
+        sort: Query<Option<paging::SortQuery>>,
+    ) -> Result<paging::Page<WebsiteView>, Refusal<{ BAD_REQUEST | INVALID | UNAVAILABLE }>> {
+        let raw = paging::ListQuery {
+            limit: limit.0,
+            cursor: cursor.0.as_ref().map(|c| c.as_str()),
+            status: status.0.as_ref().map(|s| s.as_str()),
+            region: region.0.as_ref(),
+            q: q.0.as_ref().map(|q| q.as_str()),
+            sort: sort.0.as_ref().map(|s| s.as_str()),
+        };
+        let listing = paging::Listing::parse(&self.state, raw, Sort::Created).await?;
+        let (entries, link) = listing.fetch(&self.state, "/websites").await?;
+        Ok(paging::Page::Ok(Json(entries.into_iter().map(|e| e.website.into()).collect()), link))
     }
 
     /// Show a website
