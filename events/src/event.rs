@@ -22,6 +22,7 @@ pub enum Event {
     WebsiteUpdated(WebsiteUpdated),
     WebsiteRemoved(WebsiteRemoved),
     RegionAdded(RegionAdded),
+    RegionRemoved(RegionRemoved),
     CheckCompleted(CheckCompleted),
     SiteDown(SiteDown),
     SiteUp(SiteUp),
@@ -46,6 +47,7 @@ pub const KNOWN_TYPES: &[&str] = &[
     "WebsiteUpdated",
     "WebsiteRemoved",
     "RegionAdded",
+    "RegionRemoved",
     "CheckCompleted",
     "SiteDown",
     "SiteUp",
@@ -70,6 +72,7 @@ impl Event {
             Event::WebsiteUpdated(_) => "WebsiteUpdated",
             Event::WebsiteRemoved(_) => "WebsiteRemoved",
             Event::RegionAdded(_) => "RegionAdded",
+            Event::RegionRemoved(_) => "RegionRemoved",
             Event::CheckCompleted(_) => "CheckCompleted",
             Event::SiteDown(_) => "SiteDown",
             Event::SiteUp(_) => "SiteUp",
@@ -101,6 +104,7 @@ impl Event {
             Event::WebsiteUpdated(e) => e.website_id.to_string(),
             Event::WebsiteRemoved(e) => e.website_id.to_string(),
             Event::RegionAdded(e) => e.region.to_string(),
+            Event::RegionRemoved(e) => e.region.to_string(),
             Event::CheckCompleted(e) => e.website_id.to_string(),
             Event::SiteDown(e) => e.website_id.to_string(),
             Event::SiteUp(e) => e.website_id.to_string(),
@@ -127,6 +131,7 @@ impl Event {
             Event::WebsiteUpdated(e) => subject::website(e.website_id),
             Event::WebsiteRemoved(e) => subject::website(e.website_id),
             Event::RegionAdded(e) => subject::region(&e.region),
+            Event::RegionRemoved(e) => subject::region(&e.region),
             Event::CheckCompleted(e) => subject::check(&e.region, e.website_id),
             Event::SiteDown(e) => subject::incident(e.website_id),
             Event::SiteUp(e) => subject::incident(e.website_id),
@@ -210,6 +215,14 @@ pub struct WebsiteRemoved {
 /// A region websites can be checked from was created.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct RegionAdded {
+    pub region: RegionName,
+}
+
+/// A region was deleted: nothing is checked from it any more. Websites
+/// checked from it were changed first (WebsiteUpdated without it, and
+/// WebsitePaused for one it was the only region of); its history stays.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RegionRemoved {
     pub region: RegionName,
 }
 
