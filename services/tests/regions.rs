@@ -76,6 +76,10 @@ async fn removing_a_region_stops_its_checks_within_seconds_and_keeps_its_history
     let (status, points) = stack.call(Method::GET, &format!("/monitor/{id}?days=1"), None).await;
     assert_eq!(status, StatusCode::OK, "{points}");
     assert!(points.as_array().into_iter().flatten().any(|p| p["region"] == "europe"), "{points}");
+    let (status, only_europe) =
+        stack.call(Method::GET, &format!("/monitor/{id}/downtime?days=1&region=europe"), None).await;
+    assert_eq!(status, StatusCode::OK, "a removed region's history can be asked for by name: {only_europe}");
+    assert_eq!(only_europe.as_array().map(Vec::len), Some(1), "{only_europe}");
 
     // The name can be used again.
     let (status, body) = stack.call(Method::POST, "/regions", Some(json!({ "name": "europe" }))).await;

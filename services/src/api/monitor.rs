@@ -98,12 +98,16 @@ pub fn parse_days(days: Option<Days>, default: u32) -> Result<u32, ApiError> {
     }
 }
 
-/// Parses `region` and checks it exists.
+/// Parses `region` and checks it exists, or existed: a removed region's
+/// history stays readable.
 pub async fn parse_region(state: &ApiState, raw: Option<&str>) -> Result<Option<RegionName>, ApiError> {
     let Some(raw) = raw else { return Ok(None) };
     let region = RegionName::parse(raw).map_err(|e| ApiError::invalid("region", e.message))?;
     if !postgres::regions(&state.pool).await?.iter().any(|r| r.name == region) {
-        return Err(ApiError::invalid("region", format!("region {region} does not exist")));
+        let last = state.bus.last_subject_event(&events::subject::region(&region)).await?;
+        if !matches!(last, Some((_, e)) if matches!(e.event, events::Event::RegionRemoved(_))) {
+            return Err(ApiError::invalid("region", format!("region {region} does not exist")));
+        }
     }
     Ok(Some(region))
 }
