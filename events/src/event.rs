@@ -23,6 +23,7 @@ pub enum Event {
     WebsiteUpdated(WebsiteUpdated),
     WebsiteRemoved(WebsiteRemoved),
     RegionAdded(RegionAdded),
+    RegionRemoved(RegionRemoved),
     CheckCompleted(CheckCompleted),
     SiteDown(SiteDown),
     SiteUp(SiteUp),
@@ -48,6 +49,7 @@ pub const KNOWN_TYPES: &[&str] = &[
     "WebsiteUpdated",
     "WebsiteRemoved",
     "RegionAdded",
+    "RegionRemoved",
     "CheckCompleted",
     "SiteDown",
     "SiteUp",
@@ -73,6 +75,7 @@ impl Event {
             Event::WebsiteUpdated(_) => "WebsiteUpdated",
             Event::WebsiteRemoved(_) => "WebsiteRemoved",
             Event::RegionAdded(_) => "RegionAdded",
+            Event::RegionRemoved(_) => "RegionRemoved",
             Event::CheckCompleted(_) => "CheckCompleted",
             Event::SiteDown(_) => "SiteDown",
             Event::SiteUp(_) => "SiteUp",
@@ -105,6 +108,7 @@ impl Event {
             Event::WebsiteUpdated(e) => e.website_id.to_string(),
             Event::WebsiteRemoved(e) => e.website_id.to_string(),
             Event::RegionAdded(e) => e.region.to_string(),
+            Event::RegionRemoved(e) => e.region.to_string(),
             Event::CheckCompleted(e) => e.website_id.to_string(),
             Event::SiteDown(e) => e.website_id.to_string(),
             Event::SiteUp(e) => e.website_id.to_string(),
@@ -132,6 +136,7 @@ impl Event {
             Event::WebsiteUpdated(e) => subject::website(e.website_id),
             Event::WebsiteRemoved(e) => subject::website(e.website_id),
             Event::RegionAdded(e) => subject::region(&e.region),
+            Event::RegionRemoved(e) => subject::region(&e.region),
             Event::CheckCompleted(e) => subject::check(&e.region, e.website_id),
             Event::SiteDown(e) => subject::incident(e.website_id),
             Event::SiteUp(e) => subject::incident(e.website_id),
@@ -222,6 +227,14 @@ pub struct WebsiteRemoved {
 /// A region websites can be checked from was created.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct RegionAdded {
+    pub region: RegionName,
+}
+
+/// A region was deleted: nothing is checked from it any more. Websites
+/// checked from it were changed first (WebsiteUpdated without it, and
+/// WebsitePaused for one it was the only region of); its history stays.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RegionRemoved {
     pub region: RegionName,
 }
 

@@ -27,8 +27,8 @@ pub use envelope::{DecodeError, Envelope};
 pub use event::{
     CertificateExpiring, ChannelAdded, ChannelDisabled, ChannelRemoved, ChannelUpdated, CheckCompleted, Event,
     FailureCause, MaintenanceEnded, MaintenanceRemoved, MaintenanceScheduled, MaintenanceUpdated, RegionAdded,
-    SiteDown, SiteUp, TokenCreated, TokenRevoked, WebsiteAdded, WebsitePaused, WebsiteRemoved, WebsiteResumed,
-    WebsiteUpdated,
+    RegionRemoved, SiteDown, SiteUp, TokenCreated, TokenRevoked, WebsiteAdded, WebsitePaused, WebsiteRemoved,
+    WebsiteResumed, WebsiteUpdated,
 };
 pub use values::{
     DownPolicy, EmailAddress, FailuresBeforeDown, IntervalSecs, RegionName, TimeoutMs, ValueError, WebsiteName,
@@ -49,4 +49,13 @@ pub enum DomainError {
     UnknownRegions(Vec<RegionName>),
     #[error("a website must be checked from at least one region")]
     NoRegions,
+    #[error("region {0} does not exist")]
+    RegionNotFound(RegionName),
+    #[error("region {0} is the last region; add another before removing it")]
+    LastRegion(RegionName),
+    /// Removing the region would leave these websites with no region.
+    #[error("region {region} is the only region of website(s) {}; remove it with force=true to pause them", .websites.iter().map(|w| w.to_string()).collect::<Vec<_>>().join(", "))]
+    RegionInUse { region: RegionName, websites: Vec<uuid::Uuid> },
+    #[error("website {0} has no region to be checked from; give it one (PATCH regions) before resuming it")]
+    NoRegionToResume(uuid::Uuid),
 }

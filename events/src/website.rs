@@ -112,6 +112,8 @@ pub fn decide(
         (Some(current), WebsiteCommand::Pause) if current.paused => Ok(vec![]),
         (Some(_), WebsiteCommand::Pause) => Ok(vec![Event::WebsitePaused(WebsitePaused { website_id: id })]),
         (Some(current), WebsiteCommand::Resume) if !current.paused => Ok(vec![]),
+        // Left without a region when its last one was removed (forced).
+        (Some(current), WebsiteCommand::Resume) if current.regions.is_empty() => Err(DomainError::NoRegionToResume(id)),
         (Some(_), WebsiteCommand::Resume) => Ok(vec![Event::WebsiteResumed(WebsiteResumed { website_id: id })]),
         (Some(current), WebsiteCommand::Change(change)) => {
             let regions = change.regions.map(|r| checked_regions(r, known_regions)).transpose()?;
@@ -321,6 +323,19 @@ mod tests {
         let change = ChangeWebsite { name: Some(site.name.clone()), ..Default::default() };
         let events = decide(site.id, Some(&site), WebsiteCommand::Change(change), &[region("local")]);
         assert_eq!(events, Ok(vec![]));
+    }
+
+    #[test]
+    fn a_paused_website_without_a_region_cannot_be_resumed_until_given_one() {
+        let site = Website { paused: true, regions: vec![], ..added(&["local"]) };
+        let result = decide(site.id, Some(&site), WebsiteCommand::Resume, &[region("local")]);
+        assert_eq!(result, Err(DomainError::NoRegionToResume(site.id)));
+        let change = ChangeWebsite { regions: Some(vec![region("local")]), ..Default::default() };
+        let events = decide(site.id, Some(&site), WebsiteCommand::Change(change), &[region("local")])
+            .unwrap_or_else(|e| panic!("{e}"));
+        let given = events.iter().try_fold(site.clone(), |s, e| apply(Some(s), e, site.created_at));
+        let resumed = decide(site.id, given.as_ref(), WebsiteCommand::Resume, &[region("local")]);
+        assert!(matches!(resumed.as_deref(), Ok([Event::WebsiteResumed(_)])), "{resumed:?}");
     }
 
     #[test]

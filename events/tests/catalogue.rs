@@ -36,6 +36,7 @@ fn every_event() -> Vec<Event> {
         }),
         Event::WebsiteRemoved(WebsiteRemoved { website_id }),
         Event::RegionAdded(RegionAdded { region: region("europe") }),
+        Event::RegionRemoved(RegionRemoved { region: region("europe") }),
         Event::CheckCompleted(CheckCompleted {
             website_id,
             region: region("europe"),

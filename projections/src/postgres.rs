@@ -349,6 +349,33 @@ async fn apply(tx: &mut Transaction<'_, Postgres>, seq: u64, envelope: &Envelope
             .execute(&mut **tx)
             .await?;
         }
+        Event::RegionRemoved(e) => {
+            let removed = sqlx::query("delete from regions where name = $1 and stream_seq < $2 returning name")
+                .bind(e.region.as_str())
+                .bind(seq)
+                .fetch_optional(&mut **tx)
+                .await?;
+            // Websites were changed before the removal; rows left here are
+            // of a website added concurrently, which cannot keep a region
+            // that no longer exists.
+            sqlx::query("delete from website_regions where region = $1")
+                .bind(e.region.as_str())
+                .execute(&mut **tx)
+                .await?;
+            if removed.is_some() {
+                // Nothing observes from the region any more, so its open
+                // outages end here (no recovery was seen, and none will be);
+                // closed incidents stay as they are.
+                sqlx::query(
+                    "update incidents set ended_at = $2, duration_seconds = greatest(0, extract(epoch from $2 - started_at)::bigint)
+                     where region = $1 and ended_at is null",
+                )
+                .bind(e.region.as_str())
+                .bind(at)
+                .execute(&mut **tx)
+                .await?;
+            }
+        }
         Event::SiteDown(e) => {
             let windows = maintenance_windows(&mut **tx, Some(e.website_id)).await?;
             let in_maintenance = windows.iter().any(|w| w.covers(e.website_id) && w.active_at(e.started_at));
@@ -448,6 +475,17 @@ pub async fn website(pool: &PgPool, id: Uuid) -> Result<Option<StoredWebsite>> {
         .fetch_optional(pool)
         .await?;
     row.map(decode_website).transpose()
+}
+
+/// The websites checked from `region`, by id, with their stream sequences.
+pub async fn websites_in_region(pool: &PgPool, region: &RegionName) -> Result<Vec<StoredWebsite>> {
+    let rows: Vec<WebsiteRow> = sqlx::query_as(&format!(
+        "{SELECT_WEBSITES} where w.id in (select website_id from website_regions where region = $1) group by w.id order by w.id"
+    ))
+    .bind(region.as_str())
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter().map(decode_website).collect()
 }
 
 pub(crate) fn decode_website(row: WebsiteRow) -> Result<StoredWebsite> {

@@ -1,6 +1,7 @@
 //! All services in one process, for local use: the projections, the API,
 //! the scheduler, the detector, the notifier and one worker per known
-//! region (a region added while it runs gets a worker within seconds). They
+//! region (a region added while it runs gets a worker within seconds; the
+//! worker of a removed region idles, see [`crate::worker`]). They
 //! share one set of connections ([`Deps`]). When a task fails the others
 //! are cancelled and the reason is reported.
 

@@ -206,6 +206,7 @@ pub const FEED_TYPES: &[&str] = &[
     "WebsitePaused",
     "WebsiteResumed",
     "RegionAdded",
+    "RegionRemoved",
     "TokenCreated",
     "TokenRevoked",
     "ChannelAdded",
@@ -246,7 +247,7 @@ impl FeedFilter {
                 }
                 ("SiteDown" | "SiteUp" | "CertificateExpiring", Some(id)) => Some(subject::incident(id)),
                 ("SiteDown" | "SiteUp" | "CertificateExpiring", None) => Some("incidents.*".into()),
-                ("RegionAdded", None) => Some("monitor.region.*".into()),
+                ("RegionAdded" | "RegionRemoved", None) => Some("monitor.region.*".into()),
                 ("TokenCreated" | "TokenRevoked", None) => Some("monitor.token.*".into()),
                 ("ChannelAdded" | "ChannelUpdated" | "ChannelDisabled" | "ChannelRemoved", None) => {
                     Some("monitor.channel.*".into())

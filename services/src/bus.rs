@@ -98,6 +98,24 @@ impl Bus {
     }
 }
 
+impl Bus {
+    /// The last event on `subject` of MONITOR with its stream sequence
+    /// (`None`: no event yet), to decide against the aggregate's real
+    /// latest state rather than a projection that may lag.
+    pub async fn last_subject_event(&self, subject: &str) -> Result<Option<(u64, Envelope)>> {
+        let stream = self.monitor_stream().await?;
+        match stream.get_last_raw_message_by_subject(subject).await {
+            Ok(message) => {
+                let envelope = Envelope::from_json(&message.payload)
+                    .map_err(|e| BusError::JetStream(format!("MONITOR sequence {}: {e}", message.sequence)))?;
+                Ok(Some((message.sequence, envelope)))
+            }
+            Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(e) => Err(BusError::other(e)),
+        }
+    }
+}
+
 fn publish_error(kind: PublishErrorKind, error: impl std::fmt::Display) -> BusError {
     match kind {
         PublishErrorKind::WrongLastSequence => BusError::Conflict,

@@ -47,6 +47,9 @@ pub struct ApiConfig {
     pub secure_cookies: bool,
     /// Where the dashboard is (`PUBLIC_URL`), for links in test messages.
     pub public_url: String,
+    /// The detector's thresholds (`DETECTOR_DOWN_AFTER`/`DETECTOR_UP_AFTER`),
+    /// for recomputing incidents from the checks (what-if uptime).
+    pub detection: events::detection::Policy,
 }
 
 /// A secret setting: usable, never printed (`Debug` shows `***`).
@@ -178,6 +181,10 @@ impl Config {
             }
             key => key.map(Secret),
         };
+        let detection = events::detection::Policy {
+            down_after: s.number("DETECTOR_DOWN_AFTER", 2u32, 1, 1000)?,
+            up_after: s.number("DETECTOR_UP_AFTER", 1u32, 1, 1000)?,
+        };
         Ok(Self {
             nats_url: s.url(
                 "NATS_URL",
@@ -219,6 +226,7 @@ impl Config {
                 admin_token,
                 secure_cookies: public_url.starts_with("https://"),
                 public_url: public_url.clone(),
+                detection,
             },
             projector: ProjectorConfig { batch: s.number("PROJECTOR_BATCH", 5000usize, 1, 1_000_000)? },
             cron: CronConfig {
@@ -244,10 +252,7 @@ impl Config {
                 max_deliveries: s.number("WORKER_MAX_DELIVERIES", 5usize, 1, 1000)?,
                 allow_private_targets,
             },
-            detector: events::detection::Policy {
-                down_after: s.number("DETECTOR_DOWN_AFTER", 2u32, 1, 1000)?,
-                up_after: s.number("DETECTOR_UP_AFTER", 1u32, 1, 1000)?,
-            },
+            detector: detection,
             notify: NotifyConfig {
                 smtp: SmtpConfig {
                     host: s.text("SMTP_HOST", "127.0.0.1")?,

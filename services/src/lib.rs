@@ -31,6 +31,7 @@ pub mod runner;
 pub mod runtime;
 pub mod secrets;
 pub mod target;
+pub mod whatif;
 pub mod worker;
 
 pub use config::Config;

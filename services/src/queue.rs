@@ -10,6 +10,8 @@
 //! - `checks:<region>` stream: due checks, read by the `workers` group
 //! - `checks:dead:<region>` stream: checks that failed too many deliveries
 //! - `regions` set: every region name
+//! - `regions:removed` set: regions removed (RegionRemoved) and not added
+//!   again; their workers stop checking, nothing is scheduled in them
 //! - `cron:offset`: the MONITOR sequence the schedule reflects
 
 use chrono::{DateTime, TimeZone, Utc};
@@ -20,6 +22,7 @@ use uuid::Uuid;
 
 pub const GROUP: &str = "workers";
 pub const REGIONS_KEY: &str = "regions";
+pub const REMOVED_REGIONS_KEY: &str = "regions:removed";
 pub const OFFSET_KEY: &str = "cron:offset";
 
 pub fn site_key(id: Uuid) -> String {
@@ -36,6 +39,14 @@ pub fn checks_key(region: &RegionName) -> String {
 
 pub fn dead_key(region: &RegionName) -> String {
     format!("checks:dead:{region}")
+}
+
+/// Whether `region` was removed (and not added again): its workers idle.
+pub async fn is_region_removed(
+    conn: &mut redis::aio::ConnectionManager,
+    region: &RegionName,
+) -> redis::RedisResult<bool> {
+    redis::AsyncCommands::sismember(conn, REMOVED_REGIONS_KEY, region.as_str()).await
 }
 
 /// One due check as queued in `checks:<region>`.

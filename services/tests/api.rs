@@ -446,6 +446,12 @@ async fn replay_rebuilds_identical_tables_while_the_projector_runs() {
         let (status, _) = call(&app, Method::DELETE, &format!("/websites/{id}"), None).await;
         assert_eq!(status, StatusCode::NO_CONTENT);
     }
+    // A region removed by force: one website drops it, one is paused.
+    call(&app, Method::POST, "/regions", Some(json!({ "name": "asia" }))).await;
+    create(&app, json!({ "url": "https://asia.example.com", "name": "asia", "regions": ["asia"] })).await;
+    create(&app, json!({ "url": "https://both.example.com", "name": "both", "regions": ["asia", "local"] })).await;
+    let (status, removal) = call(&app, Method::DELETE, "/regions/asia?force=true", None).await;
+    assert_eq!(status, StatusCode::OK, "{removal}");
     for (name, revoke) in [("kept", false), ("revoked", true)] {
         let (status, token) = call(&app, Method::POST, "/tokens", Some(json!({ "name": name, "scope": "read" }))).await;
         assert_eq!(status, StatusCode::CREATED, "{token}");
@@ -465,7 +471,7 @@ async fn replay_rebuilds_identical_tables_while_the_projector_runs() {
 
     assert_eq!(reached, last_sequence(&app.bus).await);
     assert_eq!(snapshot(&app.db.pool).await, before);
-    assert_eq!(before["websites"].as_array().map(Vec::len), Some(15));
+    assert_eq!(before["websites"].as_array().map(Vec::len), Some(17));
     assert!(before["tokens"].as_array().into_iter().flatten().any(|t| t["revoked_at"].is_string()));
 }
 

@@ -384,6 +384,11 @@ async fn a_real_event_of_every_type_is_valid_against_the_served_schemas() {
     assert_eq!(status, StatusCode::OK);
     let (status, _) = stack.call(Method::DELETE, &format!("/channels/{channel}"), None).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
+    // A region added and removed.
+    let (status, _) = stack.call(Method::POST, "/regions", Some(json!({ "name": "gone" }))).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, _) = stack.call(Method::DELETE, "/regions/gone", None).await;
+    assert_eq!(status, StatusCode::OK);
     let website: Uuid = website.parse().expect("uuid");
     outage(&stack, website).await;
     // A certificate warning, as the detector announces it.

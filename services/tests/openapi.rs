@@ -19,6 +19,7 @@ const ENDPOINTS: &[(&str, &str)] = &[
     ("delete", "/websites/{id}"),
     ("get", "/regions"),
     ("post", "/regions"),
+    ("delete", "/regions/{name}"),
     ("get", "/monitor"),
     ("get", "/monitor/summary"),
     ("get", "/monitor/{id}"),

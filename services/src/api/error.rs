@@ -152,8 +152,8 @@ impl ResponseError for ApiError {
 /// lists exactly those (500 is left out: it is a bug, never an answer).
 const DOCUMENTED: &[(u8, u16, &str)] = &[
     (BAD_REQUEST, 400, "The body is not JSON or not of the documented shape, or a parameter is not of its type"),
-    (NOT_FOUND, 404, "No such website"),
-    (CONFLICT, 409, "Conflicts with the current state (exists already, or changed concurrently; retry)"),
+    (NOT_FOUND, 404, "No such resource (website, region, ...)"),
+    (CONFLICT, 409, "Conflicts with the current state (exists already, still in use, or changed concurrently; retry)"),
     (TOO_LARGE, 413, "The body is larger than 64 KiB"),
     (INVALID, 422, "Some values are not acceptable; `errors` names every refused field"),
     (UNAVAILABLE, 503, "A server the API depends on is unavailable"),
@@ -211,8 +211,12 @@ impl From<DomainError> for ApiError {
     fn from(error: DomainError) -> Self {
         let message = error.to_string();
         match error {
-            DomainError::WebsiteNotFound(_) => ApiError::NotFound(message),
-            DomainError::WebsiteExists(_) | DomainError::RegionExists(_) => ApiError::Conflict(message),
+            DomainError::WebsiteNotFound(_) | DomainError::RegionNotFound(_) => ApiError::NotFound(message),
+            DomainError::WebsiteExists(_)
+            | DomainError::RegionExists(_)
+            | DomainError::LastRegion(_)
+            | DomainError::RegionInUse { .. }
+            | DomainError::NoRegionToResume(_) => ApiError::Conflict(message),
             DomainError::UnknownRegions(_) | DomainError::NoRegions => ApiError::invalid("regions", message),
         }
     }

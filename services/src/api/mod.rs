@@ -18,6 +18,7 @@ pub mod monitor;
 pub mod paging;
 pub mod regions;
 pub mod websites;
+pub mod whatif;
 
 use crate::access::middleware::Access;
 use crate::access::{session, Authenticator};
@@ -63,6 +64,8 @@ pub struct ApiState {
     /// Cancelled when the server shuts down, so long-lived answers (the
     /// event stream) end instead of holding the shutdown up.
     pub shutdown: CancellationToken,
+    /// The detector's thresholds, to recompute incidents as it would.
+    pub detection: events::detection::Policy,
 }
 
 impl ApiState {
@@ -81,6 +84,7 @@ impl ApiState {
             projection_wait: config.projection_wait,
             allow_private_targets: config.allow_private_targets,
             shutdown: CancellationToken::new(),
+            detection: config.detection,
         }
     }
 }

@@ -184,12 +184,16 @@ pub fn parse_days(days: Option<Days>, default: u32) -> Result<u32, ApiError> {
     }
 }
 
-/// Parses `region` and checks it exists.
+/// Parses `region` and checks it exists, or existed: a removed region's
+/// history stays readable.
 pub async fn parse_region(state: &ApiState, raw: Option<&str>) -> Result<Option<RegionName>, ApiError> {
     let Some(raw) = raw else { return Ok(None) };
     let region = RegionName::parse(raw).map_err(|e| ApiError::invalid("region", e.message))?;
     if !postgres::regions(&state.pool).await?.iter().any(|r| r.name == region) {
-        return Err(ApiError::invalid("region", format!("region {region} does not exist")));
+        let last = state.bus.last_subject_event(&events::subject::region(&region)).await?;
+        if !matches!(last, Some((_, e)) if matches!(e.event, events::Event::RegionRemoved(_))) {
+            return Err(ApiError::invalid("region", format!("region {region} does not exist")));
+        }
     }
     Ok(Some(region))
 }
@@ -279,6 +283,11 @@ pub struct UptimeView {
     /// Seconds since the last outage ended (0 while down; since the website
     /// was added if it never was down).
     pub seconds_since_last_downtime: i64,
+    /// Present when `failures_before_down` or `down_policy` was given: every
+    /// figure above (but `response_ms`) is then recomputed from the stored
+    /// checks under those rules, counted from `covered_from` at the earliest.
+    #[oai(skip_serializing_if_is_none)]
+    pub what_if: Option<super::whatif::WhatIfView>,
 }
 
 #[derive(Debug, Object)]
@@ -295,19 +304,39 @@ pub struct UptimeWindows {
 
 /// Uptime over 1, 7, 30 and 90 days from the incidents, response-time
 /// percentiles over `days` (default 30) from InfluxDB, time since the last
-/// downtime.
-async fn uptime(state: &ApiState, id: &str, days: Option<Days>, region: Option<&str>) -> Result<UptimeView, ApiError> {
+/// downtime. With what-if `rules`, from the incidents the stored checks
+/// make under them ([`crate::whatif`]).
+async fn uptime(
+    state: &ApiState,
+    id: &str,
+    days: Option<Days>,
+    region: Option<&str>,
+    what_if: (Option<Bounded<1, 10>>, Option<&super::whatif::PolicyQuery>),
+) -> Result<UptimeView, ApiError> {
     let (id, days, region, website) = window(state, id, days, 30, region).await?;
+    let rules = super::whatif::rules(&website.website, state.detection.down_after, what_if.0, what_if.1)?;
     let now = Utc::now();
-    let incidents =
+    let mut incidents =
         postgres::incidents(&state.pool, id, region.as_ref(), now - chrono::Duration::days(90), None).await?;
+    let mut policy = website.website.down_policy;
+    let mut counted_from = website.website.created_at;
+    let mut recomputed = None;
+    if let Some(rules) = rules {
+        let windows = postgres::maintenance_windows(&state.pool, Some(id)).await?;
+        let up_after = state.detection.up_after;
+        let r = crate::whatif::recompute(&state.bus, &website.website, region.as_ref(), rules, up_after, &windows, now)
+            .await?;
+        let since = now - chrono::Duration::days(90);
+        incidents = r.incidents.iter().filter(|i| i.ended_at.is_none_or(|e| e >= since)).cloned().collect();
+        (policy, counted_from) = (rules.down_policy, counted_from.max(r.covered_from));
+        recomputed = Some(r);
+    }
     let intervals: Vec<_> = incidents.iter().map(|i| (i.started_at, i.ended_at)).collect();
     let regions = if region.is_some() { 1 } else { website.website.regions.len() };
-    let policy = website.website.down_policy;
     // Paused and maintenance time counts neither as time nor as downtime.
     let excluded = postgres::excluded_time(&state.pool, id, now - chrono::Duration::days(90), now).await?;
     let percent = |window_days: i64| {
-        let from = (now - chrono::Duration::days(window_days)).max(website.website.created_at);
+        let from = (now - chrono::Duration::days(window_days)).max(counted_from);
         let (total, down) = events::outage::counted_downtime(&intervals, policy, regions, from, now, &excluded);
         if total <= 0 {
             return 100.0;
@@ -343,6 +372,7 @@ async fn uptime(state: &ApiState, id: &str, days: Option<Days>, region: Option<&
         incidents_in_window: incidents.iter().filter(|i| i.ended_at.is_none_or(|e| e >= window_start)).count(),
         last_downtime_at: last_downtime_at.map(Into::into),
         seconds_since_last_downtime,
+        what_if: recomputed.map(Into::into),
     })
 }
 
@@ -656,6 +686,11 @@ impl MonitorApi {
     /// Uptime over 1, 7, 30 and 90 days from the incidents (counted from
     /// when the website was added), response-time percentiles over `days`
     /// from InfluxDB.
+    ///
+    /// What-if: with `failures_before_down` or `down_policy` (the other is
+    /// the website's own), the incidents and uptime are recomputed from the
+    /// stored checks under those rules, changing nothing; `what_if` says
+    /// which period the checks cover.
     #[oai(path = "/monitor/:id/uptime", method = "get", operation_id = "monitor_uptime")]
     async fn uptime(
         &self,
@@ -664,7 +699,12 @@ impl MonitorApi {
         days: Query<Option<Days>>,
         /// Only this region (default: all).
         region: Query<Option<RegionQuery>>,
+        /// What-if: consecutive failed checks that confirm an outage (1..10).
+        failures_before_down: Query<Option<Bounded<1, 10>>>,
+        /// What-if: when the website counts as down (`any`, `majority`, `all`).
+        down_policy: Query<Option<super::whatif::PolicyQuery>>,
     ) -> Result<Json<UptimeView>, Refusal<WINDOW>> {
-        Ok(Json(uptime(&self.state, &id, days.0, region_of(&region)).await?))
+        let what_if = (failures_before_down.0, down_policy.0.as_ref());
+        Ok(Json(uptime(&self.state, &id, days.0, region_of(&region), what_if).await?))
     }
 }

@@ -5,7 +5,8 @@
 //!
 //! Three loops:
 //! - follower: applies the MONITOR stream to the schedule, so an added,
-//!   changed or removed website takes effect within seconds. Its position
+//!   changed or removed website takes effect within seconds, and a removed
+//!   region loses its schedule and queues (its workers then idle). Its position
 //!   (`cron:offset`) is stored in Redis beside the schedule; when it is
 //!   missing (new or flushed Redis) the schedule is rebuilt from a
 //!   consistent Postgres snapshot and following resumes after its sequence.
@@ -172,7 +173,12 @@ async fn apply(store: &ScheduleStore, seq: u64, event: &Event) -> anyhow::Result
             Applied::Changed
         }
         Event::RegionAdded(e) => {
-            store.add_region(&e.region).await?;
+            store.region_added(&e.region).await?;
+            Applied::Changed
+        }
+        Event::RegionRemoved(e) => {
+            store.remove_region(&e.region).await?;
+            tracing::info!(region = %e.region, "region removed: its schedule and queue are gone");
             Applied::Changed
         }
         // Not about the schedule.

@@ -9,7 +9,7 @@
 //! hash tags.
 
 use super::schedule;
-use crate::queue::{self, OFFSET_KEY, REGIONS_KEY};
+use crate::queue::{self, OFFSET_KEY, REGIONS_KEY, REMOVED_REGIONS_KEY};
 use events::website::Website;
 use events::RegionName;
 use redis::aio::ConnectionManager;
@@ -46,7 +46,9 @@ for r in string.gmatch(old[5] or '', '[^,]+') do
 end
 for r, _ in pairs(new) do
   local due = redis.call('ZSCORE', 'due:' .. r, id)
-  if not due then
+  if redis.call('SISMEMBER', 'regions:removed', r) == 1 then
+    -- a website added while its region was being removed: never scheduled there
+  elseif not due then
     redis.call('ZADD', 'due:' .. r, ARGV[8], id)
   elseif old_iv ~= iv then
     -- a shorter interval must not wait out the old, longer one
@@ -72,6 +74,20 @@ if redis.call('HEXISTS', KEYS[1], 'removed') == 0 then
 end
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'removed', '1', 'seq', ARGV[2])
+return 1
+"#,
+    )
+});
+
+/// Forgets a removed region: out of the region set, its schedule and its
+/// queues deleted, and marked removed so its workers stop and a late event
+/// cannot schedule anything in it again.
+static REMOVE_REGION: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+redis.call('SREM', KEYS[1], ARGV[1])
+redis.call('SADD', KEYS[2], ARGV[1])
+redis.call('DEL', KEYS[3], KEYS[4], KEYS[5])
 return 1
 "#,
     )
@@ -234,14 +250,47 @@ impl ScheduleStore {
         Ok(applied == 1)
     }
 
+    /// A region as of the Postgres projection (rebuild, reconciliation): it
+    /// does not revive a region marked removed, since the projection may
+    /// not have applied the removal yet.
     pub async fn add_region(&self, region: &RegionName) -> Result<()> {
         let mut conn = self.conn.clone();
         conn.sadd::<_, _, ()>(REGIONS_KEY, region.as_str()).await
     }
 
+    /// A region added (RegionAdded): also one removed before and added again.
+    pub async fn region_added(&self, region: &RegionName) -> Result<()> {
+        let mut conn = self.conn.clone();
+        let mut pipe = redis::pipe();
+        pipe.atomic().sadd(REGIONS_KEY, region.as_str()).ignore().srem(REMOVED_REGIONS_KEY, region.as_str()).ignore();
+        pipe.query_async::<()>(&mut conn).await
+    }
+
+    /// A region removed (RegionRemoved): see [`REMOVE_REGION`].
+    pub async fn remove_region(&self, region: &RegionName) -> Result<()> {
+        let mut conn = self.conn.clone();
+        REMOVE_REGION
+            .key(REGIONS_KEY)
+            .key(REMOVED_REGIONS_KEY)
+            .key(queue::due_key(region))
+            .key(queue::checks_key(region))
+            .key(queue::dead_key(region))
+            .arg(region.as_str())
+            .invoke_async::<i64>(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Whether `region` was removed (and not added again).
+    pub async fn is_region_removed(&self, region: &RegionName) -> Result<bool> {
+        let mut conn = self.conn.clone();
+        queue::is_region_removed(&mut conn, region).await
+    }
+
+    /// The regions to schedule: known and not removed.
     pub async fn regions(&self) -> Result<Vec<RegionName>> {
         let mut conn = self.conn.clone();
-        let names: Vec<String> = conn.smembers(REGIONS_KEY).await?;
+        let names: Vec<String> = conn.sdiff(&[REGIONS_KEY, REMOVED_REGIONS_KEY]).await?;
         let mut regions: Vec<RegionName> = names.iter().filter_map(|n| RegionName::parse(n).ok()).collect();
         regions.sort();
         Ok(regions)
@@ -356,7 +405,11 @@ impl ScheduleStore {
 
 fn upsert_invocation(change: &SiteChange, seq: u64, now_ms: u64, first_due: u64) -> redis::ScriptInvocation<'static> {
     let interval_ms = change.interval_seconds.map(|s| u64::from(s) * 1000);
-    let regions = change.regions.as_ref().map(|list| list.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(","));
+    // An empty list is written as "," (no region), since "" keeps the stored one.
+    let regions = change.regions.as_ref().map(|list| match list.as_slice() {
+        [] => ",".to_owned(),
+        list => list.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(","),
+    });
     let text = |value: Option<String>| value.unwrap_or_default();
     let mut invocation = UPSERT.prepare_invoke();
     invocation

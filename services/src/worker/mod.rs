@@ -10,6 +10,12 @@
 //! region, scheduled time), so a result published twice is stored once. A
 //! job delivered `WORKER_MAX_DELIVERIES` times goes to `checks:dead:<region>`
 //! and is logged.
+//!
+//! A worker of a removed region (RegionRemoved: the scheduler marks it in
+//! `regions:removed` and deletes its queue) stops reading within about two
+//! seconds and idles, without exiting (the all-in-one run would stop with
+//! it, and a supervisor would only restart it); if the region is added
+//! again, it picks up where it stopped.
 
 pub mod check;
 
@@ -61,7 +67,9 @@ pub async fn serve(deps: Deps, settings: WorkerConfig, cancel: CancellationToken
     let sealer = deps.sealer;
     let bus = deps.bus;
     let key = queue::checks_key(&region);
-    ensure_group(&mut reads, &key).await?;
+    if !queue::is_region_removed(&mut reads, &region).await? {
+        ensure_group(&mut reads, &key).await?;
+    }
     let consumer = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
     let shared = Arc::new(Shared { region: region.clone(), key: key.clone(), bus, acks, checker, sealer });
     let permits = Arc::new(Semaphore::new(settings.concurrency));
@@ -69,9 +77,14 @@ pub async fn serve(deps: Deps, settings: WorkerConfig, cancel: CancellationToken
 
     let reclaim_every = (settings.reclaim_idle / 2).max(Duration::from_millis(100));
     let mut last_reclaim = tokio::time::Instant::now();
+    let mut removed = RemovedWatch::default();
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     while !cancel.is_cancelled() {
         let step = async {
+            if removed.check(&mut reads, &region, &key).await? {
+                crate::runtime::pause(REMOVED_POLL, &cancel).await;
+                return Ok(());
+            }
             if last_reclaim.elapsed() >= reclaim_every {
                 last_reclaim = tokio::time::Instant::now();
                 reclaim(&shared, &mut reads, &consumer, &settings, &permits).await?;
@@ -105,8 +118,12 @@ pub async fn serve(deps: Deps, settings: WorkerConfig, cancel: CancellationToken
             Err(e) => {
                 tracing::warn!(%region, error = format!("{e:#}"), retry_in = ?backoff.delay(), "worker step failed");
                 // A flushed Redis loses the group too; recreate it (a no-op
-                // when it exists).
-                if let Err(e) = ensure_group(&mut reads, &key).await {
+                // when it exists), unless the region was removed (its queue
+                // was deleted on purpose; the next step notices).
+                let gone = queue::is_region_removed(&mut reads, &region).await.unwrap_or(false);
+                if gone {
+                    removed.expire();
+                } else if let Err(e) = ensure_group(&mut reads, &key).await {
                     tracing::warn!(%region, error = format!("{e:#}"), "recreating the consumer group failed");
                 }
                 if !backoff.wait(&cancel).await {
@@ -124,6 +141,45 @@ pub async fn serve(deps: Deps, settings: WorkerConfig, cancel: CancellationToken
         tracing::warn!(%region, "stopped with checks still in flight; they will be reclaimed");
     }
     Ok(())
+}
+
+/// How often a worker asks whether its region was removed, and how long it
+/// waits between asks while it is.
+const REMOVED_POLL: Duration = Duration::from_secs(1);
+
+/// Whether the worker's region is removed, asked at most every
+/// [`REMOVED_POLL`].
+#[derive(Default)]
+struct RemovedWatch {
+    asked: Option<tokio::time::Instant>,
+    removed: bool,
+}
+
+impl RemovedWatch {
+    /// Whether the region is removed now. Logs the changes, and recreates
+    /// the consumer group when the region comes back.
+    async fn check(&mut self, conn: &mut ConnectionManager, region: &RegionName, key: &str) -> anyhow::Result<bool> {
+        if self.asked.is_some_and(|at| at.elapsed() < REMOVED_POLL) {
+            return Ok(self.removed);
+        }
+        let removed = queue::is_region_removed(conn, region).await?;
+        self.asked = Some(tokio::time::Instant::now());
+        match (self.removed, removed) {
+            (false, true) => tracing::info!(%region, "region removed: this worker stops checking"),
+            (true, false) => {
+                ensure_group(conn, key).await?;
+                tracing::info!(%region, "region added again: this worker checks again");
+            }
+            _ => {}
+        }
+        self.removed = removed;
+        Ok(removed)
+    }
+
+    /// Asks again at the next check.
+    fn expire(&mut self) {
+        self.asked = None;
+    }
 }
 
 /// Creates the consumer group (and the stream) unless it exists.
