@@ -241,6 +241,8 @@ pub struct Entry {
     pub uptime_24h: f64,
     /// Each region with its latest check (`None`: not checked yet), by name.
     pub regions: Vec<(RegionName, Option<RegionCheck>)>,
+    /// When the TLS certificate its latest HTTPS checks saw expires.
+    pub cert_not_after: Option<DateTime<Utc>>,
     rank: i16,
 }
 
@@ -277,6 +279,7 @@ struct EntryRow {
     region_status_code: Vec<Option<i32>>,
     region_cause: Vec<Option<String>>,
     region_message: Vec<Option<String>>,
+    cert_not_after: Option<DateTime<Utc>>,
 }
 
 /// Escapes `%`, `_` and `\` for `LIKE`, and wraps the text in `%`.
@@ -397,7 +400,8 @@ pub async fn page(pool: &PgPool, filter: &Filter, sort: Sort, after: Option<&Key
            coalesce(r.region_response_ms, '{}') as region_response_ms,
            coalesce(r.region_status_code, '{}') as region_status_code,
            coalesce(r.region_cause, '{}') as region_cause, coalesce(r.region_message, '{}') as region_message,
-           coalesce(r.regions, '{}') as regions
+           coalesce(r.regions, '{}') as regions,
+           (select c.not_after from certificates c where c.website_id = p.id) as cert_not_after
          from page p",
     );
     if !by_uptime {
@@ -450,6 +454,7 @@ fn decode_entry(row: EntryRow) -> Result<Entry> {
         status,
         status_since: row.status_since,
         uptime_24h: row.uptime_24h,
+        cert_not_after: row.cert_not_after,
         regions,
         rank: row.status_rank,
     })

@@ -220,7 +220,7 @@ async fn apply(tx: &mut Transaction<'_, Postgres>, seq: u64, envelope: &Envelope
             .bind(&e.name)
             .bind(&e.website_ids)
             .bind(e.all_websites)
-            .bind(serde_json::to_value(&e.timing).map_err(|err| Error::Corrupt(err.to_string()))?)
+            .bind(json(&e.timing)?)
             .bind(at)
             .bind(seq)
             .execute(&mut **tx)
@@ -629,8 +629,22 @@ pub async fn regions(pool: &PgPool) -> Result<Vec<Region>> {
         .collect()
 }
 
+/// `value` as jsonb takes it: Postgres refuses the NUL character in
+/// jsonb strings, and an event that cannot be projected would stop the
+/// projection, so NULs are left out of the projected copy (the event keeps
+/// them).
 fn json<T: serde::Serialize>(value: &T) -> Result<serde_json::Value> {
-    serde_json::to_value(value).map_err(|e| Error::Corrupt(e.to_string()))
+    fn strip(value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::String(text) if text.contains('\0') => text.retain(|c| c != '\0'),
+            serde_json::Value::Array(items) => items.iter_mut().for_each(strip),
+            serde_json::Value::Object(map) => map.values_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    let mut value = serde_json::to_value(value).map_err(|e| Error::Corrupt(e.to_string()))?;
+    strip(&mut value);
+    Ok(value)
 }
 
 fn to_i32(value: u32) -> i32 {

@@ -196,15 +196,32 @@ async fn two_concurrent_revocations_record_one_event() {
 #[tokio::test]
 async fn failed_authentications_are_limited_per_address() {
     let stack = Stack::start(&[]).await;
-    let guesser = stack.api_client(Some("wm_guess-guess-guess-guess-guess-guess-guess"));
-    for n in 0..20 {
-        let (status, _, _) = send(&guesser, Method::GET, "/websites", None).await;
+    // One API instance (its own failure counts), guesses sent with a token.
+    let guesser = stack.api_client(None);
+    let guess = || async {
+        let response = guesser
+            .get("/websites")
+            .header("authorization", "Bearer wm_guess-guess-guess-guess-guess-guess-guess")
+            .send()
+            .await;
+        let status = response.0.status();
+        let headers = response.0.headers().clone();
+        let body: Value =
+            serde_json::from_str(&response.0.into_body().into_string().await.unwrap_or_default()).unwrap_or_default();
+        (status, body, headers)
+    };
+    for n in 0..services::access::middleware::FAILURES_PER_MINUTE {
+        let (status, _, _) = guess().await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "guess {n}");
     }
-    let (status, body, headers) = send(&guesser, Method::GET, "/websites", None).await;
+    let (status, body, headers) = guess().await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
     assert!(headers.contains_key("retry-after"));
     assert_eq!(body["error"], "too_many_requests");
+    // A request without a token guesses nothing: 401 even from the blocked
+    // address.
+    let (status, _, _) = send(&guesser, Method::GET, "/websites", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
 
 #[tokio::test]

@@ -203,9 +203,40 @@ async fn an_expiring_certificate_is_announced_once_per_threshold_and_mailed() {
     assert_eq!(all[1]["data"]["threshold_days"], 1);
     let (_, uptime) = system.call(Method::GET, &format!("/monitor/{website}/uptime"), None).await;
     assert_eq!(uptime["certificate"]["days_left"], 89, "{uptime}");
+    let shown = system.monitor(&website.to_string()).await;
+    assert_eq!(shown["cert_days_left"], 89, "{shown}");
     let (_, alerts) = system.call(Method::GET, &format!("/monitor/{website}/alerts"), None).await;
     assert!(
         alerts.as_array().is_some_and(|a| a.iter().any(|d| d["type"] == "CertificateExpiring" && d["alerted"] == true)),
         "{alerts}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nul_character_is_refused_by_the_api_and_cannot_stop_the_projection() {
+    let system = Stack::start(&[]).await;
+    let (status, error) = system
+        .call(Method::POST, "/websites", Some(json!({ "url": "https://example.com", "name": "x", "body": "a\u{0}b" })))
+        .await;
+    assert_eq!((status, error["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("body")), "{error}");
+    // An event carrying one anyway (written by another tool) is projected.
+    let id = uuid::Uuid::now_v7();
+    let added = events::Event::WebsiteAdded(events::WebsiteAdded {
+        website_id: id,
+        url: events::WebsiteUrl::parse("https://example.com").expect("url"),
+        name: events::WebsiteName::parse("nul").expect("name"),
+        regions: vec![common::stack::region_name("local")],
+        interval_seconds: events::IntervalSecs::default(),
+        timeout_ms: events::TimeoutMs::DEFAULT,
+        notify_emails: vec![],
+        failures_before_down: None,
+        down_policy: None,
+        channel_ids: vec![],
+        check: Some(events::check::CheckSpec { body: Some("a\u{0}b".into()), ..Default::default() }),
+    });
+    system.bus.publish(&events::Envelope::new(added, chrono::Utc::now()), Some(0)).await.expect("publish");
+    system.settle().await;
+    let (status, shown) = system.call(Method::GET, &format!("/websites/{id}"), None).await;
+    assert_eq!(status, StatusCode::OK, "{shown}");
+    assert_eq!(shown["body"], "ab");
 }

@@ -7,6 +7,7 @@ import uPlot from "uplot";
 import { drawAlerts } from "./alerts.js";
 import { channelsPage } from "./channels.js";
 import { drawMaintenance, pauseButton } from "./maintenance.js";
+import { drawCertificate } from "./certificate.js";
 
 const app = document.getElementById("app");
 const REFRESH_MS = 10000;
@@ -487,6 +488,7 @@ async function websitePage(id) {
       h("h1", {}, website.name, website.paused ? h("span", { class: "badge paused" }, "paused") : ""),
       h("div", { class: "muted" }, website.url),
       h("p", { id: "uptime-status", class: "big" }, "…"),
+      h("p", { id: "certificate", class: "muted" }),
       pauseButton(website, { h, api }, () => websitePage(id)),
     ),
     h(
@@ -505,6 +507,7 @@ async function websitePage(id) {
   await drawHistory(website.id);
   await drawAlerts(website.id, { h, api, utc });
   await drawMaintenance(website.id, { h, api, utc, showErrors });
+  await drawCertificate(website.id, { api, utc });
   await refreshWebsite(website);
   schedule(() => refreshWebsite(website));
 }

@@ -41,7 +41,7 @@ pub enum Tag {
 /// check, its uptime over 24 hours, all from the page's one query.
 fn entry(entry: overview::Entry) -> MonitorEntry {
     let last_response_ms = entry.last_response_ms();
-    let overview::Entry { website, status, status_since, uptime_24h, regions, .. } = entry;
+    let overview::Entry { website, status, status_since, uptime_24h, regions, cert_not_after, .. } = entry;
     MonitorEntry {
         id: website.id,
         name: website.name.to_string(),
@@ -51,6 +51,7 @@ fn entry(entry: overview::Entry) -> MonitorEntry {
         status_since: status_since.into(),
         uptime_24h,
         response_ms: last_response_ms,
+        cert_days_left: cert_not_after.map(|at| events::certificate::days_left(at, Utc::now())),
         down_policy: super::websites::PolicyName::from(website.down_policy),
         regions: regions.into_iter().map(|(region, check)| region_entry(region.as_str(), check)).collect(),
     }
@@ -427,6 +428,10 @@ pub struct MonitorEntry {
     /// Response time of its most recent check, from any region.
     #[oai(nullable)]
     pub response_ms: Option<i32>,
+    /// Whole days until the TLS certificate its HTTPS checks saw expires
+    /// (negative once expired; `null`: no certificate seen).
+    #[oai(nullable)]
+    pub cert_days_left: Option<i64>,
     pub down_policy: super::websites::PolicyName,
     pub regions: Vec<RegionEntry>,
 }

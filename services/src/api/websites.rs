@@ -888,6 +888,9 @@ impl Validation {
             if body.len() > check::MAX_BODY_BYTES {
                 self.refuse("body", format!("body must be at most {} bytes", check::MAX_BODY_BYTES));
             }
+            if body.contains('\0') {
+                self.refuse("body", "body must not contain the NUL character");
+            }
             spec.body = Some(body).filter(|b| !b.is_empty());
         }
         if let Some(codes) = given.expected_status {
@@ -901,6 +904,9 @@ impl Validation {
                 codes.iter().filter_map(|c| self.field("expected_status", StatusRange::parse(c))).collect();
         }
         if let Some(keyword) = given.keyword {
+            if keyword.contains('\0') {
+                self.refuse("keyword", "keyword must not contain the NUL character");
+            }
             if let Some(Err(e)) =
                 (CheckSpec { keyword: Some(keyword.clone()), ..CheckSpec::default() }).keyword_matcher()
             {
