@@ -13,13 +13,12 @@ use super::body::{parse_id, present, Bounded, JsonBody, Timestamp, Validation};
 use super::error::{ApiError, Refusal, BAD_REQUEST, BODY, CONFLICT, INVALID, NOT_FOUND, UNAVAILABLE};
 use super::ApiState;
 use crate::access::middleware::Caller;
-use crate::bus::BusError;
 use crate::notification::message::{self, Kind};
 use crate::notification::outbox::{self, Planned};
 use crate::notification::settings::{ChannelInput, ChannelSettings};
 use chrono::{DateTime, Utc};
 use events::channel::{self, Channel, ChannelCommand, ChannelError, Settings};
-use events::{ChannelKind, ChannelName, Envelope};
+use events::{ChannelKind, ChannelName};
 use poem::web::Data;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
@@ -635,34 +634,10 @@ async fn execute(
             ChannelError::NotFound(_) => ApiError::NotFound(e.to_string()),
             ChannelError::Exists(_) => ApiError::Conflict(e.to_string()),
         })?;
-        let mut expected = stored.as_ref().map_or(0, |(_, seq)| *seq);
-        let mut after = current;
-        let mut conflict = false;
-        let mut published = false;
-        for event in decided {
-            let envelope = Envelope::new(event, Utc::now()).by(caller.actor.clone(), Some(caller.request_id));
-            match state.bus.publish(&envelope, Some(expected)).await {
-                Ok(seq) => {
-                    expected = seq;
-                    published = true;
-                    after = channel::apply(after, &envelope.event, envelope.occurred_at);
-                }
-                Err(BusError::Conflict) if !published => {
-                    conflict = true;
-                    break;
-                }
-                Err(e) => return Err(e.into()),
-            }
+        let expected = stored.as_ref().map_or(0, |(_, seq)| *seq);
+        if let Some(published) = super::publish_decided(state, caller, &subject, decided, expected).await? {
+            return Ok(published.iter().fold(current, |c, e| channel::apply(c, &e.event, e.occurred_at)));
         }
-        if conflict {
-            let last = state.bus.last_subject_seq(&subject).await?;
-            super::settle(state, last).await?;
-            continue;
-        }
-        if published {
-            super::settle(state, expected).await?;
-        }
-        return Ok(after);
     }
     Err(ApiError::Conflict(format!("channel {id} is being changed concurrently; retry")))
 }

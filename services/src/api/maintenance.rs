@@ -9,10 +9,9 @@ use super::body::{parse_id, present, JsonBody, Timestamp, Validation};
 use super::error::{ApiError, Refusal, BAD_REQUEST, BODY, CONFLICT, NOT_FOUND, UNAVAILABLE};
 use super::ApiState;
 use crate::access::middleware::Caller;
-use crate::bus::BusError;
 use chrono::{DateTime, Duration, Utc};
 use events::maintenance::{self, MaintenanceCommand, MaintenanceError, Timing, Window};
-use events::{Envelope, ValueError};
+use events::ValueError;
 use poem::web::Data;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
@@ -468,34 +467,10 @@ async fn execute(
             MaintenanceError::Exists(_) | MaintenanceError::NotActive(_) => ApiError::Conflict(e.to_string()),
             MaintenanceError::NoWebsites => ApiError::invalid("website_ids", e.to_string()),
         })?;
-        let mut expected = stored.as_ref().map_or(0, |(_, seq)| *seq);
-        let mut after = current;
-        let mut conflict = false;
-        let mut published = false;
-        for event in decided {
-            let envelope = Envelope::new(event, Utc::now()).by(caller.actor.clone(), Some(caller.request_id));
-            match state.bus.publish(&envelope, Some(expected)).await {
-                Ok(seq) => {
-                    expected = seq;
-                    published = true;
-                    after = maintenance::apply(after, &envelope.event, envelope.occurred_at);
-                }
-                Err(BusError::Conflict) if !published => {
-                    conflict = true;
-                    break;
-                }
-                Err(e) => return Err(e.into()),
-            }
+        let expected = stored.as_ref().map_or(0, |(_, seq)| *seq);
+        if let Some(published) = super::publish_decided(state, caller, &subject, decided, expected).await? {
+            return Ok(published.iter().fold(current, |w, e| maintenance::apply(w, &e.event, e.occurred_at)));
         }
-        if conflict {
-            let last = state.bus.last_subject_seq(&subject).await?;
-            super::settle(state, last).await?;
-            continue;
-        }
-        if published {
-            super::settle(state, expected).await?;
-        }
-        return Ok(after);
     }
     Err(ApiError::Conflict(format!("maintenance window {id} is being changed concurrently; retry")))
 }

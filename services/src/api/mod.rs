@@ -20,6 +20,7 @@ pub mod regions;
 pub mod websites;
 pub mod whatif;
 
+use crate::access::middleware as access_control;
 use crate::access::middleware::Access;
 use crate::access::{session, Authenticator};
 use crate::bus::{Bus, BusError};
@@ -282,6 +283,42 @@ pub async fn ensure_default_region(bus: &Bus, region: &RegionName) -> Result<(),
         Err(BusError::Conflict) => Ok(()),
         Err(e) => Err(e),
     }
+}
+
+/// Publishes the events a command decided, with optimistic concurrency:
+/// the first expects the aggregate's last sequence to be `expected`, each
+/// next one the sequence before it. Waits for the projection to show them
+/// and returns them as published; `None` when someone else wrote first
+/// (nothing was published): the caller decides again, against the state
+/// the projection now shows.
+pub(crate) async fn publish_decided(
+    state: &ApiState,
+    caller: &access_control::Caller,
+    subject: &str,
+    decided: Vec<Event>,
+    mut expected: u64,
+) -> Result<Option<Vec<Envelope>>, ApiError> {
+    let mut published = Vec::with_capacity(decided.len());
+    for event in decided {
+        let envelope = Envelope::new(event, Utc::now()).by(caller.actor.clone(), Some(caller.request_id));
+        match state.bus.publish(&envelope, Some(expected)).await {
+            Ok(seq) => {
+                expected = seq;
+                published.push(envelope);
+            }
+            Err(BusError::Conflict) if published.is_empty() => {
+                tracing::debug!(subject, "concurrent write; deciding again");
+                let last = state.bus.last_subject_seq(subject).await?;
+                settle(state, last).await?;
+                return Ok(None);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if !published.is_empty() {
+        settle(state, expected).await?;
+    }
+    Ok(Some(published))
 }
 
 /// Waits for the projection to apply `seq`. Not seeing it in time is not an

@@ -13,14 +13,12 @@ use super::error::{ApiError, Refusal, BAD_REQUEST, BODY, CONFLICT, INVALID, NOT_
 use super::paging;
 use super::ApiState;
 use crate::access::middleware::Caller;
-use crate::bus::BusError;
-use chrono::Utc;
 use events::check::{self, is_secret_header, CheckKind, CheckSpec, Header, HttpMethod, StatusRange};
 use events::values::MAX_URL_LEN;
 use events::website::{self, AddWebsite, ChangeWebsite, Website, WebsiteCommand};
 use events::{
-    DownPolicy, EmailAddress, Envelope, FailuresBeforeDown, IntervalSecs, RegionName, TimeoutMs, ValueError,
-    WebsiteName, WebsiteUrl,
+    DownPolicy, EmailAddress, FailuresBeforeDown, IntervalSecs, RegionName, TimeoutMs, ValueError, WebsiteName,
+    WebsiteUrl,
 };
 use poem::web::Data;
 use poem_openapi::param::{Path, Query};
@@ -753,42 +751,15 @@ async fn execute(
     command: WebsiteCommand,
 ) -> Result<Option<Website>, ApiError> {
     let subject = events::subject::website(id);
-    for attempt in 1..=MAX_ATTEMPTS {
+    for _ in 0..MAX_ATTEMPTS {
         let stored = postgres::website(&state.pool, id).await?;
         let known: Vec<RegionName> = postgres::regions(&state.pool).await?.into_iter().map(|r| r.name).collect();
         let current = stored.as_ref().map(|s| s.website.clone());
         let decided = website::decide(id, current.as_ref(), command.clone(), &known)?;
-        let mut expected = stored.as_ref().map_or(0, |s| s.stream_seq);
-        let mut after = current;
-        let mut published = false;
-        let mut conflict = false;
-        for event in decided {
-            let envelope = Envelope::new(event, Utc::now()).by(caller.actor.clone(), Some(caller.request_id));
-            match state.bus.publish(&envelope, Some(expected)).await {
-                Ok(seq) => {
-                    expected = seq;
-                    published = true;
-                    after = website::apply(after, &envelope.event, envelope.occurred_at);
-                }
-                Err(BusError::Conflict) if !published => {
-                    conflict = true;
-                    break;
-                }
-                Err(e) => return Err(e.into()),
-            }
+        let expected = stored.as_ref().map_or(0, |s| s.stream_seq);
+        if let Some(published) = super::publish_decided(state, caller, &subject, decided, expected).await? {
+            return Ok(published.iter().fold(current, |w, e| website::apply(w, &e.event, e.occurred_at)));
         }
-        if conflict {
-            // Someone wrote first: let the projection catch up with them and
-            // decide again against what they left.
-            tracing::debug!(%id, attempt, "concurrent write; deciding again");
-            let last = state.bus.last_subject_seq(&subject).await?;
-            super::settle(state, last).await?;
-            continue;
-        }
-        if published {
-            super::settle(state, expected).await?;
-        }
-        return Ok(after);
     }
     Err(ApiError::Conflict(format!("website {id} is being changed concurrently; retry")))
 }
