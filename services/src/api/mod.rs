@@ -1,7 +1,9 @@
 //! The REST API. Commands are validated, decided against the Postgres
-//! projection and published as events; the API never writes Postgres. After
-//! a command it waits (bounded by `PROJECTION_WAIT_MS`) until the projection
-//! has applied the event, so a client that POSTs then GETs sees its write.
+//! projection and published as events ([`publish_decided`]); the API writes
+//! no projected state (its only writes are operational: a channel's test
+//! message into the outbox). After a command it waits (bounded by
+//! `PROJECTION_WAIT_MS`) until the projection has applied the event, so a
+//! client that POSTs then GETs sees its write.
 //!
 //! The routes are poem-openapi operations, so `/openapi.json` is generated
 //! from the handlers and their types and cannot drift from what is served.
