@@ -95,18 +95,9 @@ impl fmt::Display for Scope {
 pub struct TokenName(String);
 
 impl TokenName {
+    /// See [`crate::values::name_text`].
     pub fn parse(input: &str) -> Result<Self, ValueError> {
-        let name = input.trim();
-        if name.is_empty() {
-            return Err(ValueError::new("name must not be empty"));
-        }
-        if name.chars().count() > 100 {
-            return Err(ValueError::new("name must be at most 100 characters"));
-        }
-        if name.chars().any(char::is_control) {
-            return Err(ValueError::new("name must not contain control characters"));
-        }
-        Ok(Self(name.to_owned()))
+        crate::values::name_text(input).map(Self)
     }
 
     pub fn as_str(&self) -> &str {

@@ -123,20 +123,27 @@ impl WebsiteUrl {
     }
 }
 
+/// A name for people, the rule of every name in the system (websites,
+/// tokens, channels, maintenance windows): 1 to 100 characters after
+/// trimming, no control characters. Returns it trimmed.
+pub fn name_text(input: &str) -> Result<String, ValueError> {
+    let name = input.trim();
+    if name.is_empty() {
+        return Err(ValueError::new("name must not be empty"));
+    }
+    if name.chars().count() > MAX_NAME_CHARS {
+        return Err(ValueError::new(format!("name must be at most {MAX_NAME_CHARS} characters")));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(ValueError::new("name must not contain control characters"));
+    }
+    Ok(name.to_owned())
+}
+
 impl WebsiteName {
-    /// 1 to 100 characters after trimming, no control characters.
+    /// See [`name_text`].
     pub fn parse(input: &str) -> Result<Self, ValueError> {
-        let name = input.trim();
-        if name.is_empty() {
-            return Err(ValueError::new("name must not be empty"));
-        }
-        if name.chars().count() > MAX_NAME_CHARS {
-            return Err(ValueError::new(format!("name must be at most {MAX_NAME_CHARS} characters")));
-        }
-        if name.chars().any(char::is_control) {
-            return Err(ValueError::new("name must not contain control characters"));
-        }
-        Ok(Self(name.to_owned()))
+        name_text(input).map(Self)
     }
 }
 

@@ -18,6 +18,15 @@ use poem_openapi::{ApiExtractor, ApiExtractorType, ExtractParamOptions};
 use serde::de::{Deserialize, DeserializeOwned, Deserializer};
 use std::borrow::Cow;
 
+/// A name as sent: at most 100 characters before trimming too, as the
+/// descriptions' `maxLength` says (the value types trim first).
+pub fn name_as_sent(raw: &str) -> Result<&str, ValueError> {
+    if raw.chars().count() > events::values::MAX_NAME_CHARS {
+        return Err(ValueError { message: format!("name must be at most {} characters", events::values::MAX_NAME_CHARS) });
+    }
+    Ok(raw)
+}
+
 /// Request bodies above this size are refused with 413.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 

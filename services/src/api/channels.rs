@@ -9,7 +9,7 @@
 //! ([`crate::notification::outbox`]) directly: a test message is not a
 //! fact of the system, only a delivery.
 
-use super::body::{parse_id, present, Bounded, JsonBody, Timestamp, Validation};
+use super::body::{name_as_sent, parse_id, present, Bounded, JsonBody, Timestamp, Validation};
 use super::error::{ApiError, Refusal, BAD_REQUEST, BODY, CONFLICT, INVALID, NOT_FOUND, UNAVAILABLE};
 use super::ApiState;
 use crate::access::middleware::Caller;
@@ -507,13 +507,8 @@ async fn with_attempts(state: &ApiState, rows: Vec<DeliveryRow>) -> Result<Vec<D
         .collect())
 }
 
-/// A name as sent: at most 100 characters before trimming too (as the
-/// description says).
 fn channel_name(raw: &str) -> Result<ChannelName, events::ValueError> {
-    if raw.chars().count() > 100 {
-        return ChannelName::parse(&"x".repeat(101));
-    }
-    ChannelName::parse(raw)
+    name_as_sent(raw).and_then(ChannelName::parse)
 }
 
 /// A refused setting goes into the validation's list of refusals.

@@ -5,7 +5,7 @@
 //! the uptime figures. Windows are commands like websites
 //! ([`events::maintenance`]).
 
-use super::body::{parse_id, present, JsonBody, Timestamp, Validation};
+use super::body::{name_as_sent, parse_id, present, JsonBody, Timestamp, Validation};
 use super::error::{ApiError, Refusal, BAD_REQUEST, BODY, CONFLICT, NOT_FOUND, UNAVAILABLE};
 use super::ApiState;
 use crate::access::middleware::Caller;
@@ -396,11 +396,7 @@ fn timing(check: &mut Validation, given: Given, current: Option<&Timing>) -> Opt
 }
 
 fn window_name(raw: &str) -> Result<String, ValueError> {
-    let name = raw.trim();
-    if name.is_empty() || raw.chars().count() > 100 || name.chars().any(char::is_control) {
-        return Err(ValueError { message: "name must be 1 to 100 characters without control characters".into() });
-    }
-    Ok(name.to_owned())
+    name_as_sent(raw).and_then(events::values::name_text)
 }
 
 fn parse_ids(check: &mut Validation, raw: Vec<String>) -> Option<Vec<Uuid>> {
