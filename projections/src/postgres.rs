@@ -548,6 +548,32 @@ struct WindowRow {
     ended: serde_json::Value,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    stream_seq: i64,
+}
+
+const SELECT_WINDOWS: &str = "select id, name, website_ids, all_websites, timing, ended, created_at, updated_at,
+    stream_seq from maintenance_windows";
+
+fn decode_window(r: WindowRow) -> Result<(Window, u64)> {
+    let corrupt = |e: serde_json::Error| Error::Corrupt(format!("maintenance window {}: {e}", r.id));
+    let window = Window {
+        id: r.id,
+        name: r.name,
+        website_ids: r.website_ids,
+        all_websites: r.all_websites,
+        timing: serde_json::from_value(r.timing).map_err(corrupt)?,
+        ended: serde_json::from_value(r.ended).map_err(corrupt)?,
+        created_at: r.created_at,
+        updated_at: r.updated_at,
+    };
+    Ok((window, to_u64(r.stream_seq)))
+}
+
+/// One maintenance window with the sequence of its last event.
+pub async fn maintenance_window(pool: &PgPool, id: Uuid) -> Result<Option<(Window, u64)>> {
+    let row: Option<WindowRow> =
+        sqlx::query_as(&format!("{SELECT_WINDOWS} where id = $1")).bind(id).fetch_optional(pool).await?;
+    row.map(decode_window).transpose()
 }
 
 /// Maintenance windows, of one website (its own and the all-websites ones)
@@ -556,29 +582,13 @@ pub async fn maintenance_windows<'e, E: sqlx::PgExecutor<'e>>(
     executor: E,
     website_id: Option<Uuid>,
 ) -> Result<Vec<Window>> {
-    let rows: Vec<WindowRow> = sqlx::query_as(
-        "select id, name, website_ids, all_websites, timing, ended, created_at, updated_at from maintenance_windows
-         where $1::uuid is null or all_websites or website_ids @> array[$1]
-         order by created_at, id",
-    )
+    let rows: Vec<WindowRow> = sqlx::query_as(&format!(
+        "{SELECT_WINDOWS} where $1::uuid is null or all_websites or website_ids @> array[$1] order by created_at, id"
+    ))
     .bind(website_id)
     .fetch_all(executor)
     .await?;
-    rows.into_iter()
-        .map(|r| {
-            let corrupt = |e: serde_json::Error| Error::Corrupt(format!("maintenance window {}: {e}", r.id));
-            Ok(Window {
-                id: r.id,
-                name: r.name,
-                website_ids: r.website_ids,
-                all_websites: r.all_websites,
-                timing: serde_json::from_value(r.timing).map_err(corrupt)?,
-                ended: serde_json::from_value(r.ended).map_err(corrupt)?,
-                created_at: r.created_at,
-                updated_at: r.updated_at,
-            })
-        })
-        .collect()
+    rows.into_iter().map(|r| decode_window(r).map(|(window, _)| window)).collect()
 }
 
 /// The intervals of `[from, to]` a website was paused or under

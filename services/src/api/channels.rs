@@ -257,18 +257,13 @@ impl ChannelsApi {
     /// List channels, by name
     #[oai(path = "/channels", method = "get", operation_id = "list_channels")]
     async fn list(&self) -> Result<Json<Vec<ChannelView>>, Refusal<UNAVAILABLE>> {
-        let ids: Vec<Uuid> = sqlx::query_scalar("select id from channels order by name, id")
+        let rows: Vec<ChannelRow> = sqlx::query_as(&format!("{SELECT_CHANNELS} order by name, id"))
             .fetch_all(&self.state.pool)
             .await
             .map_err(projections::Error::from)
             .map_err(ApiError::from)?;
-        let mut views = Vec::with_capacity(ids.len());
-        for id in ids {
-            if let Some((channel, _)) = load(&self.state, id).await? {
-                views.push(ChannelView::from(&channel));
-            }
-        }
-        Ok(Json(views))
+        let channels = rows.into_iter().map(decode).collect::<Result<Vec<_>, ApiError>>()?;
+        Ok(Json(channels.iter().map(|(channel, _)| ChannelView::from(channel)).collect()))
     }
 
     /// Show a channel
@@ -582,16 +577,21 @@ struct ChannelRow {
 }
 
 /// The channel as projected, with the sequence of its last event.
+const SELECT_CHANNELS: &str = "select id, name, kind, target, sealed, is_default, enabled, disabled_reason,
+    created_at, updated_at, stream_seq from channels";
+
 async fn load(state: &ApiState, id: Uuid) -> Result<Option<(Channel, u64)>, ApiError> {
-    let row: Option<ChannelRow> = sqlx::query_as(
-        "select id, name, kind, target, sealed, is_default, enabled, disabled_reason, created_at, updated_at, stream_seq
-         from channels where id = $1",
-    )
-    .bind(id)
-    .fetch_optional(&state.pool)
-    .await
-    .map_err(projections::Error::from)?;
-    let Some(row) = row else { return Ok(None) };
+    let row: Option<ChannelRow> = sqlx::query_as(&format!("{SELECT_CHANNELS} where id = $1"))
+        .bind(id)
+        .fetch_optional(&state.pool)
+        .await
+        .map_err(projections::Error::from)?;
+    row.map(decode).transpose()
+}
+
+/// A projected channel and the sequence of its last event.
+fn decode(row: ChannelRow) -> Result<(Channel, u64), ApiError> {
+    let id = row.id;
     let corrupt = |e: events::ValueError| ApiError::Internal(format!("channel {id}: {e}"));
     let channel = Channel {
         id: row.id,
@@ -605,7 +605,7 @@ async fn load(state: &ApiState, id: Uuid) -> Result<Option<(Channel, u64)>, ApiE
         created_at: row.created_at,
         updated_at: row.updated_at,
     };
-    Ok(Some((channel, u64::try_from(row.stream_seq).unwrap_or(0))))
+    Ok((channel, u64::try_from(row.stream_seq).unwrap_or(0)))
 }
 
 async fn existing(state: &ApiState, id: Uuid) -> Result<(Channel, u64), ApiError> {

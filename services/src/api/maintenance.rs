@@ -417,31 +417,11 @@ fn parse_ids(check: &mut Validation, raw: Vec<String>) -> Option<Vec<Uuid>> {
 }
 
 async fn known_websites(state: &ApiState, ids: &[Uuid]) -> Result<(), ApiError> {
-    if ids.is_empty() {
-        return Ok(());
-    }
-    let found: Vec<Uuid> = sqlx::query_scalar("select id from websites where id = any($1)")
-        .bind(ids)
-        .fetch_all(&state.pool)
-        .await
-        .map_err(projections::Error::from)?;
-    let unknown: Vec<String> = ids.iter().filter(|id| !found.contains(id)).map(Uuid::to_string).collect();
-    if unknown.is_empty() {
-        Ok(())
-    } else {
-        Err(ApiError::invalid("website_ids", format!("no such website: {}", unknown.join(", "))))
-    }
+    super::all_exist(state, super::Named::Websites, ids, "website_ids").await
 }
 
 async fn load(state: &ApiState, id: Uuid) -> Result<Option<(Window, u64)>, ApiError> {
-    let seq: Option<i64> = sqlx::query_scalar("select stream_seq from maintenance_windows where id = $1")
-        .bind(id)
-        .fetch_optional(&state.pool)
-        .await
-        .map_err(projections::Error::from)?;
-    let Some(seq) = seq else { return Ok(None) };
-    let windows = postgres::maintenance_windows(&state.pool, None).await?;
-    Ok(windows.into_iter().find(|w| w.id == id).map(|w| (w, u64::try_from(seq).unwrap_or(0))))
+    Ok(postgres::maintenance_window(&state.pool, id).await?)
 }
 
 async fn existing(state: &ApiState, id: Uuid) -> Result<(Window, u64), ApiError> {

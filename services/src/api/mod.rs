@@ -323,6 +323,31 @@ pub(crate) async fn publish_decided(
     Ok(Some(published))
 }
 
+/// What a list of ids in a body names.
+pub(crate) enum Named {
+    Websites,
+    Channels,
+}
+
+/// Refuses (422 naming `field`) ids among `ids` that name nothing.
+pub(crate) async fn all_exist(state: &ApiState, named: Named, ids: &[uuid::Uuid], field: &str) -> Result<(), ApiError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let (query, what) = match named {
+        Named::Websites => ("select id from websites where id = any($1)", "website"),
+        Named::Channels => ("select id from channels where id = any($1)", "channel"),
+    };
+    let found: Vec<uuid::Uuid> =
+        sqlx::query_scalar(query).bind(ids).fetch_all(&state.pool).await.map_err(projections::Error::from)?;
+    let unknown: Vec<String> = ids.iter().filter(|id| !found.contains(id)).map(ToString::to_string).collect();
+    if unknown.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(field, format!("no such {what}: {}", unknown.join(", "))))
+    }
+}
+
 /// Waits for the projection to apply `seq`. Not seeing it in time is not an
 /// error (the event is stored and will be applied); it is logged.
 async fn settle(state: &ApiState, seq: u64) -> Result<(), ApiError> {

@@ -725,20 +725,7 @@ async fn seal_headers(
 
 /// Refuses channel ids that name no channel (422 naming `channel_ids`).
 async fn known_channels(state: &ApiState, ids: &[Uuid]) -> Result<(), ApiError> {
-    if ids.is_empty() {
-        return Ok(());
-    }
-    let found: Vec<Uuid> = sqlx::query_scalar("select id from channels where id = any($1)")
-        .bind(ids)
-        .fetch_all(&state.pool)
-        .await
-        .map_err(projections::Error::from)?;
-    let unknown: Vec<String> = ids.iter().filter(|id| !found.contains(id)).map(Uuid::to_string).collect();
-    if unknown.is_empty() {
-        Ok(())
-    } else {
-        Err(ApiError::invalid("channel_ids", format!("no such channel: {}", unknown.join(", "))))
-    }
+    super::all_exist(state, super::Named::Channels, ids, "channel_ids").await
 }
 
 /// Decides `command` against the projected state, publishes the events with
