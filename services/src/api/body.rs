@@ -22,7 +22,9 @@ use std::borrow::Cow;
 /// descriptions' `maxLength` says (the value types trim first).
 pub fn name_as_sent(raw: &str) -> Result<&str, ValueError> {
     if raw.chars().count() > events::values::MAX_NAME_CHARS {
-        return Err(ValueError { message: format!("name must be at most {} characters", events::values::MAX_NAME_CHARS) });
+        return Err(ValueError {
+            message: format!("name must be at most {} characters", events::values::MAX_NAME_CHARS),
+        });
     }
     Ok(raw)
 }

@@ -88,7 +88,7 @@ pub fn website_page(public_url: &str, website_id: Uuid) -> String {
     format!("{}/#/websites/{website_id}", public_url.trim_end_matches('/'))
 }
 
-fn region_list(regions: &[RegionName]) -> String {
+pub fn region_list(regions: &[RegionName]) -> String {
     regions.iter().map(RegionName::as_str).collect::<Vec<_>>().join(", ")
 }
 

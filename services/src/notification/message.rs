@@ -4,7 +4,7 @@
 //! with the website's name, URL and dashboard link), Slack blocks, a
 //! Discord embed, a Teams Adaptive Card and a Telegram text.
 
-use super::email::{self, human_duration, Site};
+use super::email::{self, human_duration, region_list, Site};
 use chrono::{DateTime, Utc};
 use events::{ChannelKind, Envelope, RegionName, SiteDown};
 use serde_json::{json, Value};
@@ -227,10 +227,6 @@ fn chat(kind: ChannelKind, title: &str, facts: &[(&str, String)], link: &str, do
 /// Slack's mrkdwn treats `&`, `<` and `>` as markup.
 fn slack_escape(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
-}
-
-fn region_list(regions: &[RegionName]) -> String {
-    regions.iter().map(RegionName::as_str).collect::<Vec<_>>().join(", ")
 }
 
 #[cfg(test)]

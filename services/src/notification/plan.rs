@@ -84,6 +84,18 @@ struct WebsiteRow {
     regions: i64,
 }
 
+/// What the planner needs of a website, `None` once it is removed.
+async fn load_website(tx: &mut Transaction<'_, Postgres>, website_id: Uuid) -> Result<Option<WebsiteRow>, Error> {
+    Ok(sqlx::query_as(
+        "select w.name, w.url, w.notify_emails, w.down_policy, w.channel_ids,
+                (select count(*) from website_regions r where r.website_id = w.id) as regions
+         from websites w where w.id = $1",
+    )
+    .bind(website_id)
+    .fetch_optional(&mut **tx)
+    .await?)
+}
+
 /// A channel the website's alerts go to.
 #[derive(sqlx::FromRow)]
 struct ChannelRow {
@@ -125,14 +137,7 @@ async fn plan(
     change: RegionChange<'_>,
 ) -> Result<(), Error> {
     let website_id = change.website_id();
-    let website: Option<WebsiteRow> = sqlx::query_as(
-        "select w.name, w.url, w.notify_emails, w.down_policy, w.channel_ids,
-                (select count(*) from website_regions r where r.website_id = w.id) as regions
-         from websites w where w.id = $1",
-    )
-    .bind(website_id)
-    .fetch_optional(&mut **tx)
-    .await?;
+    let website = load_website(tx, website_id).await?;
     // A removed website keeps the default policy for what is left of its
     // outage.
     let (policy, regions) = match &website {
@@ -369,14 +374,7 @@ async fn plan_certificate(
     expiring: &CertificateExpiring,
 ) -> Result<(), Error> {
     let website_id = expiring.website_id;
-    let website: Option<WebsiteRow> = sqlx::query_as(
-        "select w.name, w.url, w.notify_emails, w.down_policy, w.channel_ids,
-                (select count(*) from website_regions r where r.website_id = w.id) as regions
-         from websites w where w.id = $1",
-    )
-    .bind(website_id)
-    .fetch_optional(&mut **tx)
-    .await?;
+    let website = load_website(tx, website_id).await?;
     let mut decision = Decision {
         outcome: "certificate",
         suppressed: None,
