@@ -414,14 +414,14 @@ pub struct CheckCompleted {
     pub scheduled_at: DateTime<Utc>,
     pub started_at: DateTime<Utc>,
     pub up: bool,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status_code: Option<u16>,
     /// Time to the response head, including DNS, connect and TLS.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response_ms: Option<u32>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cause: Option<FailureCause>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     /// When the server's TLS certificate expires (HTTPS checks that got one).
     #[serde(default, skip_serializing_if = "Option::is_none")]

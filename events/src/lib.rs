@@ -7,6 +7,7 @@
 //! reverse, so the rules here can be tested without any server.
 
 pub mod access;
+pub mod batch;
 pub mod certificate;
 pub mod channel;
 pub mod check;

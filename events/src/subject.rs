@@ -29,6 +29,11 @@ pub fn check(region: &RegionName, website_id: Uuid) -> String {
     format!("checks.{region}.{website_id}")
 }
 
+/// Where a worker of `region` publishes its batches of results.
+pub fn check_batch(region: &RegionName) -> String {
+    format!("checks.{region}.batch")
+}
+
 pub fn incident(website_id: Uuid) -> String {
     format!("incidents.{website_id}")
 }

@@ -1,14 +1,18 @@
 //! The InfluxDB projection of the CHECKS stream: one point per check in the
 //! measurement `checks`, tagged `website_id` and `region`, timestamped with
-//! the check's scheduled time (ms). The timestamp and tags identify the
+//! the check's scheduled time (µs; scheduled times are whole milliseconds,
+//! so points written before at ms precision are the same points). The timestamp and tags identify the
 //! check, so writing a result twice overwrites the same point: replays and
 //! redeliveries are harmless. Speaks the v1 HTTP API (InfluxDB 1.x, and the
 //! v1-compatibility endpoints of 2.x/3.x with a token) directly: line
 //! protocol to `/write`, InfluxQL to `/query`.
 //!
 //! Fields: `response_ms` (integer, absent without a response), `up`
-//! (integer 1/0, so it aggregates), `status_code` (integer), `cause`
-//! (string), `lateness_ms` (start minus schedule).
+//! (integer 1/0, so it aggregates), `status_code` (integer), `cause` and
+//! `message` (strings, on failures), `lateness_ms` and `lateness_us` (start
+//! minus schedule). With the tags and the time they hold the whole
+//! CheckCompleted but the certificate's expiry, so [`Influx::checks`] gives
+//! the results back for recomputing (the what-if uptime).
 
 use crate::Result;
 use chrono::{DateTime, Utc};
@@ -97,7 +101,7 @@ impl Influx {
         }
         let request = self
             .request(reqwest::Method::POST, "write")
-            .query(&[("db", self.database.as_str()), ("precision", "ms")])
+            .query(&[("db", self.database.as_str()), ("precision", "u")])
             .header(reqwest::header::CONTENT_TYPE, "text/plain; charset=utf-8")
             .body(body);
         let response = request.send().await.map_err(InfluxError::Transport)?;
@@ -151,6 +155,79 @@ impl Influx {
         Ok(points)
     }
 
+    /// The checks of a website scheduled since `since` (of `region` only,
+    /// if given), each region's in scheduled order, regions one after the
+    /// other. Read a page at a time, so no server row limit cuts them.
+    pub async fn checks(
+        &self,
+        website_id: Uuid,
+        region: Option<&RegionName>,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<CheckCompleted>> {
+        const PAGE: usize = 10_000;
+        let regions = match region {
+            Some(region) => vec![region.clone()],
+            None => {
+                let query = format!(
+                    "SHOW TAG VALUES FROM \"{MEASUREMENT}\" WITH KEY = \"region\" WHERE \"website_id\" = '{website_id}'"
+                );
+                let mut regions = Vec::new();
+                for series in self.select(&query).await? {
+                    for row in series.rows() {
+                        // A tag value that is not a region name was not written here.
+                        if let Some(region) = row.text("value").and_then(|v| RegionName::parse(&v).ok()) {
+                            regions.push(region);
+                        }
+                    }
+                }
+                regions
+            }
+        };
+        let mut checks = Vec::new();
+        for region in regions {
+            let mut after = since.timestamp_micros() - 1;
+            loop {
+                // Region names are [a-z0-9-] only, safe inside quotes.
+                let query = format!(
+                    "SELECT \"up\", \"status_code\", \"response_ms\", \"cause\", \"message\", \"lateness_ms\", \"lateness_us\" \
+                     FROM \"{MEASUREMENT}\" WHERE \"website_id\" = '{website_id}' AND \"region\" = '{region}' \
+                     AND time > {after}u ORDER BY time LIMIT {PAGE}"
+                );
+                let mut rows = 0;
+                for series in self.select_in(&query, "u").await? {
+                    for row in series.rows() {
+                        rows += 1;
+                        let Some(after_us) = row.integer("time") else {
+                            return Err(InfluxError::Decode("a row without a time".into()).into());
+                        };
+                        after = after_us;
+                        let scheduled_at = DateTime::from_timestamp_micros(after_us).unwrap_or_default();
+                        let lateness = row
+                            .integer("lateness_us")
+                            .or_else(|| row.integer("lateness_ms").map(|ms| ms * 1000))
+                            .unwrap_or(0);
+                        checks.push(CheckCompleted {
+                            website_id,
+                            region: region.clone(),
+                            scheduled_at,
+                            started_at: scheduled_at + chrono::Duration::microseconds(lateness),
+                            up: row.integer("up").is_some_and(|up| up >= 1),
+                            status_code: row.integer("status_code").and_then(|c| u16::try_from(c).ok()),
+                            response_ms: row.integer("response_ms").and_then(|r| u32::try_from(r).ok()),
+                            cause: row.get("cause").and_then(|c| serde_json::from_value(c.clone()).ok()),
+                            message: row.text("message"),
+                            cert_not_after: None,
+                        });
+                    }
+                }
+                if rows < PAGE {
+                    break;
+                }
+            }
+        }
+        Ok(checks)
+    }
+
     /// p50/p95/p99 of the response time of a website over the last `days`.
     pub async fn percentiles(&self, website_id: Uuid, region: Option<&RegionName>, days: u32) -> Result<Percentiles> {
         let filter = filter(website_id, region, days);
@@ -187,9 +264,14 @@ impl Influx {
 
     /// Runs a read-only query; times come back as epoch milliseconds.
     async fn select(&self, query: &str) -> Result<Vec<Series>, InfluxError> {
+        self.select_in(query, "ms").await
+    }
+
+    /// Runs a read-only query; times come back as epochs in `unit`.
+    async fn select_in(&self, query: &str, unit: &str) -> Result<Vec<Series>, InfluxError> {
         let request = self.request(reqwest::Method::GET, "query").query(&[
             ("db", self.database.as_str()),
-            ("epoch", "ms"),
+            ("epoch", unit),
             ("q", query),
         ]);
         query_response(request).await
@@ -218,7 +300,12 @@ fn filter(website_id: Uuid, region: Option<&RegionName>, days: u32) -> String {
 /// The line-protocol line of one check (no trailing newline).
 pub fn line(check: &CheckCompleted) -> String {
     let lateness = (check.started_at - check.scheduled_at).num_milliseconds();
-    let mut fields = vec![("up", Field::Integer(i64::from(check.up))), ("lateness_ms", Field::Integer(lateness))];
+    let lateness_us = (check.started_at - check.scheduled_at).num_microseconds().unwrap_or(lateness * 1000);
+    let mut fields = vec![
+        ("up", Field::Integer(i64::from(check.up))),
+        ("lateness_ms", Field::Integer(lateness)),
+        ("lateness_us", Field::Integer(lateness_us)),
+    ];
     if let Some(ms) = check.response_ms {
         fields.push(("response_ms", Field::Integer(i64::from(ms))));
     }
@@ -228,11 +315,14 @@ pub fn line(check: &CheckCompleted) -> String {
     if let Some(cause) = check.cause {
         fields.push(("cause", Field::Text(cause.as_str().to_owned())));
     }
+    if let Some(message) = &check.message {
+        fields.push(("message", Field::Text(message.clone())));
+    }
     encode_line(
         MEASUREMENT,
         &[("website_id", &check.website_id.to_string()), ("region", check.region.as_str())],
         &fields,
-        check.scheduled_at.timestamp_millis(),
+        check.scheduled_at.timestamp_micros(),
     )
 }
 
@@ -333,6 +423,14 @@ impl Row<'_> {
         self.get(column).and_then(serde_json::Value::as_f64)
     }
 
+    fn integer(&self, column: &str) -> Option<i64> {
+        self.get(column).and_then(serde_json::Value::as_i64)
+    }
+
+    fn text(&self, column: &str) -> Option<String> {
+        self.get(column).and_then(serde_json::Value::as_str).map(str::to_owned)
+    }
+
     fn time(&self) -> Option<DateTime<Utc>> {
         DateTime::from_timestamp_millis(self.get("time")?.as_i64()?)
     }
@@ -391,7 +489,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_check_becomes_one_line_with_integer_fields_and_a_millisecond_timestamp() {
+    fn a_check_becomes_one_line_with_integer_fields_and_a_microsecond_timestamp() {
         let scheduled = DateTime::from_timestamp_millis(1_700_000_000_123).unwrap_or_default();
         let check = CheckCompleted {
             website_id: Uuid::nil(),
@@ -402,13 +500,14 @@ mod tests {
             status_code: Some(503),
             response_ms: Some(42),
             cause: Some(events::FailureCause::HttpStatus),
-            message: Some("ignored".into()),
+            message: Some("refused".into()),
             cert_not_after: None,
         };
         assert_eq!(
             line(&check),
             "checks,website_id=00000000-0000-0000-0000-000000000000,region=eu-west \
-             up=0i,lateness_ms=7i,response_ms=42i,status_code=503i,cause=\"http_status\" 1700000000123"
+             up=0i,lateness_ms=7i,lateness_us=7000i,response_ms=42i,status_code=503i,cause=\"http_status\",\
+             message=\"refused\" 1700000000123000"
         );
     }
 

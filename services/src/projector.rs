@@ -138,7 +138,7 @@ async fn follow_influx(bus: &Bus, influx: &Influx, max_batch: usize, cancel: &Ca
         let mut envelopes = Vec::with_capacity(messages.len());
         for message in &messages {
             let seq = message.info().map_err(|e| anyhow::anyhow!("message info: {e}"))?.stream_sequence;
-            envelopes.extend(decode(CHECKS_STREAM, seq, &message.payload)?);
+            envelopes.extend(decode(CHECKS_STREAM, seq, &message.subject, &message.payload)?);
         }
         let checks: Vec<_> = envelopes
             .iter()

@@ -132,26 +132,35 @@ async fn pass<H: Handler>(
     }
     let mut batches = follow::after(bus, H::STREAM, position, H::FILTER, max_batch).await?;
     while let Some(batch) = batches.next(cancel).await? {
-        let mut events = Vec::with_capacity(batch.len());
-        let mut last = position;
-        for (seq, message) in batch {
-            // Anything at or before the position is already applied.
-            if seq <= position {
-                continue;
+        // A message may hold many events (a batch of checks): a
+        // transaction takes whole messages up to `max_batch` events.
+        // Anything at or before the position is already applied.
+        let from = position;
+        let mut messages = batch.into_iter().filter(|(seq, _)| *seq > from).peekable();
+        while messages.peek().is_some() {
+            let mut events = Vec::new();
+            let mut last = position;
+            while events.len() < max_batch {
+                let Some((seq, message)) = messages.next() else { break };
+                last = seq;
+                for envelope in decode(H::STREAM, seq, &message.subject, &message.payload)? {
+                    events.push(StreamEvent { seq, envelope });
+                }
             }
-            last = last.max(seq);
-            if let Some(envelope) = decode(H::STREAM, seq, &message.payload)? {
-                events.push(StreamEvent { seq, envelope });
-            }
-        }
-        match apply_batch(pool, handler, position, last, &events).await? {
-            Batch::Applied { offset } => {
-                tracing::debug!(handler = name, offset, events = events.len(), "applied");
-                position = offset;
-            }
-            Batch::Moved { offset } => {
-                tracing::info!(handler = name, from = position, to = offset, "moved by another writer; resuming there");
-                return Ok(Pass::Moved);
+            match apply_batch(pool, handler, position, last, &events).await? {
+                Batch::Applied { offset } => {
+                    tracing::debug!(handler = name, offset, events = events.len(), "applied");
+                    position = offset;
+                }
+                Batch::Moved { offset } => {
+                    tracing::info!(
+                        handler = name,
+                        from = position,
+                        to = offset,
+                        "moved by another writer; resuming there"
+                    );
+                    return Ok(Pass::Moved);
+                }
             }
         }
         if until.is_some_and(|target| position >= target) {
@@ -189,19 +198,20 @@ async fn apply_batch<H: Handler>(
     Ok(Batch::Applied { offset: reached })
 }
 
-/// Decodes one message off `stream`: `None` for an event type this build
-/// does not know (skipped; logged the first time the type is seen in this
+/// Decodes one message off `stream` into its events (several for a batch of
+/// checks, see [`events::batch`]): none for an event type this build does
+/// not know (skipped; logged the first time the type is seen in this
 /// process), an error for a malformed event.
-pub fn decode(stream: &str, seq: u64, payload: &[u8]) -> anyhow::Result<Option<Envelope>> {
-    match Envelope::from_json(payload) {
-        Ok(envelope) => Ok(Some(envelope)),
+pub fn decode(stream: &str, seq: u64, subject: &str, payload: &[u8]) -> anyhow::Result<Vec<Envelope>> {
+    match events::batch::decode(subject, payload) {
+        Ok(envelopes) => Ok(envelopes),
         Err(DecodeError::UnknownType(kind)) => {
             if first_sighting(&kind) {
                 tracing::warn!(stream, seq, kind, "skipping events of a type this build does not know (logged once)");
             } else {
                 tracing::debug!(stream, seq, kind, "skipping an event of an unknown type");
             }
-            Ok(None)
+            Ok(Vec::new())
         }
         Err(e @ DecodeError::Malformed(_)) => Err(e).with_context(|| format!("{stream} sequence {seq}")),
     }
@@ -233,9 +243,9 @@ mod tests {
     #[test]
     fn an_unknown_event_type_is_skipped_and_logged_only_the_first_time() {
         let payload = event_of_type("WebsiteHibernatedForTheRunnerTest");
-        assert!(matches!(decode("MONITOR", 7, &payload), Ok(None)));
+        assert!(decode("MONITOR", 7, "monitor.website.x", &payload).is_ok_and(|e| e.is_empty()));
         assert!(!first_sighting("WebsiteHibernatedForTheRunnerTest"), "the first decode logged it already");
-        assert!(matches!(decode("MONITOR", 8, &payload), Ok(None)), "later ones are skipped too");
+        assert!(decode("MONITOR", 8, "monitor.website.x", &payload).is_ok_and(|e| e.is_empty()), "later ones too");
         assert!(first_sighting("AnotherTypeForTheRunnerTest"), "each type is logged once");
     }
 
@@ -243,9 +253,11 @@ mod tests {
     fn a_malformed_event_is_an_error_naming_stream_and_sequence() {
         // A known type with data of the wrong shape.
         let payload = event_of_type("WebsiteAdded");
-        let error = decode("MONITOR", 42, &payload).err().map(|e| format!("{e:#}")).unwrap_or_default();
+        let error =
+            decode("MONITOR", 42, "monitor.website.x", &payload).err().map(|e| format!("{e:#}")).unwrap_or_default();
         assert!(error.contains("MONITOR sequence 42") && error.contains("malformed"), "{error}");
-        assert!(decode("CHECKS", 1, b"not json").is_err());
+        assert!(decode("CHECKS", 1, "checks.local.x", b"not json").is_err());
+        assert!(decode("CHECKS", 2, "checks.local.batch", b"{}").is_err());
     }
 
     #[test]
@@ -256,7 +268,7 @@ mod tests {
             }),
             chrono::Utc::now(),
         );
-        let decoded = decode("MONITOR", 1, &envelope.to_json()).ok().flatten();
-        assert_eq!(decoded, Some(envelope));
+        let decoded = decode("MONITOR", 1, &envelope.subject(), &envelope.to_json()).ok();
+        assert_eq!(decoded, Some(vec![envelope]));
     }
 }

@@ -1,28 +1,27 @@
 //! What-if uptime: a website's incidents recomputed from its stored check
-//! results (CheckCompleted on CHECKS) under other confirmation rules
+//! results (the CheckCompleted of CHECKS, as kept in InfluxDB, indexed by
+//! website) under other confirmation rules
 //! (`failures_before_down`, `down_policy`), through the same pure functions
 //! the live system uses: [`events::detection::step`] confirms outages per
-//! region exactly as the detector does (results in stream order, late ones
-//! ignored), and the uptime figures are then computed from them as for the
-//! live incidents ([`events::outage`]). Nothing is written or published.
+//! region exactly as the detector does (results in scheduled order), and
+//! the uptime figures are then computed from them as for the live incidents
+//! ([`events::outage`]). Nothing is written or published.
 //!
-//! CHECKS keeps results for `CHECKS_MAX_AGE_HOURS`, so the answer says which
-//! period it covers: from the website's creation if the stream has never
-//! dropped a result, else from the oldest result it still holds.
+//! The results of the last [`COVERED_DAYS`] are read (the widest uptime
+//! window), so the answer says which period it covers: from the website's
+//! creation, or from that many days ago if it is older.
 
-use crate::bus::{Bus, BusError};
-use async_nats::jetstream::consumer::pull::OrderedConfig;
-use async_nats::jetstream::consumer::DeliverPolicy;
 use chrono::{DateTime, SubsecRound, Utc};
 use events::detection::{self, Detection, Policy};
 use events::maintenance::Window;
-use events::subject::CHECKS_STREAM;
 use events::website::Website;
-use events::{CheckCompleted, DownPolicy, Envelope, Event, RegionName};
-use futures::StreamExt;
+use events::{CheckCompleted, DownPolicy, Event, RegionName};
+use projections::influx::Influx;
 use projections::postgres::Incident;
 use std::collections::HashMap;
-use uuid::Uuid;
+
+/// Days of results recomputed: the widest uptime window.
+pub const COVERED_DAYS: i64 = 90;
 
 /// The rules to recompute under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,33 +43,29 @@ pub struct Recomputed {
     pub incidents: Vec<Incident>,
 }
 
-/// Reads the website's checks (of `region` only, if given) from CHECKS and
-/// recomputes its incidents under `rules`, as of `now`.
+/// Reads the website's checks (of `region` only, if given) and recomputes
+/// its incidents under `rules`, as of `now`.
 pub async fn recompute(
-    bus: &Bus,
+    influx: &Influx,
     website: &Website,
     region: Option<&RegionName>,
     rules: Rules,
     up_after: u32,
     windows: &[Window],
     now: DateTime<Utc>,
-) -> Result<Recomputed, BusError> {
+) -> Result<Recomputed, projections::Error> {
     let (website_id, created_at) = (website.id, website.created_at);
-    let (checks, oldest_kept) = read_checks(bus, website_id, region).await?;
+    let covered_from = created_at.max(now - chrono::Duration::days(COVERED_DAYS)).min(now);
+    let checks = influx.checks(website_id, region, covered_from).await?;
     let policy = Policy { down_after: rules.failures_before_down, up_after };
     let mut incidents = incidents(&checks, policy, now);
     for incident in &mut incidents {
         incident.in_maintenance = windows.iter().any(|w| w.covers(website_id) && w.active_at(incident.started_at));
     }
-    Ok(Recomputed {
-        rules,
-        covered_from: oldest_kept.map_or(created_at, |oldest| oldest.max(created_at)).min(now),
-        covered_to: now,
-        incidents,
-    })
+    Ok(Recomputed { rules, covered_from, covered_to: now, incidents })
 }
 
-/// The incidents `checks` (in stream order) confirm under `policy`, newest
+/// The incidents `checks` (each region's in scheduled order) confirm under `policy`, newest
 /// first; an outage still open at the end is ongoing at `now`.
 pub fn incidents(checks: &[CheckCompleted], policy: Policy, now: DateTime<Utc>) -> Vec<Incident> {
     let mut states: HashMap<RegionName, Detection> = HashMap::new();
@@ -115,57 +110,12 @@ fn stored(time: DateTime<Utc>) -> DateTime<Utc> {
     time.trunc_subsecs(6)
 }
 
-/// The website's checks in stream order, and when the oldest result CHECKS
-/// still holds was stored if it has dropped any (`None`: it holds every
-/// result ever published).
-async fn read_checks(
-    bus: &Bus,
-    website_id: Uuid,
-    region: Option<&RegionName>,
-) -> Result<(Vec<CheckCompleted>, Option<DateTime<Utc>>), BusError> {
-    let err = |e: &dyn std::fmt::Display| BusError::JetStream(e.to_string());
-    let mut stream = bus.js.get_stream(CHECKS_STREAM).await.map_err(|e| err(&e))?;
-    let info = stream.info().await.map_err(|e| err(&e))?.state.clone();
-    let oldest_kept = (info.first_sequence > 1)
-        .then(|| DateTime::from_timestamp(info.first_timestamp.unix_timestamp(), info.first_timestamp.nanosecond()))
-        .flatten();
-    let subject = match region {
-        Some(region) => events::subject::check(region, website_id),
-        None => format!("checks.*.{website_id}"),
-    };
-    let mut consumer = stream
-        .create_consumer(OrderedConfig {
-            deliver_policy: DeliverPolicy::All,
-            filter_subject: subject,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| err(&e))?;
-    let mut checks = Vec::new();
-    if consumer.info().await.map_err(|e| err(&e))?.num_pending == 0 {
-        return Ok((checks, oldest_kept));
-    }
-    let mut messages = consumer.messages().await.map_err(|e| err(&e))?;
-    while let Some(message) = messages.next().await {
-        let message = message.map_err(|e| err(&e))?;
-        let pending = message.info().map_err(|e| err(&e))?.pending;
-        match Envelope::from_json(&message.payload) {
-            Ok(Envelope { event: Event::CheckCompleted(check), .. }) => checks.push(check),
-            Ok(_) | Err(events::DecodeError::UnknownType(_)) => {}
-            Err(e) => return Err(BusError::JetStream(format!("a check of {website_id}: {e}"))),
-        }
-        if pending == 0 {
-            break;
-        }
-    }
-    Ok((checks, oldest_kept))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use chrono::TimeZone;
     use events::FailureCause;
+    use uuid::Uuid;
 
     fn at(secs: i64) -> DateTime<Utc> {
         Utc.timestamp_opt(1_700_000_000 + secs, 0).single().unwrap_or_default()

@@ -325,8 +325,9 @@ async fn uptime(
     if let Some(rules) = rules {
         let windows = postgres::maintenance_windows(&state.pool, Some(id)).await?;
         let up_after = state.detection.up_after;
-        let r = crate::whatif::recompute(&state.bus, &website.website, region.as_ref(), rules, up_after, &windows, now)
-            .await?;
+        let r =
+            crate::whatif::recompute(&state.influx, &website.website, region.as_ref(), rules, up_after, &windows, now)
+                .await?;
         let since = now - chrono::Duration::days(90);
         incidents = r.incidents.iter().filter(|i| i.ended_at.is_none_or(|e| e >= since)).cloned().collect();
         (policy, counted_from) = (rules.down_policy, counted_from.max(r.covered_from));

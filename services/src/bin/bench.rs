@@ -142,6 +142,19 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.min(sorted.len() - 1)]
 }
 
+/// Bytes of the files under `dir`, recursively (0 if it cannot be read).
+fn directory_bytes(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .flatten()
+        .map(|entry| match entry.metadata() {
+            Ok(meta) if meta.is_dir() => directory_bytes(&entry.path()),
+            Ok(meta) => meta.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
 fn rss_kib(pid: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -283,19 +296,25 @@ async fn main() -> anyhow::Result<()> {
     // Lateness of every check, from the events themselves.
     let lateness: Arc<Mutex<Vec<f64>>> = Arc::new(Mutex::new(Vec::new()));
     let measuring = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Checks published (a message may hold many).
+    let counted = Arc::new(AtomicU64::new(0));
     {
         let mut subscription = bus.client.subscribe("checks.>").await?;
-        let (lateness, measuring) = (lateness.clone(), measuring.clone());
+        let (lateness, measuring, counted) = (lateness.clone(), measuring.clone(), counted.clone());
         tokio::spawn(async move {
             while let Some(message) = subscription.next().await {
-                if !measuring.load(Ordering::Relaxed) {
-                    continue;
-                }
-                if let Ok(Envelope { event: Event::CheckCompleted(check), .. }) = Envelope::from_json(&message.payload)
-                {
-                    let late = (check.started_at - check.scheduled_at).num_microseconds().unwrap_or(0) as f64 / 1000.0;
-                    if let Ok(mut all) = lateness.lock() {
-                        all.push(late);
+                let Ok(envelopes) = events::batch::decode(&message.subject, &message.payload) else { continue };
+                for envelope in envelopes {
+                    if let Event::CheckCompleted(check) = envelope.event {
+                        counted.fetch_add(1, Ordering::Relaxed);
+                        if !measuring.load(Ordering::Relaxed) {
+                            continue;
+                        }
+                        let late =
+                            (check.started_at - check.scheduled_at).num_microseconds().unwrap_or(0) as f64 / 1000.0;
+                        if let Ok(mut all) = lateness.lock() {
+                            all.push(late);
+                        }
                     }
                 }
             }
@@ -310,13 +329,14 @@ async fn main() -> anyhow::Result<()> {
     let mut checks_stream = bus.js.get_stream("CHECKS").await?;
     let influx_consumer_name = projector::INFLUX_CONSUMER;
     let start_seq = checks_stream.info().await?.state.last_sequence;
+    let start_checks = counted.load(Ordering::Relaxed);
     let start = Instant::now();
     // (sequence, when it was the stream's last) and the lags observed.
     let mut marks: Vec<(u64, Instant)> = Vec::new();
     let (mut pg_lags, mut influx_lags, mut detector_lags) = (Vec::new(), Vec::new(), Vec::new());
     let (mut pg_next, mut influx_next, mut detector_next) = (0usize, 0usize, 0usize);
     let mut per_window = Vec::new();
-    let mut window_start = (Instant::now(), start_seq);
+    let mut window_start = (Instant::now(), start_checks);
     while start.elapsed() < Duration::from_secs(options.duration) {
         tokio::time::sleep(Duration::from_millis(250)).await;
         let now = Instant::now();
@@ -340,16 +360,19 @@ async fn main() -> anyhow::Result<()> {
             influx_next += 1;
         }
         if now - window_start.0 >= Duration::from_secs(10) {
-            let rate = (last - window_start.1) as f64 / (now - window_start.0).as_secs_f64();
+            let checks = counted.load(Ordering::Relaxed);
+            let rate = (checks - window_start.1) as f64 / (now - window_start.0).as_secs_f64();
             println!("  {:>4.0} s: {:>7.0} checks/s", start.elapsed().as_secs_f64(), rate);
             per_window.push(rate);
-            window_start = (now, last);
+            window_start = (now, checks);
         }
     }
     let elapsed = start.elapsed().as_secs_f64();
-    let end_seq = checks_stream.info().await?.state.last_sequence;
+    let end_state = checks_stream.info().await?.state.clone();
+    let end_seq = end_state.last_sequence;
+    let end_checks = counted.load(Ordering::Relaxed);
     measuring.store(false, Ordering::Relaxed);
-    let sustained = (end_seq - start_seq) as f64 / elapsed;
+    let sustained = (end_checks - start_checks) as f64 / elapsed;
     let mut late = lateness.lock().map(|l| l.clone()).unwrap_or_default();
     late.sort_by(|a, b| a.total_cmp(b));
     pg_lags.sort_by(|a, b| a.total_cmp(b));
@@ -361,7 +384,11 @@ async fn main() -> anyhow::Result<()> {
     };
 
     println!();
-    println!("results over {elapsed:.0} s ({} checks stored in CHECKS):", end_seq - start_seq);
+    println!(
+        "results over {elapsed:.0} s ({} checks stored in CHECKS in {} messages):",
+        end_checks - start_checks,
+        end_seq - start_seq
+    );
     println!(
         "  sustained          {sustained:>8.0} checks/s   (target {target_rate:.0}; slowest 10 s window {:.0})",
         per_window.iter().copied().fold(f64::INFINITY, f64::min)
@@ -390,6 +417,25 @@ async fn main() -> anyhow::Result<()> {
         percentile(&detector_lags, 50.0)
     );
     println!("  queue backlog      {backlog} jobs at the end");
+    // The stream's own count is of bytes before compression; the files
+    // hold what the disk keeps.
+    let checks_dir = std::env::var("TEST_NATS_STORE_DIR")
+        .map(|dir| std::path::Path::new(&dir).join("jetstream/$G/streams/CHECKS/msgs"));
+    let on_disk = checks_dir.as_deref().map_or(0, directory_bytes);
+    println!(
+        "  CHECKS             {:.0} bytes/check on disk, {:.0} before compression ({} checks in {} messages)",
+        on_disk as f64 / end_checks.max(1) as f64,
+        end_state.bytes as f64 / end_checks.max(1) as f64,
+        end_checks,
+        end_state.messages
+    );
+    if let Ok(dir) = std::env::var("TEST_INFLUXDB_DATA_DIR") {
+        let bytes = directory_bytes(&std::path::Path::new(&dir).join(&db_name));
+        println!(
+            "  InfluxDB           {:.0} bytes/check on disk (TSM and WAL)",
+            bytes as f64 / end_checks.max(1) as f64
+        );
+    }
     println!("  target answered    {} requests in all", answered.load(Ordering::Relaxed));
     for (name, mib) in memory() {
         println!("  memory             {name}: {mib} MiB");

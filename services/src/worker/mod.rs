@@ -1,15 +1,16 @@
 //! A regional worker. Reads due checks from `checks:<region>` through the
 //! `workers` consumer group, runs up to `WORKER_CONCURRENCY` checks at once,
-//! publishes each result as CheckCompleted and only then XACKs (and XDELs)
-//! the job. Publishing is asynchronous: every check task waits for its own
-//! JetStream ack, so many are in flight.
+//! and hands each result (a CheckCompleted) to the [`batch::Batcher`],
+//! which stores the results that are ready as one message and only then
+//! XACKs (and XDELs) their jobs.
 //!
 //! Nothing is lost when a worker dies: its jobs stay pending and, once idle
 //! for `WORKER_RECLAIM_IDLE_MS`, another worker takes them over with
 //! XAUTOCLAIM and checks them again. The event id is derived from (website,
-//! region, scheduled time), so a result published twice is stored once. A
-//! job delivered `WORKER_MAX_DELIVERIES` times goes to `checks:dead:<region>`
-//! and is logged.
+//! region, scheduled time), so a result stored twice (stored, then the
+//! worker died before acknowledging) is the same event twice, which every
+//! reader takes once. A job delivered `WORKER_MAX_DELIVERIES` times goes to
+//! `checks:dead:<region>` and is logged.
 //!
 //! A worker of a removed region (RegionRemoved: the scheduler marks it in
 //! `regions:removed` and deletes its queue) stops reading within about two
@@ -17,9 +18,9 @@
 //! it, and a supervisor would only restart it); if the region is added
 //! again, it picks up where it stopped.
 
+pub mod batch;
 pub mod check;
 
-use crate::bus::Bus;
 use crate::config::WorkerConfig;
 use crate::queue::{self, Job, GROUP};
 use crate::runtime::Backoff;
@@ -28,7 +29,7 @@ use anyhow::Context;
 use check::{CheckOutcome, Checker, CheckerOptions};
 use chrono::Utc;
 use events::check::CheckSpec;
-use events::{CheckCompleted, Envelope, Event, RegionName};
+use events::{CheckCompleted, RegionName};
 use redis::aio::ConnectionManager;
 use redis::streams::{
     StreamAutoClaimOptions, StreamAutoClaimReply, StreamId, StreamPendingCountReply, StreamReadOptions, StreamReadReply,
@@ -43,8 +44,8 @@ use tokio_util::sync::CancellationToken;
 struct Shared {
     region: RegionName,
     key: String,
-    bus: Bus,
     acks: ConnectionManager,
+    batcher: batch::Batcher,
     checker: Checker,
     sealer: crate::secrets::Sealer,
 }
@@ -71,7 +72,8 @@ pub async fn serve(deps: Deps, settings: WorkerConfig, cancel: CancellationToken
         ensure_group(&mut reads, &key).await?;
     }
     let consumer = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
-    let shared = Arc::new(Shared { region: region.clone(), key: key.clone(), bus, acks, checker, sealer });
+    let batcher = batch::Batcher::start(bus, region.clone(), key.clone(), acks.clone());
+    let shared = Arc::new(Shared { region: region.clone(), key: key.clone(), acks, batcher, checker, sealer });
     let permits = Arc::new(Semaphore::new(settings.concurrency));
     tracing::info!(%region, consumer, concurrency = settings.concurrency, "worker reading {key}");
 
@@ -268,8 +270,9 @@ async fn dead_letter(
     Ok(())
 }
 
-/// Checks one job, publishes the result, then acknowledges the job. Any
-/// failure leaves the job pending, to be reclaimed and checked again.
+/// Checks one job and hands the result to the batcher, which stores it and
+/// then acknowledges the job. Any failure leaves the job pending, to be
+/// reclaimed and checked again.
 async fn process(shared: &Shared, entry: StreamId) {
     let job = match Job::from_fields(&entry.map) {
         Ok(job) => job,
@@ -294,18 +297,9 @@ async fn process(shared: &Shared, entry: StreamId) {
             cert_not_after: None,
         },
     };
-    let envelope = completed(&job, &shared.region, outcome);
-    if let Err(e) = shared.bus.publish(&envelope, None).await {
-        tracing::warn!(website_id = %job.website_id, error = %e, "publishing a check failed; the job will be retried");
-        return;
-    }
-    let mut conn = shared.acks.clone();
-    let mut pipe = redis::pipe();
-    pipe.xack(&shared.key, GROUP, &[&entry.id]).ignore().xdel(&shared.key, &[&entry.id]).ignore();
-    if let Err(e) = pipe.query_async::<()>(&mut conn).await {
-        // The result is stored; a re-check after reclaim publishes the same
-        // event id, which JetStream drops as a duplicate.
-        tracing::warn!(website_id = %job.website_id, error = %e, "acknowledging a job failed");
+    let check = completed(&job, &shared.region, outcome);
+    if !shared.batcher.store(check, entry.id).await {
+        tracing::debug!(website_id = %job.website_id, "the result was not stored; the job will be retried");
     }
 }
 
@@ -327,10 +321,10 @@ async fn settings(shared: &Shared, job: &Job) -> Result<(CheckSpec, Vec<(String,
     Ok((spec, secrets))
 }
 
-/// The CheckCompleted event of a job's outcome.
-pub fn completed(job: &Job, region: &RegionName, outcome: CheckOutcome) -> Envelope {
+/// The CheckCompleted of a job's outcome.
+pub fn completed(job: &Job, region: &RegionName, outcome: CheckOutcome) -> CheckCompleted {
     let scheduled_at = job.scheduled_at();
-    let event = CheckCompleted {
+    CheckCompleted {
         website_id: job.website_id,
         region: region.clone(),
         scheduled_at,
@@ -341,7 +335,5 @@ pub fn completed(job: &Job, region: &RegionName, outcome: CheckOutcome) -> Envel
         cause: outcome.cause,
         message: outcome.message,
         cert_not_after: outcome.cert_not_after,
-    };
-    let id = CheckCompleted::event_id(job.website_id, region, scheduled_at);
-    Envelope::with_id(id, Event::CheckCompleted(event), Utc::now())
+    }
 }

@@ -185,6 +185,27 @@ impl Stack {
         assert!(done.expect("offset"), "detector did not reach {last}");
     }
 
+    /// Waits until InfluxDB holds everything in CHECKS (the what-if reads it).
+    pub async fn influx_settled(&self) {
+        let mut checks = self.bus.js.get_stream("CHECKS").await.expect("CHECKS");
+        let last = checks.info().await.expect("info").state.last_sequence;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let floor = match checks
+                .get_consumer::<async_nats::jetstream::consumer::pull::Config>(projector::INFLUX_CONSUMER)
+                .await
+            {
+                Ok(mut consumer) => consumer.info().await.expect("consumer info").ack_floor.stream_sequence,
+                Err(_) => 0,
+            };
+            if floor >= last {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "influxdb did not reach {last} (at {floor})");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Waits until the notifier has read every incident event in MONITOR.
     pub async fn notifier_settled(&self) {
         let last = self.bus.last_subject_seq("incidents.>").await.expect("last incident");
@@ -258,16 +279,33 @@ impl Stack {
         all.as_array().into_iter().flatten().find(|w| w["id"] == id).cloned().unwrap_or(Value::Null)
     }
 
-    /// CheckCompleted events stored per subject.
+    /// Distinct checks (by event id) stored per check subject
+    /// (`checks.<region>.<website>`), whether alone or in batches; a check
+    /// stored twice (its worker died between storing and acknowledging)
+    /// counts once, as every reader takes it once.
     pub async fn checks_per_subject(&self) -> HashMap<String, usize> {
-        let stream = self.bus.js.get_stream("CHECKS").await.expect("CHECKS");
-        let mut subjects = stream.info_with_subjects("checks.>").await.expect("info");
-        let mut counts = HashMap::new();
-        while let Some(entry) = subjects.next().await {
-            let (subject, count) = entry.expect("subject");
-            counts.insert(subject, count);
+        use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
+        let mut stream = self.bus.js.get_stream("CHECKS").await.expect("CHECKS");
+        let last = stream.info().await.expect("info").state.last_sequence;
+        let mut ids: HashMap<String, std::collections::HashSet<Uuid>> = HashMap::new();
+        if last == 0 {
+            return HashMap::new();
         }
-        counts
+        let consumer = stream
+            .create_consumer(OrderedConfig { deliver_policy: DeliverPolicy::All, ..Default::default() })
+            .await
+            .expect("consumer");
+        let mut messages = consumer.messages().await.expect("messages");
+        while let Some(message) = messages.next().await {
+            let message = message.expect("message");
+            for envelope in events::batch::decode(&message.subject, &message.payload).unwrap_or_default() {
+                ids.entry(envelope.subject()).or_default().insert(envelope.id);
+            }
+            if message.info().expect("info").stream_sequence >= last {
+                break;
+            }
+        }
+        ids.into_iter().map(|(subject, ids)| (subject, ids.len())).collect()
     }
 }
 
