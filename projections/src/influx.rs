@@ -228,6 +228,18 @@ impl Influx {
         Ok(checks)
     }
 
+    /// How many checks InfluxDB holds of `websites` (a count over every
+    /// website would visit every series, one per website and region).
+    pub async fn count_checks(&self, websites: &[Uuid]) -> Result<u64> {
+        if websites.is_empty() {
+            return Ok(0);
+        }
+        let any: Vec<String> = websites.iter().map(|id| format!("\"website_id\" = '{id}'")).collect();
+        let query = format!("SELECT count(\"up\") AS n FROM \"{MEASUREMENT}\" WHERE {}", any.join(" OR "));
+        let series = self.select(&query).await?;
+        Ok(series.iter().flat_map(Series::rows).filter_map(|r| r.integer("n")).map(|n| n.max(0) as u64).sum())
+    }
+
     /// p50/p95/p99 of the response time of a website over the last `days`.
     pub async fn percentiles(&self, website_id: Uuid, region: Option<&RegionName>, days: u32) -> Result<Percentiles> {
         let filter = filter(website_id, region, days);

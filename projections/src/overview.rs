@@ -56,6 +56,21 @@ pub async fn refresh_status(
     websites: &[Uuid],
     at: Option<DateTime<Utc>>,
 ) -> Result<()> {
+    refresh(tx, websites, |_| at).await
+}
+
+/// [`refresh_status`] of websites each changed at its own time.
+pub async fn refresh_status_each(tx: &mut Transaction<'_, Postgres>, changed: &[(Uuid, DateTime<Utc>)]) -> Result<()> {
+    let at: std::collections::HashMap<Uuid, DateTime<Utc>> = changed.iter().copied().collect();
+    let websites: Vec<Uuid> = changed.iter().map(|(id, _)| *id).collect();
+    refresh(tx, &websites, |id| at.get(&id).copied()).await
+}
+
+async fn refresh(
+    tx: &mut Transaction<'_, Postgres>,
+    websites: &[Uuid],
+    at: impl Fn(Uuid) -> Option<DateTime<Utc>>,
+) -> Result<()> {
     if websites.is_empty() {
         return Ok(());
     }
@@ -82,7 +97,7 @@ pub async fn refresh_status(
         let regions: Vec<Status> = row.ups.iter().map(|up| Status::of_check(*up)).collect();
         let status = outage::status(policy, &regions);
         if status.as_str() != row.status {
-            if let Some(when) = at.or(row.checked_at) {
+            if let Some(when) = at(row.id).or(row.checked_at) {
                 ids.push(row.id);
                 statuses.push(status.as_str());
                 since.push(when);

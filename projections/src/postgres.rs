@@ -17,8 +17,8 @@ use events::maintenance::Window;
 use events::subject::MONITOR_STREAM;
 use events::website::Website;
 use events::{
-    DownPolicy, EmailAddress, Envelope, Event, FailuresBeforeDown, IntervalSecs, RegionName, TimeoutMs, WebsiteName,
-    WebsiteUrl,
+    DownPolicy, EmailAddress, Envelope, Event, FailuresBeforeDown, IntervalSecs, RegionName, TimeoutMs, WebsiteAdded,
+    WebsiteName, WebsiteUrl,
 };
 use sqlx::migrate::Migrator;
 use sqlx::{PgPool, Postgres, Transaction};
@@ -49,10 +49,19 @@ impl Handler for MonitorProjection {
         // Websites' regions and policies decide their status, which the
         // checks' projection also writes: see `overview`.
         overview::lock_status(tx).await?;
+        // Websites added one after the other (a bulk import, a replay)
+        // are written a run at a time: a few statements, not a few each.
+        let mut added: Vec<(i64, DateTime<Utc>, &WebsiteAdded)> = Vec::new();
         for event in events {
+            if let Event::WebsiteAdded(e) = &event.envelope.event {
+                added.push((to_i64(event.seq), event.envelope.occurred_at, e));
+                continue;
+            }
+            add_websites(tx, &added).await?;
+            added.clear();
             apply(tx, event.seq, &event.envelope).await?;
         }
-        Ok(())
+        add_websites(tx, &added).await
     }
 
     async fn reset(&self, tx: &mut Transaction<'_, Postgres>) -> Result<()> {
@@ -69,33 +78,7 @@ async fn apply(tx: &mut Transaction<'_, Postgres>, seq: u64, envelope: &Envelope
     let seq = to_i64(seq);
     let at = envelope.occurred_at;
     match &envelope.event {
-        Event::WebsiteAdded(e) => {
-            let emails: Vec<&str> = e.notify_emails.iter().map(|m| m.as_str()).collect();
-            let inserted = sqlx::query(
-                "insert into websites (id, url, name, interval_seconds, timeout_ms, notify_emails, created_at, updated_at, stream_seq, failures_before_down, down_policy, channel_ids, check_spec, status_since)
-                 values ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9, $10, $11, $12, $7)
-                 on conflict (id) do nothing",
-            )
-            .bind(e.website_id)
-            .bind(e.url.as_str())
-            .bind(e.name.as_str())
-            .bind(to_i32(e.interval_seconds.get()))
-            .bind(to_i32(e.timeout_ms.get()))
-            .bind(&emails)
-            .bind(at)
-            .bind(seq)
-            .bind(e.failures_before_down.map(|f| to_i32(f.get())))
-            .bind(e.down_policy.unwrap_or_default().as_str())
-            .bind(&e.channel_ids)
-            .bind(json(&e.check.clone().unwrap_or_default())?)
-            .execute(&mut **tx)
-            .await?;
-            if inserted.rows_affected() == 1 {
-                set_regions(tx, e.website_id, &e.regions).await?;
-                // Checks projected before (a replay of this projection alone).
-                overview::refresh_status(tx, &[e.website_id], Some(at)).await?;
-            }
-        }
+        Event::WebsiteAdded(e) => add_websites(tx, &[(seq, at, e)]).await?,
         Event::WebsiteUpdated(e) => {
             let emails: Option<Vec<&str>> =
                 e.notify_emails.as_ref().map(|list| list.iter().map(|m| m.as_str()).collect());
@@ -417,6 +400,69 @@ async fn apply(tx: &mut Transaction<'_, Postgres>, seq: u64, envelope: &Envelope
         Event::CheckCompleted(_) | Event::CertificateExpiring(_) => {}
     }
     Ok(())
+}
+
+/// Inserts websites added at (stream sequence, time), unless already
+/// there, with their regions and (for checks projected before, in a replay
+/// of this projection alone) their status.
+async fn add_websites(tx: &mut Transaction<'_, Postgres>, added: &[(i64, DateTime<Utc>, &WebsiteAdded)]) -> Result<()> {
+    if added.is_empty() {
+        return Ok(());
+    }
+    let mut rows = Vec::with_capacity(added.len());
+    for (seq, at, e) in added {
+        rows.push(serde_json::json!({
+            "id": e.website_id,
+            "url": e.url.as_str(),
+            "name": e.name.as_str(),
+            "interval_seconds": to_i32(e.interval_seconds.get()),
+            "timeout_ms": to_i32(e.timeout_ms.get()),
+            "notify_emails": e.notify_emails.iter().map(|m| m.as_str()).collect::<Vec<_>>(),
+            "created_at": at,
+            "stream_seq": seq,
+            "failures_before_down": e.failures_before_down.map(|f| to_i32(f.get())),
+            "down_policy": e.down_policy.unwrap_or_default().as_str(),
+            "channel_ids": e.channel_ids,
+            "check_spec": json(&e.check.clone().unwrap_or_default())?,
+            "regions": e.regions.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
+        }));
+    }
+    let rows = json(&rows)?;
+    let inserted: Vec<(Uuid, DateTime<Utc>)> = sqlx::query_as(
+        "insert into websites (id, url, name, interval_seconds, timeout_ms, notify_emails, created_at, updated_at, stream_seq,
+                               failures_before_down, down_policy, channel_ids, check_spec, status_since)
+         select r.id, r.url, r.name, r.interval_seconds, r.timeout_ms,
+                array(select jsonb_array_elements_text(r.notify_emails)), r.created_at, r.created_at, r.stream_seq,
+                r.failures_before_down, r.down_policy, array(select jsonb_array_elements_text(r.channel_ids)::uuid),
+                r.check_spec, r.created_at
+         from jsonb_to_recordset($1) as r(id uuid, url text, name text, interval_seconds int, timeout_ms int,
+              notify_emails jsonb, created_at timestamptz, stream_seq bigint, failures_before_down int,
+              down_policy text, channel_ids jsonb, check_spec jsonb)
+         on conflict (id) do nothing
+         returning id, created_at",
+    )
+    .bind(&rows)
+    .fetch_all(&mut **tx)
+    .await?;
+    if inserted.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = inserted.iter().map(|(id, _)| *id).collect();
+    // Only regions that exist: the command was validated against them, and a
+    // dangling name must not wedge the projection on a foreign key.
+    sqlx::query(
+        "insert into website_regions (website_id, region)
+         select r.id, g.name
+         from jsonb_to_recordset($1) as r(id uuid, regions jsonb)
+         cross join lateral jsonb_array_elements_text(r.regions) as g(name)
+         where r.id = any($2) and exists (select 1 from regions where name = g.name)
+         on conflict do nothing",
+    )
+    .bind(&rows)
+    .bind(&ids)
+    .execute(&mut **tx)
+    .await?;
+    overview::refresh_status_each(tx, &inserted).await
 }
 
 async fn set_regions(tx: &mut Transaction<'_, Postgres>, website_id: Uuid, regions: &[RegionName]) -> Result<()> {

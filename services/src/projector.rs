@@ -31,6 +31,11 @@ use sqlx::PgPool;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+/// Points per InfluxDB write, at most.
+const INFLUX_WRITE_POINTS: usize = 5000;
+/// InfluxDB writes under way at once.
+const INFLUX_WRITES_IN_FLIGHT: usize = 4;
+
 /// The durable consumer feeding InfluxDB.
 pub const INFLUX_CONSUMER: &str = "influx-checks";
 
@@ -147,7 +152,15 @@ async fn follow_influx(bus: &Bus, influx: &Influx, max_batch: usize, cancel: &Ca
                 _ => None,
             })
             .collect();
-        influx.write(&checks).await?;
+        // InfluxDB takes writes of a few thousand points best, and several
+        // at once; the batch is acknowledged when all are written.
+        for round in checks.chunks(INFLUX_WRITE_POINTS * INFLUX_WRITES_IN_FLIGHT) {
+            let mut writes = Vec::with_capacity(INFLUX_WRITES_IN_FLIGHT);
+            for part in round.chunks(INFLUX_WRITE_POINTS) {
+                writes.push(influx.write(part));
+            }
+            futures::future::try_join_all(writes).await?;
+        }
         // AckPolicy::All: acknowledging the last acknowledges the batch.
         if let Some(last) = messages.last() {
             last.ack().await.map_err(|e| anyhow::anyhow!("acknowledging: {e}"))?;

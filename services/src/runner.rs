@@ -28,8 +28,12 @@ use std::collections::BTreeSet;
 use std::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
-/// Events per transaction during a replay.
-pub const REPLAY_BATCH: usize = 5000;
+/// Events per transaction during a replay, at most: a replay reads as fast
+/// as it can, and fewer, larger transactions write less (the latest status
+/// keeps one row per website and region however many results a batch has).
+pub const REPLAY_BATCH: usize = 100_000;
+/// Messages a replay gathers before applying them.
+const REPLAY_MESSAGES: usize = 20_000;
 
 /// Runs `handler` until `cancel` fires, restarting with backoff after any
 /// error; batches hold at most `max_batch` events.
@@ -131,7 +135,20 @@ async fn pass<H: Handler>(
         return Ok(Pass::Reached);
     }
     let mut batches = follow::after(bus, H::STREAM, position, H::FILTER, max_batch).await?;
-    while let Some(batch) = batches.next(cancel).await? {
+    while let Some(mut batch) = batches.next(cancel).await? {
+        // A replay knows there is more: it gathers messages up to a large
+        // batch (each pull delivers only a few hundred), where a follower
+        // applies what is ready at once.
+        if let Some(target) = until {
+            let gathering = std::time::Instant::now();
+            while batch.len() < REPLAY_MESSAGES && batch.last().is_some_and(|(seq, _)| *seq < target) {
+                match batches.next(cancel).await? {
+                    Some(more) => batch.extend(more),
+                    None => break,
+                }
+            }
+            tracing::debug!(handler = name, messages = batch.len(), took = ?gathering.elapsed(), "gathered");
+        }
         // A message may hold many events (a batch of checks): a
         // transaction takes whole messages up to `max_batch` events.
         // Anything at or before the position is already applied.

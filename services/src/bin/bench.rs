@@ -274,7 +274,9 @@ async fn main() -> anyhow::Result<()> {
             ack.await?;
         }
     }
-    tokio::spawn(projector::serve(deps.clone(), config.projector.clone(), cancel.clone()));
+    // The projector apart, so it can be stopped for the replays.
+    let projecting = CancellationToken::new();
+    tokio::spawn(projector::serve(deps.clone(), config.projector.clone(), projecting.clone()));
     let monitor_last = bus.monitor_stream().await?.info().await?.state.last_sequence;
     projections::cursor::wait_for(&pool, projections::postgres::PROJECTION, monitor_last, Duration::from_secs(600))
         .await?;
@@ -298,9 +300,12 @@ async fn main() -> anyhow::Result<()> {
     let measuring = Arc::new(std::sync::atomic::AtomicBool::new(false));
     // Checks published (a message may hold many).
     let counted = Arc::new(AtomicU64::new(0));
+    // Checks started per second (unix second -> count), while measuring.
+    let started_per_second: Arc<Mutex<HashMap<i64, u64>>> = Arc::new(Mutex::new(HashMap::new()));
     {
         let mut subscription = bus.client.subscribe("checks.>").await?;
-        let (lateness, measuring, counted) = (lateness.clone(), measuring.clone(), counted.clone());
+        let (lateness, measuring, counted, per_second) =
+            (lateness.clone(), measuring.clone(), counted.clone(), started_per_second.clone());
         tokio::spawn(async move {
             while let Some(message) = subscription.next().await {
                 let Ok(envelopes) = events::batch::decode(&message.subject, &message.payload) else { continue };
@@ -314,6 +319,9 @@ async fn main() -> anyhow::Result<()> {
                             (check.started_at - check.scheduled_at).num_microseconds().unwrap_or(0) as f64 / 1000.0;
                         if let Ok(mut all) = lateness.lock() {
                             all.push(late);
+                        }
+                        if let Ok(mut seconds) = per_second.lock() {
+                            *seconds.entry(check.started_at.timestamp()).or_default() += 1;
                         }
                     }
                 }
@@ -417,6 +425,21 @@ async fn main() -> anyhow::Result<()> {
         percentile(&detector_lags, 50.0)
     );
     println!("  queue backlog      {backlog} jobs at the end");
+    let mut seconds: Vec<(i64, u64)> =
+        started_per_second.lock().map(|s| s.iter().map(|(k, v)| (*k, *v)).collect()).unwrap_or_default();
+    seconds.sort_unstable();
+    // The first and last seconds are partly outside the window.
+    let full: Vec<f64> = seconds.iter().skip(1).rev().skip(1).map(|(_, n)| *n as f64).collect();
+    if !full.is_empty() {
+        let mean = full.iter().sum::<f64>() / full.len() as f64;
+        let peak = full.iter().copied().fold(f64::MIN, f64::max);
+        let low = full.iter().copied().fold(f64::MAX, f64::min);
+        println!(
+            "  checks started/s   mean {mean:.0}, peak {peak:.0}, lowest {low:.0} (peak/mean {:.2}, over {} s)",
+            peak / mean,
+            full.len()
+        );
+    }
     // The stream's own count is of bytes before compression; the files
     // hold what the disk keeps.
     let checks_dir = std::env::var("TEST_NATS_STORE_DIR")
@@ -440,7 +463,99 @@ async fn main() -> anyhow::Result<()> {
     for (name, mib) in memory() {
         println!("  memory             {name}: {mib} MiB");
     }
+    // Replays on the run's own data: stop checking, let the projections
+    // catch up, note what they hold, then rebuild each from its stream.
     cancel.cancel();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let checks_last = checks_stream.info().await?.state.last_sequence;
+    projections::cursor::wait_for(&pool, projections::status::PROJECTION, checks_last, Duration::from_secs(120))
+        .await?;
+    wait_for_influx(&mut checks_stream, checks_last).await?;
+    let total_checks = counted.load(Ordering::Relaxed);
+    let live = Snapshot::take(&pool, &deps.influx).await?;
+    projecting.cancel();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    println!();
+    let monitor_events = bus.monitor_stream().await?.info().await?.state.last_sequence;
+    println!("replays ({total_checks} checks in CHECKS, {monitor_events} events in MONITOR):");
+    let replaying = CancellationToken::new();
+    // MONITOR first: emptying the websites empties their status too.
+    let timed = Instant::now();
+    projector::replay(&bus, &pool, projector::Projection::Monitor, &replaying).await?;
+    let monitor_rate = monitor_events as f64 / timed.elapsed().as_secs_f64();
+    let timed = Instant::now();
+    projector::replay(&bus, &pool, projector::Projection::Status, &replaying).await?;
+    let status_rate = total_checks as f64 / timed.elapsed().as_secs_f64();
+    let timed = Instant::now();
+    projector::replay_influx(&bus, &deps.influx).await?;
+    tokio::spawn(projector::run_influx(bus.clone(), deps.influx.clone(), config.projector.batch, replaying.clone()));
+    wait_for_influx(&mut checks_stream, checks_last).await?;
+    let influx_rate = total_checks as f64 / timed.elapsed().as_secs_f64();
+    let replayed = Snapshot::take(&pool, &deps.influx).await?;
+    let same = |a: &str, b: &str| if a == b { "equal to the live one" } else { "DIFFERENT from the live one" };
+    println!(
+        "  CHECKS  -> latest status  {status_rate:>9.0} events/s   (target 100000; table {})",
+        same(&live.status, &replayed.status)
+    );
+    println!(
+        "  CHECKS  -> influxdb       {influx_rate:>9.0} events/s   (target 100000; {} points of 200 websites, {})",
+        replayed.points,
+        same(&live.points, &replayed.points)
+    );
+    println!(
+        "  MONITOR -> postgres       {monitor_rate:>9.0} events/s   (target 100000; websites {})",
+        same(&live.websites, &replayed.websites)
+    );
+    replaying.cancel();
     tokio::time::sleep(Duration::from_millis(500)).await;
     Ok(())
+}
+
+/// Waits until the InfluxDB consumer has acknowledged `last`.
+async fn wait_for_influx(checks: &mut async_nats::jetstream::stream::Stream, last: u64) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while Instant::now() < deadline {
+        let consumer: Result<async_nats::jetstream::consumer::PullConsumer, _> =
+            checks.get_consumer(projector::INFLUX_CONSUMER).await;
+        if let Ok(mut consumer) = consumer {
+            if consumer.info().await?.ack_floor.stream_sequence >= last {
+                return Ok(());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    anyhow::bail!("InfluxDB did not catch up with CHECKS in 10 minutes")
+}
+
+/// What the projections hold, reduced to something comparable.
+struct Snapshot {
+    status: String,
+    websites: String,
+    points: String,
+}
+
+impl Snapshot {
+    async fn take(pool: &sqlx::PgPool, influx: &projections::influx::Influx) -> anyhow::Result<Self> {
+        let status: (i64, Option<String>) = sqlx::query_as(
+            "select count(*), md5(string_agg(concat_ws('/', website_id, region, up, scheduled_at, checked_at, response_ms,
+                    status_code, cause, message), ',' order by website_id, region)) from latest_status",
+        )
+        .fetch_one(pool)
+        .await?;
+        let websites: (i64, Option<String>) = sqlx::query_as(
+            "select count(*), md5(string_agg(concat_ws('/', id, url, name, status, status_since, interval_seconds),
+                    ',' order by id)) from websites",
+        )
+        .fetch_one(pool)
+        .await?;
+        // A sample: counting every website's points would visit every series.
+        let sample: Vec<uuid::Uuid> =
+            sqlx::query_scalar("select id from websites order by id limit 200").fetch_all(pool).await?;
+        let points = influx.count_checks(&sample).await?;
+        Ok(Self {
+            status: format!("{} rows, {}", status.0, status.1.unwrap_or_default()),
+            websites: format!("{} rows, {}", websites.0, websites.1.unwrap_or_default()),
+            points: points.to_string(),
+        })
+    }
 }
