@@ -37,6 +37,34 @@ pub struct Influx {
     url: String,
     database: String,
     token: Option<String>,
+    /// Days raw points are kept (0: for ever).
+    retention_days: u32,
+}
+
+/// The retention policy of the rollups, kept for ever.
+pub const ROLLUPS: &str = "rollups";
+
+/// A downsampled copy of the checks, written by a continuous query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rollup {
+    /// Its measurement in the [`ROLLUPS`] retention policy.
+    pub measurement: &'static str,
+    /// Minutes per point.
+    pub minutes: u32,
+}
+
+/// One point a minute (windows up to a week), one an hour (longer ones).
+pub const ROLLUP_LEVELS: [Rollup; 2] =
+    [Rollup { measurement: "checks_1m", minutes: 1 }, Rollup { measurement: "checks_1h", minutes: 60 }];
+
+/// The rollup a series over `days` reads: none for a day (every check), the
+/// minute one up to a week, the hour one beyond.
+pub fn rollup_for(days: u32) -> Option<Rollup> {
+    match days {
+        0..=1 => None,
+        2..=7 => Some(ROLLUP_LEVELS[0]),
+        _ => Some(ROLLUP_LEVELS[1]),
+    }
 }
 
 /// Why a request to InfluxDB failed, by kind.
@@ -80,13 +108,49 @@ impl Influx {
             url: url.trim_end_matches('/').to_owned(),
             database: database.to_owned(),
             token: token.map(str::to_owned),
+            retention_days: 0,
         }
     }
 
+    /// Keeps raw points `days` days (0: for ever); the rollups are kept for
+    /// ever.
+    pub fn with_retention_days(mut self, days: u32) -> Self {
+        self.retention_days = days;
+        self
+    }
+
     /// Creates the database if it does not exist (a no-op on 1.x when it
-    /// does; with 2.x/3.x the bucket is created by the operator).
+    /// does; with 2.x/3.x the bucket is created by the operator), sets the
+    /// raw points' retention and creates the rollups (a retention policy
+    /// kept for ever and one continuous query per [`ROLLUP_LEVELS`]). A
+    /// server without retention policies or continuous queries (the v1
+    /// compatibility API of 2.x/3.x) keeps raw points only; that is logged.
     pub async fn ensure_database(&self) -> Result<()> {
-        self.execute(&format!("CREATE DATABASE {}", quote_ident(&self.database))).await?;
+        let db = quote_ident(&self.database);
+        self.execute(&format!("CREATE DATABASE {db}")).await?;
+        let duration = if self.retention_days == 0 { "INF".to_owned() } else { format!("{}d", self.retention_days) };
+        let mut statements = vec![
+            format!("ALTER RETENTION POLICY \"autogen\" ON {db} DURATION {duration}"),
+            format!("CREATE RETENTION POLICY {} ON {db} DURATION INF REPLICATION 1", quote_ident(ROLLUPS)),
+        ];
+        for rollup in ROLLUP_LEVELS {
+            let into = format!("{db}.{}.{}", quote_ident(ROLLUPS), quote_ident(rollup.measurement));
+            statements.push(format!(
+                "CREATE CONTINUOUS QUERY {} ON {db} BEGIN SELECT mean(\"response_ms\") AS \"response_ms\", \
+                 min(\"up\") AS \"up\", max(\"status_code\") AS \"status_code\", count(\"up\") AS \"checks\" \
+                 INTO {into} FROM \"{MEASUREMENT}\" GROUP BY time({}m), * END",
+                quote_ident(rollup.measurement),
+                rollup.minutes
+            ));
+        }
+        for statement in statements {
+            match self.execute(&statement).await {
+                Ok(_) => {}
+                // Created by an earlier start: the same definition.
+                Err(InfluxError::Statement(e)) if e.contains("already exists") => {}
+                Err(e) => tracing::warn!(error = %e, statement, "InfluxDB keeps raw points only"),
+            }
+        }
         Ok(())
     }
 
@@ -105,8 +169,16 @@ impl Influx {
             .header(reqwest::header::CONTENT_TYPE, "text/plain; charset=utf-8")
             .body(body);
         let response = request.send().await.map_err(InfluxError::Transport)?;
-        check_status(response).await?;
-        Ok(())
+        match check_status(response).await {
+            Ok(_) => Ok(()),
+            // Results older than the raw points' retention (a replay of an
+            // old CHECKS history): dropped on purpose, the rest is written.
+            Err(InfluxError::Status { status: 400, message }) if message.contains("beyond retention policy") => {
+                tracing::debug!(message, "points older than the retention dropped");
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Drops every point (before a replay of CHECKS). Some versions refuse
@@ -122,21 +194,65 @@ impl Influx {
 
     /// The response-time series of a website over the last `days`, oldest
     /// first: every check for one day; for longer windows one point per
-    /// `days` minutes (mean response time, down if any check in it failed).
+    /// `days` minutes (at most 1,440 per region: mean response time, down
+    /// if any check in it failed), read from the rollup of [`rollup_for`]
+    /// as far as it reaches and from the raw points after that (a rollup
+    /// is written when its interval ends, and not for times before it was
+    /// created).
     pub async fn series(&self, website_id: Uuid, region: Option<&RegionName>, days: u32) -> Result<Vec<SeriesPoint>> {
         let filter = filter(website_id, region, days);
-        let query = if days <= 1 {
-            format!(
+        if days <= 1 {
+            let query = format!(
                 "SELECT \"response_ms\", \"up\", \"status_code\" FROM \"{MEASUREMENT}\" WHERE {filter} GROUP BY \"region\""
-            )
-        } else {
-            format!(
-                "SELECT mean(\"response_ms\") AS \"response_ms\", min(\"up\") AS \"up\", last(\"status_code\") AS \"status_code\" \
-                 FROM \"{MEASUREMENT}\" WHERE {filter} GROUP BY time({days}m), \"region\" fill(none)"
-            )
-        };
+            );
+            return self.points(&query).await;
+        }
+        let aggregate =
+            "mean(\"response_ms\") AS \"response_ms\", min(\"up\") AS \"up\", max(\"status_code\") AS \"status_code\"";
         let mut points = Vec::new();
-        for series in self.select(&query).await? {
+        let mut raw_filter = filter.clone();
+        if let Some(rollup) = rollup_for(days) {
+            let from =
+                format!("{}.{}.{}", quote_ident(&self.database), quote_ident(ROLLUPS), quote_ident(rollup.measurement));
+            // Without rollups (not created, or none written yet) every
+            // point comes from the raw ones.
+            let newest = format!("SELECT last(\"checks\") FROM {from} WHERE {filter}");
+            let newest = self.points(&newest).await.unwrap_or_default().iter().map(|p| p.time).max();
+            if let Some(newest) = newest {
+                let covered = newest.timestamp_millis() + i64::from(rollup.minutes) * 60_000;
+                let query = format!(
+                    "SELECT {aggregate} FROM {from} WHERE {filter} AND time < {covered}ms \
+                     GROUP BY time({days}m), \"region\" fill(none)"
+                );
+                points = self.points(&query).await?;
+                let _ = write!(raw_filter, " AND time >= {covered}ms");
+            }
+        }
+        let query = format!(
+            "SELECT {aggregate} FROM \"{MEASUREMENT}\" WHERE {raw_filter} GROUP BY time({days}m), \"region\" fill(none)"
+        );
+        points.extend(self.points(&query).await?);
+        points.sort_by(|a, b| a.time.cmp(&b.time).then_with(|| a.region.cmp(&b.region)));
+        // A bucket across the rollup's end has a point from each side.
+        points.dedup_by(|later, kept| {
+            let same = later.time == kept.time && later.region == kept.region;
+            if same {
+                kept.response_ms = match (kept.response_ms, later.response_ms) {
+                    (Some(a), Some(b)) => Some((a + b) / 2.0),
+                    (a, b) => a.or(b),
+                };
+                kept.up &= later.up;
+                kept.status_code = kept.status_code.max(later.status_code);
+            }
+            same
+        });
+        Ok(points)
+    }
+
+    /// The points a series query answers, oldest first.
+    async fn points(&self, query: &str) -> Result<Vec<SeriesPoint>> {
+        let mut points = Vec::new();
+        for series in self.select(query).await? {
             let region = series.tags.get("region").cloned().unwrap_or_default();
             for row in series.rows() {
                 let Some(time) = row.time() else {

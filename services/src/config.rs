@@ -129,6 +129,8 @@ pub struct InfluxConfig {
     pub org: Option<String>,
     /// The database (bucket) check points are written to.
     pub bucket: String,
+    /// Days raw points are kept (0: for ever); the rollups are kept for ever.
+    pub retention_days: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -210,6 +212,7 @@ impl Config {
                 token: s.optional("INFLUXDB_TOKEN"),
                 org: s.optional("INFLUXDB_ORG"),
                 bucket: s.text("INFLUXDB_BUCKET", "website_ticks")?,
+                retention_days: s.number("INFLUXDB_RETENTION_DAYS", 0u32, 0, 36_500)?,
             },
             database_pool_size: s.number("DATABASE_POOL_SIZE", 16u32, 1, 1000)?,
             checks_max_age: Duration::from_secs(s.number("CHECKS_MAX_AGE_HOURS", 168u64, 1, 24 * 365 * 10)? * 3600),

@@ -39,7 +39,8 @@ impl Deps {
             .connect_lazy(&config.database_url)
             .context("DATABASE_URL")?;
         let redis = redis::Client::open(config.redis_url.as_str()).context("REDIS_URL")?;
-        let influx = Influx::new(&config.influxdb.url, &config.influxdb.bucket, config.influxdb.token.as_deref());
+        let influx = Influx::new(&config.influxdb.url, &config.influxdb.bucket, config.influxdb.token.as_deref())
+            .with_retention_days(config.influxdb.retention_days);
         let bus = runtime::connect_bus(config).await?;
         let sealer = Sealer::new(config.secret_key.as_ref(), pool.clone());
         Ok(Deps { bus, pool, redis, influx, sealer })

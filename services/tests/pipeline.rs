@@ -343,3 +343,71 @@ async fn influxdb_dropped_and_replayed_from_checks_gives_the_same_points() {
         assert!(after.as_array().expect("array").contains(point), "{point} missing after replay: {after}");
     }
 }
+
+/// Writes `lines` of line protocol into the stack's InfluxDB database, in
+/// retention policy `rp`.
+async fn write_influx(stack: &Stack, rp: &str, lines: &str) {
+    let response = reqwest::Client::new()
+        .post(format!("{}/write", stack.config.influxdb.url))
+        .query(&[("db", stack.config.influxdb.bucket.as_str()), ("rp", rp), ("precision", "ms")])
+        .body(lines.to_owned())
+        .send()
+        .await
+        .expect("write");
+    assert!(response.status().is_success(), "{:?}", response.text().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_week_is_read_from_the_rollup_as_far_as_it_reaches_and_from_the_raw_points_after() {
+    let stack = start(&[]).await;
+    let id = stack.add_website(json!({ "url": "https://example.com", "name": "rolled", "interval_seconds": 60 })).await;
+    let website: Uuid = id.parse().expect("uuid");
+    stack.deps.influx.ensure_database().await.expect("database");
+    // Three days ago, only in the minute rollup (as if the raw points had
+    // expired); an hour ago, only raw.
+    let old = chrono::Utc::now() - chrono::Duration::days(3);
+    let rollup = format!(
+        "checks_1m,website_id={id},region=local response_ms=250.0,up=0i,status_code=503i,checks=1i {}",
+        old.timestamp_millis()
+    );
+    write_influx(&stack, projections::influx::ROLLUPS, &rollup).await;
+    stack.check(website, "local", chrono::Utc::now() - chrono::Duration::hours(1), true).await;
+    stack.influx_settled().await;
+
+    let (status, points) = stack.call(Method::GET, &format!("/monitor/{id}?days=7"), None).await;
+    assert_eq!(status, StatusCode::OK, "{points}");
+    let points = points.as_array().expect("array");
+    assert_eq!(points.len(), 2, "{points:?}");
+    assert_eq!((points[0]["response_ms"].as_f64(), points[0]["up"].as_bool()), (Some(250.0), Some(false)));
+    assert_eq!((points[1]["response_ms"].as_f64(), points[1]["up"].as_bool()), (Some(12.0), Some(true)));
+    let (_, day) = stack.call(Method::GET, &format!("/monitor/{id}?days=1"), None).await;
+    assert_eq!(day.as_array().map(Vec::len), Some(1), "a day is every raw check: {day}");
+
+    // The rollups are made by continuous queries, created once.
+    let shown: serde_json::Value = reqwest::Client::new()
+        .get(format!("{}/query", stack.config.influxdb.url))
+        .query(&[("q", "SHOW CONTINUOUS QUERIES")])
+        .send()
+        .await
+        .expect("query")
+        .json()
+        .await
+        .expect("json");
+    for name in ["checks_1m", "checks_1h"] {
+        assert!(shown.to_string().contains(name), "{name} missing: {shown}");
+    }
+    stack.deps.influx.ensure_database().await.expect("a second start changes nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_older_than_the_raw_retention_are_dropped_without_stopping_the_projection() {
+    let stack = start(&[("INFLUXDB_RETENTION_DAYS", "2")]).await;
+    let id = stack.add_website(json!({ "url": "https://example.com", "name": "old", "interval_seconds": 60 })).await;
+    let website: Uuid = id.parse().expect("uuid");
+    stack.deps.influx.ensure_database().await.expect("database");
+    stack.check(website, "local", chrono::Utc::now() - chrono::Duration::days(5), false).await;
+    stack.check(website, "local", chrono::Utc::now() - chrono::Duration::minutes(5), true).await;
+    stack.influx_settled().await;
+    let (_, day) = stack.call(Method::GET, &format!("/monitor/{id}?days=1"), None).await;
+    assert_eq!(day.as_array().map(Vec::len), Some(1), "{day}");
+}
