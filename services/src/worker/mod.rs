@@ -299,6 +299,7 @@ async fn process(shared: &Shared, entry: StreamId) {
         tracing::warn!(website_id = %job.website_id, error = %e, "publishing a check failed; the job will be retried");
         return;
     }
+    crate::metrics::check_published(&envelope);
     let mut conn = shared.acks.clone();
     let mut pipe = redis::pipe();
     pipe.xack(&shared.key, GROUP, &[&entry.id]).ignore().xdel(&shared.key, &[&entry.id]).ignore();
