@@ -118,10 +118,29 @@ pub struct Redis {
 
 impl Redis {
     pub async fn start() -> Redis {
-        let bin = std::env::var("REDIS_SERVER_BIN").unwrap_or_else(|_| "redis-server".into());
         let port = free_port();
+        Self::spawn(port, &["--port", &port.to_string()]).await
+    }
+
+    /// A Redis speaking only TLS, with a certificate of the test's CA, and
+    /// wanting `password`; `url` is `rediss://:<password>@127.0.0.1:<port>`.
+    pub async fn start_tls(cert: &std::path::Path, key: &std::path::Path, password: &str) -> Redis {
+        let (cert, key) = (cert.display().to_string(), key.display().to_string());
+        let port = free_port();
+        let tls_port = port.to_string();
+        let args = ["--port", "0", "--tls-port", &tls_port, "--tls-cert-file", &cert, "--tls-key-file", &key];
+        let args = [&args[..], &["--tls-auth-clients", "no", "--requirepass", password]].concat();
+        let mut redis = Self::spawn(port, &args).await;
+        redis.url = format!("rediss://:{password}@127.0.0.1:{port}");
+        redis
+    }
+
+    /// Starts redis-server with `args`, waiting until `port` answers.
+    async fn spawn(port: u16, args: &[&str]) -> Redis {
+        let bin = std::env::var("REDIS_SERVER_BIN").unwrap_or_else(|_| "redis-server".into());
         let child = Command::new(&bin)
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--appendonly", "no"])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

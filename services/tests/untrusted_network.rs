@@ -1,8 +1,9 @@
-//! NATS on an untrusted network: a server that speaks only TLS (with a
-//! certificate of a CA made for the test), verifies client certificates
-//! and wants a user and password. The whole system runs through it; a
-//! client without the CA, or with a wrong password, is refused at once
-//! with an error naming the settings to fix.
+//! NATS and Redis on an untrusted network: a NATS that speaks only TLS
+//! (with a certificate of a CA made for the test), verifies client
+//! certificates and wants a user and password, and a Redis that speaks only
+//! TLS and wants a password. The whole system runs through them; a client
+//! without the CA, or with a wrong password, is refused at once with an
+//! error naming the settings to fix.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -10,7 +11,7 @@ mod common;
 use common::smtp::Smtp;
 use common::stack::{eventually, Stack};
 use common::target::Target;
-use common::Nats;
+use common::{config, Db, Nats, Redis};
 use poem::http::Method;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
 use serde_json::json;
@@ -20,6 +21,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 const PASSWORD: &str = "correct horse battery staple";
+/// Redis's, which goes in a URL.
+const REDIS_PASSWORD: &str = "redis-test-password-0123";
 
 /// A CA, a server certificate for 127.0.0.1/localhost and a client
 /// certificate, all PEM files in `dir`.
@@ -104,12 +107,15 @@ async fn refusal(url: &str, security: &NatsSecurity) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_website_is_checked_end_to_end_through_nats_with_tls_and_a_password() {
+async fn a_website_is_checked_end_to_end_through_nats_and_redis_over_tls_with_passwords() {
     let dir = tempfile::tempdir().expect("tempdir");
     let pki = Pki::make(dir.path());
     let nats = Nats::start_with_config(&pki.server_config()).await;
     assert!(nats.url.starts_with("tls://"), "{}", nats.url);
-    let settings = pki.settings();
+    let redis = Redis::start_tls(&pki.server_cert, &pki.server_key, REDIS_PASSWORD).await;
+    let mut settings = pki.settings();
+    settings.push(("REDIS_URL", redis.url.clone()));
+    settings.push(("REDIS_CA_FILE", pki.ca.display().to_string()));
     let extra: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let stack = Stack::start_on(nats, Smtp::stopped(), &extra).await;
     let target = Target::start().await;
@@ -176,4 +182,40 @@ async fn a_client_without_the_ca_or_with_a_wrong_password_is_refused_with_a_clea
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("NATS_USER and NATS_PASSWORD"), "{stderr}");
     assert!(!stderr.contains("not the password"), "{stderr}");
+}
+
+#[tokio::test]
+async fn redis_without_the_ca_or_with_a_wrong_password_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::make(dir.path());
+    let nats = Nats::start().await;
+    let db = Db::fresh().await;
+    let redis = Redis::start_tls(&pki.server_cert, &pki.server_key, REDIS_PASSWORD).await;
+    let ca = pki.ca.display().to_string();
+    let connect = |settings: Vec<(&'static str, String)>| {
+        let extra: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let config = config(&nats, &db, &extra);
+        async move {
+            let deps = services::Deps::connect(&config).await.expect("deps");
+            let connection =
+                tokio::time::timeout(Duration::from_secs(10), deps.redis.get_multiplexed_async_connection()).await;
+            match connection.expect("an answer within 10 s") {
+                Ok(mut connection) => {
+                    redis::cmd("PING").query_async::<String>(&mut connection).await.map_err(|e| e.to_string())
+                }
+                Err(e) => Err(e.to_string()),
+            }
+        }
+    };
+
+    let pong = connect(vec![("REDIS_URL", redis.url.clone()), ("REDIS_CA_FILE", ca.clone())]).await;
+    assert_eq!(pong.as_deref(), Ok("PONG"));
+
+    let without_ca = connect(vec![("REDIS_URL", redis.url.clone())]).await;
+    assert!(without_ca.as_ref().is_err_and(|e| e.to_lowercase().contains("certificate")), "{without_ca:?}");
+
+    let wrong = redis.url.replace(REDIS_PASSWORD, "not-the-password");
+    let wrong_password = connect(vec![("REDIS_URL", wrong), ("REDIS_CA_FILE", ca)]).await;
+    assert!(wrong_password.is_err(), "{wrong_password:?}");
+    assert!(!format!("{wrong_password:?}").contains("not-the-password"), "{wrong_password:?}");
 }
