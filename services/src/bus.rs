@@ -57,14 +57,20 @@ impl Bus {
     /// does not answer yet is then retried in the background.
     pub async fn connect_with(url: &str, security: &NatsSecurity) -> Result<Self> {
         crate::runtime::install_tls_provider();
-        let client = match options(url, security).await?.connect(url).await {
+        let servers = servers(url)?;
+        let client = match options(url, security).await?.connect(servers.as_slice()).await {
             Ok(client) => client,
             Err(e) => {
                 if let Some(reason) = refusal(&e, security) {
                     return Err(BusError::Refused(reason));
                 }
                 tracing::warn!(error = %e, "NATS is not reachable yet; connecting in the background");
-                options(url, security).await?.retry_on_initial_connect().connect(url).await.map_err(BusError::other)?
+                options(url, security)
+                    .await?
+                    .retry_on_initial_connect()
+                    .connect(servers.as_slice())
+                    .await
+                    .map_err(BusError::other)?
             }
         };
         let js = jetstream::new(client.clone());
@@ -156,6 +162,17 @@ impl Bus {
             Err(e) => Err(BusError::other(e)),
         }
     }
+}
+
+/// The servers of `url`: one URL or several, comma-separated (a cluster).
+fn servers(url: &str) -> Result<Vec<async_nats::ServerAddr>> {
+    url.split(',')
+        .map(str::trim)
+        .filter(|one| !one.is_empty())
+        .map(|one| {
+            one.parse().map_err(|e| BusError::Refused(format!("NATS_URL: {one:?} is not a server address: {e}")))
+        })
+        .collect()
 }
 
 /// The client options of `security`: TLS roots and client certificate,
@@ -250,6 +267,17 @@ pub fn stream_definitions() -> Result<Vec<stream::Config>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cluster_url_lists_every_server() {
+        let listed = servers("tls://127.0.0.1:4231, tls://127.0.0.1:4232,tls://127.0.0.1:4233")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(listed.len(), 3);
+        assert!(listed.iter().all(|s| s.port() > 4230 && s.host() == "127.0.0.1"));
+        assert!(
+            matches!(servers("nats://127.0.0.1:notaport"), Err(BusError::Refused(reason)) if reason.contains("NATS_URL"))
+        );
+    }
 
     #[test]
     fn the_committed_stream_definitions_parse_and_name_both_streams() {
