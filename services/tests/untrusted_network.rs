@@ -99,7 +99,10 @@ impl Pki {
 
 async fn refusal(url: &str, security: &NatsSecurity) -> String {
     match tokio::time::timeout(Duration::from_secs(10), Bus::connect_with(url, security)).await {
-        Ok(Err(BusError::Refused(reason))) => reason,
+        Ok(Err(BusError::Refused(reason))) => {
+            eprintln!("refused: {reason}");
+            reason
+        }
         Ok(Err(other)) => panic!("refused, but not as a refusal: {other}"),
         Ok(Ok(_)) => panic!("connected although it should have been refused"),
         Err(_) => panic!("neither connected nor refused within 10 s"),
@@ -218,4 +221,38 @@ async fn redis_without_the_ca_or_with_a_wrong_password_is_refused() {
     let wrong_password = connect(vec![("REDIS_URL", wrong), ("REDIS_CA_FILE", ca)]).await;
     assert!(wrong_password.is_err(), "{wrong_password:?}");
     assert!(!format!("{wrong_password:?}").contains("not-the-password"), "{wrong_password:?}");
+}
+
+#[tokio::test]
+async fn an_nkey_seed_file_logs_in_and_a_foreign_seed_is_refused_naming_nats_nkey() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::make(dir.path());
+    let user = nkeys::KeyPair::new_user();
+    let config = format!(
+        "tls {{\n  cert_file: {:?}\n  key_file: {:?}\n}}\nauthorization {{\n  users: [ {{ nkey: {} }} ]\n}}\n",
+        pki.server_cert,
+        pki.server_key,
+        user.public_key()
+    );
+    let nats = Nats::start_with_config(&config).await;
+    let seed_file = |name: &str, pair: &nkeys::KeyPair| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, pair.seed().expect("seed")).expect("write seed");
+        path
+    };
+    let security = |seed: PathBuf| NatsSecurity {
+        ca_file: Some(pki.ca.clone()),
+        client_cert: None,
+        credentials: NatsCredentials::NKey(seed),
+    };
+
+    let bus = Bus::connect_with(&nats.url, &security(seed_file("user.nk", &user))).await.expect("connects");
+    bus.client.flush().await.expect("round trip");
+
+    let stranger = seed_file("stranger.nk", &nkeys::KeyPair::new_user());
+    let reason = refusal(&nats.url, &security(stranger)).await;
+    assert!(reason.contains("NATS_NKEY"), "{reason}");
+
+    let missing = refusal(&nats.url, &security(dir.path().join("missing.nk"))).await;
+    assert!(missing.contains("NATS_NKEY") && missing.contains("missing.nk"), "{missing}");
 }
