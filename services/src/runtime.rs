@@ -152,13 +152,28 @@ pub fn shutdown_on_signal() -> CancellationToken {
     cancel
 }
 
+/// How long the stream definitions are retried while JetStream does not
+/// answer (a cluster electing its leaders after a restart).
+const STREAMS_WAIT: Duration = Duration::from_secs(60);
+
 /// Connects to NATS and applies the stream definitions.
 pub async fn connect_bus(config: &Config) -> anyhow::Result<Bus> {
     let bus = Bus::connect_with(&config.nats_url, &config.nats).await.context("connecting to NATS")?;
-    bus.ensure_streams_replicated(config.checks_max_age, config.nats_replicas)
-        .await
-        .context("applying stream definitions (NATS_REPLICAS above 1 needs a cluster)")?;
-    Ok(bus)
+    let started = std::time::Instant::now();
+    loop {
+        match bus.ensure_streams_replicated(config.checks_max_age, config.nats_replicas).await {
+            Ok(()) => return Ok(bus),
+            // A timeout is JetStream not ready yet (no stream leader); any
+            // other refusal (replicas on a single server) will not pass.
+            Err(e) if e.to_string().contains("timed out") && started.elapsed() < STREAMS_WAIT => {
+                tracing::warn!(error = %e, "JetStream is not ready yet; applying the stream definitions again");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => {
+                return Err(e).context("applying stream definitions (NATS_REPLICAS above 1 needs a cluster)");
+            }
+        }
+    }
 }
 
 /// Exponential backoff between retries of a failing step: the delay doubles
