@@ -379,6 +379,32 @@ fn default_port(key: &'static str) -> Result<u16, ConfigError> {
         .ok_or_else(|| ConfigError { name: key, reason: "no such port in ports.env".into() })
 }
 
+/// Refuses `value` unless it is a URL with one of `schemes`; the error
+/// shows the value with any password in it masked.
+fn check_url(name: &'static str, value: &str, schemes: &[&str]) -> Result<(), ConfigError> {
+    let shown = masked(value);
+    let parsed = url::Url::parse(value).map_err(|e| ConfigError { name, reason: format!("{e} (got {shown:?})") })?;
+    if !schemes.contains(&parsed.scheme()) {
+        return Err(ConfigError {
+            name,
+            reason: format!("scheme must be one of {} (got {shown:?})", schemes.join(", ")),
+        });
+    }
+    Ok(())
+}
+
+/// A URL with the password of its user part (`scheme://user:password@`)
+/// replaced by `***`, also when the rest does not parse.
+fn masked(value: &str) -> String {
+    let Some((scheme, rest)) = value.split_once("://") else { return value.to_owned() };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else { return value.to_owned() };
+    match rest[..at].split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:***{}", &rest[at..]),
+        None => value.to_owned(),
+    }
+}
+
 struct Settings<'a> {
     lookup: &'a dyn Fn(&str) -> Option<String>,
 }
@@ -395,14 +421,7 @@ impl Settings<'_> {
 
     fn url(&self, name: &'static str, default: &str, schemes: &[&str]) -> Result<String, ConfigError> {
         let value = self.text(name, default)?;
-        let parsed =
-            url::Url::parse(&value).map_err(|e| ConfigError { name, reason: format!("{e} (got {value:?})") })?;
-        if !schemes.contains(&parsed.scheme()) {
-            return Err(ConfigError {
-                name,
-                reason: format!("scheme must be one of {} (got {value:?})", schemes.join(", ")),
-            });
-        }
+        check_url(name, &value, schemes)?;
         Ok(value)
     }
 
@@ -411,15 +430,7 @@ impl Settings<'_> {
     fn urls(&self, name: &'static str, default: &str, schemes: &[&str]) -> Result<String, ConfigError> {
         let value = self.text(name, default)?;
         for one in value.split(',') {
-            let one = one.trim();
-            let parsed =
-                url::Url::parse(one).map_err(|e| ConfigError { name, reason: format!("{e} (got {one:?})") })?;
-            if !schemes.contains(&parsed.scheme()) {
-                return Err(ConfigError {
-                    name,
-                    reason: format!("scheme must be one of {} (got {one:?})", schemes.join(", ")),
-                });
-            }
+            check_url(name, one.trim(), schemes)?;
         }
         Ok(value)
     }
@@ -608,6 +619,21 @@ mod tests {
         assert!(!format!("{config:?}").contains("s3cret-nats-password"));
         assert_eq!(config.metrics.address().as_deref(), Some("127.0.0.1:9464"));
         assert_eq!(super::Config::from_lookup(|_| None).map(|c| c.metrics.address()), Ok(None));
+    }
+
+    #[test]
+    fn a_password_in_a_malformed_url_is_never_shown() {
+        for (name, value) in [
+            ("REDIS_URL", "redis+tls://:hunter2-secret@redis.example:6380"),
+            ("REDIS_URL", "rediss://:hunter2-secret@redis.example:notaport"),
+            ("NATS_URL", "tls://monitor:hunter2-secret@nats.example:4222,http://x"),
+            ("DATABASE_URL", "mysql://monitor:hunter2-secret@db.example/monitor"),
+        ] {
+            let line = config(&[(name, value)]).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(line.contains(name) && !line.contains("hunter2"), "{line}");
+        }
+        assert_eq!(masked("rediss://:pw@host:6380/1"), "rediss://:***@host:6380/1");
+        assert_eq!(masked("nats://host:4222"), "nats://host:4222");
     }
 
     #[test]
