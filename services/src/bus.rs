@@ -1,9 +1,14 @@
 //! The event bus: the JetStream connection, the stream definitions of
 //! `nats/streams.json` (applied idempotently at start), and publishing with
 //! a message id (de-duplication) and an expected last subject sequence
-//! (optimistic concurrency).
+//! (optimistic concurrency). Connecting honours the TLS and credentials
+//! settings ([`NatsSecurity`]); a server that refuses them is an error at
+//! once, naming what to fix, while a server that is not up yet is waited for.
 
+use crate::config::{NatsCredentials, NatsSecurity};
+use crate::metrics;
 use async_nats::jetstream::{self, context::Publish, context::PublishErrorKind, stream};
+use async_nats::ConnectErrorKind;
 use events::subject::{CHECKS_STREAM, MONITOR_STREAM};
 use events::Envelope;
 use std::time::Duration;
@@ -19,6 +24,10 @@ pub enum BusError {
     Definitions(#[from] serde_json::Error),
     #[error("jetstream: {0}")]
     JetStream(String),
+    /// The server refused this client (TLS or credentials), or a TLS or
+    /// credentials file could not be used; retrying would not help.
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl BusError {
@@ -39,12 +48,31 @@ impl Bus {
     /// Connects, retrying in the background until the server answers, so a
     /// service may start before NATS does.
     pub async fn connect(url: &str) -> Result<Self> {
-        let client = async_nats::ConnectOptions::new()
-            .name("website-monitor")
-            .retry_on_initial_connect()
-            .connect(url)
-            .await
-            .map_err(BusError::other)?;
+        Self::connect_with(url, &NatsSecurity::default()).await
+    }
+
+    /// Connects with TLS and credentials. The first attempt is made in the
+    /// foreground so that a refusal (an untrusted certificate, wrong
+    /// credentials) stops the service with a clear error; a server that
+    /// does not answer yet is then retried in the background.
+    pub async fn connect_with(url: &str, security: &NatsSecurity) -> Result<Self> {
+        crate::runtime::install_tls_provider();
+        let servers = servers(url)?;
+        let client = match options(url, security).await?.connect(servers.as_slice()).await {
+            Ok(client) => client,
+            Err(e) => {
+                if let Some(reason) = refusal(&e, security) {
+                    return Err(BusError::Refused(reason));
+                }
+                tracing::warn!(error = %e, "NATS is not reachable yet; connecting in the background");
+                options(url, security)
+                    .await?
+                    .retry_on_initial_connect()
+                    .connect(servers.as_slice())
+                    .await
+                    .map_err(BusError::other)?
+            }
+        };
         let js = jetstream::new(client.clone());
         Ok(Self { client, js })
     }
@@ -52,10 +80,17 @@ impl Bus {
     /// Creates or updates every stream of `nats/streams.json`; CHECKS gets
     /// its maximum age from configuration.
     pub async fn ensure_streams(&self, checks_max_age: Duration) -> Result<()> {
+        self.ensure_streams_replicated(checks_max_age, 1).await
+    }
+
+    /// As [`Bus::ensure_streams`], each stream kept on `replicas` servers of
+    /// a cluster (`NATS_REPLICAS`; a single server accepts only 1).
+    pub async fn ensure_streams_replicated(&self, checks_max_age: Duration, replicas: usize) -> Result<()> {
         for mut config in stream_definitions()? {
             if config.name == CHECKS_STREAM {
                 config.max_age = checks_max_age;
             }
+            config.num_replicas = replicas;
             let name = config.name.clone();
             self.js
                 .create_or_update_stream(config)
@@ -77,14 +112,27 @@ impl Bus {
         if let Some(seq) = expected_subject_seq {
             publish = publish.expected_last_subject_sequence(seq);
         }
-        let ack = self
-            .js
-            .send_publish(envelope.subject(), publish)
-            .await
-            .map_err(|e| publish_error(e.kind(), e))?
-            .await
-            .map_err(|e| publish_error(e.kind(), e))?;
-        Ok(ack.sequence)
+        let subject = envelope.subject();
+        let started = std::time::Instant::now();
+        let acked = async {
+            self.js
+                .send_publish(subject.clone(), publish)
+                .await
+                .map_err(|e| publish_error(e.kind(), e))?
+                .await
+                .map_err(|e| publish_error(e.kind(), e))
+        }
+        .await;
+        match acked {
+            Ok(ack) => {
+                metrics::published(&subject, started.elapsed());
+                Ok(ack.sequence)
+            }
+            Err(e) => {
+                metrics::publish_failed(&subject, matches!(e, BusError::Conflict));
+                Err(e)
+            }
+        }
     }
 
     /// The stream sequence of the last event on `subject` (0: none yet).
@@ -116,6 +164,94 @@ impl Bus {
     }
 }
 
+/// The servers of `url`: one URL or several, comma-separated (a cluster).
+fn servers(url: &str) -> Result<Vec<async_nats::ServerAddr>> {
+    url.split(',')
+        .map(str::trim)
+        .filter(|one| !one.is_empty())
+        .map(|one| {
+            one.parse().map_err(|e| BusError::Refused(format!("NATS_URL: {one:?} is not a server address: {e}")))
+        })
+        .collect()
+}
+
+/// The client options of `security`: TLS roots and client certificate,
+/// and at most one kind of credentials. Errors name the setting.
+async fn options(url: &str, security: &NatsSecurity) -> Result<async_nats::ConnectOptions> {
+    let mut options = async_nats::ConnectOptions::new().name("website-monitor");
+    if security.requires_tls(url) {
+        options = options.require_tls(true);
+    }
+    if let Some(ca) = &security.ca_file {
+        options = options.add_root_certificates(ca.clone());
+    }
+    if let Some((cert, key)) = &security.client_cert {
+        options = options.add_client_certificate(cert.clone(), key.clone());
+    }
+    Ok(match &security.credentials {
+        NatsCredentials::None => options,
+        NatsCredentials::UserPassword { user, password } => {
+            options.user_and_password(user.clone(), password.expose().to_owned())
+        }
+        NatsCredentials::NKey(path) => {
+            let seed = tokio::fs::read_to_string(path)
+                .await
+                .map_err(|e| BusError::Refused(format!("NATS_NKEY: cannot read {}: {e}", path.display())))?;
+            options.nkey(seed.trim().to_owned())
+        }
+        NatsCredentials::Creds(path) => options
+            .credentials_file(path)
+            .await
+            .map_err(|e| BusError::Refused(format!("NATS_CREDS: cannot use {}: {e}", path.display())))?,
+    })
+}
+
+/// Why the server refused this client, naming the settings to look at;
+/// `None` when the error may pass (the server is not up yet).
+fn refusal(error: &async_nats::ConnectError, security: &NatsSecurity) -> Option<String> {
+    // The TLS handshake's own failures surface as I/O errors; the text
+    // of rustls's certificate errors tells them apart from a refused TCP
+    // connection.
+    let text = error_chain(error);
+    let certificate = ["certificate", "tls", "handshake", "CertificateRequired"]
+        .iter()
+        .any(|word| text.to_ascii_lowercase().contains(&word.to_ascii_lowercase()));
+    let credentials = match security.credentials {
+        NatsCredentials::None => "the server wants credentials: set NATS_USER/NATS_PASSWORD, NATS_NKEY or NATS_CREDS",
+        NatsCredentials::UserPassword { .. } => "check NATS_USER and NATS_PASSWORD",
+        NatsCredentials::NKey(_) => "check NATS_NKEY",
+        NatsCredentials::Creds(_) => "check NATS_CREDS",
+    };
+    match error.kind() {
+        ConnectErrorKind::AuthorizationViolation | ConnectErrorKind::Authentication => {
+            Some(format!("NATS refused the credentials ({text}): {credentials}"))
+        }
+        ConnectErrorKind::Tls => Some(format!(
+            "TLS with NATS failed ({text}): check NATS_URL, NATS_CA_FILE, NATS_CERT_FILE and NATS_KEY_FILE"
+        )),
+        ConnectErrorKind::Io if certificate => Some(format!(
+            "TLS with NATS failed ({text}): is the server's certificate signed by the CA of NATS_CA_FILE, \
+             and issued for the host of NATS_URL?"
+        )),
+        _ => None,
+    }
+}
+
+/// An error with its sources, one after the other.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let next = cause.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 fn publish_error(kind: PublishErrorKind, error: impl std::fmt::Display) -> BusError {
     match kind {
         PublishErrorKind::WrongLastSequence => BusError::Conflict,
@@ -131,6 +267,17 @@ pub fn stream_definitions() -> Result<Vec<stream::Config>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cluster_url_lists_every_server() {
+        let listed = servers("tls://127.0.0.1:4231, tls://127.0.0.1:4232,tls://127.0.0.1:4233")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(listed.len(), 3);
+        assert!(listed.iter().all(|s| s.port() > 4230 && s.host() == "127.0.0.1"));
+        assert!(
+            matches!(servers("nats://127.0.0.1:notaport"), Err(BusError::Refused(reason)) if reason.contains("NATS_URL"))
+        );
+    }
 
     #[test]
     fn the_committed_stream_definitions_parse_and_name_both_streams() {

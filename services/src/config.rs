@@ -3,13 +3,32 @@
 //! stops the service at start with one line naming the setting.
 
 use events::RegionName;
+use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// One server or several, comma-separated (`nats://`, or `tls://` for
+    /// TLS from the first byte of the handshake on).
     pub nats_url: String,
+    /// TLS and credentials for NATS (`NATS_CA_FILE`, `NATS_CERT_FILE`,
+    /// `NATS_KEY_FILE`, `NATS_USER`/`NATS_PASSWORD`, `NATS_NKEY`,
+    /// `NATS_CREDS`).
+    pub nats: NatsSecurity,
+    /// Servers of a cluster each stream is kept on (`NATS_REPLICAS`,
+    /// default 1; 3 on a three-node cluster).
+    pub nats_replicas: usize,
     pub database_url: String,
+    /// `redis://` or `rediss://` (TLS); a password goes in the URL
+    /// (`rediss://:password@host:6380`).
     pub redis_url: String,
+    /// A CA certificate (PEM) to trust for `rediss://` (`REDIS_CA_FILE`;
+    /// unset: the system's roots).
+    pub redis_ca_file: Option<PathBuf>,
+    /// Where this process serves `GET /metrics` without authentication
+    /// (`METRICS_HOST`, default 127.0.0.1, and `METRICS_PORT`; unset: not
+    /// served, the API still serves it behind its access rules).
+    pub metrics: MetricsConfig,
     /// Postgres connections per process (`DATABASE_POOL_SIZE`).
     pub database_pool_size: u32,
     pub influxdb: InfluxConfig,
@@ -62,9 +81,59 @@ impl Secret {
     }
 }
 
+impl From<String> for Secret {
+    fn from(value: String) -> Self {
+        Secret(value)
+    }
+}
+
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("***")
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NatsSecurity {
+    /// CA certificate(s) (PEM) the server's certificate must chain to
+    /// (`NATS_CA_FILE`); setting it makes TLS required.
+    pub ca_file: Option<PathBuf>,
+    /// A client certificate and its key (PEM), for servers that verify
+    /// clients (`NATS_CERT_FILE` and `NATS_KEY_FILE`, both or neither).
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+    pub credentials: NatsCredentials,
+}
+
+impl NatsSecurity {
+    /// Whether the connection must be TLS whatever the server offers.
+    pub fn requires_tls(&self, url: &str) -> bool {
+        self.ca_file.is_some() || self.client_cert.is_some() || url.split(',').any(|u| u.trim().starts_with("tls://"))
+    }
+}
+
+/// How a service proves who it is to NATS: at most one way.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum NatsCredentials {
+    #[default]
+    None,
+    /// `NATS_USER` and `NATS_PASSWORD`.
+    UserPassword { user: String, password: Secret },
+    /// An NKey seed file (`NATS_NKEY`).
+    NKey(PathBuf),
+    /// A `.creds` file, JWT and NKey seed (`NATS_CREDS`).
+    Creds(PathBuf),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsConfig {
+    pub host: String,
+    pub port: Option<u16>,
+}
+
+impl MetricsConfig {
+    /// `host:port` when metrics are served on a port of their own.
+    pub fn address(&self) -> Option<String> {
+        self.port.map(|port| format!("{}:{port}", self.host))
     }
 }
 
@@ -187,21 +256,37 @@ impl Config {
             down_after: s.number("DETECTOR_DOWN_AFTER", 2u32, 1, 1000)?,
             up_after: s.number("DETECTOR_UP_AFTER", 1u32, 1, 1000)?,
         };
+        let nats_url = s.urls(
+            "NATS_URL",
+            &format!("nats://127.0.0.1:{}", default_port("UP_NATS_PORT")?),
+            &["nats", "tls", "ws", "wss"],
+        )?;
+        let redis_url =
+            s.url("REDIS_URL", &format!("redis://127.0.0.1:{}", default_port("UP_REDIS_PORT")?), &["redis", "rediss"])?;
+        let redis_ca_file = s.file("REDIS_CA_FILE")?;
+        if redis_ca_file.is_some() && !redis_url.starts_with("rediss://") {
+            return Err(ConfigError {
+                name: "REDIS_CA_FILE",
+                reason: "is for TLS: REDIS_URL must then start with rediss://".into(),
+            });
+        }
         Ok(Self {
-            nats_url: s.url(
-                "NATS_URL",
-                &format!("nats://127.0.0.1:{}", default_port("UP_NATS_PORT")?),
-                &["nats", "tls", "ws", "wss"],
-            )?,
+            nats: s.nats_security()?,
+            nats_replicas: s.number("NATS_REPLICAS", 1usize, 1, 5)?,
+            nats_url,
+            redis_url,
+            redis_ca_file,
+            metrics: MetricsConfig {
+                host: s.text("METRICS_HOST", "127.0.0.1")?,
+                port: match s.optional("METRICS_PORT") {
+                    None => None,
+                    Some(_) => Some(s.number("METRICS_PORT", 0u16, 1, u16::MAX)?),
+                },
+            },
             database_url: s.url(
                 "DATABASE_URL",
                 &format!("postgres://postgres@127.0.0.1:{}/monitor", default_port("UP_POSTGRES_PORT")?),
                 &["postgres", "postgresql"],
-            )?,
-            redis_url: s.url(
-                "REDIS_URL",
-                &format!("redis://127.0.0.1:{}", default_port("UP_REDIS_PORT")?),
-                &["redis", "rediss"],
             )?,
             influxdb: InfluxConfig {
                 url: s.url(
@@ -297,6 +382,32 @@ fn default_port(key: &'static str) -> Result<u16, ConfigError> {
         .ok_or_else(|| ConfigError { name: key, reason: "no such port in ports.env".into() })
 }
 
+/// Refuses `value` unless it is a URL with one of `schemes`; the error
+/// shows the value with any password in it masked.
+fn check_url(name: &'static str, value: &str, schemes: &[&str]) -> Result<(), ConfigError> {
+    let shown = masked(value);
+    let parsed = url::Url::parse(value).map_err(|e| ConfigError { name, reason: format!("{e} (got {shown:?})") })?;
+    if !schemes.contains(&parsed.scheme()) {
+        return Err(ConfigError {
+            name,
+            reason: format!("scheme must be one of {} (got {shown:?})", schemes.join(", ")),
+        });
+    }
+    Ok(())
+}
+
+/// A URL with the password of its user part (`scheme://user:password@`)
+/// replaced by `***`, also when the rest does not parse.
+fn masked(value: &str) -> String {
+    let Some((scheme, rest)) = value.split_once("://") else { return value.to_owned() };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else { return value.to_owned() };
+    match rest[..at].split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:***{}", &rest[at..]),
+        None => value.to_owned(),
+    }
+}
+
 struct Settings<'a> {
     lookup: &'a dyn Fn(&str) -> Option<String>,
 }
@@ -313,15 +424,69 @@ impl Settings<'_> {
 
     fn url(&self, name: &'static str, default: &str, schemes: &[&str]) -> Result<String, ConfigError> {
         let value = self.text(name, default)?;
-        let parsed =
-            url::Url::parse(&value).map_err(|e| ConfigError { name, reason: format!("{e} (got {value:?})") })?;
-        if !schemes.contains(&parsed.scheme()) {
-            return Err(ConfigError {
-                name,
-                reason: format!("scheme must be one of {} (got {value:?})", schemes.join(", ")),
-            });
+        check_url(name, &value, schemes)?;
+        Ok(value)
+    }
+
+    /// A comma-separated list of URLs (a cluster's servers), each checked
+    /// as [`Settings::url`]; returned as given.
+    fn urls(&self, name: &'static str, default: &str, schemes: &[&str]) -> Result<String, ConfigError> {
+        let value = self.text(name, default)?;
+        for one in value.split(',') {
+            check_url(name, one.trim(), schemes)?;
         }
         Ok(value)
+    }
+
+    /// The path of a file that must exist and be readable (`None`: unset).
+    fn file(&self, name: &'static str) -> Result<Option<PathBuf>, ConfigError> {
+        let Some(raw) = self.optional(name) else { return Ok(None) };
+        let path = PathBuf::from(&raw);
+        match std::fs::File::open(&path) {
+            Ok(file) if file.metadata().is_ok_and(|m| m.is_file()) => Ok(Some(path)),
+            Ok(_) => Err(ConfigError { name, reason: format!("not a file: {raw:?}") }),
+            Err(e) => Err(ConfigError { name, reason: format!("cannot read {raw:?}: {e}") }),
+        }
+    }
+
+    /// NATS TLS and credentials; the files named must exist, a client
+    /// certificate needs its key, and only one kind of credentials is set.
+    fn nats_security(&self) -> Result<NatsSecurity, ConfigError> {
+        let ca_file = self.file("NATS_CA_FILE")?;
+        let client_cert = match (self.file("NATS_CERT_FILE")?, self.file("NATS_KEY_FILE")?) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (Some(_), None) => {
+                return Err(ConfigError { name: "NATS_KEY_FILE", reason: "must be set with NATS_CERT_FILE".into() })
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError { name: "NATS_CERT_FILE", reason: "must be set with NATS_KEY_FILE".into() })
+            }
+        };
+        let user = self.optional("NATS_USER");
+        // A password may hold spaces at either end: only a blank one is unset.
+        let password = (self.lookup)("NATS_PASSWORD").filter(|p| !p.trim().is_empty()).map(Secret);
+        let mut credentials = match (user, password) {
+            (None, None) => NatsCredentials::None,
+            (Some(user), Some(password)) => NatsCredentials::UserPassword { user, password },
+            (Some(_), None) => {
+                return Err(ConfigError { name: "NATS_PASSWORD", reason: "must be set with NATS_USER".into() })
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError { name: "NATS_USER", reason: "must be set with NATS_PASSWORD".into() })
+            }
+        };
+        for (name, file) in [("NATS_NKEY", self.file("NATS_NKEY")?), ("NATS_CREDS", self.file("NATS_CREDS")?)] {
+            let Some(file) = file else { continue };
+            if credentials != NatsCredentials::None {
+                return Err(ConfigError {
+                    name,
+                    reason: "only one of NATS_USER/NATS_PASSWORD, NATS_NKEY and NATS_CREDS may be set".into(),
+                });
+            }
+            credentials = if name == "NATS_NKEY" { NatsCredentials::NKey(file) } else { NatsCredentials::Creds(file) };
+        }
+        Ok(NatsSecurity { ca_file, client_cert, credentials })
     }
 
     fn number<T>(&self, name: &'static str, default: T, min: T, max: T) -> Result<T, ConfigError>
@@ -394,6 +559,15 @@ mod tests {
             ("ALLOW_PRIVATE_TARGETS", "perhaps"),
             ("WORKER_CONCURRENCY", "0"),
             ("ADMIN_TOKEN", "short"),
+            ("METRICS_PORT", "0"),
+            ("NATS_REPLICAS", "7"),
+            ("METRICS_PORT", "http"),
+            ("NATS_URL", "nats://127.0.0.1:4231,http://127.0.0.1:4232"),
+            ("NATS_CA_FILE", "/nonexistent/ca.pem"),
+            ("NATS_CA_FILE", "/"),
+            ("NATS_NKEY", "/nonexistent/user.nk"),
+            ("NATS_CREDS", "/nonexistent/user.creds"),
+            ("REDIS_URL", "http://127.0.0.1:6379"),
         ] {
             let error = config(&[(name, value)]).err();
             assert_eq!(error.as_ref().map(|e| e.name), Some(name), "{name}={value}");
@@ -408,6 +582,61 @@ mod tests {
         let config = config(&[("ADMIN_TOKEN", secret)]).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(config.api.admin_token.as_ref().map(Secret::expose), Some(secret));
         assert!(!format!("{config:?}").contains(secret));
+    }
+
+    #[test]
+    fn settings_that_go_together_name_the_one_missing_or_extra() {
+        let file = tempfile::NamedTempFile::new().unwrap_or_else(|e| panic!("{e}"));
+        let path = file.path().to_string_lossy().to_string();
+        for (pairs, named) in [
+            (vec![("NATS_USER", "monitor")], "NATS_PASSWORD"),
+            (vec![("NATS_PASSWORD", "a password without a user")], "NATS_USER"),
+            (vec![("NATS_CERT_FILE", path.as_str())], "NATS_KEY_FILE"),
+            (vec![("NATS_KEY_FILE", path.as_str())], "NATS_CERT_FILE"),
+            (vec![("NATS_USER", "monitor"), ("NATS_PASSWORD", "secret"), ("NATS_CREDS", path.as_str())], "NATS_CREDS"),
+            (vec![("NATS_NKEY", path.as_str()), ("NATS_CREDS", path.as_str())], "NATS_CREDS"),
+            (vec![("REDIS_CA_FILE", path.as_str())], "REDIS_CA_FILE"),
+        ] {
+            let error = config(&pairs).err();
+            assert_eq!(error.map(|e| e.name), Some(named), "{pairs:?}");
+        }
+    }
+
+    #[test]
+    fn nats_tls_and_credentials_are_read_and_the_password_never_printed() {
+        let file = tempfile::NamedTempFile::new().unwrap_or_else(|e| panic!("{e}"));
+        let path = file.path().to_string_lossy().to_string();
+        let config = config(&[
+            ("NATS_URL", "tls://a.example:4222, tls://b.example:4222"),
+            ("NATS_CA_FILE", &path),
+            ("NATS_USER", "monitor"),
+            ("NATS_PASSWORD", "s3cret-nats-password"),
+            ("REDIS_URL", "rediss://:pw@redis.example:6380"),
+            ("REDIS_CA_FILE", &path),
+            ("METRICS_PORT", "9464"),
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(config.nats.requires_tls(&config.nats_url));
+        assert_eq!(config.nats.ca_file.as_deref(), Some(file.path()));
+        assert!(matches!(&config.nats.credentials, NatsCredentials::UserPassword { user, .. } if user == "monitor"));
+        assert!(!format!("{config:?}").contains("s3cret-nats-password"));
+        assert_eq!(config.metrics.address().as_deref(), Some("127.0.0.1:9464"));
+        assert_eq!(super::Config::from_lookup(|_| None).map(|c| c.metrics.address()), Ok(None));
+    }
+
+    #[test]
+    fn a_password_in_a_malformed_url_is_never_shown() {
+        for (name, value) in [
+            ("REDIS_URL", "redis+tls://:hunter2-secret@redis.example:6380"),
+            ("REDIS_URL", "rediss://:hunter2-secret@redis.example:notaport"),
+            ("NATS_URL", "tls://monitor:hunter2-secret@nats.example:4222,http://x"),
+            ("DATABASE_URL", "mysql://monitor:hunter2-secret@db.example/monitor"),
+        ] {
+            let line = config(&[(name, value)]).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(line.contains(name) && !line.contains("hunter2"), "{line}");
+        }
+        assert_eq!(masked("rediss://:pw@host:6380/1"), "rediss://:***@host:6380/1");
+        assert_eq!(masked("nats://host:4222"), "nats://host:4222");
     }
 
     #[test]

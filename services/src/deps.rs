@@ -38,7 +38,7 @@ impl Deps {
             .acquire_timeout(Duration::from_secs(10))
             .connect_lazy(&config.database_url)
             .context("DATABASE_URL")?;
-        let redis = redis::Client::open(config.redis_url.as_str()).context("REDIS_URL")?;
+        let redis = redis_client(config)?;
         let influx = Influx::new(&config.influxdb.url, &config.influxdb.bucket, config.influxdb.token.as_deref())
             .with_retention_days(config.influxdb.retention_days);
         let bus = runtime::connect_bus(config).await?;
@@ -58,4 +58,16 @@ impl Deps {
     pub async fn redis_connection(&self, cancel: &CancellationToken) -> anyhow::Result<ConnectionManager> {
         runtime::retry("redis", cancel, || ConnectionManager::new(self.redis.clone())).await
     }
+}
+
+/// The Redis client of `REDIS_URL`: `rediss://` is TLS, trusting the CA of
+/// `REDIS_CA_FILE` when set, else the system's roots.
+fn redis_client(config: &Config) -> anyhow::Result<redis::Client> {
+    runtime::install_tls_provider();
+    let Some(ca_file) = &config.redis_ca_file else {
+        return redis::Client::open(config.redis_url.as_str()).context("REDIS_URL");
+    };
+    let root_cert = std::fs::read(ca_file).with_context(|| format!("REDIS_CA_FILE: reading {}", ca_file.display()))?;
+    let certificates = redis::TlsCertificates { client_tls: None, root_cert: Some(root_cert) };
+    redis::Client::build_with_tls(config.redis_url.as_str(), certificates).context("REDIS_URL with REDIS_CA_FILE")
 }

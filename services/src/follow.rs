@@ -13,11 +13,22 @@ use async_nats::jetstream::Message;
 use futures::stream::ReadyChunks;
 use futures::StreamExt;
 use std::future::Future;
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// Batches of messages after a position, in stream order.
 pub struct Batches {
     inner: ReadyChunks<Ordered>,
+    lag: Lag,
+}
+
+/// How far behind its stream a follower was at its last batch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Lag {
+    /// Messages (on the follower's subjects) after the batch's last one.
+    pub waiting: u64,
+    /// How long before the batch was received its last message was stored.
+    pub age: Duration,
 }
 
 /// Opens `stream` after sequence `cursor` (0: from the start), optionally
@@ -41,7 +52,7 @@ pub async fn after(
         .await
         .context("creating ordered consumer")?;
     let messages = consumer.messages().await.context("opening message stream")?;
-    Ok(Batches { inner: messages.ready_chunks(max_batch) })
+    Ok(Batches { inner: messages.ready_chunks(max_batch), lag: Lag::default() })
 }
 
 impl Batches {
@@ -56,11 +67,27 @@ impl Batches {
         let mut messages = Vec::with_capacity(batch.len());
         for message in batch {
             let message = message.context("receiving")?;
-            let seq = message.info().map_err(|e| anyhow::anyhow!("message info: {e}"))?.stream_sequence;
+            let (seq, lag) = position_of(&message)?;
+            self.lag = lag;
             messages.push((seq, message));
         }
         Ok(Some(messages))
     }
+
+    /// How far behind the stream the last batch was (for metrics).
+    pub fn lag(&self) -> Lag {
+        self.lag
+    }
+}
+
+/// A message's stream sequence, and how far behind the stream its reader
+/// is once it has the message.
+pub fn position_of(message: &Message) -> anyhow::Result<(u64, Lag)> {
+    let info = message.info().map_err(|e| anyhow::anyhow!("message info: {e}"))?;
+    let now_nanos = i128::from(chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0));
+    let age_nanos = (now_nanos - info.published.unix_timestamp_nanos()).max(0);
+    let age = Duration::from_nanos(u64::try_from(age_nanos).unwrap_or(u64::MAX));
+    Ok((info.stream_sequence, Lag { waiting: info.pending, age }))
 }
 
 /// Runs `pass` until it returns `Ok(true)` (done or cancelled) or `cancel`

@@ -11,7 +11,7 @@
 //! - [`notification`]: one email per outage and one per recovery.
 //! - [`runner`]: the one loop driving every stream reader that keeps its
 //!   position in Postgres (projections, detector, notifier's planner).
-//! - [`bus`], [`deps`], [`follow`], [`runtime`], [`queue`], [`config`],
+//! - [`bus`], [`deps`], [`follow`], [`runtime`], [`queue`], [`config`], [`metrics`],
 //!   [`target`]: what they share.
 
 pub mod access;
@@ -24,6 +24,7 @@ pub mod cron;
 pub mod deps;
 pub mod detector;
 pub mod follow;
+pub mod metrics;
 pub mod notification;
 pub mod projector;
 pub mod queue;

@@ -164,6 +164,8 @@ async fn follow_influx(bus: &Bus, influx: &Influx, max_batch: usize, cancel: &Ca
         // AckPolicy::All: acknowledging the last acknowledges the batch.
         if let Some(last) = messages.last() {
             last.ack().await.map_err(|e| anyhow::anyhow!("acknowledging: {e}"))?;
+            let (seq, lag) = follow::position_of(last)?;
+            crate::metrics::reader_at(INFLUX_CONSUMER, seq, lag);
         }
     }
 }

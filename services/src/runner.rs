@@ -168,6 +168,7 @@ async fn pass<H: Handler>(
                 Batch::Applied { offset } => {
                     tracing::debug!(handler = name, offset, events = events.len(), "applied");
                     position = offset;
+                    crate::metrics::reader_at(name, position, batches.lag());
                 }
                 Batch::Moved { offset } => {
                     tracing::info!(

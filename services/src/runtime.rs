@@ -1,6 +1,7 @@
 //! What every binary does the same way: logging, configuration, shutdown on
-//! SIGINT/SIGTERM, and connecting to Postgres and NATS (waiting for them if
-//! they are not up yet).
+//! SIGINT/SIGTERM, connecting to Postgres and NATS (waiting for them if
+//! they are not up yet), and serving Prometheus metrics on `METRICS_PORT`
+//! when it is set.
 
 use crate::bus::Bus;
 use crate::config::Config;
@@ -10,6 +11,17 @@ use std::future::Future;
 use std::process::ExitCode;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+
+/// Makes ring the process's TLS crypto provider, once. The build has two
+/// (ring and aws-lc-rs, through different dependencies), and rustls then
+/// wants a choice before async-nats or redis can build a TLS client.
+pub fn install_tls_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // Fails only when a provider is already installed: that one stays.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
 
 /// Sets up `tracing` once; `RUST_LOG` overrides the default `info`.
 pub fn init_tracing() {
@@ -32,6 +44,7 @@ where
     Fut: Future<Output = anyhow::Result<()>>,
 {
     init_tracing();
+    install_tls_provider();
     if let Err(e) = dotenvy::dotenv() {
         if !e.not_found() {
             eprintln!("error: .env: {e}");
@@ -54,12 +67,27 @@ where
     };
     let code = runtime.block_on(async move {
         let cancel = shutdown_on_signal();
+        let metrics = config.metrics.address();
         let work = async {
             let deps = tokio::select! {
                 _ = cancel.cancelled() => return Ok(()),
                 deps = Deps::connect(&config) => deps?,
             };
             service(deps, config, cancel.clone()).await
+        };
+        // Metrics are served from the start (also while waiting for the
+        // servers); the exporter failing (its port taken) stops the process.
+        let work = async {
+            let Some(address) = metrics else { return work.await };
+            let exporter = crate::metrics::serve(address, cancel.clone());
+            tokio::pin!(work, exporter);
+            tokio::select! {
+                outcome = &mut work => outcome,
+                outcome = &mut exporter => match outcome {
+                    Err(e) => Err(e),
+                    Ok(()) => work.await,
+                },
+            }
         };
         let outcome = tokio::select! {
             outcome = work => outcome,
@@ -124,11 +152,28 @@ pub fn shutdown_on_signal() -> CancellationToken {
     cancel
 }
 
+/// How long the stream definitions are retried while JetStream does not
+/// answer (a cluster electing its leaders after a restart).
+const STREAMS_WAIT: Duration = Duration::from_secs(60);
+
 /// Connects to NATS and applies the stream definitions.
 pub async fn connect_bus(config: &Config) -> anyhow::Result<Bus> {
-    let bus = Bus::connect(&config.nats_url).await.context("connecting to NATS")?;
-    bus.ensure_streams(config.checks_max_age).await.context("applying stream definitions")?;
-    Ok(bus)
+    let bus = Bus::connect_with(&config.nats_url, &config.nats).await.context("connecting to NATS")?;
+    let started = std::time::Instant::now();
+    loop {
+        match bus.ensure_streams_replicated(config.checks_max_age, config.nats_replicas).await {
+            Ok(()) => return Ok(bus),
+            // A timeout is JetStream not ready yet (no stream leader); any
+            // other refusal (replicas on a single server) will not pass.
+            Err(e) if e.to_string().contains("timed out") && started.elapsed() < STREAMS_WAIT => {
+                tracing::warn!(error = %e, "JetStream is not ready yet; applying the stream definitions again");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => {
+                return Err(e).context("applying stream definitions (NATS_REPLICAS above 1 needs a cluster)");
+            }
+        }
+    }
 }
 
 /// Exponential backoff between retries of a failing step: the delay doubles

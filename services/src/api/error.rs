@@ -282,7 +282,8 @@ fn param_message(error: &ParseParamError) -> String {
 /// §15.5.6). Paths are OpenAPI templates (`/websites/{id}`).
 #[derive(Debug, Clone, Default)]
 pub struct Allowed {
-    routes: Vec<(Vec<String>, Vec<Method>)>,
+    /// Each route's template, its segments and its methods.
+    routes: Vec<(String, Vec<String>, Vec<Method>)>,
 }
 
 impl Allowed {
@@ -308,16 +309,32 @@ impl Allowed {
         if methods.contains(&Method::GET) && !methods.contains(&Method::HEAD) {
             methods.push(Method::HEAD);
         }
-        self.routes.push((segments(path).map(str::to_owned).collect(), methods));
+        self.routes.push((path.to_owned(), segments(path).map(str::to_owned).collect(), methods));
+    }
+
+    /// The template of the route a request path is on (`/websites/{id}`),
+    /// if any; a route spelled out wins over one with a parameter there.
+    pub fn template(&self, path: &str) -> Option<&str> {
+        self.matching(path).map(|(template, _)| template)
+    }
+
+    fn matching(&self, path: &str) -> Option<(&str, &[Method])> {
+        let wanted: Vec<&str> = segments(path).collect();
+        let matches = |pattern: &Vec<String>| {
+            pattern.len() == wanted.len()
+                && pattern.iter().zip(&wanted).all(|(p, w)| p == w || (p.starts_with('{') && p.ends_with('}')))
+        };
+        // Fewest parameters first: `/monitor/summary` before `/monitor/{id}`.
+        self.routes
+            .iter()
+            .filter(|(_, pattern, _)| matches(pattern))
+            .min_by_key(|(_, pattern, _)| pattern.iter().filter(|p| p.starts_with('{')).count())
+            .map(|(template, _, methods)| (template.as_str(), methods.as_slice()))
     }
 
     /// The `Allow` value for a request path, if it is a route.
     pub fn header(&self, path: &str) -> Option<HeaderValue> {
-        let wanted: Vec<&str> = segments(path).collect();
-        let (_, methods) = self.routes.iter().find(|(pattern, _)| {
-            pattern.len() == wanted.len()
-                && pattern.iter().zip(&wanted).all(|(p, w)| p == w || (p.starts_with('{') && p.ends_with('}')))
-        })?;
+        let (_, methods) = self.matching(path)?;
         HeaderValue::from_str(&methods.iter().map(Method::as_str).collect::<Vec<_>>().join(", ")).ok()
     }
 

@@ -7,6 +7,9 @@
 //!
 //! The routes are poem-openapi operations, so `/openapi.json` is generated
 //! from the handlers and their types and cannot drift from what is served.
+//! Beside them: the dashboard's files, `/session`, and `/metrics`
+//! (Prometheus, a `read` token); every answer is counted by route template
+//! and status ([`crate::metrics`]).
 
 pub mod access;
 pub mod alerts;
@@ -194,6 +197,7 @@ pub fn app(state: Arc<ApiState>) -> BoxEndpoint<'static> {
         allowed.add(path, vec![Method::GET]);
     }
     allowed.add("/session", vec![Method::GET, Method::POST, Method::DELETE]);
+    allowed.add("/metrics", vec![Method::GET]);
     let access_control = state.access.clone();
     // The operations answer under the first segments of their paths
     // (`/websites`, `/monitor`, ...), the pages and the description beside.
@@ -222,6 +226,9 @@ pub fn app(state: Arc<ApiState>) -> BoxEndpoint<'static> {
         )
         .at("/assets/:name", get(assets::asset))
         .at("/session", post(session::sign_in).get(session::current).delete(session::sign_out))
+        // Behind the access rules like every read: a scraper sends a
+        // `read` token (see crate::metrics).
+        .at("/metrics", get(make_sync(|request| crate::metrics::response(&request))))
         .data(access_control.clone())
         .with(access_control)
         .with(browser_hardening())
@@ -231,7 +238,11 @@ pub fn app(state: Arc<ApiState>) -> BoxEndpoint<'static> {
             let allowed = allowed.clone();
             async move {
                 let path = request.uri().path().to_owned();
+                let method = request.method().clone();
+                let started = std::time::Instant::now();
                 let response = endpoint.get_response(request).await;
+                let status = response.status().as_u16();
+                crate::metrics::http_request(&method, allowed.template(&path), status, started.elapsed());
                 Ok(allowed.complete(&path, response))
             }
         })

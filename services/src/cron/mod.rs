@@ -11,7 +11,8 @@
 //!   missing (new or flushed Redis) the schedule is rebuilt from a
 //!   consistent Postgres snapshot and following resumes after its sequence.
 //! - claimer: queues due checks, pausing a region whose queue is full
-//!   (back-pressure: queued jobs are never trimmed).
+//!   (back-pressure: queued jobs are never trimmed), and samples the
+//!   queues' depth for the metrics every 2 s.
 //! - reconciler: at start and on `CRON_RECONCILE` (default midnight UTC),
 //!   compares Redis with the Postgres projection, repairs the difference and
 //!   logs it.
@@ -129,6 +130,7 @@ async fn follow_from(
                 tracing::warn!("schedule offset vanished (redis flushed?); rebuilding");
                 return Ok(false);
             }
+            crate::metrics::reader_at("schedule", seq, batches.lag());
         }
     }
     Ok(true)
@@ -232,6 +234,10 @@ async fn claim_loop(
                 had_schedule = true;
                 regions = store.regions().await?;
                 regions_read = tokio::time::Instant::now();
+                for region in &regions {
+                    let (length, pending) = store.queue_depth(region).await?;
+                    crate::metrics::queue_depth(region.as_str(), length, pending);
+                }
             }
             let mut busy = false;
             for region in &regions {

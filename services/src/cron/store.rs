@@ -311,6 +311,21 @@ impl ScheduleStore {
         Ok(if queued < 0 { Claim::QueueFull } else { Claim::Queued(queued as u64) })
     }
 
+    /// A region's queue: its entries (XLEN: waiting and being checked) and
+    /// those handed to a worker and not yet acknowledged (XPENDING; 0 before
+    /// a worker made the group).
+    pub async fn queue_depth(&self, region: &RegionName) -> Result<(u64, u64)> {
+        let mut conn = self.conn.clone();
+        let key = queue::checks_key(region);
+        let length: u64 = conn.xlen(&key).await?;
+        let pending = match conn.xpending::<_, _, redis::streams::StreamPendingReply>(&key, queue::GROUP).await {
+            Ok(reply) => u64::try_from(reply.count()).unwrap_or(u64::MAX),
+            Err(e) if e.code() == Some("NOGROUP") => 0,
+            Err(e) => return Err(e),
+        };
+        Ok((length, pending))
+    }
+
     /// The MONITOR sequence the schedule reflects; `None` when Redis has no
     /// schedule (new or flushed) and it must be rebuilt.
     pub async fn offset(&self) -> Result<Option<u64>> {

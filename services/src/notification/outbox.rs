@@ -13,11 +13,14 @@
 //!   silently. 410 Gone disables the channel (a ChannelDisabled event) and
 //!   fails its pending rows; a removed or disabled channel's rows fail with
 //!   that reason.
+//! - The waiting rows per channel type are counted every 5 s, and each
+//!   attempt's result is counted ([`crate::metrics`]).
 
 use super::deliver::{Destination, Outcome, Transports};
 use super::message::Kind;
 use super::settings::ChannelSettings;
 use crate::bus::{Bus, BusError};
+use crate::metrics::{self, Delivery};
 use crate::secrets::Sealer;
 use chrono::{DateTime, Utc};
 use events::{Actor, ChannelDisabled, ChannelKind, Envelope, Event};
@@ -92,7 +95,15 @@ pub struct Sender {
 pub async fn send_loop(sender: Sender, wake: Arc<Notify>, cancel: CancellationToken) -> anyhow::Result<()> {
     let mut running: JoinSet<Uuid> = JoinSet::new();
     let mut busy: HashMap<Uuid, usize> = HashMap::new();
+    let mut sampled: Option<Instant> = None;
     loop {
+        if sampled.is_none_or(|at| at.elapsed() >= DEPTH_SAMPLE) {
+            sampled = Some(Instant::now());
+            match depth(&sender.pool).await {
+                Ok(counts) => metrics::outbox_depth(&counts),
+                Err(e) => tracing::warn!(error = %e, "counting the outbox failed"),
+            }
+        }
         let free = IN_FLIGHT.saturating_sub(running.len());
         let mut leased_any = false;
         if free > 0 {
@@ -139,6 +150,19 @@ pub async fn send_loop(sender: Sender, wake: Arc<Notify>, cancel: CancellationTo
     Ok(())
 }
 
+/// How often the outbox's depth is counted for the metrics.
+const DEPTH_SAMPLE: Duration = Duration::from_secs(5);
+
+/// Deliveries waiting (neither delivered nor given up), per channel type.
+async fn depth(pool: &PgPool) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "select channel_kind, count(*) from deliveries
+         where delivered_at is null and failed_at is null group by channel_kind",
+    )
+    .fetch_all(pool)
+    .await
+}
+
 fn release(busy: &mut HashMap<Uuid, usize>, channel_id: Uuid) {
     if let Some(count) = busy.get_mut(&channel_id) {
         *count = count.saturating_sub(1);
@@ -154,6 +178,7 @@ struct Leased {
     event_id: Uuid,
     channel_id: Uuid,
     kind: String,
+    channel_kind: String,
     message: Value,
     attempts: i32,
     created_at: DateTime<Utc>,
@@ -177,7 +202,7 @@ async fn lease(pool: &PgPool, limit: usize, full: &[Uuid]) -> Result<Vec<Leased>
          from candidates c
          where d.event_id = c.event_id and d.channel_id = c.channel_id
            and d.delivered_at is null and d.failed_at is null and d.next_attempt_at <= now()
-         returning d.event_id, d.channel_id, d.kind, d.message, d.attempts, d.created_at",
+         returning d.event_id, d.channel_id, d.kind, d.channel_kind, d.message, d.attempts, d.created_at",
     )
     .bind(LEASE.as_secs_f64())
     .bind(i64::try_from(limit).unwrap_or(i64::MAX))
@@ -209,15 +234,18 @@ async fn attempt(sender: &Sender, row: Leased) -> anyhow::Result<()> {
                 .fetch_optional(&sender.pool)
                 .await?;
         let Some(channel) = channel else {
+            metrics::delivery(&row.channel_kind, Delivery::GivenUp);
             return give_up(&sender.pool, &row, "the channel was removed").await;
         };
         if !channel.enabled {
+            metrics::delivery(&row.channel_kind, Delivery::GivenUp);
             let reason = channel.disabled_reason.unwrap_or_else(|| "turned off".into());
             return give_up(&sender.pool, &row, &format!("the channel is disabled ({reason})")).await;
         }
         let settings: ChannelSettings = match sender.sealer.open(&channel.sealed).await {
             Ok(plain) => serde_json::from_slice(&plain)?,
             Err(e) => {
+                metrics::delivery(&row.channel_kind, Delivery::Failed);
                 record(&sender.pool, &row, started, None, Some(&e.to_string()), Next::Retry).await?;
                 return Ok(());
             }
@@ -230,16 +258,19 @@ async fn attempt(sender: &Sender, row: Leased) -> anyhow::Result<()> {
     };
     match outcome {
         Outcome::Delivered { status } => {
+            metrics::delivery(&row.channel_kind, Delivery::Delivered);
             record(&sender.pool, &row, started, status, None, Next::Delivered).await?;
             tracing::info!(event_id = %row.event_id, channel_id = %row.channel_id, kind = row.kind, "delivered");
         }
         Outcome::Gone => {
+            metrics::delivery(&row.channel_kind, Delivery::Gone);
             let error = "HTTP 410 Gone: the endpoint is gone; the channel was disabled";
             record(&sender.pool, &row, started, Some(410), Some(error), Next::GiveUp).await?;
         }
         Outcome::Failed { status, error } => {
             let given_up = Utc::now() - row.created_at >= chrono::Duration::hours(GIVE_UP_AFTER_HOURS);
             let result = if given_up { Next::GiveUp } else { Next::Retry };
+            metrics::delivery(&row.channel_kind, if given_up { Delivery::GivenUp } else { Delivery::Failed });
             record(&sender.pool, &row, started, status, Some(&error), result).await?;
             tracing::warn!(event_id = %row.event_id, channel_id = %row.channel_id, error, given_up, "delivery failed");
         }

@@ -134,6 +134,7 @@ async fn store(target: &Target, batch: Vec<Pending>) {
     let batch = CheckBatch::new(checks, Utc::now());
     let stored = publish(target, &batch).await;
     if stored {
+        batch.checks.iter().for_each(crate::metrics::check_published);
         let jobs: Vec<&str> = waiting.iter().map(|(job, _)| job.as_str()).collect();
         let mut conn = target.acks.clone();
         let mut pipe = redis::pipe();
@@ -156,13 +157,18 @@ async fn publish(target: &Target, batch: &CheckBatch) -> bool {
     let id = batch.message_id().to_string();
     for attempt in 1..=ATTEMPTS {
         let publish = Publish::build().payload(payload.clone()).message_id(id.clone());
+        let started = std::time::Instant::now();
         let stored = async {
             target.bus.js.send_publish(target.subject.clone(), publish).await?.await?;
             Ok::<(), async_nats::Error>(())
         };
         match stored.await {
-            Ok(()) => return true,
+            Ok(()) => {
+                crate::metrics::published(&target.subject, started.elapsed());
+                return true;
+            }
             Err(e) => {
+                crate::metrics::publish_failed(&target.subject, false);
                 tracing::warn!(checks = batch.checks.len(), attempt, error = %e, "publishing a batch of checks failed");
                 tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
             }

@@ -25,14 +25,30 @@ pub struct Nats {
     pub url: String,
     pub port: u16,
     dir: tempfile::TempDir,
+    /// Configuration beyond port and store (`start_with_config`).
+    config: Option<String>,
 }
 
 impl Nats {
     pub async fn start() -> Nats {
         let dir = tempfile::tempdir().expect("temporary directory");
         let port = free_port();
-        let child = spawn_nats(port, dir.path());
-        let nats = Nats { child, url: format!("nats://127.0.0.1:{port}"), port, dir };
+        let child = spawn_nats(port, dir.path(), None);
+        let nats = Nats { child, url: format!("nats://127.0.0.1:{port}"), port, dir, config: None };
+        nats.wait_ready().await;
+        nats
+    }
+
+    /// A server with `config` (nats-server configuration: `tls { ... }`,
+    /// `authorization { ... }`) besides its port and store; `url` is
+    /// `tls://` when the configuration has a `tls` block.
+    pub async fn start_with_config(config: &str) -> Nats {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let port = free_port();
+        let child = spawn_nats(port, dir.path(), Some(config));
+        let scheme = if config.contains("tls") { "tls" } else { "nats" };
+        let url = format!("{scheme}://127.0.0.1:{port}");
+        let nats = Nats { child, url, port, dir, config: Some(config.to_owned()) };
         nats.wait_ready().await;
         nats
     }
@@ -40,7 +56,7 @@ impl Nats {
     /// Kills the server and starts it again on the same port and store.
     pub async fn restart(&mut self) {
         self.stop();
-        self.child = spawn_nats(self.port, self.dir.path());
+        self.child = spawn_nats(self.port, self.dir.path(), self.config.as_deref());
         self.wait_ready().await;
     }
 
@@ -68,11 +84,17 @@ impl Drop for Nats {
     }
 }
 
-fn spawn_nats(port: u16, store: &std::path::Path) -> Child {
+fn spawn_nats(port: u16, store: &std::path::Path, config: Option<&str>) -> Child {
     let bin = std::env::var("NATS_SERVER_BIN").unwrap_or_else(|_| "nats-server".into());
-    Command::new(&bin)
-        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-        .arg(store)
+    let mut command = Command::new(&bin);
+    command.args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"]).arg(store);
+    if let Some(config) = config {
+        // The command line's address, port and store win over the file's.
+        let file = store.join("server.conf");
+        std::fs::write(&file, config).expect("write the nats-server configuration");
+        command.arg("-c").arg(file);
+    }
+    command
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -96,10 +118,29 @@ pub struct Redis {
 
 impl Redis {
     pub async fn start() -> Redis {
-        let bin = std::env::var("REDIS_SERVER_BIN").unwrap_or_else(|_| "redis-server".into());
         let port = free_port();
+        Self::spawn(port, &["--port", &port.to_string()]).await
+    }
+
+    /// A Redis speaking only TLS, with a certificate of the test's CA, and
+    /// wanting `password`; `url` is `rediss://:<password>@127.0.0.1:<port>`.
+    pub async fn start_tls(cert: &std::path::Path, key: &std::path::Path, password: &str) -> Redis {
+        let (cert, key) = (cert.display().to_string(), key.display().to_string());
+        let port = free_port();
+        let tls_port = port.to_string();
+        let args = ["--port", "0", "--tls-port", &tls_port, "--tls-cert-file", &cert, "--tls-key-file", &key];
+        let args = [&args[..], &["--tls-auth-clients", "no", "--requirepass", password]].concat();
+        let mut redis = Self::spawn(port, &args).await;
+        redis.url = format!("rediss://:{password}@127.0.0.1:{port}");
+        redis
+    }
+
+    /// Starts redis-server with `args`, waiting until `port` answers.
+    async fn spawn(port: u16, args: &[&str]) -> Redis {
+        let bin = std::env::var("REDIS_SERVER_BIN").unwrap_or_else(|_| "redis-server".into());
         let child = Command::new(&bin)
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--appendonly", "no"])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -53,7 +53,12 @@ impl Stack {
 
     /// The system sending email to `smtp`.
     pub async fn start_with_smtp(smtp: Smtp, extra: &[(&str, &str)]) -> Stack {
-        let nats = Nats::start().await;
+        Self::start_on(Nats::start().await, smtp, extra).await
+    }
+
+    /// The system on `nats` (a server started with a configuration of the
+    /// test's, e.g. TLS and credentials given in `extra`).
+    pub async fn start_on(nats: Nats, smtp: Smtp, extra: &[(&str, &str)]) -> Stack {
         let db = Db::fresh().await;
         let redis = Redis::start().await;
         let smtp_port = smtp.port.to_string();
