@@ -43,11 +43,21 @@ pub const SNAPSHOT_TTL: std::time::Duration = std::time::Duration::from_secs(2);
 /// Days of the uptime bar.
 pub const DAYS: i64 = 90;
 const CACHE_CONTROL: &str = "public, max-age=30";
+/// Past incidents the HTML shows.
+const PAST_SHOWN: usize = 20;
 
-/// Computed pages of this API instance, by slug.
+/// Computed pages of this API instance, by slug: when one is stale, the
+/// first request recomputes it while the others get the stale one, so a
+/// burst never computes a page twice at once.
 #[derive(Default)]
 pub struct Cache {
-    pages: Mutex<HashMap<String, (Instant, Arc<Snapshot>)>>,
+    pages: Mutex<HashMap<String, Cached>>,
+}
+
+struct Cached {
+    at: Instant,
+    snapshot: Arc<Snapshot>,
+    refreshing: bool,
 }
 
 /// A page's data and its three renderings, computed at one instant.
@@ -319,26 +329,46 @@ async fn compute(state: &ApiState, page: &Page) -> Result<PageData, ApiError> {
 
 /// The page's snapshot: from the cache while fresh, else computed.
 async fn snapshot(state: &ApiState, slug: &str) -> Result<Option<Arc<Snapshot>>, ApiError> {
-    if let Ok(pages) = state.status_pages.pages.lock() {
-        if let Some((at, snapshot)) = pages.get(slug) {
-            if at.elapsed() < SNAPSHOT_TTL {
-                return Ok(Some(snapshot.clone()));
+    if let Ok(mut pages) = state.status_pages.pages.lock() {
+        if let Some(cached) = pages.get_mut(slug) {
+            if cached.at.elapsed() < SNAPSHOT_TTL || cached.refreshing {
+                return Ok(Some(cached.snapshot.clone()));
+            }
+            cached.refreshing = true;
+        }
+    }
+    let computed = build(state, slug).await;
+    if let Ok(mut pages) = state.status_pages.pages.lock() {
+        match &computed {
+            Ok(Some(snapshot)) => {
+                if pages.len() > 1000 {
+                    pages.retain(|_, cached| cached.at.elapsed() < SNAPSHOT_TTL);
+                }
+                let cached = Cached { at: Instant::now(), snapshot: snapshot.clone(), refreshing: false };
+                pages.insert(slug.to_owned(), cached);
+            }
+            // Gone: no stale copy outlives the page.
+            Ok(None) => {
+                pages.remove(slug);
+            }
+            Err(_) => {
+                if let Some(cached) = pages.get_mut(slug) {
+                    cached.refreshing = false;
+                }
             }
         }
     }
+    computed
+}
+
+/// Computes and renders a page now (`None`: no such page).
+async fn build(state: &ApiState, slug: &str) -> Result<Option<Arc<Snapshot>>, ApiError> {
     let Some((page, _)) = store::page_by_slug(&state.pool, slug).await? else { return Ok(None) };
     let data = compute(state, &page).await?;
     let json = Bytes::from(serde_json::to_vec(&data).map_err(|e| ApiError::Internal(e.to_string()))?);
     let html = Bytes::from(render_html(&data));
     let feed = Bytes::from(render_feed(&data, page.id, &state.public_url));
-    let snapshot = Arc::new(Snapshot { data, json, html, feed });
-    if let Ok(mut pages) = state.status_pages.pages.lock() {
-        if pages.len() > 1000 {
-            pages.retain(|_, (at, _)| at.elapsed() < SNAPSHOT_TTL);
-        }
-        pages.insert(slug.to_owned(), (Instant::now(), snapshot.clone()));
-    }
-    Ok(Some(snapshot))
+    Ok(Some(Arc::new(Snapshot { data, json, html, feed })))
 }
 
 fn etag(bytes: &[u8]) -> String {
@@ -425,8 +455,8 @@ header img{max-height:48px}h1{margin:.2em 0}.banner{padding:.8em 1em;border-radi
 .s-operational{background:#2e9d5b}.s-degraded{background:#d9901a}.s-outage{background:#c8372d}.s-maintenance{background:#3a6fc4}\
 ul.w{list-style:none;padding:0}ul.w li{border:1px solid #ddd;border-radius:6px;padding:.6em .8em;margin:.5em 0}\
 .st{float:right;font-weight:600}.t-operational{color:#2e9d5b}.t-degraded{color:#d9901a}.t-outage{color:#c8372d}.t-maintenance{color:#3a6fc4}\
-.bar{display:flex;gap:1px;height:28px;margin:.4em 0 .1em}.bar i{flex:1;border-radius:1px;background:#ccc}\
-.bar .a{background:#2e9d5b}.bar .b{background:#8cc152}.bar .c{background:#d9901a}.bar .d{background:#c8372d}\
+.bar{display:flex;gap:1px;height:28px;margin:.4em 0 .1em}.bar i{flex:1;border-radius:1px;background:#2e9d5b}\
+.bar .n{background:#ccc}.bar .b{background:#8cc152}.bar .c{background:#d9901a}.bar .d{background:#c8372d}\
 small{color:#666}article{border-left:3px solid #c8372d;padding:.2em .8em;margin:.8em 0}article.r{border-color:#2e9d5b}\
 ol{padding-left:1.2em}time{color:#666;font-size:.9em}form{margin:1em 0}";
 
@@ -465,10 +495,12 @@ fn time(at: DateTime<Utc>) -> String {
     format!("<time datetime=\"{}\">{}</time>", at.to_rfc3339(), at.format("%b %-d, %H:%M UTC"))
 }
 
+/// A day's class: none for a day fully up (most days, so the page stays
+/// small), `n` without data, `b`/`c`/`d` as uptime falls.
 fn bar_class(uptime: Option<f64>) -> &'static str {
     match uptime {
-        None => "",
-        Some(u) if u >= 100.0 => " class=a",
+        None => " class=n",
+        Some(u) if u >= 100.0 => "",
         Some(u) if u >= 99.0 => " class=b",
         Some(u) if u >= 95.0 => " class=c",
         Some(_) => " class=d",
@@ -547,6 +579,13 @@ pub fn render_html(data: &PageData) -> String {
             }
             body.push_str("<div class=bar>");
             for day in &website.days {
+                // Only days with something to tell carry a tooltip: the
+                // day, its uptime and its incidents.
+                let full = day.uptime_percent.is_none_or(|u| u >= 100.0) && day.incidents.is_empty();
+                if full {
+                    let _ = write!(body, "<i{}></i>", bar_class(day.uptime_percent));
+                    continue;
+                }
                 let uptime = day.uptime_percent.map_or_else(|| "no data".to_owned(), |u| format!("{u}% up"));
                 let mut tip = format!("{} {uptime}", day.date);
                 for title in &day.incidents {
@@ -563,7 +602,9 @@ pub fn render_html(data: &PageData) -> String {
     if past.is_empty() {
         let _ = write!(body, "<p>No incidents in the last {DAYS} days.</p>");
     }
-    for incident in past {
+    // The newest ones: the page stays small (the JSON and the feed have
+    // every incident of the 90 days).
+    for incident in past.iter().take(PAST_SHOWN) {
         render_incident(&mut body, incident);
     }
     let slug = esc(&data.slug);
