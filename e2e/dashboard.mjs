@@ -167,6 +167,8 @@ try {
   await publicPage.locator("#past article", { hasText: "Checkout failing" }).waitFor({ timeout: 10000 });
   await publicPage.screenshot({ path: "screenshots/11-status-recovered.png", fullPage: true });
   await publicPage.close();
+  // The rest of the script (and many.mjs) ran with the target failing.
+  assert.ok((await fetch(`${target}/set/500`)).ok);
 
   step = "the status page is complete with JavaScript disabled";
   const noScript = await browser.newContext({ javaScriptEnabled: false, viewport: { width: 390, height: 844 } });
@@ -178,6 +180,17 @@ try {
   await plain.locator("#subscribe form input[type=email]").waitFor({ timeout: 10000 });
   await plain.screenshot({ path: "screenshots/12-status-no-javascript.png", fullPage: true });
   await noScript.close();
+
+  step = "the dashboard's Status pages page lists the page and posts an update";
+  await page.goto(`${base}/#/status-pages`);
+  const managed = page.locator('article.status-page[data-slug="e2e"]');
+  await managed.waitFor({ timeout: 10000 });
+  const updateForm = managed.locator("form.incident-update").first();
+  await updateForm.locator("select[name=status]").selectOption("resolved");
+  await updateForm.locator("input[name=message]").fill("Fixed: a full disk.");
+  await updateForm.getByRole("button", { name: "Post update" }).click();
+  await page.locator('article.status-page[data-slug="e2e"] ol li', { hasText: "resolved: Fixed: a full disk." }).waitFor({ timeout: 10000 });
+  await shot("13-status-pages");
 
   step = "the overview is readable at phone width";
   await page.setViewportSize({ width: 390, height: 844 });
