@@ -409,4 +409,27 @@ async fn an_outage_is_a_public_incident_and_confirmed_subscribers_are_mailed_onc
     system.notifier_settled().await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(mails_to(&system, "visitor@example.com", "Shop is down").len(), 1, "not mailed after unsubscribing");
+
+    // A replay from the stream makes the same pages, subscribers, incidents
+    // (same ids) and updates.
+    system.settle().await;
+    let clean = common::Db::fresh().await;
+    let cancel = tokio_util::sync::CancellationToken::new();
+    services::projector::replay(&system.bus, &clean.pool, services::projector::Projection::Monitor, &cancel)
+        .await
+        .expect("replay");
+    for (table, order) in [
+        ("status_pages", "id"),
+        ("status_page_websites", "page_id, website_id"),
+        ("status_subscribers", "id"),
+        ("status_incidents", "id"),
+        ("status_incident_updates", "id"),
+    ] {
+        let query = format!("select coalesce(json_agg(t), '[]'::json) from (select * from {table} order by {order}) t");
+        let rows = |pool| sqlx::query_scalar::<_, Value>(&query).fetch_one(pool);
+        let (replayed, live) = (rows(&clean.pool).await.expect("rows"), rows(&system.db.pool).await.expect("rows"));
+        assert_eq!(replayed, live, "{table}");
+        // (The one subscriber left.)
+        assert!(table == "status_subscribers" || live != json!([]), "{table} has rows");
+    }
 }
