@@ -306,6 +306,15 @@ async fn an_outage_is_a_public_incident_and_confirmed_subscribers_are_mailed_onc
     response.assert_status(StatusCode::ACCEPTED);
     let response = visitor.post("/status/acme/subscribe").body_json(&json!({ "email": "not an address" })).send().await;
     response.assert_status(StatusCode::UNPROCESSABLE_ENTITY);
+    // A script cannot make it mail strangers in bulk.
+    let other = system.api_client(None);
+    let mut statuses = Vec::new();
+    for n in 0..12 {
+        let body = json!({ "email": format!("stranger{n}@example.com") });
+        statuses.push(other.post("/status/acme/subscribe").body_json(&body).send().await.0.status());
+    }
+    assert_eq!(statuses.iter().filter(|s| **s == StatusCode::ACCEPTED).count(), 10, "{statuses:?}");
+    assert_eq!(statuses.last(), Some(&StatusCode::TOO_MANY_REQUESTS));
 
     // The website goes down: an open incident, outage on the page.
     // Checks from now on (uptime counts from when the website was added).

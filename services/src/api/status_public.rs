@@ -18,7 +18,8 @@
 
 use super::error::ApiError;
 use super::ApiState;
-use crate::access::middleware::Caller;
+use crate::access::limiter::FailureLimiter;
+use crate::access::middleware::{client_address, Caller};
 use crate::notification::subscribers;
 use bytes::Bytes;
 use chrono::{DateTime, Duration, DurationRound, Utc};
@@ -46,12 +47,26 @@ const CACHE_CONTROL: &str = "public, max-age=30";
 /// Past incidents the HTML shows.
 const PAST_SHOWN: usize = 20;
 
+/// Subscriptions asked for per client address and minute: each mails a
+/// stranger's address, so a script must not turn the system into a mailer.
+pub const SUBSCRIPTIONS_PER_MINUTE: usize = 10;
+
 /// Computed pages of this API instance, by slug: when one is stale, the
 /// first request recomputes it while the others get the stale one, so a
-/// burst never computes a page twice at once.
-#[derive(Default)]
+/// burst never computes a page twice at once. And the subscriptions each
+/// client address asked for lately.
 pub struct Cache {
     pages: Mutex<HashMap<String, Cached>>,
+    subscriptions: FailureLimiter,
+}
+
+impl Default for Cache {
+    fn default() -> Self {
+        Cache {
+            pages: Mutex::default(),
+            subscriptions: FailureLimiter::new(SUBSCRIPTIONS_PER_MINUTE, std::time::Duration::from_secs(60)),
+        }
+    }
 }
 
 struct Cached {
@@ -735,6 +750,20 @@ pub async fn serve_subscribe(
             answer(StatusCode::UNPROCESSABLE_ENTITY, "Not subscribed", "Please give a valid email address.", &back)
         };
     };
+    let address = client_address(req);
+    if let Some(retry_after) = state.status_pages.subscriptions.blocked(address, Instant::now()) {
+        let mut response = answer(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Not subscribed",
+            "Too many subscriptions from your address; please try again in a minute.",
+            &back,
+        );
+        if let Ok(value) = header::HeaderValue::from_str(&retry_after.as_secs().max(1).to_string()) {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        return response;
+    }
+    state.status_pages.subscriptions.record(address, Instant::now());
     let caller = req.extensions().get::<Caller>().map(|c| c.request_id);
     if let Err(e) = request_subscription(&state, &page, email, caller).await {
         return failed(&e);
