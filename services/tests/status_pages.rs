@@ -266,6 +266,23 @@ async fn the_public_routes_show_only_what_a_page_publishes_and_are_cacheable() {
     assert_eq!(status, StatusCode::OK);
     let (status, _, _) = visit(&visitor, &format!("/badge/{shop}/status.svg"), None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Planned work shows as maintenance.
+    let now = Utc::now();
+    let (status, window) = system
+        .call(
+            Method::POST,
+            "/maintenance",
+            Some(json!({ "name": "upgrade", "website_ids": [api],
+                         "starts_at": now - ChronoDuration::minutes(1), "ends_at": now + ChronoDuration::hours(1) })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{window}");
+    let fresh = system.api_client(None);
+    let (_, _, json) = visit(&fresh, "/status/acme.json", None).await;
+    let data: Value = serde_json::from_str(&json).expect("json");
+    assert_eq!(data["status"], "maintenance", "{data}");
+    assert_eq!(data["groups"][0]["websites"][0]["status"], "maintenance");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
