@@ -926,8 +926,9 @@ async fn badge_website(state: &ApiState, key: &str) -> Result<Option<Uuid>, ApiE
     let published = store::published_websites(&state.pool).await?;
     let mut matching: Vec<Uuid> =
         published.into_iter().filter(|(_, name)| slugify(name) == key).map(|(id, _)| id).collect();
+    matching.sort();
     matching.dedup();
-    Ok((matching.len() == 1).then(|| matching[0]))
+    Ok(if matching.len() == 1 { matching.first().copied() } else { None })
 }
 
 /// A display name as a badge slug: lowercase letters and digits, other runs
