@@ -2,7 +2,10 @@
 // website through the form, see it checked, open it and see the chart, make
 // it fail and see the downtime in the panel and on the chart, edit and
 // remove it, and see the API's validation errors next to the fields; sign
-// in with a token, see who changed what in the History panel, sign out.
+// in with a token, see who changed what in the History panel, sign out;
+// open the website's public status page while it is down (outage, the
+// incident with its first update), after it recovered (operational, the
+// day's bar showing the downtime), and with JavaScript disabled.
 // Screenshots go to e2e/screenshots/.
 import { chromium } from "playwright-core";
 import assert from "node:assert/strict";
@@ -105,6 +108,89 @@ try {
   await page.selectOption("#days", "7");
   await page.waitForFunction(() => Number(document.querySelector("#chart")?.dataset.downtimes ?? 0) > 0, null, { timeout: 20000 });
   await shot("4-downtime");
+
+  step = "a public status page shows the outage and the incident's first update";
+  const adminApi = (method, path, body) =>
+    fetch(`${base}${path}`, {
+      method,
+      headers: { authorization: `Bearer ${admin}`, "content-type": "application/json" },
+      body: body ? JSON.stringify(body) : undefined,
+    });
+  const shop = ((await (await adminApi("GET", "/websites")).json()) ?? []).find((w) => w.name === "Shop e2e");
+  assert.ok(shop, "the website is listed");
+  const statusPage = await adminApi("POST", "/status-pages", {
+    slug: "e2e",
+    title: "E2E <status>",
+    description: "Our services",
+    groups: [{ name: "Web", websites: [{ id: shop.id, name: "Checkout" }] }],
+  });
+  assert.equal(statusPage.status, 201, await statusPage.clone().text());
+  const publicPage = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  // A fresh URL each time: the page may be cached for 30 s (max-age=30).
+  const openStatus = async (on, expected) => {
+    const deadline = Date.now() + 60000;
+    for (;;) {
+      await on.goto(`${base}/status/e2e?at=${Date.now()}`);
+      if ((await on.locator("#overall").getAttribute("data-status")) === expected) return;
+      assert.ok(Date.now() < deadline, `the page shows ${expected}`);
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+    }
+  };
+  await openStatus(publicPage, "outage");
+  const incidents = await (await adminApi("GET", "/status-pages/e2e/incidents")).json();
+  assert.ok(incidents.length >= 1 && incidents[0].ongoing, JSON.stringify(incidents));
+  const update = await adminApi("POST", `/status-pages/e2e/incidents/${incidents[0].id}/updates`, {
+    status: "investigating",
+    message: "We are looking into failed checkouts.",
+    title: "Checkout failing",
+  });
+  assert.equal(update.status, 201, await update.clone().text());
+  await openStatus(publicPage, "outage");
+  for (let tries = 0; !(await publicPage.locator("#current article", { hasText: "Checkout failing" }).count()); tries++) {
+    assert.ok(tries < 10, "the incident's title and update are shown");
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    await publicPage.goto(`${base}/status/e2e?at=${Date.now()}`);
+  }
+  const current = publicPage.locator("#current article", { hasText: "Checkout failing" });
+  assert.match(await current.locator("ol.timeline li").first().textContent(), /Investigating — We are looking into failed checkouts\./);
+  assert.match(await publicPage.locator("h1").textContent(), /E2E <status>/, "the title is text, not markup");
+  const html = await publicPage.content();
+  assert.ok(!html.includes(target) && !html.includes(admin), "no checked URL or token in the public page");
+  await publicPage.screenshot({ path: "screenshots/10-status-outage.png", fullPage: true });
+
+  step = "after recovery the page is operational and today's bar shows the downtime";
+  assert.ok((await fetch(`${target}/set/200`)).ok);
+  await openStatus(publicPage, "operational");
+  const lastBars = await publicPage.locator(".bar i").evaluateAll((bars) => bars.slice(-2).map((b) => [b.className, b.title]));
+  assert.ok(lastBars.some(([cls, title]) => ["b", "c", "d"].includes(cls) && /% up/.test(title)), JSON.stringify(lastBars));
+  assert.ok(lastBars.some(([, title]) => title.includes("Checkout failing")), `the day's tooltip names the incident: ${JSON.stringify(lastBars)}`);
+  await publicPage.locator("#past article", { hasText: "Checkout failing" }).waitFor({ timeout: 10000 });
+  await publicPage.screenshot({ path: "screenshots/11-status-recovered.png", fullPage: true });
+  await publicPage.close();
+  // The rest of the script (and many.mjs) ran with the target failing.
+  assert.ok((await fetch(`${target}/set/500`)).ok);
+
+  step = "the status page is complete with JavaScript disabled";
+  const noScript = await browser.newContext({ javaScriptEnabled: false, viewport: { width: 390, height: 844 } });
+  const plain = await noScript.newPage();
+  await plain.goto(`${base}/status/e2e?at=${Date.now()}`);
+  assert.equal(await plain.locator("#overall").getAttribute("data-status"), "operational");
+  assert.equal(await plain.locator(".bar i").count(), 90, "the 90-day bar");
+  await plain.locator("#past article", { hasText: "Checkout failing" }).waitFor({ timeout: 10000 });
+  await plain.locator("#subscribe form input[type=email]").waitFor({ timeout: 10000 });
+  await plain.screenshot({ path: "screenshots/12-status-no-javascript.png", fullPage: true });
+  await noScript.close();
+
+  step = "the dashboard's Status pages page lists the page and posts an update";
+  await page.goto(`${base}/#/status-pages`);
+  const managed = page.locator('article.status-page[data-slug="e2e"]');
+  await managed.waitFor({ timeout: 10000 });
+  const updateForm = managed.locator("form.incident-update").first();
+  await updateForm.locator("select[name=status]").selectOption("resolved");
+  await updateForm.locator("input[name=message]").fill("Fixed: a full disk.");
+  await updateForm.getByRole("button", { name: "Post update" }).click();
+  await page.locator('article.status-page[data-slug="e2e"] ol li', { hasText: "resolved: Fixed: a full disk." }).waitFor({ timeout: 10000 });
+  await shot("13-status-pages");
 
   step = "the overview is readable at phone width";
   await page.setViewportSize({ width: 390, height: 844 });

@@ -6,6 +6,7 @@ use crate::access::{Scope, TokenName};
 use crate::channel::{ChannelKind, ChannelName};
 use crate::check::CheckSpec;
 use crate::maintenance::Timing;
+use crate::status_page::{IncidentStatus, PageGroup, Slug};
 use crate::values::{
     DownPolicy, EmailAddress, FailuresBeforeDown, IntervalSecs, RegionName, TimeoutMs, WebsiteName, WebsiteUrl,
 };
@@ -40,6 +41,13 @@ pub enum Event {
     MaintenanceEnded(MaintenanceEnded),
     MaintenanceRemoved(MaintenanceRemoved),
     CertificateExpiring(CertificateExpiring),
+    StatusPageCreated(StatusPageCreated),
+    StatusPageUpdated(StatusPageUpdated),
+    StatusPageRemoved(StatusPageRemoved),
+    StatusSubscriberAdded(StatusSubscriberAdded),
+    StatusSubscriberConfirmed(StatusSubscriberConfirmed),
+    StatusSubscriberRemoved(StatusSubscriberRemoved),
+    IncidentUpdatePosted(IncidentUpdatePosted),
 }
 
 /// Every event type name this build knows, so a consumer can tell an event
@@ -66,6 +74,13 @@ pub const KNOWN_TYPES: &[&str] = &[
     "MaintenanceEnded",
     "MaintenanceRemoved",
     "CertificateExpiring",
+    "StatusPageCreated",
+    "StatusPageUpdated",
+    "StatusPageRemoved",
+    "StatusSubscriberAdded",
+    "StatusSubscriberConfirmed",
+    "StatusSubscriberRemoved",
+    "IncidentUpdatePosted",
 ];
 
 impl Event {
@@ -92,6 +107,13 @@ impl Event {
             Event::MaintenanceEnded(_) => "MaintenanceEnded",
             Event::MaintenanceRemoved(_) => "MaintenanceRemoved",
             Event::CertificateExpiring(_) => "CertificateExpiring",
+            Event::StatusPageCreated(_) => "StatusPageCreated",
+            Event::StatusPageUpdated(_) => "StatusPageUpdated",
+            Event::StatusPageRemoved(_) => "StatusPageRemoved",
+            Event::StatusSubscriberAdded(_) => "StatusSubscriberAdded",
+            Event::StatusSubscriberConfirmed(_) => "StatusSubscriberConfirmed",
+            Event::StatusSubscriberRemoved(_) => "StatusSubscriberRemoved",
+            Event::IncidentUpdatePosted(_) => "IncidentUpdatePosted",
         }
     }
 
@@ -125,6 +147,13 @@ impl Event {
             Event::MaintenanceEnded(e) => e.window_id.to_string(),
             Event::MaintenanceRemoved(e) => e.window_id.to_string(),
             Event::CertificateExpiring(e) => e.website_id.to_string(),
+            Event::StatusPageCreated(e) => e.page_id.to_string(),
+            Event::StatusPageUpdated(e) => e.page_id.to_string(),
+            Event::StatusPageRemoved(e) => e.page_id.to_string(),
+            Event::StatusSubscriberAdded(e) => e.page_id.to_string(),
+            Event::StatusSubscriberConfirmed(e) => e.page_id.to_string(),
+            Event::StatusSubscriberRemoved(e) => e.page_id.to_string(),
+            Event::IncidentUpdatePosted(e) => e.website_id.to_string(),
         }
     }
 
@@ -153,6 +182,13 @@ impl Event {
             Event::MaintenanceEnded(e) => subject::maintenance(e.window_id),
             Event::MaintenanceRemoved(e) => subject::maintenance(e.window_id),
             Event::CertificateExpiring(e) => subject::incident(e.website_id),
+            Event::StatusPageCreated(e) => subject::status_page(e.page_id),
+            Event::StatusPageUpdated(e) => subject::status_page(e.page_id),
+            Event::StatusPageRemoved(e) => subject::status_page(e.page_id),
+            Event::StatusSubscriberAdded(e) => subject::status_page(e.page_id),
+            Event::StatusSubscriberConfirmed(e) => subject::status_page(e.page_id),
+            Event::StatusSubscriberRemoved(e) => subject::status_page(e.page_id),
+            Event::IncidentUpdatePosted(e) => subject::incident(e.website_id),
         }
     }
 }
@@ -365,6 +401,83 @@ pub struct CertificateExpiring {
     pub not_after: DateTime<Utc>,
     pub days_left: i64,
     pub threshold_days: u32,
+}
+
+/// A public status page was created (see [`crate::status_page`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct StatusPageCreated {
+    pub page_id: Uuid,
+    pub slug: Slug,
+    pub title: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logo_url: Option<String>,
+    #[serde(default)]
+    pub groups: Vec<PageGroup>,
+}
+
+/// Some settings of a status page changed; absent fields did not change,
+/// an empty `description` or `logo_url` was cleared, `groups` is the whole
+/// new list.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct StatusPageUpdated {
+    pub page_id: Uuid,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slug: Option<Slug>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logo_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups: Option<Vec<PageGroup>>,
+}
+
+/// A status page was deleted; its subscribers are mailed no more.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct StatusPageRemoved {
+    pub page_id: Uuid,
+}
+
+/// A visitor asked to be mailed about a page's incidents: unconfirmed until
+/// they follow the link mailed to them. The tokens are only here hashed
+/// (SHA-256, hex); the address is personal data, never shown publicly.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct StatusSubscriberAdded {
+    pub page_id: Uuid,
+    pub subscriber_id: Uuid,
+    pub email: EmailAddress,
+    pub confirm_hash: String,
+    pub unsubscribe_hash: String,
+}
+
+/// A subscriber followed their confirmation link: they are mailed from now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct StatusSubscriberConfirmed {
+    pub page_id: Uuid,
+    pub subscriber_id: Uuid,
+}
+
+/// A subscriber unsubscribed (or their page was removed).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct StatusSubscriberRemoved {
+    pub page_id: Uuid,
+    pub subscriber_id: Uuid,
+}
+
+/// A team posted an update to a website's public incident (its id from
+/// [`crate::status_page::incident_id`]), optionally giving it a title.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct IncidentUpdatePosted {
+    pub website_id: Uuid,
+    pub incident_id: Uuid,
+    pub update_id: Uuid,
+    pub status: IncidentStatus,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
 }
 
 /// Why a check failed, machine-readable. `Other` also absorbs causes added

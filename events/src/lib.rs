@@ -18,6 +18,7 @@ pub mod history;
 pub mod maintenance;
 pub mod outage;
 pub mod region;
+pub mod status_page;
 pub mod subject;
 pub mod values;
 pub mod website;
@@ -27,9 +28,10 @@ pub use channel::{ChannelKind, ChannelName};
 pub use envelope::{DecodeError, Envelope};
 pub use event::{
     CertificateExpiring, ChannelAdded, ChannelDisabled, ChannelRemoved, ChannelUpdated, CheckCompleted, Event,
-    FailureCause, MaintenanceEnded, MaintenanceRemoved, MaintenanceScheduled, MaintenanceUpdated, RegionAdded,
-    RegionRemoved, SiteDown, SiteUp, TokenCreated, TokenRevoked, WebsiteAdded, WebsitePaused, WebsiteRemoved,
-    WebsiteResumed, WebsiteUpdated,
+    FailureCause, IncidentUpdatePosted, MaintenanceEnded, MaintenanceRemoved, MaintenanceScheduled, MaintenanceUpdated,
+    RegionAdded, RegionRemoved, SiteDown, SiteUp, StatusPageCreated, StatusPageRemoved, StatusPageUpdated,
+    StatusSubscriberAdded, StatusSubscriberConfirmed, StatusSubscriberRemoved, TokenCreated, TokenRevoked,
+    WebsiteAdded, WebsitePaused, WebsiteRemoved, WebsiteResumed, WebsiteUpdated,
 };
 pub use values::{
     DownPolicy, EmailAddress, FailuresBeforeDown, IntervalSecs, RegionName, TimeoutMs, ValueError, WebsiteName,

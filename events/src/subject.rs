@@ -14,6 +14,7 @@ pub const REGIONS: &str = "monitor.region.>";
 pub const TOKENS: &str = "monitor.token.>";
 pub const CHANNELS: &str = "monitor.channel.>";
 pub const MAINTENANCE: &str = "monitor.maintenance.>";
+pub const STATUS_PAGES: &str = "monitor.status_page.>";
 pub const INCIDENTS: &str = "incidents.>";
 pub const CHECKS: &str = "checks.>";
 
@@ -48,4 +49,8 @@ pub fn channel(id: Uuid) -> String {
 
 pub fn maintenance(id: Uuid) -> String {
     format!("monitor.maintenance.{id}")
+}
+
+pub fn status_page(id: Uuid) -> String {
+    format!("monitor.status_page.{id}")
 }

@@ -107,6 +107,46 @@ fn every_event() -> Vec<Event> {
             days_left: 6,
             threshold_days: 7,
         }),
+        Event::StatusPageCreated(StatusPageCreated {
+            page_id: Uuid::now_v7(),
+            slug: events::status_page::Slug::parse("acme").unwrap_or_else(|e| panic!("{e}")),
+            title: "Acme status".into(),
+            description: Some("Our services".into()),
+            logo_url: None,
+            groups: vec![events::status_page::PageGroup {
+                name: "Web".into(),
+                websites: vec![events::status_page::PageWebsite { website_id, name: "Shop".into(), show_url: true }],
+            }],
+        }),
+        Event::StatusPageUpdated(StatusPageUpdated {
+            page_id: Uuid::now_v7(),
+            title: Some("Acme".into()),
+            ..Default::default()
+        }),
+        Event::StatusPageRemoved(StatusPageRemoved { page_id: Uuid::now_v7() }),
+        Event::StatusSubscriberAdded(StatusSubscriberAdded {
+            page_id: Uuid::now_v7(),
+            subscriber_id: Uuid::now_v7(),
+            email: EmailAddress::parse("visitor@example.com").unwrap_or_else(|e| panic!("{e}")),
+            confirm_hash: events::access::secret_hash("confirm"),
+            unsubscribe_hash: events::access::secret_hash("unsubscribe"),
+        }),
+        Event::StatusSubscriberConfirmed(StatusSubscriberConfirmed {
+            page_id: Uuid::now_v7(),
+            subscriber_id: Uuid::now_v7(),
+        }),
+        Event::StatusSubscriberRemoved(StatusSubscriberRemoved {
+            page_id: Uuid::now_v7(),
+            subscriber_id: Uuid::now_v7(),
+        }),
+        Event::IncidentUpdatePosted(IncidentUpdatePosted {
+            website_id,
+            incident_id: events::status_page::incident_id(website_id, at(1_000)),
+            update_id: Uuid::now_v7(),
+            status: events::status_page::IncidentStatus::Identified,
+            message: "A database is full".into(),
+            title: Some("Checkout unavailable".into()),
+        }),
     ]
 }
 
@@ -193,4 +233,5 @@ fn subjects_name_the_aggregate() {
     assert_eq!(events::subject::region(&region("europe")), "monitor.region.europe");
     assert_eq!(events::subject::check(&region("europe"), id), format!("checks.europe.{id}"));
     assert_eq!(events::subject::incident(id), format!("incidents.{id}"));
+    assert_eq!(events::subject::status_page(id), format!("monitor.status_page.{id}"));
 }

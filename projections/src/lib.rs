@@ -12,6 +12,7 @@ pub mod influx;
 pub mod overview;
 pub mod postgres;
 pub mod status;
+pub mod status_pages;
 
 /// The projection's storage failed (as opposed to an event being refused).
 #[derive(Debug, thiserror::Error)]

@@ -67,9 +67,12 @@ impl Handler for MonitorProjection {
     async fn reset(&self, tx: &mut Transaction<'_, Postgres>) -> Result<()> {
         // Before the truncation's table locks, as in `apply`.
         overview::lock_status(tx).await?;
-        sqlx::query("truncate website_regions, websites, regions, incidents, tokens, channels, maintenance_windows, website_pauses")
-            .execute(&mut **tx)
-            .await?;
+        sqlx::query(&format!(
+            "truncate website_regions, websites, regions, incidents, tokens, channels, maintenance_windows, website_pauses, {}",
+            crate::status_pages::TABLES
+        ))
+        .execute(&mut **tx)
+        .await?;
         Ok(())
     }
 }
@@ -357,6 +360,7 @@ async fn apply(tx: &mut Transaction<'_, Postgres>, seq: u64, envelope: &Envelope
                 .bind(at)
                 .execute(&mut **tx)
                 .await?;
+                crate::status_pages::close_idle(tx, None, at).await?;
             }
         }
         Event::SiteDown(e) => {
@@ -376,6 +380,7 @@ async fn apply(tx: &mut Transaction<'_, Postgres>, seq: u64, envelope: &Envelope
             .bind(in_maintenance)
             .execute(&mut **tx)
             .await?;
+            crate::status_pages::site_down(tx, e).await?;
         }
         Event::SiteUp(e) => {
             // The row exists unless the SiteDown predates this projection's
@@ -394,10 +399,18 @@ async fn apply(tx: &mut Transaction<'_, Postgres>, seq: u64, envelope: &Envelope
             .bind(e.downtime_seconds)
             .execute(&mut **tx)
             .await?;
+            crate::status_pages::site_up(tx, e).await?;
         }
         // Check results have projections of their own; certificate
         // warnings are the notifier's.
         Event::CheckCompleted(_) | Event::CertificateExpiring(_) => {}
+        Event::StatusPageCreated(_)
+        | Event::StatusPageUpdated(_)
+        | Event::StatusPageRemoved(_)
+        | Event::StatusSubscriberAdded(_)
+        | Event::StatusSubscriberConfirmed(_)
+        | Event::StatusSubscriberRemoved(_)
+        | Event::IncidentUpdatePosted(_) => crate::status_pages::apply(tx, seq, envelope).await?,
     }
     Ok(())
 }

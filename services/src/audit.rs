@@ -226,8 +226,21 @@ impl FeedFilter {
                 ("WebsiteAdded" | "WebsiteUpdated" | "WebsiteRemoved" | "WebsitePaused" | "WebsiteResumed", None) => {
                     Some("monitor.website.*".into())
                 }
-                ("SiteDown" | "SiteUp" | "CertificateExpiring", Some(id)) => Some(subject::incident(id)),
-                ("SiteDown" | "SiteUp" | "CertificateExpiring", None) => Some("incidents.*".into()),
+                ("SiteDown" | "SiteUp" | "CertificateExpiring" | "IncidentUpdatePosted", Some(id)) => {
+                    Some(subject::incident(id))
+                }
+                ("SiteDown" | "SiteUp" | "CertificateExpiring" | "IncidentUpdatePosted", None) => {
+                    Some("incidents.*".into())
+                }
+                (
+                    "StatusPageCreated"
+                    | "StatusPageUpdated"
+                    | "StatusPageRemoved"
+                    | "StatusSubscriberAdded"
+                    | "StatusSubscriberConfirmed"
+                    | "StatusSubscriberRemoved",
+                    None,
+                ) => Some("monitor.status_page.*".into()),
                 ("RegionAdded" | "RegionRemoved", None) => Some("monitor.region.*".into()),
                 ("TokenCreated" | "TokenRevoked", None) => Some("monitor.token.*".into()),
                 ("ChannelAdded" | "ChannelUpdated" | "ChannelDisabled" | "ChannelRemoved", None) => {

@@ -66,6 +66,18 @@ impl Sealer {
         Ok(format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes)))
     }
 
+    /// A secret derived from the system's key for `label` (base64url of an
+    /// HMAC-SHA256): the same on every process and after a restart, so a
+    /// link mailed long ago (a status page's unsubscribe link) still works
+    /// though only its hash was recorded.
+    pub async fn derive(&self, label: &str) -> Result<String, SealError> {
+        use hmac::{Hmac, Mac};
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.key().await?).map_err(|_| SealError::Malformed)?;
+        mac.update(b"derive:");
+        mac.update(label.as_bytes());
+        Ok(URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
+    }
+
     pub async fn open(&self, sealed: &str) -> Result<Vec<u8>, SealError> {
         let encoded = sealed.strip_prefix(PREFIX).ok_or(SealError::Malformed)?;
         let bytes = URL_SAFE_NO_PAD.decode(encoded).map_err(|_| SealError::Malformed)?;

@@ -391,6 +391,34 @@ async fn a_real_event_of_every_type_is_valid_against_the_served_schemas() {
     assert_eq!(status, StatusCode::OK);
     let website: Uuid = website.parse().expect("uuid");
     outage(&stack, website).await;
+    // A status page created, changed, subscribed to (confirmed and left)
+    // and removed, and an update to the outage's public incident.
+    let (status, status_page) =
+        stack.call(Method::POST, "/status-pages", Some(json!({ "slug": "feed", "title": "Feed", "groups": [] }))).await;
+    assert_eq!(status, StatusCode::CREATED, "{status_page}");
+    let page_id: Uuid = status_page["id"].as_str().expect("id").parse().expect("uuid");
+    let (status, _) = stack.call(Method::PATCH, "/status-pages/feed", Some(json!({ "title": "Fed" }))).await;
+    assert_eq!(status, StatusCode::OK);
+    let response =
+        stack.client.post("/status/feed/subscribe").body_json(&json!({ "email": "a@example.com" })).send().await;
+    response.assert_status(StatusCode::ACCEPTED);
+    let subscriber_id = Uuid::now_v7();
+    for event in [
+        Event::StatusSubscriberConfirmed(events::StatusSubscriberConfirmed { page_id, subscriber_id }),
+        Event::StatusSubscriberRemoved(events::StatusSubscriberRemoved { page_id, subscriber_id }),
+        events::status_page::post_update(
+            website,
+            events::status_page::incident_id(website, Utc::now()),
+            Uuid::now_v7(),
+            events::status_page::IncidentStatus::Resolved,
+            "fixed".into(),
+            None,
+        ),
+    ] {
+        stack.bus.publish(&Envelope::new(event, Utc::now()).by(Actor::System, None), None).await.expect("publish");
+    }
+    let (status, _) = stack.call(Method::DELETE, "/status-pages/feed", None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
     // A certificate warning, as the detector announces it.
     let expiring = Event::CertificateExpiring(events::CertificateExpiring {
         website_id: website,

@@ -52,6 +52,13 @@ const ENDPOINTS: &[(&str, &str)] = &[
     ("patch", "/maintenance/{id}"),
     ("delete", "/maintenance/{id}"),
     ("post", "/maintenance/{id}/end"),
+    ("get", "/status-pages"),
+    ("post", "/status-pages"),
+    ("get", "/status-pages/{slug}"),
+    ("patch", "/status-pages/{slug}"),
+    ("delete", "/status-pages/{slug}"),
+    ("get", "/status-pages/{slug}/incidents"),
+    ("post", "/status-pages/{slug}/incidents/{id}/updates"),
 ];
 
 async fn spec(app: &Stack) -> Value {
@@ -106,7 +113,7 @@ async fn the_description_lists_exactly_the_endpoints_the_api_serves() {
     // And each of them is a route of the API (not "no such endpoint").
     let id = uuid::Uuid::now_v7().to_string();
     for (method, path) in ENDPOINTS {
-        let path = path.replace("{id}", &id);
+        let path = path.replace("{id}", &id).replace("{slug}", "no-such-page");
         let method: Method = method.to_uppercase().parse().expect("method");
         let response =
             app.client.request(method.clone(), &path).body("{}").content_type("application/json").send().await;
@@ -138,7 +145,10 @@ async fn every_request_body_is_described_as_refusing_unknown_fields() {
             }
         }
     }
-    assert_eq!(bodies, 8, "POST and PATCH of websites, channels and maintenance, POST /regions, POST /tokens");
+    assert_eq!(
+        bodies, 11,
+        "POST and PATCH of websites, channels, maintenance and status pages, POST /regions, POST /tokens, an incident update"
+    );
 }
 
 #[tokio::test]

@@ -6,6 +6,7 @@
 import uPlot from "uplot";
 import { drawAlerts } from "./alerts.js";
 import { channelsPage } from "./channels.js";
+import { statusPagesPage } from "./statuspages.js";
 import { drawMaintenance, pauseButton } from "./maintenance.js";
 import { drawCertificate } from "./certificate.js";
 
@@ -660,7 +661,8 @@ function route() {
     chart = null;
   }
   const match = location.hash.match(/^#\/websites\/([0-9a-f-]+)$/i);
-  if (!match && location.hash !== "#/channels" && document.getElementById("overview-table")) {
+  const other = location.hash === "#/channels" || location.hash === "#/status-pages";
+  if (!match && !other && document.getElementById("overview-table")) {
     // Back or forward between views of the overview: only the page changes.
     view = viewOf(location.hash);
     syncControls();
@@ -672,7 +674,9 @@ function route() {
     ? websitePage(match[1])
     : location.hash === "#/channels"
       ? channelsPage(app, { h, api, utc, showErrors })
-      : overview();
+      : location.hash === "#/status-pages"
+        ? statusPagesPage(app, { h, api, utc, showErrors })
+        : overview();
   page.catch((error) => {
     if (error instanceof SignedOut) return;
     app.replaceChildren(h("section", {}, h("h1", {}, "Something went wrong"), h("p", {}, String(error))));

@@ -79,9 +79,13 @@ pub fn required_scope(method: &poem::http::Method, path: &str) -> Scope {
 }
 
 /// Requests anyone may make: health, the dashboard's files, the API
-/// description and its docs, and signing in or out.
+/// description and its docs, signing in or out, and the public status
+/// pages and badges (which publish only what a page chose to show).
 pub fn is_public(path: &str) -> bool {
-    matches!(path, "/health" | "/" | "/docs" | "/openapi.json" | "/session") || path.starts_with("/assets/")
+    matches!(path, "/health" | "/" | "/docs" | "/openapi.json" | "/session")
+        || path.starts_with("/assets/")
+        || path.starts_with("/status/")
+        || path.starts_with("/badge/")
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -190,11 +194,30 @@ mod tests {
     }
 
     #[test]
-    fn only_health_assets_docs_and_the_session_are_public() {
-        for path in ["/health", "/", "/assets/app.js", "/docs", "/openapi.json", "/session"] {
+    fn only_health_assets_docs_the_session_and_status_pages_are_public() {
+        for path in [
+            "/health",
+            "/",
+            "/assets/app.js",
+            "/docs",
+            "/openapi.json",
+            "/session",
+            "/status/acme",
+            "/badge/x/status.svg",
+        ] {
             assert!(is_public(path), "{path}");
         }
-        for path in ["/websites", "/monitor", "/regions", "/tokens", "/audit", "/healthz", "/assets"] {
+        for path in [
+            "/websites",
+            "/monitor",
+            "/regions",
+            "/tokens",
+            "/audit",
+            "/healthz",
+            "/assets",
+            "/status-pages",
+            "/status",
+        ] {
             assert!(!is_public(path), "{path}");
         }
     }

@@ -22,6 +22,8 @@ pub mod maintenance;
 pub mod monitor;
 pub mod paging;
 pub mod regions;
+pub mod status_pages;
+pub mod status_public;
 pub mod websites;
 pub mod whatif;
 
@@ -72,6 +74,8 @@ pub struct ApiState {
     pub shutdown: CancellationToken,
     /// The detector's thresholds, to recompute incidents as it would.
     pub detection: events::detection::Policy,
+    /// Public status pages computed lately ([`status_public`]).
+    pub status_pages: status_public::Cache,
 }
 
 impl ApiState {
@@ -91,6 +95,7 @@ impl ApiState {
             allow_private_targets: config.allow_private_targets,
             shutdown: CancellationToken::new(),
             detection: config.detection,
+            status_pages: status_public::Cache::default(),
         }
     }
 }
@@ -103,6 +108,7 @@ type Operations = (
     channels::ChannelsApi,
     alerts::AlertsApi,
     maintenance::MaintenanceApi,
+    status_pages::StatusPagesApi,
     access::AccessApi,
     feed::FeedApi,
     HealthApi,
@@ -118,6 +124,7 @@ fn operations(state: &Arc<ApiState>) -> OpenApiService<Operations, ()> {
             channels::ChannelsApi { state: state.clone() },
             alerts::AlertsApi { state: state.clone() },
             maintenance::MaintenanceApi { state: state.clone() },
+            status_pages::StatusPagesApi { state: state.clone() },
             access::AccessApi { state: state.clone() },
             feed::FeedApi { state: state.clone() },
             HealthApi { state: state.clone() },
@@ -144,6 +151,11 @@ pub fn description(state: &Arc<ApiState>) -> serde_json::Value {
         channels::UpdateChannel::name(),
         maintenance::CreateWindow::name(),
         maintenance::UpdateWindow::name(),
+        status_pages::CreateStatusPage::name(),
+        status_pages::UpdateStatusPage::name(),
+        status_pages::GroupInput::name(),
+        status_pages::WebsiteInput::name(),
+        status_pages::PostIncidentUpdate::name(),
     ];
     for name in strict {
         if let Some(schema) = spec["components"]["schemas"].get_mut(name.as_ref()).and_then(|s| s.as_object_mut()) {
@@ -198,6 +210,11 @@ pub fn app(state: Arc<ApiState>) -> BoxEndpoint<'static> {
     }
     allowed.add("/session", vec![Method::GET, Method::POST, Method::DELETE]);
     allowed.add("/metrics", vec![Method::GET]);
+    for path in ["/status/{slug}", "/status/{slug}/feed.atom", "/status/{slug}/confirm", "/badge/{website}/{file}"] {
+        allowed.add(path, vec![Method::GET]);
+    }
+    allowed.add("/status/{slug}/subscribe", vec![Method::POST]);
+    allowed.add("/status/{slug}/unsubscribe", vec![Method::GET, Method::POST]);
     let access_control = state.access.clone();
     // The operations answer under the first segments of their paths
     // (`/websites`, `/monitor`, ...), the pages and the description beside.
@@ -229,6 +246,16 @@ pub fn app(state: Arc<ApiState>) -> BoxEndpoint<'static> {
         // Behind the access rules like every read: a scraper sends a
         // `read` token (see crate::metrics).
         .at("/metrics", get(make_sync(|request| crate::metrics::response(&request))))
+        .at("/status/:slug", get(status_public::serve_page))
+        .at("/status/:slug/feed.atom", get(status_public::serve_feed))
+        .at("/status/:slug/subscribe", post(status_public::serve_subscribe))
+        .at("/status/:slug/confirm", get(status_public::serve_confirm))
+        .at(
+            "/status/:slug/unsubscribe",
+            get(status_public::serve_unsubscribe_form).post(status_public::serve_unsubscribe),
+        )
+        .at("/badge/:website/:file", get(status_public::serve_badge))
+        .data(state.clone())
         .data(access_control.clone())
         .with(access_control)
         .with(browser_hardening())
@@ -257,7 +284,7 @@ fn browser_hardening() -> SetHeader {
     SetHeader::new()
         .overriding(
             "content-security-policy",
-            "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; \
+            "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: https:; \
              connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'; object-src 'none'",
         )
         .overriding("x-content-type-options", "nosniff")
@@ -361,7 +388,7 @@ pub(crate) async fn all_exist(state: &ApiState, named: Named, ids: &[uuid::Uuid]
 
 /// Waits for the projection to apply `seq`. Not seeing it in time is not an
 /// error (the event is stored and will be applied); it is logged.
-async fn settle(state: &ApiState, seq: u64) -> Result<(), ApiError> {
+pub(crate) async fn settle(state: &ApiState, seq: u64) -> Result<(), ApiError> {
     if !cursor::wait_for(&state.pool, postgres::PROJECTION, seq, state.projection_wait).await? {
         tracing::warn!(seq, wait = ?state.projection_wait, "projection did not catch up in time");
     }

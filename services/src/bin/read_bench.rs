@@ -9,14 +9,22 @@
 //! printing p50/p99 latency and requests/s of each call beside the issue's
 //! targets.
 //!
+//! Then it puts `--page-websites` of them, each with a past outage, on a
+//! public status page and offers `/status/<slug>.json` (the page's data, no
+//! token) and `/status/<slug>` (its HTML) `--offered` requests a second
+//! (open loop: a request every 1/offered s, whatever the answers do), and
+//! prints p50/p99 and the requests/s answered beside the target (p99 <
+//! 100 ms at 200 requests/s).
+//!
 //! It uses the test set's PostgreSQL (a fresh database per run), NATS
 //! (`TEST_NATS_URL`; its streams are reset) and Redis (`TEST_REDIS_URL`).
 
 use anyhow::Context;
 use chrono::{Duration as ChronoDuration, Utc};
+use events::status_page::{PageGroup, PageWebsite, Slug};
 use events::{
-    CheckCompleted, Envelope, Event, FailureCause, IntervalSecs, RegionAdded, RegionName, TimeoutMs, WebsiteAdded,
-    WebsiteName, WebsiteUrl,
+    CheckCompleted, Envelope, Event, FailureCause, IntervalSecs, RegionAdded, RegionName, SiteDown, SiteUp,
+    StatusPageCreated, TimeoutMs, WebsiteAdded, WebsiteName, WebsiteUrl,
 };
 use poem::listener::TcpAcceptor;
 use poem::Server;
@@ -43,7 +51,16 @@ struct Options {
     /// Every K-th website is down.
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
     down_every: u64,
+    /// Websites on the measured status page.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=500))]
+    page_websites: u32,
+    /// Requests a second offered to the status page.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=5000))]
+    offered: u32,
 }
+
+/// The status page's p99 target in milliseconds, at 200 requests/s.
+const PAGE_TARGET_MS: f64 = 100.0;
 
 /// The calls measured, with the issue's p99 target in milliseconds.
 const CALLS: &[(&str, &str, f64)] = &[
@@ -197,6 +214,106 @@ async fn report(base: &str, token: &str, websites: u64, options: &Options) -> an
     Ok(())
 }
 
+/// Puts the first `count` websites on a status page `bench`, each with an
+/// outage of ten minutes some days ago, as events, and waits for the
+/// projection.
+async fn status_page(bus: &Bus, pool: &sqlx::PgPool, region: &RegionName, count: u32) -> anyhow::Result<()> {
+    let ids: Vec<uuid::Uuid> = sqlx::query_scalar("select id from websites order by created_at, id limit $1")
+        .bind(i64::from(count))
+        .fetch_all(pool)
+        .await?;
+    let now = Utc::now();
+    for (n, id) in ids.iter().enumerate() {
+        let started_at = now - ChronoDuration::days(1 + (n as i64 % 80)) - ChronoDuration::minutes(n as i64);
+        let ended_at = started_at + ChronoDuration::minutes(10);
+        let down = SiteDown {
+            website_id: *id,
+            region: region.clone(),
+            started_at,
+            cause: Some(FailureCause::Timeout),
+            status_code: None,
+            message: None,
+        };
+        let up = SiteUp { website_id: *id, region: region.clone(), started_at, ended_at, downtime_seconds: 600 };
+        bus.publish(&Envelope::new(Event::SiteDown(down), now), None).await?;
+        bus.publish(&Envelope::new(Event::SiteUp(up), now), None).await?;
+    }
+    let websites = ids
+        .iter()
+        .enumerate()
+        .map(|(n, id)| PageWebsite { website_id: *id, name: format!("Service {n}"), show_url: false })
+        .collect();
+    let page = Event::StatusPageCreated(StatusPageCreated {
+        page_id: uuid::Uuid::now_v7(),
+        slug: Slug::parse("bench").map_err(|e| anyhow::anyhow!("{e}"))?,
+        title: "Bench status".into(),
+        description: None,
+        logo_url: None,
+        groups: vec![PageGroup { name: "Services".into(), websites }],
+    });
+    let seq = bus.publish(&Envelope::new(page, now), None).await?;
+    projections::cursor::wait_for(pool, projections::postgres::PROJECTION, seq, Duration::from_secs(60)).await?;
+    Ok(())
+}
+
+/// Latencies (ms), requests/s answered and failures of `path` offered
+/// `rate` requests a second for `seconds`, without a token.
+async fn measure_offered(base: &str, path: &str, rate: u32, seconds: u64) -> anyhow::Result<(Vec<f64>, f64, u64)> {
+    let client = reqwest::Client::builder().pool_max_idle_per_host(256).build()?;
+    let url = format!("{base}{path}");
+    client.get(&url).send().await?.bytes().await?;
+    let started = Instant::now();
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate)));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut tasks = tokio::task::JoinSet::new();
+    while started.elapsed() < Duration::from_secs(seconds) {
+        ticker.tick().await;
+        let (client, url) = (client.clone(), url.clone());
+        tasks.spawn(async move {
+            let sent = Instant::now();
+            let ok = match client.get(&url).send().await {
+                Ok(response) => response.status().is_success() && response.bytes().await.is_ok(),
+                Err(_) => false,
+            };
+            (sent.elapsed().as_secs_f64() * 1000.0, ok)
+        });
+    }
+    let (mut all, mut failed) = (Vec::new(), 0u64);
+    while let Some(done) = tasks.join_next().await {
+        let (ms, ok) = done?;
+        all.push(ms);
+        failed += u64::from(!ok);
+    }
+    let answered = all.len() as f64 / started.elapsed().as_secs_f64();
+    all.sort_by(|a, b| a.total_cmp(b));
+    Ok((all, answered, failed))
+}
+
+async fn report_page(base: &str, options: &Options) -> anyhow::Result<()> {
+    let offered = options.offered;
+    println!(
+        "
+status page of {} websites, {offered} req/s offered for {} s (no token):",
+        options.page_websites, options.seconds
+    );
+    println!("  {:<16} {:>9} {:>9} {:>10} {:>8}  target", "call", "p50 ms", "p99 ms", "req/s", "failed");
+    for (name, path) in [("page data .json", "/status/bench.json"), ("page HTML", "/status/bench")] {
+        let (times, rate, failed) = measure_offered(base, path, offered, options.seconds).await?;
+        let p99 = percentile(&times, 99.0);
+        let verdict = if p99 < PAGE_TARGET_MS && rate >= 0.95 * f64::from(offered) { "met" } else { "missed" };
+        println!(
+            "  {name:<16} {:>9.1} {:>9.1} {:>10.0} {:>8}  p99 < {PAGE_TARGET_MS} ms at 200 req/s: {verdict}",
+            percentile(&times, 50.0),
+            p99,
+            rate,
+            failed
+        );
+    }
+    let html = reqwest::Client::new().get(format!("{base}/status/bench")).send().await?.bytes().await?;
+    println!("  the page's HTML is {} KiB (target < 50 KB)", html.len() / 1024);
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     services::runtime::init_tracing();
@@ -264,6 +381,8 @@ async fn main() -> anyhow::Result<()> {
         .bytes()
         .await?;
     println!("\n  a page of 50 is {} KiB; the summary answers in one small body", bytes.len() / 1024);
+    status_page(&bus, &pool, &region, options.page_websites).await?;
+    report_page(&base, &options).await?;
     cancel.cancel();
     sqlx::query(&format!("drop database if exists {db_name} with (force)")).execute(&admin).await.ok();
     Ok(())

@@ -197,7 +197,14 @@ async fn apply(store: &ScheduleStore, seq: u64, event: &Event) -> anyhow::Result
         | Event::MaintenanceUpdated(_)
         | Event::MaintenanceEnded(_)
         | Event::MaintenanceRemoved(_)
-        | Event::CertificateExpiring(_) => Applied::AlreadyApplied,
+        | Event::CertificateExpiring(_)
+        | Event::StatusPageCreated(_)
+        | Event::StatusPageUpdated(_)
+        | Event::StatusPageRemoved(_)
+        | Event::StatusSubscriberAdded(_)
+        | Event::StatusSubscriberConfirmed(_)
+        | Event::StatusSubscriberRemoved(_)
+        | Event::IncidentUpdatePosted(_) => Applied::AlreadyApplied,
     };
     if applied == Applied::Unknown {
         tracing::warn!(seq, "change for a website the schedule does not know; reconciliation will repair it");

@@ -18,6 +18,10 @@ pub enum Kind {
     Test,
     /// A certificate about to expire.
     Certificate,
+    /// A status page subscriber's confirmation link.
+    Confirm,
+    /// An incident of a status page's website, to its subscribers.
+    Status,
 }
 
 impl Kind {
@@ -27,6 +31,8 @@ impl Kind {
             Kind::Up => "up",
             Kind::Test => "test",
             Kind::Certificate => "certificate",
+            Kind::Confirm => "confirm",
+            Kind::Status => "status",
         }
     }
 }

@@ -24,6 +24,10 @@
 //!   marked, and every message carries the event id (Message-ID,
 //!   `webhook-id`) for that case.
 //!
+//! Confirmed subscribers of the public status pages showing the website
+//! get one mail when its outage starts and one when it ends
+//! ([`subscribers`]), under the same maintenance and age rules.
+//!
 //! Transitions older than `NOTIFY_MAX_AGE_MINUTES` are recorded without an
 //! alert, so a replay, or a first start on old history, does not alert the
 //! past.
@@ -34,6 +38,7 @@ pub mod message;
 pub mod outbox;
 pub mod plan;
 pub mod settings;
+pub mod subscribers;
 
 pub use plan::POSITION;
 
@@ -59,9 +64,10 @@ pub async fn serve(deps: Deps, settings: NotifyConfig, cancel: CancellationToken
     let Deps { bus, pool, sealer, .. } = deps;
     // The planner wakes the sender after committing new rows.
     let wake = Arc::new(Notify::new());
+    let planner = Planner::new(settings, wake.clone()).with_sealer(sealer.clone());
     let sender = Sender { pool: pool.clone(), bus: bus.clone(), transports, sealer };
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(runner::run(bus, pool, Planner::new(settings, wake.clone()), MAX_BATCH, cancel.clone()));
+    tasks.spawn(runner::run(bus, pool, planner, MAX_BATCH, cancel.clone()));
     tasks.spawn(outbox::send_loop(sender, wake, cancel.clone()));
     while let Some(joined) = tasks.join_next().await {
         joined.context("notification task panicked")??;

@@ -223,7 +223,10 @@ struct ChannelRow {
 /// One attempt of one row, and its outcome recorded.
 async fn attempt(sender: &Sender, row: Leased) -> anyhow::Result<()> {
     let started = Instant::now();
-    let outcome = if row.channel_id == WEBSITE_EMAILS {
+    // A website's own emails and status page subscribers' mails carry their
+    // recipients; every other row goes to its channel.
+    let addressed = row.channel_id == WEBSITE_EMAILS || matches!(row.kind.as_str(), "confirm" | "status");
+    let outcome = if addressed {
         let recipients: Vec<String> =
             row.message.get("recipients").and_then(|r| serde_json::from_value(r.clone()).ok()).unwrap_or_default();
         sender.transports.send(row.event_id, Destination::Recipients(&recipients), &row.message).await

@@ -13,6 +13,7 @@ use super::email::{self, Site};
 use super::message::{Alert, Change};
 use super::outbox::{self, Planned, WEBSITE_EMAILS};
 use crate::config::NotifyConfig;
+use crate::secrets::Sealer;
 use chrono::{DateTime, Utc};
 use events::outage::{self, Outage, RegionChange, WebsiteChange};
 use events::subject::{INCIDENTS, MONITOR_STREAM};
@@ -30,6 +31,9 @@ pub const POSITION: &str = "notification";
 /// Plans the alerts of the incidents on MONITOR.
 pub struct Planner {
     settings: NotifyConfig,
+    /// Derives the unsubscribe links of status page subscribers' mails;
+    /// without it (a planner built for a test) they are not mailed.
+    sealer: Option<Sealer>,
     /// Woken after a batch with transitions commits, so the sender does
     /// not wait for its next poll.
     wake: Arc<Notify>,
@@ -37,7 +41,12 @@ pub struct Planner {
 
 impl Planner {
     pub fn new(settings: NotifyConfig, wake: Arc<Notify>) -> Self {
-        Self { settings, wake }
+        Self { settings, wake, sealer: None }
+    }
+
+    /// Mails status page subscribers too, with links derived by `sealer`.
+    pub fn with_sealer(self, sealer: Sealer) -> Self {
+        Self { sealer: Some(sealer), ..self }
     }
 }
 
@@ -50,7 +59,7 @@ impl Handler for Planner {
     async fn apply(&self, tx: &mut Transaction<'_, Postgres>, events: &[StreamEvent]) -> Result<(), Error> {
         for event in events {
             if let Some(change) = RegionChange::of(&event.envelope.event) {
-                plan(tx, &self.settings, &event.envelope, change).await?;
+                plan(tx, &self.settings, self.sealer.as_ref(), &event.envelope, change).await?;
             } else if let Event::CertificateExpiring(expiring) = &event.envelope.event {
                 plan_certificate(tx, &self.settings, &event.envelope, expiring).await?;
             }
@@ -133,6 +142,7 @@ struct Decision<'a> {
 async fn plan(
     tx: &mut Transaction<'_, Postgres>,
     settings: &NotifyConfig,
+    sealer: Option<&Sealer>,
     envelope: &Envelope,
     change: RegionChange<'_>,
 ) -> Result<(), Error> {
@@ -182,8 +192,16 @@ async fn plan(
                     in_window(*started_at).or_else(|| in_window(*ended_at))
                 }
             };
+            let quiet = maintenance.is_some() || too_old(settings, envelope);
             let plan = Plan { website_change, website_id, website, maintenance };
             queue_all(tx, settings, envelope, change, plan, &mut decision).await?;
+            // Status page subscribers hear of it under the same rules as
+            // the website's own destinations, whoever those are.
+            if let (Some(sealer), false) = (sealer, quiet) {
+                let public_url = &settings.public_url;
+                super::subscribers::queue_incident(tx, sealer, public_url, envelope, website_id, website_change)
+                    .await?;
+            }
         }
     }
     let kind = match change {
@@ -324,8 +342,7 @@ fn gate(
     } else if let Some(window) = maintenance {
         Some(format!("maintenance: during window '{window}'"))
     } else {
-        let max_age = chrono::Duration::from_std(settings.max_age).unwrap_or(chrono::Duration::MAX);
-        (Utc::now() - envelope.occurred_at > max_age).then(|| {
+        too_old(settings, envelope).then(|| {
             let minutes = settings.max_age.as_secs() / 60;
             format!("older than NOTIFY_MAX_AGE_MINUTES ({minutes} min) when planned; recorded without alerts")
         })
@@ -336,6 +353,13 @@ fn gate(
         destination.planned = false;
     }
     false
+}
+
+/// Whether a transition is older than `NOTIFY_MAX_AGE_MINUTES`: recorded,
+/// not sent.
+fn too_old(settings: &NotifyConfig, envelope: &Envelope) -> bool {
+    let max_age = chrono::Duration::from_std(settings.max_age).unwrap_or(chrono::Duration::MAX);
+    Utc::now() - envelope.occurred_at > max_age
 }
 
 /// Queues the alert for every planned destination.
