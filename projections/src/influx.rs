@@ -9,8 +9,9 @@
 //!
 //! Fields: `response_ms` (integer, absent without a response), `up`
 //! (integer 1/0, so it aggregates), `status_code` (integer), `cause` and
-//! `message` (strings, on failures), `lateness_ms` and `lateness_us` (start
-//! minus schedule). With the tags and the time they hold the whole
+//! `message` (strings, on failures), `lateness_us` (start minus schedule;
+//! points written by earlier versions have `lateness_ms`). Every field is a
+//! column InfluxDB compacts, so there are no more than these. With the tags and the time they hold the whole
 //! CheckCompleted but the certificate's expiry, so [`Influx::checks`] gives
 //! the results back for recomputing (the what-if uptime).
 
@@ -427,13 +428,9 @@ fn filter(website_id: Uuid, region: Option<&RegionName>, days: u32) -> String {
 
 /// The line-protocol line of one check (no trailing newline).
 pub fn line(check: &CheckCompleted) -> String {
-    let lateness = (check.started_at - check.scheduled_at).num_milliseconds();
-    let lateness_us = (check.started_at - check.scheduled_at).num_microseconds().unwrap_or(lateness * 1000);
-    let mut fields = vec![
-        ("up", Field::Integer(i64::from(check.up))),
-        ("lateness_ms", Field::Integer(lateness)),
-        ("lateness_us", Field::Integer(lateness_us)),
-    ];
+    let lateness = check.started_at - check.scheduled_at;
+    let lateness_us = lateness.num_microseconds().unwrap_or(lateness.num_milliseconds().saturating_mul(1000));
+    let mut fields = vec![("up", Field::Integer(i64::from(check.up))), ("lateness_us", Field::Integer(lateness_us))];
     if let Some(ms) = check.response_ms {
         fields.push(("response_ms", Field::Integer(i64::from(ms))));
     }
@@ -634,7 +631,7 @@ mod tests {
         assert_eq!(
             line(&check),
             "checks,website_id=00000000-0000-0000-0000-000000000000,region=eu-west \
-             up=0i,lateness_ms=7i,lateness_us=7000i,response_ms=42i,status_code=503i,cause=\"http_status\",\
+             up=0i,lateness_us=7000i,response_ms=42i,status_code=503i,cause=\"http_status\",\
              message=\"refused\" 1700000000123000"
         );
     }

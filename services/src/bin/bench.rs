@@ -503,7 +503,8 @@ async fn main() -> anyhow::Result<()> {
         same(&live.points, &replayed.points)
     );
     println!(
-        "  MONITOR -> postgres       {monitor_rate:>9.0} events/s   (target 100000; websites {})",
+        "  MONITOR -> postgres       {monitor_rate:>9.0} events/s   (target 100000; websites {}; status_since is \
+         dated by the batch that changed the status)",
         same(&live.websites, &replayed.websites)
     );
     replaying.cancel();
@@ -543,7 +544,7 @@ impl Snapshot {
         .fetch_one(pool)
         .await?;
         let websites: (i64, Option<String>) = sqlx::query_as(
-            "select count(*), md5(string_agg(concat_ws('/', id, url, name, status, status_since, interval_seconds),
+            "select count(*), md5(string_agg(concat_ws('/', id, url, name, status, interval_seconds),
                     ',' order by id)) from websites",
         )
         .fetch_one(pool)
