@@ -92,6 +92,16 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             message: "request body is empty; expected a JSON object".into(),
         });
     }
+    // Every body is an object; serde would also build a struct from an
+    // array of its fields in order (`[]` for one whose fields are all
+    // optional), which the schema does not allow.
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first.is_some_and(|b| *b == b'[') {
+        return Err(ApiError::BadRequest {
+            code: "invalid_body",
+            message: "request body must be a JSON object, not an array".into(),
+        });
+    }
     serde_json::from_slice(bytes).map_err(|e| {
         use serde_json::error::Category;
         match e.classify() {
@@ -333,6 +343,18 @@ mod tests {
             let time: DateTime<Utc> = raw.parse().unwrap_or_default();
             assert_eq!(Timestamp(time).to_json(), serde_json::to_value(time).ok(), "{raw}");
         }
+    }
+
+    #[test]
+    fn an_array_is_refused_where_an_object_of_optional_fields_is_expected() {
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Changes {
+            name: Option<String>,
+        }
+        assert!(matches!(decode::<Changes>(b" []"), Err(ApiError::BadRequest { code: "invalid_body", .. })));
+        assert!(matches!(decode::<Changes>(b"[\"x\"]"), Err(ApiError::BadRequest { code: "invalid_body", .. })));
+        assert!(decode::<Changes>(b"{}").is_ok());
     }
 
     #[test]
