@@ -30,6 +30,11 @@ pub const MEASUREMENT: &str = "checks";
 /// writer (or a shutdown) for longer.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The retention policy of the raw points: the database's default.
+const RAW_POLICY: &str = "autogen";
+/// Dropping the checks of many websites rewrites every file and index of
+/// the measurement: minutes on a large database, not the seconds of a query.
+const DROP_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
 #[derive(Clone)]
 pub struct Influx {
@@ -52,11 +57,21 @@ pub struct Rollup {
     pub measurement: &'static str,
     /// Minutes per point.
     pub minutes: u32,
+    /// Minutes between two runs of its query, and minutes each run covers
+    /// (the last buckets again, for points written late). A run visits
+    /// every website's series however few points it finds, so the runs
+    /// are spaced: one a minute costs seconds of CPU a minute at 56,000
+    /// websites.
+    every: u32,
+    covers: u32,
 }
 
-/// One point a minute (windows up to a week), one an hour (longer ones).
-pub const ROLLUP_LEVELS: [Rollup; 2] =
-    [Rollup { measurement: "checks_1m", minutes: 1 }, Rollup { measurement: "checks_1h", minutes: 60 }];
+/// One point a minute (windows up to a week), one an hour (longer ones,
+/// from the minute points: 60 times fewer to read).
+pub const ROLLUP_LEVELS: [Rollup; 2] = [
+    Rollup { measurement: "checks_1m", minutes: 1, every: 10, covers: 15 },
+    Rollup { measurement: "checks_1h", minutes: 60, every: 60, covers: 120 },
+];
 
 /// The rollup a series over `days` reads: none for a day (every check), the
 /// minute one up to a week, the hour one beyond.
@@ -130,26 +145,44 @@ impl Influx {
         let db = quote_ident(&self.database);
         self.execute(&format!("CREATE DATABASE {db}")).await?;
         let duration = if self.retention_days == 0 { "INF".to_owned() } else { format!("{}d", self.retention_days) };
+        // Each statement, and what replaces it when a different one of that
+        // name exists (a continuous query of an earlier version; the same
+        // definition again is not an error).
         let mut statements = vec![
-            format!("ALTER RETENTION POLICY \"autogen\" ON {db} DURATION {duration}"),
-            format!("CREATE RETENTION POLICY {} ON {db} DURATION INF REPLICATION 1", quote_ident(ROLLUPS)),
+            (format!("ALTER RETENTION POLICY {} ON {db} DURATION {duration}", quote_ident(RAW_POLICY)), None),
+            (format!("CREATE RETENTION POLICY {} ON {db} DURATION INF REPLICATION 1", quote_ident(ROLLUPS)), None),
         ];
+        let mut source = format!("\"{MEASUREMENT}\"");
+        let mut count = "count(\"up\")";
         for rollup in ROLLUP_LEVELS {
-            let into = format!("{db}.{}.{}", quote_ident(ROLLUPS), quote_ident(rollup.measurement));
-            statements.push(format!(
-                "CREATE CONTINUOUS QUERY {} ON {db} BEGIN SELECT mean(\"response_ms\") AS \"response_ms\", \
-                 min(\"up\") AS \"up\", max(\"status_code\") AS \"status_code\", count(\"up\") AS \"checks\" \
-                 INTO {into} FROM \"{MEASUREMENT}\" GROUP BY time({}m), * END",
-                quote_ident(rollup.measurement),
-                rollup.minutes
-            ));
+            let name = quote_ident(rollup.measurement);
+            let into = format!("{db}.{}.{name}", quote_ident(ROLLUPS));
+            let create = format!(
+                "CREATE CONTINUOUS QUERY {name} ON {db} RESAMPLE EVERY {}m FOR {}m BEGIN \
+                 SELECT mean(\"response_ms\") AS \"response_ms\", min(\"up\") AS \"up\", \
+                 max(\"status_code\") AS \"status_code\", {count} AS \"checks\" \
+                 INTO {into} FROM {source} GROUP BY time({}m), * END",
+                rollup.every, rollup.covers, rollup.minutes
+            );
+            statements.push((create, Some(format!("DROP CONTINUOUS QUERY {name} ON {db}"))));
+            source = into;
+            count = "sum(\"checks\")";
         }
-        for statement in statements {
-            match self.execute(&statement).await {
-                Ok(_) => {}
-                // Created by an earlier start: the same definition.
-                Err(InfluxError::Statement(e)) if e.contains("already exists") => {}
-                Err(e) => tracing::warn!(error = %e, statement, "InfluxDB keeps raw points only"),
+        for (statement, drop_earlier) in statements {
+            let replaced = match (self.execute(&statement).await, drop_earlier) {
+                (Ok(_), _) => Ok(()),
+                (Err(InfluxError::Statement(e)), Some(earlier)) if e.contains("already exists") => {
+                    match self.execute(&earlier).await {
+                        Ok(_) => self.execute(&statement).await.map(drop),
+                        Err(e) => Err(e),
+                    }
+                }
+                // Created by an earlier start.
+                (Err(InfluxError::Statement(e)), None) if e.contains("already exists") => Ok(()),
+                (Err(e), _) => Err(e),
+            };
+            if let Err(e) = replaced {
+                tracing::warn!(error = %e, statement, "InfluxDB keeps raw points only");
             }
         }
         Ok(())
@@ -182,13 +215,39 @@ impl Influx {
         }
     }
 
-    /// Drops every point (before a replay of CHECKS). Some versions refuse
-    /// to drop a measurement that does not exist, so it is looked up first.
+    /// Drops every raw point (before a replay of CHECKS); the rollups stay.
+    /// The raw points are all the default retention policy holds, so its
+    /// shards are dropped: files removed, where `DROP MEASUREMENT` rewrites
+    /// every file and index (minutes for many websites). A server that
+    /// refuses (a user without the right) gets `DROP MEASUREMENT`.
     pub async fn drop_checks(&self) -> Result<()> {
+        let shards = self.select("SHOW SHARDS").await?;
+        let raw = shards.iter().filter(|s| s.name == self.database).flat_map(Series::rows).filter_map(|row| {
+            (row.text("retention_policy").as_deref() == Some(RAW_POLICY)).then(|| row.integer("id")).flatten()
+        });
+        let mut dropped = Ok(());
+        for id in raw.collect::<Vec<_>>() {
+            dropped = self.execute(&format!("DROP SHARD {id}")).await.map(drop);
+            if dropped.is_err() {
+                break;
+            }
+        }
+        match dropped {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                tracing::warn!(error = %e, "dropping the raw points' shards failed; dropping the measurement");
+                self.drop_measurement().await
+            }
+        }
+    }
+
+    /// Drops the raw points' measurement. Some versions refuse to drop a
+    /// measurement that does not exist, so it is looked up first.
+    async fn drop_measurement(&self) -> Result<()> {
         let show = format!("SHOW MEASUREMENTS WITH MEASUREMENT = {}", quote_ident(MEASUREMENT));
         let exists = self.select(&show).await?.into_iter().any(|s| !s.values.is_empty());
         if exists {
-            self.execute(&format!("DROP MEASUREMENT {}", quote_ident(MEASUREMENT))).await?;
+            self.execute_within(&format!("DROP MEASUREMENT {}", quote_ident(MEASUREMENT)), DROP_TIMEOUT).await?;
         }
         Ok(())
     }
@@ -384,8 +443,14 @@ impl Influx {
 
     /// Runs a statement that changes something (POST, as the API asks).
     async fn execute(&self, statement: &str) -> Result<Vec<Series>, InfluxError> {
+        self.execute_within(statement, REQUEST_TIMEOUT).await
+    }
+
+    /// [`Self::execute`] with a timeout of its own.
+    async fn execute_within(&self, statement: &str, timeout: Duration) -> Result<Vec<Series>, InfluxError> {
         let request = self
             .request(reqwest::Method::POST, "query")
+            .timeout(timeout)
             .query(&[("db", self.database.as_str())])
             .form(&[("q", statement)]);
         query_response(request).await
@@ -519,6 +584,8 @@ fn quote_ident(name: &str) -> String {
 /// One series of a query result.
 #[derive(Debug, Deserialize)]
 struct Series {
+    #[serde(default)]
+    name: String,
     #[serde(default)]
     tags: HashMap<String, String>,
     #[serde(default)]

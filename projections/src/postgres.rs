@@ -468,7 +468,7 @@ async fn add_websites(tx: &mut Transaction<'_, Postgres>, added: &[(i64, DateTim
          select r.id, g.name
          from jsonb_to_recordset($1) as r(id uuid, regions jsonb)
          cross join lateral jsonb_array_elements_text(r.regions) as g(name)
-         where r.id = any($2) and exists (select 1 from regions where name = g.name)
+         where r.id in (select unnest($2::uuid[])) and exists (select 1 from regions where name = g.name)
          on conflict do nothing",
     )
     .bind(&rows)

@@ -51,11 +51,11 @@ impl Handler for StatusProjection {
         // Before the first write: the monitor's projection also writes the
         // status (see `overview`).
         overview::lock_status(tx).await?;
-        write_newest(tx, &newest).await?;
-        let mut websites: Vec<Uuid> = newest.iter().map(|c| c.website_id).collect();
-        websites.sort_unstable();
-        websites.dedup();
-        overview::refresh_status(tx, &websites, None).await
+        // Only a region gone up or down (or checked the first time) can
+        // change a website's status.
+        let mut flipped = write_newest(tx, &newest).await?;
+        flipped.sort_unstable();
+        overview::refresh_status(tx, &flipped, None).await
     }
 
     async fn reset(&self, tx: &mut Transaction<'_, Postgres>) -> Result<()> {
@@ -69,10 +69,11 @@ impl Handler for StatusProjection {
     }
 }
 
-/// Writes each result unless the row already holds a newer one.
-async fn write_newest(tx: &mut Transaction<'_, Postgres>, checks: &[&CheckCompleted]) -> Result<()> {
+/// Writes each result unless the row already holds a newer one; returns
+/// the websites of which a region's up/down changed or was written first.
+async fn write_newest(tx: &mut Transaction<'_, Postgres>, checks: &[&CheckCompleted]) -> Result<Vec<Uuid>> {
     if checks.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let mut ids = Vec::with_capacity(checks.len());
     let mut regions = Vec::with_capacity(checks.len());
@@ -96,17 +97,27 @@ async fn write_newest(tx: &mut Transaction<'_, Postgres>, checks: &[&CheckComple
     }
     // Results of websites already removed are not projected: the row
     // would outlive its website.
-    sqlx::query(
-            "insert into latest_status (website_id, region, up, scheduled_at, checked_at, response_ms, status_code, cause, message)
-             select b.* from unnest($1::uuid[], $2::text[], $3::bool[], $4::timestamptz[], $5::timestamptz[],
-                                    $6::int[], $7::int[], $8::text[], $9::text[])
-                  as b(website_id, region, up, scheduled_at, checked_at, response_ms, status_code, cause, message)
-             where exists (select 1 from websites w where w.id = b.website_id)
-             on conflict (website_id, region) do update set
-                up = excluded.up, scheduled_at = excluded.scheduled_at, checked_at = excluded.checked_at,
-                response_ms = excluded.response_ms, status_code = excluded.status_code,
-                cause = excluded.cause, message = excluded.message
-             where latest_status.scheduled_at < excluded.scheduled_at",
+    // `before` reads the rows as they were when the statement started.
+    let flipped = sqlx::query_scalar(
+            "with b as (
+                select * from unnest($1::uuid[], $2::text[], $3::bool[], $4::timestamptz[], $5::timestamptz[],
+                                     $6::int[], $7::int[], $8::text[], $9::text[])
+                     as b(website_id, region, up, scheduled_at, checked_at, response_ms, status_code, cause, message)
+                where exists (select 1 from websites w where w.id = b.website_id)
+             ), before as (
+                select l.website_id, l.region, l.up from latest_status l join b using (website_id, region)
+             ), written as (
+                insert into latest_status (website_id, region, up, scheduled_at, checked_at, response_ms, status_code, cause, message)
+                select * from b
+                on conflict (website_id, region) do update set
+                   up = excluded.up, scheduled_at = excluded.scheduled_at, checked_at = excluded.checked_at,
+                   response_ms = excluded.response_ms, status_code = excluded.status_code,
+                   cause = excluded.cause, message = excluded.message
+                where latest_status.scheduled_at < excluded.scheduled_at
+                returning website_id, region, up
+             )
+             select distinct w.website_id from written w left join before o using (website_id, region)
+             where o.up is distinct from w.up",
         )
         .bind(&ids)
         .bind(&regions)
@@ -117,9 +128,9 @@ async fn write_newest(tx: &mut Transaction<'_, Postgres>, checks: &[&CheckComple
         .bind(&status)
         .bind(&causes)
         .bind(&messages)
-        .execute(&mut **tx)
+        .fetch_all(&mut **tx)
         .await?;
-    Ok(())
+    Ok(flipped)
 }
 
 #[cfg(test)]

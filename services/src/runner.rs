@@ -32,8 +32,6 @@ use tokio_util::sync::CancellationToken;
 /// as it can, and fewer, larger transactions write less (the latest status
 /// keeps one row per website and region however many results a batch has).
 pub const REPLAY_BATCH: usize = 100_000;
-/// Messages a replay gathers before applying them.
-const REPLAY_MESSAGES: usize = 20_000;
 
 /// Runs `handler` until `cancel` fires, restarting with backoff after any
 /// error; batches hold at most `max_batch` events.
@@ -121,6 +119,8 @@ enum Batch {
 }
 
 /// One pass: from the stored position to `until` (or until cancelled).
+/// Reading and decoding run ahead in a task of their own ([`read_ahead`]),
+/// so the next events are ready when a transaction commits.
 async fn pass<H: Handler>(
     bus: &Bus,
     pool: &PgPool,
@@ -134,51 +134,22 @@ async fn pass<H: Handler>(
     if until.is_some_and(|target| position >= target) {
         return Ok(Pass::Reached);
     }
-    let mut batches = follow::after(bus, H::STREAM, position, H::FILTER, max_batch).await?;
-    while let Some(mut batch) = batches.next(cancel).await? {
-        // A replay knows there is more: it gathers messages up to a large
-        // batch (each pull delivers only a few hundred), where a follower
-        // applies what is ready at once.
-        if let Some(target) = until {
-            let gathering = std::time::Instant::now();
-            while batch.len() < REPLAY_MESSAGES && batch.last().is_some_and(|(seq, _)| *seq < target) {
-                match batches.next(cancel).await? {
-                    Some(more) => batch.extend(more),
-                    None => break,
-                }
+    let batches = follow::after(bus, H::STREAM, position, H::FILTER, max_batch).await?;
+    // Dropped on return, which stops the reading task.
+    let reading = cancel.child_token();
+    let _stop_reading = reading.clone().drop_guard();
+    let mut chunks = read_ahead::<H>(batches, position, until, max_batch, reading);
+    while let Some(chunk) = chunks.recv().await {
+        let Chunk { events, last, lag } = chunk?;
+        match apply_batch(pool, handler, position, last, &events).await? {
+            Batch::Applied { offset } => {
+                tracing::debug!(handler = name, offset, events = events.len(), "applied");
+                position = offset;
+                crate::metrics::reader_at(name, position, lag);
             }
-            tracing::debug!(handler = name, messages = batch.len(), took = ?gathering.elapsed(), "gathered");
-        }
-        // A message may hold many events (a batch of checks): a
-        // transaction takes whole messages up to `max_batch` events.
-        // Anything at or before the position is already applied.
-        let from = position;
-        let mut messages = batch.into_iter().filter(|(seq, _)| *seq > from).peekable();
-        while messages.peek().is_some() {
-            let mut events = Vec::new();
-            let mut last = position;
-            while events.len() < max_batch {
-                let Some((seq, message)) = messages.next() else { break };
-                last = seq;
-                for envelope in decode(H::STREAM, seq, &message.subject, &message.payload)? {
-                    events.push(StreamEvent { seq, envelope });
-                }
-            }
-            match apply_batch(pool, handler, position, last, &events).await? {
-                Batch::Applied { offset } => {
-                    tracing::debug!(handler = name, offset, events = events.len(), "applied");
-                    position = offset;
-                    crate::metrics::reader_at(name, position, batches.lag());
-                }
-                Batch::Moved { offset } => {
-                    tracing::info!(
-                        handler = name,
-                        from = position,
-                        to = offset,
-                        "moved by another writer; resuming there"
-                    );
-                    return Ok(Pass::Moved);
-                }
+            Batch::Moved { offset } => {
+                tracing::info!(handler = name, from = position, to = offset, "moved by another writer; resuming there");
+                return Ok(Pass::Moved);
             }
         }
         if until.is_some_and(|target| position >= target) {
@@ -186,6 +157,73 @@ async fn pass<H: Handler>(
         }
     }
     Ok(Pass::Cancelled)
+}
+
+/// Decoded events of whole messages, up to the message at `last`.
+struct Chunk {
+    events: Vec<StreamEvent>,
+    last: u64,
+    lag: follow::Lag,
+}
+
+/// Reads `batches` after `from` and decodes them in a task of its own,
+/// handing over whole messages' events up to `max_batch` at a time (a
+/// message may hold many events: a batch of checks). A follower gets what
+/// is ready at once; a replay (`until`) gets full chunks until the target.
+/// An error is handed over and ends the reading; so does `cancel`.
+fn read_ahead<H: Handler>(
+    mut batches: follow::Batches,
+    from: u64,
+    until: Option<u64>,
+    max_batch: usize,
+    cancel: CancellationToken,
+) -> tokio::sync::mpsc::Receiver<anyhow::Result<Chunk>> {
+    let (sender, receiver) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(async move {
+        let mut events = Vec::new();
+        // The last message read, and the last handed over.
+        let (mut last, mut handed) = (from, from);
+        loop {
+            let batch = match batches.next(&cancel).await {
+                Ok(Some(batch)) => batch,
+                Ok(None) => return,
+                Err(e) => {
+                    let _ = sender.send(Err(e)).await;
+                    return;
+                }
+            };
+            // Anything at or before the position is already applied.
+            for (seq, message) in batch.into_iter().filter(|(seq, _)| *seq > from) {
+                match decode(H::STREAM, seq, &message.subject, &message.payload) {
+                    Ok(envelopes) => events.extend(envelopes.into_iter().map(|envelope| StreamEvent { seq, envelope })),
+                    Err(e) => {
+                        let _ = sender.send(Err(e)).await;
+                        return;
+                    }
+                }
+                last = seq;
+                let full = events.len() >= max_batch;
+                let ready = until.is_some_and(|target| last >= target);
+                if full || ready {
+                    let chunk = Chunk { events: std::mem::take(&mut events), last, lag: batches.lag() };
+                    handed = last;
+                    if sender.send(Ok(chunk)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            // A follower applies what is ready (also a position past
+            // events this build skips).
+            if until.is_none() && last > handed {
+                let chunk = Chunk { events: std::mem::take(&mut events), last, lag: batches.lag() };
+                handed = last;
+                if sender.send(Ok(chunk)).await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    receiver
 }
 
 /// In one transaction: checks the handler still stands at `position`,

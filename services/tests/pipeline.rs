@@ -11,6 +11,7 @@ use poem::http::{Method, StatusCode};
 use redis::AsyncCommands;
 use serde_json::json;
 use services::{cron, projector, queue, worker};
+use std::collections::HashMap;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -383,20 +384,50 @@ async fn a_week_is_read_from_the_rollup_as_far_as_it_reaches_and_from_the_raw_po
     let (_, day) = stack.call(Method::GET, &format!("/monitor/{id}?days=1"), None).await;
     assert_eq!(day.as_array().map(Vec::len), Some(1), "a day is every raw check: {day}");
 
-    // The rollups are made by continuous queries, created once.
-    let shown: serde_json::Value = reqwest::Client::new()
-        .get(format!("{}/query", stack.config.influxdb.url))
-        .query(&[("q", "SHOW CONTINUOUS QUERIES")])
-        .send()
-        .await
-        .expect("query")
-        .json()
-        .await
-        .expect("json");
-    for name in ["checks_1m", "checks_1h"] {
-        assert!(shown.to_string().contains(name), "{name} missing: {shown}");
-    }
+    // The rollups are made by continuous queries, created once, run every
+    // 10 minutes (the minute one) and every hour from the minute points.
+    let db = &stack.config.influxdb.bucket;
+    let queries = || async {
+        let shown: serde_json::Value = reqwest::Client::new()
+            .get(format!("{}/query", stack.config.influxdb.url))
+            .query(&[("q", "SHOW CONTINUOUS QUERIES")])
+            .send()
+            .await
+            .expect("query")
+            .json()
+            .await
+            .expect("json");
+        let series = shown["results"][0]["series"].as_array().cloned().unwrap_or_default();
+        let ours = series.iter().find(|s| s["name"] == db.as_str()).cloned().unwrap_or_default();
+        let rows = ours["values"].as_array().cloned().unwrap_or_default();
+        rows.iter()
+            .map(|row| (row[0].as_str().unwrap_or_default().to_owned(), row[1].as_str().unwrap_or_default().to_owned()))
+            .collect::<HashMap<String, String>>()
+    };
+    let shown = queries().await;
+    assert!(shown["checks_1m"].contains("RESAMPLE EVERY 10m FOR 15m"), "{shown:?}");
+    assert!(shown["checks_1h"].contains(&format!("FROM {db}.rollups.checks_1m")), "{shown:?}");
     stack.deps.influx.ensure_database().await.expect("a second start changes nothing");
+    assert_eq!(queries().await, shown);
+
+    // A definition of an earlier version is replaced.
+    let influx = |q: String| {
+        let url = format!("{}/query", stack.config.influxdb.url);
+        async move {
+            let answer = reqwest::Client::new().post(url).form(&[("q", q)]).send().await.expect("statement");
+            let answer = answer.text().await.expect("answer");
+            assert!(!answer.contains("error"), "{answer}");
+        }
+    };
+    influx(format!("DROP CONTINUOUS QUERY checks_1m ON {db}")).await;
+    influx(format!(
+        "CREATE CONTINUOUS QUERY checks_1m ON {db} BEGIN SELECT count(up) AS checks INTO {db}.rollups.checks_1m \
+         FROM checks GROUP BY time(1m), * END"
+    ))
+    .await;
+    assert!(!queries().await["checks_1m"].contains("RESAMPLE"));
+    stack.deps.influx.ensure_database().await.expect("replaced");
+    assert_eq!(queries().await, shown);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -60,6 +60,11 @@ struct Options {
     /// Seconds the bare check loop (the baseline) runs.
     #[arg(long, default_value_t = 15)]
     baseline_secs: u64,
+    /// Only the replays, on what an earlier run left: its database
+    /// (`bench_...`, also its InfluxDB database) and the streams on the
+    /// test set's NATS.
+    #[arg(long, value_name = "DATABASE")]
+    replays_of: Option<String>,
 }
 
 #[derive(Clone)]
@@ -196,6 +201,12 @@ fn memory() -> Vec<(String, u64)> {
 async fn main() -> anyhow::Result<()> {
     services::runtime::init_tracing();
     let options = <Options as clap::Parser>::parse();
+    if let Some(db_name) = &options.replays_of {
+        let config = config_for(db_name, &options)?;
+        let deps = Deps::connect(&config).await?;
+        let checks = checks_in_stream(&deps.bus).await?;
+        return replays(&deps, &config, checks).await;
+    }
     let target_rate = options.websites as f64 / f64::from(options.interval);
     println!(
         "bench: {} websites every {} s (target {:.0} checks/s), target latency {} ms, 1 in {} fails, {} addresses, concurrency {}",
@@ -214,21 +225,9 @@ async fn main() -> anyhow::Result<()> {
     let admin = sqlx::PgPool::connect(&setting("TEST_DATABASE_URL")?).await?;
     let db_name = format!("bench_{stamp}");
     sqlx::query(&format!("create database {db_name}")).execute(&admin).await?;
-    let mut db_url = url::Url::parse(&setting("TEST_DATABASE_URL")?)?;
-    db_url.set_path(&db_name);
-    let redis_url = setting("TEST_REDIS_URL")?;
-    let mut redis = redis::Client::open(redis_url.as_str())?.get_multiplexed_async_connection().await?;
+    let config = config_for(&db_name, &options)?;
+    let mut redis = redis::Client::open(config.redis_url.as_str())?.get_multiplexed_async_connection().await?;
     redis::cmd("FLUSHALL").query_async::<()>(&mut redis).await?;
-    let settings: HashMap<&str, String> = HashMap::from([
-        ("NATS_URL", setting("TEST_NATS_URL")?),
-        ("DATABASE_URL", db_url.to_string()),
-        ("REDIS_URL", redis_url),
-        ("INFLUXDB_URL", setting("TEST_INFLUXDB_URL")?),
-        ("INFLUXDB_BUCKET", db_name.clone()),
-        ("ALLOW_PRIVATE_TARGETS", "true".into()),
-        ("WORKER_CONCURRENCY", options.concurrency.to_string()),
-    ]);
-    let config = Config::from_lookup(|name| settings.get(name).cloned())?;
     let cancel = CancellationToken::new();
     {
         let bus = Bus::connect(&config.nats_url).await?;
@@ -467,13 +466,44 @@ async fn main() -> anyhow::Result<()> {
     // catch up, note what they hold, then rebuild each from its stream.
     cancel.cancel();
     tokio::time::sleep(Duration::from_secs(6)).await;
-    let checks_last = checks_stream.info().await?.state.last_sequence;
-    projections::cursor::wait_for(&pool, projections::status::PROJECTION, checks_last, Duration::from_secs(120))
-        .await?;
-    wait_for_influx(&mut checks_stream, checks_last).await?;
-    let total_checks = counted.load(Ordering::Relaxed);
-    let live = Snapshot::take(&pool, &deps.influx).await?;
+    wait_for_projections(&deps).await?;
     projecting.cancel();
+    replays(&deps, &config, counted.load(Ordering::Relaxed)).await
+}
+
+/// The services' settings on the test set's servers, with the Postgres and
+/// InfluxDB databases `db_name`.
+fn config_for(db_name: &str, options: &Options) -> anyhow::Result<Config> {
+    let mut db_url = url::Url::parse(&setting("TEST_DATABASE_URL")?)?;
+    db_url.set_path(db_name);
+    let settings: HashMap<&str, String> = HashMap::from([
+        ("NATS_URL", setting("TEST_NATS_URL")?),
+        ("DATABASE_URL", db_url.to_string()),
+        ("REDIS_URL", setting("TEST_REDIS_URL")?),
+        ("INFLUXDB_URL", setting("TEST_INFLUXDB_URL")?),
+        ("INFLUXDB_BUCKET", db_name.to_owned()),
+        ("ALLOW_PRIVATE_TARGETS", "true".into()),
+        ("WORKER_CONCURRENCY", options.concurrency.to_string()),
+    ]);
+    Ok(Config::from_lookup(|name| settings.get(name).cloned())?)
+}
+
+/// Waits until the latest status and InfluxDB have taken all of CHECKS.
+async fn wait_for_projections(deps: &Deps) -> anyhow::Result<()> {
+    let mut checks_stream = deps.bus.js.get_stream("CHECKS").await?;
+    let checks_last = checks_stream.info().await?.state.last_sequence;
+    projections::cursor::wait_for(&deps.pool, projections::status::PROJECTION, checks_last, Duration::from_secs(120))
+        .await?;
+    wait_for_influx(&mut checks_stream, checks_last).await
+}
+
+/// Rebuilds each projection from its stream, timed, and compares what it
+/// holds after with what it held before (the projector stopped).
+async fn replays(deps: &Deps, config: &Config, total_checks: u64) -> anyhow::Result<()> {
+    let (bus, pool) = (&deps.bus, &deps.pool);
+    let mut checks_stream = bus.js.get_stream("CHECKS").await?;
+    let checks_last = checks_stream.info().await?.state.last_sequence;
+    let live = Snapshot::take(pool, &deps.influx).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     println!();
     let monitor_events = bus.monitor_stream().await?.info().await?.state.last_sequence;
@@ -481,17 +511,17 @@ async fn main() -> anyhow::Result<()> {
     let replaying = CancellationToken::new();
     // MONITOR first: emptying the websites empties their status too.
     let timed = Instant::now();
-    projector::replay(&bus, &pool, projector::Projection::Monitor, &replaying).await?;
+    projector::replay(bus, pool, projector::Projection::Monitor, &replaying).await?;
     let monitor_rate = monitor_events as f64 / timed.elapsed().as_secs_f64();
     let timed = Instant::now();
-    projector::replay(&bus, &pool, projector::Projection::Status, &replaying).await?;
+    projector::replay(bus, pool, projector::Projection::Status, &replaying).await?;
     let status_rate = total_checks as f64 / timed.elapsed().as_secs_f64();
     let timed = Instant::now();
-    projector::replay_influx(&bus, &deps.influx).await?;
+    projector::replay_influx(bus, &deps.influx).await?;
     tokio::spawn(projector::run_influx(bus.clone(), deps.influx.clone(), config.projector.batch, replaying.clone()));
     wait_for_influx(&mut checks_stream, checks_last).await?;
     let influx_rate = total_checks as f64 / timed.elapsed().as_secs_f64();
-    let replayed = Snapshot::take(&pool, &deps.influx).await?;
+    let replayed = Snapshot::take(pool, &deps.influx).await?;
     let same = |a: &str, b: &str| if a == b { "equal to the live one" } else { "DIFFERENT from the live one" };
     println!(
         "  CHECKS  -> latest status  {status_rate:>9.0} events/s   (target 100000; table {})",
@@ -510,6 +540,23 @@ async fn main() -> anyhow::Result<()> {
     replaying.cancel();
     tokio::time::sleep(Duration::from_millis(500)).await;
     Ok(())
+}
+
+/// The checks CHECKS holds (a message may hold many).
+async fn checks_in_stream(bus: &Bus) -> anyhow::Result<u64> {
+    let last = bus.js.get_stream("CHECKS").await?.info().await?.state.last_sequence;
+    let mut batches = services::follow::after(bus, "CHECKS", 0, None, 1000).await?;
+    let never = CancellationToken::new();
+    let mut checks = 0u64;
+    while let Some(batch) = batches.next(&never).await? {
+        for (_, message) in &batch {
+            checks += events::batch::decode(&message.subject, &message.payload)?.len() as u64;
+        }
+        if batch.last().is_none_or(|(seq, _)| *seq >= last) {
+            break;
+        }
+    }
+    Ok(checks)
 }
 
 /// Waits until the InfluxDB consumer has acknowledged `last`.
