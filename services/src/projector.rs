@@ -19,9 +19,9 @@ use crate::{follow, Deps};
 use anyhow::Context;
 use async_nats::jetstream::consumer::{self, AckPolicy, DeliverPolicy};
 use async_nats::jetstream::stream::ConsumerErrorKind;
-use async_nats::jetstream::ErrorCode;
+use async_nats::jetstream::{ErrorCode, Message};
 use events::subject::CHECKS_STREAM;
-use events::Event;
+use events::{CheckCompleted, Event};
 use futures::StreamExt;
 use projections::handler::Handler;
 use projections::influx::Influx;
@@ -130,44 +130,72 @@ async fn follow_influx(bus: &Bus, influx: &Influx, max_batch: usize, cancel: &Ca
         .await
         .context("creating the influxdb consumer")?;
     let mut batches = consumer.messages().await.context("opening message stream")?.ready_chunks(max_batch);
+    // The batch being written, and its last message (acknowledged once it
+    // is): the next batch is received and decoded meanwhile.
+    let mut writing: Option<(tokio::task::JoinHandle<anyhow::Result<()>>, Message)> = None;
     loop {
-        let batch = tokio::select! {
-            _ = cancel.cancelled() => return Ok(()),
-            batch = batches.next() => batch,
+        let batch = match writing.as_mut() {
+            Some((written, _)) => tokio::select! {
+                _ = cancel.cancelled() => return Ok(()),
+                result = written => {
+                    if let Some((_, last)) = writing.take() {
+                        acknowledge(result, &last).await?;
+                    }
+                    continue;
+                }
+                batch = batches.next() => batch,
+            },
+            None => tokio::select! {
+                _ = cancel.cancelled() => return Ok(()),
+                batch = batches.next() => batch,
+            },
         };
         let Some(batch) = batch else { anyhow::bail!("message stream ended") };
         let mut messages = Vec::with_capacity(batch.len());
         for message in batch {
             messages.push(message.map_err(|e| anyhow::anyhow!("receiving: {e}"))?);
         }
-        let mut envelopes = Vec::with_capacity(messages.len());
+        let mut checks = Vec::new();
         for message in &messages {
             let seq = message.info().map_err(|e| anyhow::anyhow!("message info: {e}"))?.stream_sequence;
-            envelopes.extend(decode(CHECKS_STREAM, seq, &message.subject, &message.payload)?);
+            checks.extend(decode(CHECKS_STREAM, seq, &message.subject, &message.payload)?.into_iter().filter_map(
+                |envelope| match envelope.event {
+                    Event::CheckCompleted(check) => Some(check),
+                    _ => None,
+                },
+            ));
         }
-        let checks: Vec<_> = envelopes
-            .iter()
-            .filter_map(|e| match &e.event {
-                Event::CheckCompleted(check) => Some(check),
-                _ => None,
-            })
-            .collect();
-        // InfluxDB takes writes of a few thousand points best, and several
-        // at once; the batch is acknowledged when all are written.
-        for round in checks.chunks(INFLUX_WRITE_POINTS * INFLUX_WRITES_IN_FLIGHT) {
-            let mut writes = Vec::with_capacity(INFLUX_WRITES_IN_FLIGHT);
-            for part in round.chunks(INFLUX_WRITE_POINTS) {
-                writes.push(influx.write(part));
-            }
-            futures::future::try_join_all(writes).await?;
+        if let Some((written, last)) = writing.take() {
+            acknowledge(written.await, &last).await?;
         }
-        // AckPolicy::All: acknowledging the last acknowledges the batch.
-        if let Some(last) = messages.last() {
-            last.ack().await.map_err(|e| anyhow::anyhow!("acknowledging: {e}"))?;
-            let (seq, lag) = follow::position_of(last)?;
-            crate::metrics::reader_at(INFLUX_CONSUMER, seq, lag);
+        if let Some(last) = messages.pop() {
+            writing = Some((tokio::spawn(write_checks(influx.clone(), checks)), last));
         }
     }
+}
+
+/// Writes `checks` into InfluxDB: a few thousand points a request, several
+/// requests at once (what InfluxDB takes best).
+async fn write_checks(influx: Influx, checks: Vec<CheckCompleted>) -> anyhow::Result<()> {
+    let checks: Vec<&CheckCompleted> = checks.iter().collect();
+    for round in checks.chunks(INFLUX_WRITE_POINTS * INFLUX_WRITES_IN_FLIGHT) {
+        let writes = round.chunks(INFLUX_WRITE_POINTS).map(|part| influx.write(part));
+        futures::future::try_join_all(writes).await?;
+    }
+    Ok(())
+}
+
+/// When the write succeeded, acknowledges the batch ending with `last`
+/// (AckPolicy::All: acknowledging the last acknowledges all before it).
+async fn acknowledge(
+    written: Result<anyhow::Result<()>, tokio::task::JoinError>,
+    last: &Message,
+) -> anyhow::Result<()> {
+    written.context("influxdb write task")??;
+    last.ack().await.map_err(|e| anyhow::anyhow!("acknowledging: {e}"))?;
+    let (seq, lag) = follow::position_of(last)?;
+    crate::metrics::reader_at(INFLUX_CONSUMER, seq, lag);
+    Ok(())
 }
 
 /// Rebuilds InfluxDB from CHECKS: drops the points and restarts the
