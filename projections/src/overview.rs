@@ -66,6 +66,16 @@ pub async fn refresh_status_each(tx: &mut Transaction<'_, Postgres>, changed: &[
     refresh(tx, &websites, |id| at.get(&id).copied()).await
 }
 
+/// A website's status from its down policy as stored and the latest result
+/// of each of its regions (none yet: `None`).
+pub fn status_of(down_policy: &str, ups: &[Option<bool>]) -> Status {
+    // A policy the projection cannot read counts as the default: the
+    // status is a view, and the row is refused where it matters.
+    let policy = DownPolicy::parse(down_policy).unwrap_or_default();
+    let regions: Vec<Status> = ups.iter().map(|up| Status::of_check(*up)).collect();
+    outage::status(policy, &regions)
+}
+
 async fn refresh(
     tx: &mut Transaction<'_, Postgres>,
     websites: &[Uuid],
@@ -91,11 +101,7 @@ async fn refresh(
     let mut statuses = Vec::new();
     let mut since = Vec::new();
     for row in current {
-        // A policy the projection cannot read counts as the default: the
-        // status is a view, and the row is refused where it matters.
-        let policy = DownPolicy::parse(&row.down_policy).unwrap_or_default();
-        let regions: Vec<Status> = row.ups.iter().map(|up| Status::of_check(*up)).collect();
-        let status = outage::status(policy, &regions);
+        let status = status_of(&row.down_policy, &row.ups);
         if status.as_str() != row.status {
             if let Some(when) = at(row.id).or(row.checked_at) {
                 ids.push(row.id);

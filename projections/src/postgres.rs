@@ -22,6 +22,7 @@ use events::{
 };
 use sqlx::migrate::Migrator;
 use sqlx::{PgPool, Postgres, Transaction};
+use std::collections::{HashMap, HashSet};
 use uuid::Uuid;
 
 pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
@@ -416,14 +417,34 @@ async fn apply(tx: &mut Transaction<'_, Postgres>, seq: u64, envelope: &Envelope
 }
 
 /// Inserts websites added at (stream sequence, time), unless already
-/// there, with their regions and (for checks projected before, in a replay
-/// of this projection alone) their status.
+/// there, with their regions and their status: pending, unless (in a replay
+/// of this projection alone) their regions' results are known.
 async fn add_websites(tx: &mut Transaction<'_, Postgres>, added: &[(i64, DateTime<Utc>, &WebsiteAdded)]) -> Result<()> {
     if added.is_empty() {
         return Ok(());
     }
+    let ids: Vec<Uuid> = added.iter().map(|(_, _, e)| e.website_id).collect();
+    // Only regions that exist: the command was validated against them, and a
+    // dangling name must not wedge the projection on a foreign key.
+    let existing: HashSet<String> =
+        sqlx::query_scalar("select name from regions").fetch_all(&mut **tx).await?.into_iter().collect();
+    let results: HashMap<(Uuid, String), bool> = sqlx::query_as::<_, (Uuid, String, bool)>(
+        "select website_id, region, up from latest_status where website_id = any($1)",
+    )
+    .bind(&ids)
+    .fetch_all(&mut **tx)
+    .await?
+    .into_iter()
+    .map(|(id, region, up)| ((id, region), up))
+    .collect();
     let mut rows = Vec::with_capacity(added.len());
     for (seq, at, e) in added {
+        let mut regions: Vec<&str> = e.regions.iter().map(|r| r.as_str()).filter(|r| existing.contains(*r)).collect();
+        regions.sort_unstable();
+        regions.dedup();
+        let ups: Vec<Option<bool>> =
+            regions.iter().map(|r| results.get(&(e.website_id, (*r).to_owned())).copied()).collect();
+        let down_policy = e.down_policy.unwrap_or_default().as_str();
         rows.push(serde_json::json!({
             "id": e.website_id,
             "url": e.url.as_str(),
@@ -434,25 +455,26 @@ async fn add_websites(tx: &mut Transaction<'_, Postgres>, added: &[(i64, DateTim
             "created_at": at,
             "stream_seq": seq,
             "failures_before_down": e.failures_before_down.map(|f| to_i32(f.get())),
-            "down_policy": e.down_policy.unwrap_or_default().as_str(),
+            "down_policy": down_policy,
             "channel_ids": e.channel_ids,
             "check_spec": json(&e.check.clone().unwrap_or_default())?,
-            "regions": e.regions.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
+            "regions": regions,
+            "status": overview::status_of(down_policy, &ups).as_str(),
         }));
     }
     let rows = json(&rows)?;
-    let inserted: Vec<(Uuid, DateTime<Utc>)> = sqlx::query_as(
+    let inserted: Vec<Uuid> = sqlx::query_scalar(
         "insert into websites (id, url, name, interval_seconds, timeout_ms, notify_emails, created_at, updated_at, stream_seq,
-                               failures_before_down, down_policy, channel_ids, check_spec, status_since)
+                               failures_before_down, down_policy, channel_ids, check_spec, status, status_since)
          select r.id, r.url, r.name, r.interval_seconds, r.timeout_ms,
                 array(select jsonb_array_elements_text(r.notify_emails)), r.created_at, r.created_at, r.stream_seq,
                 r.failures_before_down, r.down_policy, array(select jsonb_array_elements_text(r.channel_ids)::uuid),
-                r.check_spec, r.created_at
+                r.check_spec, r.status, r.created_at
          from jsonb_to_recordset($1) as r(id uuid, url text, name text, interval_seconds int, timeout_ms int,
               notify_emails jsonb, created_at timestamptz, stream_seq bigint, failures_before_down int,
-              down_policy text, channel_ids jsonb, check_spec jsonb)
+              down_policy text, channel_ids jsonb, check_spec jsonb, status text)
          on conflict (id) do nothing
-         returning id, created_at",
+         returning id",
     )
     .bind(&rows)
     .fetch_all(&mut **tx)
@@ -460,22 +482,19 @@ async fn add_websites(tx: &mut Transaction<'_, Postgres>, added: &[(i64, DateTim
     if inserted.is_empty() {
         return Ok(());
     }
-    let ids: Vec<Uuid> = inserted.iter().map(|(id, _)| *id).collect();
-    // Only regions that exist: the command was validated against them, and a
-    // dangling name must not wedge the projection on a foreign key.
     sqlx::query(
         "insert into website_regions (website_id, region)
          select r.id, g.name
          from jsonb_to_recordset($1) as r(id uuid, regions jsonb)
          cross join lateral jsonb_array_elements_text(r.regions) as g(name)
-         where r.id in (select unnest($2::uuid[])) and exists (select 1 from regions where name = g.name)
+         where r.id in (select unnest($2::uuid[]))
          on conflict do nothing",
     )
     .bind(&rows)
-    .bind(&ids)
+    .bind(&inserted)
     .execute(&mut **tx)
     .await?;
-    overview::refresh_status_each(tx, &inserted).await
+    Ok(())
 }
 
 async fn set_regions(tx: &mut Transaction<'_, Postgres>, website_id: Uuid, regions: &[RegionName]) -> Result<()> {
