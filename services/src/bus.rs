@@ -175,10 +175,16 @@ fn servers(url: &str) -> Result<Vec<async_nats::ServerAddr>> {
         .collect()
 }
 
+/// How often the client pings its server. A server that stops answering
+/// (stopped, or cut off by the network without closing the connection) is
+/// left for another of the cluster after two unanswered pings, so within
+/// about three intervals rather than the library's default of minutes.
+const PING_INTERVAL: Duration = Duration::from_secs(2);
+
 /// The client options of `security`: TLS roots and client certificate,
 /// and at most one kind of credentials. Errors name the setting.
 async fn options(url: &str, security: &NatsSecurity) -> Result<async_nats::ConnectOptions> {
-    let mut options = async_nats::ConnectOptions::new().name("website-monitor");
+    let mut options = async_nats::ConnectOptions::new().name("website-monitor").ping_interval(PING_INTERVAL);
     if security.requires_tls(url) {
         options = options.require_tls(true);
     }
