@@ -78,7 +78,9 @@ impl Nats {
     }
 
     async fn wait_ready(&self) {
-        for _ in 0..200 {
+        // Up to 20 s: a node of a cluster starting beside busy tests may
+        // take a while on a loaded machine.
+        for _ in 0..800 {
             if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
                 return;
             }
