@@ -19,7 +19,7 @@ use crate::runtime::Backoff;
 use anyhow::Context;
 use async_nats::jetstream::consumer::pull::{self, MessagesErrorKind};
 use async_nats::jetstream::consumer::{AckPolicy, Consumer, DeliverPolicy};
-use async_nats::jetstream::{stream, Message};
+use async_nats::jetstream::{self, Message};
 use futures::stream::ReadyChunks;
 use futures::StreamExt;
 use std::future::Future;
@@ -46,7 +46,8 @@ const PULL_BATCH: usize = 500;
 
 /// Batches of messages after a position, in stream order.
 pub struct Batches {
-    stream: stream::Stream,
+    js: jetstream::Context,
+    stream: String,
     filter: String,
     max_batch: usize,
     consumer: Consumer<pull::Config>,
@@ -79,15 +80,28 @@ pub async fn after(
     filter: Option<&str>,
     max_batch: usize,
 ) -> anyhow::Result<Batches> {
-    let stream = bus.js.get_stream(stream).await.with_context(|| format!("opening stream {stream}"))?;
+    let (js, stream) = (bus.js.clone(), stream.to_owned());
     let filter = filter.unwrap_or_default().to_owned();
-    let (consumer, inner) = open(&stream, &filter, cursor, max_batch).await?;
-    Ok(Batches { stream, filter, max_batch, consumer, inner, last: cursor, delivered: 0, broken: None, lag: Lag::default() })
+    let (consumer, inner) =
+        open(&js, &stream, &filter, cursor, max_batch).await.with_context(|| format!("following {stream}"))?;
+    Ok(Batches {
+        js,
+        stream,
+        filter,
+        max_batch,
+        consumer,
+        inner,
+        last: cursor,
+        delivered: 0,
+        broken: None,
+        lag: Lag::default(),
+    })
 }
 
 /// A consumer of `stream` after `cursor` and its messages.
 async fn open(
-    stream: &stream::Stream,
+    js: &jetstream::Context,
+    stream: &str,
     filter: &str,
     cursor: u64,
     max_batch: usize,
@@ -104,7 +118,7 @@ async fn open(
         memory_storage: true,
         ..Default::default()
     };
-    let consumer = tokio::time::timeout(CREATE_TIMEOUT, stream.create_consumer(config))
+    let consumer = tokio::time::timeout(CREATE_TIMEOUT, js.create_consumer_on_stream(config, stream))
         .await
         .map_err(|_| anyhow::anyhow!("creating a consumer: no answer within {CREATE_TIMEOUT:?}"))?
         .context("creating a consumer")?;
@@ -126,8 +140,10 @@ impl Batches {
     pub async fn next(&mut self, cancel: &CancellationToken) -> anyhow::Result<Option<Vec<(u64, Message)>>> {
         loop {
             if let Some(reason) = self.broken.take() {
-                tracing::info!(stream = self.stream.cached_info().config.name, after = self.last, reason, "reopening the consumer");
-                let (consumer, inner) = open(&self.stream, &self.filter, self.last, self.max_batch).await?;
+                tracing::info!(stream = self.stream, after = self.last, reason, "reopening the consumer");
+                let (consumer, inner) = open(&self.js, &self.stream, &self.filter, self.last, self.max_batch)
+                    .await
+                    .with_context(|| format!("following {}", self.stream))?;
                 (self.consumer, self.inner, self.delivered) = (consumer, inner, 0);
             }
             let batch = tokio::select! {
@@ -144,10 +160,8 @@ impl Batches {
                     Ok(message) => {
                         let info = message.info().map_err(|e| anyhow::anyhow!("message info: {e}"))?;
                         if info.consumer_sequence != self.delivered + 1 {
-                            self.broken = Some(format!(
-                                "delivered {} after {}",
-                                info.consumer_sequence, self.delivered
-                            ));
+                            self.broken =
+                                Some(format!("delivered {} after {}", info.consumer_sequence, self.delivered));
                             break;
                         }
                         let (seq, lag) = position_of(&message)?;

@@ -46,9 +46,43 @@ async fn stack_on(mut nodes: Vec<Nats>) -> (Stack, Vec<Nats>) {
 
 /// The server name of the node leading MONITOR.
 async fn monitor_leader(stack: &Stack) -> String {
-    let mut stream = stack.bus.monitor_stream().await.expect("MONITOR");
+    stream_leader(stack, "MONITOR").await
+}
+
+/// The server name of the node leading `stream`.
+async fn stream_leader(stack: &Stack, stream: &str) -> String {
+    let mut stream = stack.bus.js.get_stream(stream).await.expect("stream");
     let info = stream.info().await.expect("info");
     info.cluster.as_ref().and_then(|c| c.leader.clone()).expect("a leader")
+}
+
+/// Which of the nodes the test holds (`node-1`, `node-2`; the stack holds
+/// `node-0`) to take down: the CHECKS leader if the test holds it, else the
+/// MONITOR leader, else either (a follower all the same).
+async fn victim(stack: &Stack) -> usize {
+    for stream in ["CHECKS", "MONITOR"] {
+        match stream_leader(stack, stream).await.as_str() {
+            "node-1" => return 0,
+            "node-2" => return 1,
+            _ => {}
+        }
+    }
+    0
+}
+
+/// The streams `node` leads, for the printed figures ("none": a follower).
+async fn led_by(stack: &Stack, node: usize) -> String {
+    let mut led = Vec::new();
+    for stream in ["CHECKS", "MONITOR"] {
+        if stream_leader(stack, stream).await == format!("node-{node}") {
+            led.push(stream);
+        }
+    }
+    if led.is_empty() {
+        "none".to_owned()
+    } else {
+        led.join(" and ")
+    }
 }
 
 /// What a run of writes through a fault got.
@@ -140,9 +174,8 @@ async fn a_node_killed_under_load_loses_no_acknowledged_event_and_checks_resume(
     })
     .await;
 
-    // Kill the MONITOR leader, unless it is the node the stack holds (then a
-    // follower: one node of three all the same).
-    let index = if monitor_leader(&stack).await == "node-2" { 1 } else { 0 };
+    let index = victim(&stack).await;
+    let led = led_by(&stack, index + 1).await;
     let killed_at = FaultTime::default();
     let (killed, victims) = (&killed_at, &mut nodes);
     let url = target.url("/status");
@@ -160,7 +193,7 @@ async fn a_node_killed_under_load_loses_no_acknowledged_event_and_checks_resume(
     let lost = created.iter().filter(|id| !counts.contains_key(*id)).count();
     let duplicated = created.iter().filter(|id| counts.get(*id).copied().unwrap_or(0) > 1).count();
     println!(
-        "kill -9 of one of three nodes: load held ({} websites added, {refused} refused in the {:.1} s after the \
+        "kill -9 of one of three nodes (leading {led}): load held ({} websites added, {refused} refused in the {:.1} s after the \
          kill) / faults 1 / lost {lost} / duplicated {duplicated}; checks visible again {:.1} s after the kill",
         created.len(),
         unavailable.as_secs_f64(),
@@ -186,9 +219,10 @@ async fn a_node_cut_off_from_the_other_two_leaves_them_serving() {
     })
     .await;
 
-    // Freeze the MONITOR leader (or a node the stack does not hold): its
-    // connections stay open and silent, as behind a network cut.
-    let index = if monitor_leader(&stack).await == "node-2" { 1 } else { 0 };
+    // Freeze a leader: its connections stay open and silent, as behind a
+    // network cut.
+    let index = victim(&stack).await;
+    let led = led_by(&stack, index + 1).await;
     let cut_at = FaultTime::default();
     let (cut, isolated) = (&cut_at, &nodes);
     let url = target.url("/status");
@@ -209,7 +243,7 @@ async fn a_node_cut_off_from_the_other_two_leaves_them_serving() {
     let lost = created.iter().filter(|id| !counts.contains_key(*id)).count();
     let duplicated = created.iter().filter(|id| counts.get(*id).copied().unwrap_or(0) > 1).count();
     println!(
-        "one of three nodes cut off: load held ({} websites added, {refused} refused in the {:.1} s after the cut) \
+        "one of three nodes cut off (leading {led}): load held ({} websites added, {refused} refused in the {:.1} s after the cut) \
          / faults 1 / lost {lost} / duplicated {duplicated}; checks visible again {:.1} s after the cut, \
          MONITOR led by {leader}",
         created.len(),
@@ -217,7 +251,7 @@ async fn a_node_cut_off_from_the_other_two_leaves_them_serving() {
         resumed.as_secs_f64()
     );
     assert_eq!((lost, duplicated), (0, 0));
-    assert_ne!(leader, format!("node-{}", index + 1), "the cut-off node no longer leads");
+    assert_ne!(leader, format!("node-{}", index + 1), "the cut-off node does not lead MONITOR");
     // A frozen leader is noticed only by its silence (NATS' election
     // timeouts, a few seconds each), unlike a dead one: the majority serves
     // again within seconds, long before the node comes back.

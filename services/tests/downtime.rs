@@ -389,10 +389,8 @@ async fn under_a_majority_policy_the_website_is_down_only_while_most_regions_are
     // Two of three: the website is down.
     system.check(id, "europe", at(11), false).await;
     system.check(id, "europe", at(21), false).await;
-    eventually(Duration::from_secs(10), "the down email", || async {
-        (emails("DOWN", "majority") == 1).then_some(())
-    })
-    .await;
+    eventually(Duration::from_secs(10), "the down email", || async { (emails("DOWN", "majority") == 1).then_some(()) })
+        .await;
     let (_, uptime) = system.call(Method::GET, &format!("/monitor/{id}/uptime"), None).await;
     assert_eq!(uptime["down"], true, "{uptime}");
     let down = system.emails("DOWN").into_iter().find(|m| m.contains("] majority is")).expect("email");

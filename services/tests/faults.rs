@@ -136,7 +136,13 @@ async fn one_instance_of_every_service_killed_under_load_loses_and_doubles_nothi
             (env!("CARGO_BIN_EXE_detector"), "detector"),
             (env!("CARGO_BIN_EXE_notification"), "notification"),
         ] {
-            services.push(Service::start(&stack, bin, &format!("{name}-{n}"), dir.path(), &[("REGION", "local".into())]));
+            services.push(Service::start(
+                &stack,
+                bin,
+                &format!("{name}-{n}"),
+                dir.path(),
+                &[("REGION", "local".into())],
+            ));
         }
     }
     services.push(Service::start(&stack, env!("CARGO_BIN_EXE_projector"), "projector", dir.path(), &[]));
@@ -307,7 +313,8 @@ async fn with_postgres_unreachable_the_api_answers_503_and_everything_resumes_co
     let mut through_proxy = url::Url::parse(&db.url).expect("URL");
     through_proxy.set_port(Some(proxy.port)).expect("port");
     let database_url = through_proxy.to_string();
-    let stack = Stack::start_with_db(Nats::start().await, db, Smtp::stopped(), &[("DATABASE_URL", &database_url)]).await;
+    let stack =
+        Stack::start_with_db(Nats::start().await, db, Smtp::stopped(), &[("DATABASE_URL", &database_url)]).await;
     let target = Target::start().await;
     stack.start_pipeline();
     stack.start_detector();
@@ -373,7 +380,8 @@ async fn with_postgres_unreachable_the_api_answers_503_and_everything_resumes_co
     let counts = stack.added_per_website().await;
     let lost = created.iter().filter(|id| !counts.contains_key(*id)).count();
     let duplicated = created.iter().filter(|id| counts.get(*id).copied().unwrap_or(0) > 1).count();
-    let listed: i64 = sqlx::query_scalar("select count(*) from websites").fetch_one(&stack.db.pool).await.expect("count");
+    let listed: i64 =
+        sqlx::query_scalar("select count(*) from websites").fetch_one(&stack.db.pool).await.expect("count");
     let listed = usize::try_from(listed).expect("count");
     println!(
         "postgres unreachable {:.1} s: load held ({} websites checked, {} written during the cut, {refused} refused) \

@@ -84,19 +84,8 @@ impl Stack {
         let store = ScheduleStore::new(deps.redis_connection(&cancel).await.expect("redis"));
         let state = Arc::new(ApiState::new(deps.clone(), &config.api));
         let client = TestClient::new(api::app(state)).default_header("authorization", format!("Bearer {admin_token}"));
-        let stack = Stack {
-            client,
-            admin_token,
-            bus: deps.bus.clone(),
-            deps,
-            db,
-            config,
-            store,
-            cancel,
-            smtp,
-            nats,
-            redis,
-        };
+        let stack =
+            Stack { client, admin_token, bus: deps.bus.clone(), deps, db, config, store, cancel, smtp, nats, redis };
         stack.settle().await;
         stack
     }
