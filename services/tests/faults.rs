@@ -219,9 +219,7 @@ async fn one_instance_of_every_service_killed_under_load_loses_and_doubles_nothi
 
     let slots = stack.check_slots().await;
     let (checked, lost, doubled) = slot_faults(&slots, "local");
-    let counts = stack.added_per_website().await;
-    let writes_lost = created.iter().filter(|id| !counts.contains_key(*id)).count();
-    let writes_doubled = created.iter().filter(|id| counts.get(*id).copied().unwrap_or(0) > 1).count();
+    let (writes_lost, writes_doubled) = stack.writes_lost_and_doubled(&created).await;
     let flaky_uuid: Uuid = flaky_id.parse().expect("uuid");
     let recovered = slots
         .get(&(flaky_uuid, "local".to_owned()))
@@ -377,9 +375,7 @@ async fn with_postgres_unreachable_the_api_answers_503_and_everything_resumes_co
     .await;
     stack.settle().await;
     stack.detector_settled().await;
-    let counts = stack.added_per_website().await;
-    let lost = created.iter().filter(|id| !counts.contains_key(*id)).count();
-    let duplicated = created.iter().filter(|id| counts.get(*id).copied().unwrap_or(0) > 1).count();
+    let (lost, duplicated) = stack.writes_lost_and_doubled(&created).await;
     let listed: i64 =
         sqlx::query_scalar("select count(*) from websites").fetch_one(&stack.db.pool).await.expect("count");
     let listed = usize::try_from(listed).expect("count");

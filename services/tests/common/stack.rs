@@ -307,6 +307,15 @@ impl Stack {
         .await
     }
 
+    /// Of websites answered 201 (`created`), how many MONITOR lacks and
+    /// how many it holds more than once.
+    pub async fn writes_lost_and_doubled(&self, created: &[String]) -> (usize, usize) {
+        let counts = self.added_per_website().await;
+        let lost = created.iter().filter(|id| !counts.contains_key(*id)).count();
+        let doubled = created.iter().filter(|id| counts.get(*id).copied().unwrap_or(0) > 1).count();
+        (lost, doubled)
+    }
+
     /// Every check stored in CHECKS, in stream order, once per event id (a
     /// check stored twice is taken once, as every reader takes it).
     pub async fn stored_checks(&self) -> Vec<Envelope> {
