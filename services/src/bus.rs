@@ -73,6 +73,7 @@ impl Bus {
                     .map_err(BusError::other)?
             }
         };
+        watch_server(client.clone());
         let js = jetstream::new(client.clone());
         Ok(Self { client, js })
     }
@@ -175,10 +176,55 @@ fn servers(url: &str) -> Result<Vec<async_nats::ServerAddr>> {
         .collect()
 }
 
+/// How often the client pings its server. A server that stops answering
+/// (stopped, or cut off by the network without closing the connection) is
+/// left for another of the cluster after two unanswered pings, so within
+/// about three intervals rather than the library's default of minutes.
+const PING_INTERVAL: Duration = Duration::from_secs(2);
+
+/// How often the connection's server is asked for an answer, how long it
+/// may take, and how many may go missing before the client leaves it.
+const ALIVE_EVERY: Duration = Duration::from_secs(2);
+const ALIVE_TIMEOUT: Duration = Duration::from_secs(2);
+const ALIVE_MISSES: u32 = 2;
+/// A subject nobody subscribes to: the server itself answers a request on
+/// it ("no responders"), a round trip to that server alone.
+const ALIVE_SUBJECT: &str = "website-monitor.alive";
+
+/// Leaves a server that stopped answering for another of the cluster. The
+/// client's own pings do not: they are sent only while the connection is
+/// idle, so a busy client stays with a frozen server (or one cut off by the
+/// network without the connection closing) until TCP gives up, minutes
+/// later. The task ends with the process.
+fn watch_server(client: async_nats::Client) {
+    tokio::spawn(async move {
+        let mut missed = 0;
+        loop {
+            tokio::time::sleep(ALIVE_EVERY).await;
+            if client.connection_state() != async_nats::connection::State::Connected {
+                missed = 0;
+                continue;
+            }
+            let request = async_nats::Request::new().timeout(Some(ALIVE_TIMEOUT));
+            match client.send_request(ALIVE_SUBJECT, request).await {
+                Err(e) if e.kind() == async_nats::RequestErrorKind::TimedOut => missed += 1,
+                _ => missed = 0,
+            }
+            if missed >= ALIVE_MISSES {
+                tracing::warn!(server = %client.server_info().server_name, "the NATS server stopped answering; reconnecting");
+                missed = 0;
+                if client.force_reconnect().await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
+}
+
 /// The client options of `security`: TLS roots and client certificate,
 /// and at most one kind of credentials. Errors name the setting.
 async fn options(url: &str, security: &NatsSecurity) -> Result<async_nats::ConnectOptions> {
-    let mut options = async_nats::ConnectOptions::new().name("website-monitor");
+    let mut options = async_nats::ConnectOptions::new().name("website-monitor").ping_interval(PING_INTERVAL);
     if security.requires_tls(url) {
         options = options.require_tls(true);
     }

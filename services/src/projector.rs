@@ -17,6 +17,7 @@ use crate::config::ProjectorConfig;
 use crate::runner::{self, decode};
 use crate::{follow, Deps};
 use anyhow::Context;
+use async_nats::jetstream::consumer::pull::MessagesErrorKind;
 use async_nats::jetstream::consumer::{self, AckPolicy, DeliverPolicy};
 use async_nats::jetstream::stream::ConsumerErrorKind;
 use async_nats::jetstream::{ErrorCode, Message};
@@ -35,6 +36,9 @@ use tokio_util::sync::CancellationToken;
 const INFLUX_WRITE_POINTS: usize = 5000;
 /// InfluxDB writes under way at once.
 const INFLUX_WRITES_IN_FLIGHT: usize = 4;
+
+/// How long one pull request of the InfluxDB feed waits on the server.
+const INFLUX_PULL_EXPIRES: Duration = Duration::from_secs(5);
 
 /// The durable consumer feeding InfluxDB.
 pub const INFLUX_CONSUMER: &str = "influx-checks";
@@ -129,7 +133,17 @@ async fn follow_influx(bus: &Bus, influx: &Influx, max_batch: usize, cancel: &Ca
         .get_or_create_consumer(INFLUX_CONSUMER, influx_consumer_config())
         .await
         .context("creating the influxdb consumer")?;
-    let mut batches = consumer.messages().await.context("opening message stream")?.ready_chunks(max_batch);
+    // Short pull requests with heartbeats: when the consumer's leader
+    // moves (its server died), a new request reaches the new one within
+    // seconds.
+    let mut batches = consumer
+        .stream()
+        .expires(INFLUX_PULL_EXPIRES)
+        .heartbeat(follow::HEARTBEAT)
+        .messages()
+        .await
+        .context("opening message stream")?
+        .ready_chunks(max_batch);
     // The batch being written, and its last message (acknowledged once it
     // is): the next batch is received and decoded meanwhile.
     let mut writing: Option<(tokio::task::JoinHandle<anyhow::Result<()>>, Message)> = None;
@@ -153,7 +167,18 @@ async fn follow_influx(bus: &Bus, influx: &Influx, max_batch: usize, cancel: &Ca
         let Some(batch) = batch else { anyhow::bail!("message stream ended") };
         let mut messages = Vec::with_capacity(batch.len());
         for message in batch {
-            messages.push(message.map_err(|e| anyhow::anyhow!("receiving: {e}"))?);
+            match message {
+                Ok(message) => messages.push(message),
+                // The library asks again by itself after the pull request's
+                // expiry; only a busy reader or a moving leader misses them.
+                Err(e) if e.kind() == MessagesErrorKind::MissingHeartbeat => {
+                    tracing::debug!("influxdb consumer: heartbeats missed");
+                }
+                Err(e) => anyhow::bail!("receiving: {e}"),
+            }
+        }
+        if messages.is_empty() {
+            continue;
         }
         let mut checks = Vec::new();
         for message in &messages {

@@ -163,9 +163,14 @@ pub async fn connect_bus(config: &Config) -> anyhow::Result<Bus> {
     loop {
         match bus.ensure_streams_replicated(config.checks_max_age, config.nats_replicas).await {
             Ok(()) => return Ok(bus),
-            // A timeout is JetStream not ready yet (no stream leader); any
-            // other refusal (replicas on a single server) will not pass.
-            Err(e) if e.to_string().contains("timed out") && started.elapsed() < STREAMS_WAIT => {
+            // A timeout is JetStream not ready yet (no stream leader), and
+            // no peers for the replicas a cluster still forming (its other
+            // servers not known yet); any other refusal (replicas on a
+            // single server) will not pass.
+            Err(e)
+                if ["timed out", "peer offline"].iter().any(|m| e.to_string().contains(m))
+                    && started.elapsed() < STREAMS_WAIT =>
+            {
                 tracing::warn!(error = %e, "JetStream is not ready yet; applying the stream definitions again");
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }

@@ -1,7 +1,8 @@
 //! Faults of a three-node NATS cluster under load, against real servers:
 //! the streams at three replicas, the API written to and websites checked
-//! while one node is killed (`kill -9`). Each test prints its figures as
-//! "load held / faults / lost / duplicated".
+//! while one node is killed (`kill -9`) or frozen (SIGSTOP: cut off with
+//! its connections open). Each test prints its figures as "load held /
+//! faults / lost / duplicated".
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -11,10 +12,8 @@ use common::smtp::Smtp;
 use common::stack::{eventually, Stack};
 use common::target::Target;
 use common::{free_port, Nats};
-use futures::StreamExt;
 use poem::http::{Method, StatusCode};
 use serde_json::json;
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 /// Three nodes routed to each other; the first is handed to the stack.
@@ -48,25 +47,43 @@ async fn stack_on(mut nodes: Vec<Nats>) -> (Stack, Vec<Nats>) {
 
 /// The server name of the node leading MONITOR.
 async fn monitor_leader(stack: &Stack) -> String {
-    let mut stream = stack.bus.monitor_stream().await.expect("MONITOR");
+    stream_leader(stack, "MONITOR").await
+}
+
+/// The server name of the node leading `stream`.
+async fn stream_leader(stack: &Stack, stream: &str) -> String {
+    let mut stream = stack.bus.js.get_stream(stream).await.expect("stream");
     let info = stream.info().await.expect("info");
     info.cluster.as_ref().and_then(|c| c.leader.clone()).expect("a leader")
 }
 
-/// WebsiteAdded events per website id in MONITOR, asked until the stream
-/// answers (its new leader may still be settling).
-async fn added_per_website(stack: &Stack) -> HashMap<String, usize> {
-    eventually(Duration::from_secs(30), "MONITOR answering", || async {
-        let stream = stack.bus.monitor_stream().await.ok()?;
-        let mut subjects = stream.info_with_subjects("monitor.website.>").await.ok()?;
-        let mut counts = HashMap::new();
-        while let Some(entry) = subjects.next().await {
-            let (subject, count) = entry.ok()?;
-            counts.insert(subject.trim_start_matches("monitor.website.").to_owned(), count);
+/// Which of the nodes the test holds (`node-1`, `node-2`; the stack holds
+/// `node-0`) to take down: the CHECKS leader if the test holds it, else the
+/// MONITOR leader, else either (a follower all the same).
+async fn victim(stack: &Stack) -> usize {
+    for stream in ["CHECKS", "MONITOR"] {
+        match stream_leader(stack, stream).await.as_str() {
+            "node-1" => return 0,
+            "node-2" => return 1,
+            _ => {}
         }
-        Some(counts)
-    })
-    .await
+    }
+    0
+}
+
+/// The streams `node` leads, for the printed figures ("none": a follower).
+async fn led_by(stack: &Stack, node: usize) -> String {
+    let mut led = Vec::new();
+    for stream in ["CHECKS", "MONITOR"] {
+        if stream_leader(stack, stream).await == format!("node-{node}") {
+            led.push(stream);
+        }
+    }
+    if led.is_empty() {
+        "none".to_owned()
+    } else {
+        led.join(" and ")
+    }
 }
 
 /// What a run of writes through a fault got.
@@ -115,22 +132,40 @@ where
     Writes { created, refused, unavailable }
 }
 
-/// Waits for a check of `id` started after `after`; how long after `after`
-/// it started.
-async fn next_check_after(stack: &Stack, id: &str, after: chrono::DateTime<Utc>) -> Duration {
-    let checked = eventually(Duration::from_secs(120), "a check after the fault", || async {
-        let entry = stack.monitor(id).await;
-        let checked = entry["regions"][0]["checked_at"].as_str().and_then(|t| t.parse::<chrono::DateTime<Utc>>().ok());
-        checked.filter(|t| *t > after)
-    })
-    .await;
-    (checked - after).to_std().unwrap_or_default()
+/// When the fault happened, once it has.
+type FaultTime = std::sync::Mutex<Option<(chrono::DateTime<Utc>, Instant)>>;
+
+/// The newest check time of any website in /monitor, if the API answers.
+async fn newest_check(stack: &Stack) -> Option<chrono::DateTime<Utc>> {
+    let (status, all) = stack.call(Method::GET, "/monitor", None).await;
+    (status == StatusCode::OK).then_some(())?;
+    all.as_array()?
+        .iter()
+        .flat_map(|w| w["regions"].as_array().cloned().unwrap_or_default())
+        .filter_map(|r| r["checked_at"].as_str().and_then(|t| t.parse::<chrono::DateTime<Utc>>().ok()))
+        .max()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "checks sometimes stop for minutes after the kill (readers' consumers on the killed node); run with --run-ignored"]
-async fn a_node_killed_under_load_loses_no_acknowledged_event_and_checks_resume() {
-    let (stack, mut nodes) = stack_on(cluster().await).await;
+/// From the fault on (once `fault` holds its time), how long until /monitor
+/// shows a check started after it: checked, stored and projected again.
+async fn checks_resumed(stack: &Stack, fault: &FaultTime, limit: Duration) -> Duration {
+    loop {
+        let at = *fault.lock().expect("fault time");
+        if let Some((at, instant)) = at {
+            if newest_check(stack).await.is_some_and(|newest| newest > at) {
+                return instant.elapsed();
+            }
+            assert!(instant.elapsed() < limit, "no check visible {limit:?} after the fault");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The stack on a cluster with the scheduler and a worker running and a
+/// website checked once.
+async fn checked_cluster() -> (Stack, Vec<Nats>, Target) {
+    services::runtime::init_tracing();
+    let (stack, nodes) = stack_on(cluster().await).await;
     stack.start_cron();
     stack.start_worker("local");
     let target = Target::start().await;
@@ -140,35 +175,81 @@ async fn a_node_killed_under_load_loses_no_acknowledged_event_and_checks_resume(
         (stack.monitor(&first).await["status"] == "up").then_some(())
     })
     .await;
+    (stack, nodes, target)
+}
 
-    // Kill the MONITOR leader, unless it is the node the stack holds (then a
-    // follower: one node of three all the same).
-    let index = if monitor_leader(&stack).await == "node-2" { 1 } else { 0 };
-    let mut killed_at = Utc::now();
-    let (killed, victims) = (&mut killed_at, &mut nodes);
-    let Writes { created, refused, unavailable } =
-        write_through(&stack, &target.url("/status"), Duration::from_secs(9), move || async move {
-            *killed = Utc::now();
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_under_load_loses_no_acknowledged_event_and_checks_resume() {
+    let (stack, mut nodes, target) = checked_cluster().await;
+
+    let index = victim(&stack).await;
+    let led = led_by(&stack, index + 1).await;
+    let killed_at = FaultTime::default();
+    let (killed, victims) = (&killed_at, &mut nodes);
+    let url = target.url("/status");
+    let (writes, resumed) = tokio::join!(
+        write_through(&stack, &url, Duration::from_secs(15), move || async move {
+            *killed.lock().expect("fault time") = Some((Utc::now(), Instant::now()));
+            tracing::warn!(node = index + 1, "killing the node");
             victims[index].stop();
-        })
-        .await;
+        }),
+        checks_resumed(&stack, &killed_at, Duration::from_secs(60)),
+    );
+    let Writes { created, refused, unavailable } = writes;
 
-    let took = next_check_after(&stack, &first, killed_at).await;
-    let counts = added_per_website(&stack).await;
-    let lost = created.iter().filter(|id| !counts.contains_key(*id)).count();
-    let duplicated = created.iter().filter(|id| counts.get(*id).copied().unwrap_or(0) > 1).count();
+    let (lost, duplicated) = stack.writes_lost_and_doubled(&created).await;
     println!(
-        "kill -9 of one of three nodes: load held ({} websites added, {refused} refused in the {:.1} s after the \
-         kill) / faults 1 / lost {lost} / duplicated {duplicated}; the next check started {:.1} s after the kill",
+        "kill -9 of one of three nodes (leading {led}): load held ({} websites added, {refused} refused in the {:.1} s after the \
+         kill) / faults 1 / lost {lost} / duplicated {duplicated}; checks visible again {:.1} s after the kill",
         created.len(),
         unavailable.as_secs_f64(),
-        took.as_secs_f64()
+        resumed.as_secs_f64()
     );
     assert_eq!((lost, duplicated), (0, 0));
     assert!(created.len() > 20, "the API kept accepting writes: {}", created.len());
     assert!(unavailable <= Duration::from_secs(10), "writes refused for {unavailable:?}");
-    // The next check comes, but not yet within 10 s of the kill: the
-    // readers' ordered consumers of the killed node take up to ~30 s to be
-    // recreated. Printed above; to be brought under 10 s.
-    assert!(took <= Duration::from_secs(120), "the next check {took:?} after the kill");
+    assert!(resumed <= Duration::from_secs(10), "checks visible again only {resumed:?} after the kill");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "about one run in four, new consumers are never created while the node is frozen (their create requests go unanswered for minutes); run with --run-ignored"]
+async fn a_node_cut_off_from_the_other_two_leaves_them_serving() {
+    let (stack, nodes, target) = checked_cluster().await;
+
+    // Freeze a leader: its connections stay open and silent, as behind a
+    // network cut.
+    let index = victim(&stack).await;
+    let led = led_by(&stack, index + 1).await;
+    let cut_at = FaultTime::default();
+    let (cut, isolated) = (&cut_at, &nodes);
+    let url = target.url("/status");
+    let (writes, resumed) = tokio::join!(
+        write_through(&stack, &url, Duration::from_secs(30), move || async move {
+            *cut.lock().expect("fault time") = Some((Utc::now(), Instant::now()));
+            tracing::warn!(node = index + 1, "cutting the node off");
+            isolated[index].pause();
+        }),
+        checks_resumed(&stack, &cut_at, Duration::from_secs(60)),
+    );
+    let Writes { created, refused, unavailable } = writes;
+    // The majority answers on its own: a new leader for MONITOR.
+    let leader = monitor_leader(&stack).await;
+    nodes[index].resume();
+
+    let (lost, duplicated) = stack.writes_lost_and_doubled(&created).await;
+    println!(
+        "one of three nodes cut off (leading {led}): load held ({} websites added, {refused} refused in the {:.1} s after the cut) \
+         / faults 1 / lost {lost} / duplicated {duplicated}; checks visible again {:.1} s after the cut, \
+         MONITOR led by {leader}",
+        created.len(),
+        unavailable.as_secs_f64(),
+        resumed.as_secs_f64()
+    );
+    assert_eq!((lost, duplicated), (0, 0));
+    assert_ne!(leader, format!("node-{}", index + 1), "the cut-off node does not lead MONITOR");
+    // A frozen leader is noticed only by its silence (NATS' election
+    // timeouts, a few seconds each), unlike a dead one: the majority serves
+    // again within seconds, long before the node comes back.
+    assert!(unavailable <= Duration::from_secs(30), "writes refused for {unavailable:?}");
+    assert!(resumed <= Duration::from_secs(30), "checks visible again only {resumed:?} after the cut");
 }

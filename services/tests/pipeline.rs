@@ -221,30 +221,6 @@ async fn two_schedulers_never_queue_a_check_twice() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_flushed_redis_is_rebuilt_from_postgres_and_checks_resume() {
-    let stack = start(&[]).await;
-    let target = Target::start().await;
-    stack.start_worker("local");
-    let id = stack.add_website(json!({ "url": target.url("/status"), "name": "t", "interval_seconds": 10 })).await;
-    eventually(Duration::from_secs(10), "the first check", || async { (target.hits() >= 1).then_some(()) }).await;
-
-    let mut conn = stack.store.connection();
-    let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await.expect("flush");
-
-    // A rebuild writes the schedule first and its offset last.
-    eventually(Duration::from_secs(10), "the schedule to be rebuilt", || async {
-        let scheduled = stack.store.is_scheduled(id.parse().expect("uuid"), "local").await.expect("zscore");
-        let offset = stack.store.offset().await.expect("offset");
-        (scheduled && offset.is_some_and(|o| o > 0)).then_some(())
-    })
-    .await;
-    // The worker group was flushed too; the worker recreates it and checks go on.
-    let hits = target.hits();
-    eventually(Duration::from_secs(15), "a check after the flush", || async { (target.hits() > hits).then_some(()) })
-        .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconciliation_adds_what_redis_lost_and_drops_what_postgres_no_longer_has() {
     let stack = start(&[]).await;
     let lost = stack.add_website(json!({ "url": "https://lost.example.com", "name": "lost" })).await;

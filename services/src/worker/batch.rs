@@ -19,6 +19,7 @@ use chrono::Utc;
 use events::batch::CheckBatch;
 use events::{CheckCompleted, RegionName};
 use redis::aio::ConnectionManager;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Semaphore};
@@ -32,9 +33,15 @@ const IN_FLIGHT: usize = 4;
 /// How long a small batch waits for more results when a publish slot is
 /// free: long enough to gather a burst, short against the check itself.
 const LINGER: Duration = Duration::from_millis(2);
-/// Publish attempts of one batch (same message id) before its jobs are
-/// left to be reclaimed.
-const ATTEMPTS: u32 = 3;
+/// How long one batch is retried (same message id, backoff up to
+/// [`RETRY_MAX`]) before its jobs are left to be reclaimed: long enough to
+/// outlast a cluster electing a new stream leader after losing a server,
+/// so a short NATS outage delays results instead of spending the jobs'
+/// deliveries (a job delivered `WORKER_MAX_DELIVERIES` times is
+/// dead-lettered).
+const PATIENCE: Duration = Duration::from_secs(30);
+/// The longest pause between two attempts of one batch.
+const RETRY_MAX: Duration = Duration::from_secs(1);
 
 /// One result waiting to be stored, with its job and who waits for it.
 struct Pending {
@@ -48,6 +55,7 @@ struct Pending {
 #[derive(Clone)]
 pub struct Batcher {
     sender: mpsc::Sender<Pending>,
+    failing: Arc<AtomicBool>,
 }
 
 impl Batcher {
@@ -55,9 +63,22 @@ impl Batcher {
     /// `Batcher` clone is dropped, after storing what it was given.
     pub fn start(bus: Bus, region: RegionName, key: String, acks: ConnectionManager) -> Self {
         let (sender, receiver) = mpsc::channel(MAX_CHECKS * IN_FLIGHT);
-        let shared = Arc::new(Target { bus, subject: events::subject::check_batch(&region), key, acks });
+        let failing = Arc::new(AtomicBool::new(false));
+        let shared = Arc::new(Target {
+            bus,
+            subject: events::subject::check_batch(&region),
+            key,
+            acks,
+            failing: failing.clone(),
+        });
         tokio::spawn(run(shared, receiver));
-        Self { sender }
+        Self { sender, failing }
+    }
+
+    /// Whether the last attempt to store a batch failed (NATS unavailable):
+    /// reclaiming jobs then would only spend their deliveries.
+    pub fn failing(&self) -> bool {
+        self.failing.load(Ordering::Relaxed)
     }
 
     /// Stores `check` and acknowledges `job`; true once both are done,
@@ -80,6 +101,7 @@ struct Target {
     subject: String,
     key: String,
     acks: ConnectionManager,
+    failing: Arc<AtomicBool>,
 }
 
 async fn run(target: Arc<Target>, mut receiver: mpsc::Receiver<Pending>) {
@@ -155,7 +177,9 @@ async fn store(target: &Target, batch: Vec<Pending>) {
 async fn publish(target: &Target, batch: &CheckBatch) -> bool {
     let payload = bytes::Bytes::from(batch.to_json());
     let id = batch.message_id().to_string();
-    for attempt in 1..=ATTEMPTS {
+    let first = std::time::Instant::now();
+    let mut pause = Duration::from_millis(100);
+    for attempt in 1.. {
         let publish = Publish::build().payload(payload.clone()).message_id(id.clone());
         let started = std::time::Instant::now();
         let stored = async {
@@ -165,12 +189,18 @@ async fn publish(target: &Target, batch: &CheckBatch) -> bool {
         match stored.await {
             Ok(()) => {
                 crate::metrics::published(&target.subject, started.elapsed());
+                target.failing.store(false, Ordering::Relaxed);
                 return true;
             }
             Err(e) => {
                 crate::metrics::publish_failed(&target.subject, false);
+                target.failing.store(true, Ordering::Relaxed);
                 tracing::warn!(checks = batch.checks.len(), attempt, error = %e, "publishing a batch of checks failed");
-                tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+                if first.elapsed() >= PATIENCE {
+                    break;
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(RETRY_MAX);
             }
         }
     }

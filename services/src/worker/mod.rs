@@ -87,7 +87,9 @@ pub async fn serve(deps: Deps, settings: WorkerConfig, cancel: CancellationToken
                 crate::runtime::pause(REMOVED_POLL, &cancel).await;
                 return Ok(());
             }
-            if last_reclaim.elapsed() >= reclaim_every {
+            // While results cannot be stored, reclaimed jobs would fail
+            // again and only move closer to the dead letters.
+            if last_reclaim.elapsed() >= reclaim_every && !shared.batcher.failing() {
                 last_reclaim = tokio::time::Instant::now();
                 reclaim(&shared, &mut reads, &consumer, &settings, &permits).await?;
             }

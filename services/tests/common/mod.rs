@@ -66,8 +66,21 @@ impl Nats {
         let _ = self.child.wait();
     }
 
+    /// Freezes the server (SIGSTOP): its connections stay open and say
+    /// nothing, as when the network cuts it off. `resume` undoes it.
+    pub fn pause(&self) {
+        signal(&self.child, "-STOP");
+    }
+
+    /// Lets a paused server run again (SIGCONT).
+    pub fn resume(&self) {
+        signal(&self.child, "-CONT");
+    }
+
     async fn wait_ready(&self) {
-        for _ in 0..200 {
+        // Up to 20 s: a node of a cluster starting beside busy tests may
+        // take a while on a loaded machine.
+        for _ in 0..800 {
             if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
                 return;
             }
@@ -82,6 +95,12 @@ impl Drop for Nats {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Sends `signal` (`-STOP`, `-CONT`) to `child`.
+fn signal(child: &Child, signal: &str) {
+    let status = Command::new("kill").args([signal, &child.id().to_string()]).status().expect("run kill");
+    assert!(status.success(), "kill {signal} {} failed", child.id());
 }
 
 fn spawn_nats(port: u16, store: &std::path::Path, config: Option<&str>) -> Child {
@@ -133,6 +152,14 @@ impl Redis {
         let mut redis = Self::spawn(port, &args).await;
         redis.url = format!("rediss://:{password}@127.0.0.1:{port}");
         redis
+    }
+
+    /// Kills the server and starts an empty one on the same port.
+    pub async fn restart_empty(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let restarted = Self::spawn(self.port, &["--port", &self.port.to_string()]).await;
+        *self = restarted;
     }
 
     /// Starts redis-server with `args`, waiting until `port` answers.

@@ -18,12 +18,18 @@ impl Proxy {
     /// Listens on a free loopback port and forwards each connection to
     /// `target` (`host:port`).
     pub async fn start(target: &str) -> Proxy {
+        Self::start_at(0, target).await
+    }
+
+    /// Forwards to `target` from loopback port `port` (0: a free one); a
+    /// stopped proxy comes back on its port this way.
+    pub async fn start_at(port: u16, target: &str) -> Proxy {
         let target: SocketAddr = tokio::net::lookup_host(target)
             .await
             .unwrap_or_else(|e| panic!("resolving {target}: {e}"))
             .next()
             .unwrap_or_else(|| panic!("{target} has no address"));
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the proxy");
+        let listener = TcpListener::bind(("127.0.0.1", port)).await.expect("bind the proxy");
         let port = listener.local_addr().expect("proxy address").port();
         let cancel = CancellationToken::new();
         let accept_cancel = cancel.clone();

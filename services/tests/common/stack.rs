@@ -42,7 +42,7 @@ pub struct Stack {
     pub cancel: CancellationToken,
     pub smtp: Smtp,
     pub nats: Nats,
-    _redis: Redis,
+    pub redis: Redis,
 }
 
 impl Stack {
@@ -59,7 +59,13 @@ impl Stack {
     /// The system on `nats` (a server started with a configuration of the
     /// test's, e.g. TLS and credentials given in `extra`).
     pub async fn start_on(nats: Nats, smtp: Smtp, extra: &[(&str, &str)]) -> Stack {
-        let db = Db::fresh().await;
+        Self::start_with_db(nats, Db::fresh().await, smtp, extra).await
+    }
+
+    /// The system on `nats` and `db` (`extra` may reach the database
+    /// another way, e.g. `DATABASE_URL` through a proxy; `db.pool` stays
+    /// direct, for the test's own queries).
+    pub async fn start_with_db(nats: Nats, db: Db, smtp: Smtp, extra: &[(&str, &str)]) -> Stack {
         let redis = Redis::start().await;
         let smtp_port = smtp.port.to_string();
         let admin_token = services::access::new_secret();
@@ -78,19 +84,8 @@ impl Stack {
         let store = ScheduleStore::new(deps.redis_connection(&cancel).await.expect("redis"));
         let state = Arc::new(ApiState::new(deps.clone(), &config.api));
         let client = TestClient::new(api::app(state)).default_header("authorization", format!("Bearer {admin_token}"));
-        let stack = Stack {
-            client,
-            admin_token,
-            bus: deps.bus.clone(),
-            deps,
-            db,
-            config,
-            store,
-            cancel,
-            smtp,
-            nats,
-            _redis: redis,
-        };
+        let stack =
+            Stack { client, admin_token, bus: deps.bus.clone(), deps, db, config, store, cancel, smtp, nats, redis };
         stack.settle().await;
         stack
     }
@@ -289,28 +284,78 @@ impl Stack {
     /// stored twice (its worker died between storing and acknowledging)
     /// counts once, as every reader takes it once.
     pub async fn checks_per_subject(&self) -> HashMap<String, usize> {
+        let mut ids: HashMap<String, std::collections::HashSet<Uuid>> = HashMap::new();
+        for envelope in self.stored_checks().await {
+            ids.entry(envelope.subject()).or_default().insert(envelope.id);
+        }
+        ids.into_iter().map(|(subject, ids)| (subject, ids.len())).collect()
+    }
+
+    /// Events per website id in MONITOR (one per website only added),
+    /// asked until the stream answers (a new leader may still be settling).
+    pub async fn added_per_website(&self) -> HashMap<String, usize> {
+        eventually(Duration::from_secs(30), "MONITOR answering", || async {
+            let stream = self.bus.monitor_stream().await.ok()?;
+            let mut subjects = stream.info_with_subjects("monitor.website.>").await.ok()?;
+            let mut counts = HashMap::new();
+            while let Some(entry) = subjects.next().await {
+                let (subject, count) = entry.ok()?;
+                counts.insert(subject.trim_start_matches("monitor.website.").to_owned(), count);
+            }
+            Some(counts)
+        })
+        .await
+    }
+
+    /// Of websites answered 201 (`created`), how many MONITOR lacks and
+    /// how many it holds more than once.
+    pub async fn writes_lost_and_doubled(&self, created: &[String]) -> (usize, usize) {
+        let counts = self.added_per_website().await;
+        let lost = created.iter().filter(|id| !counts.contains_key(*id)).count();
+        let doubled = created.iter().filter(|id| counts.get(*id).copied().unwrap_or(0) > 1).count();
+        (lost, doubled)
+    }
+
+    /// Every check stored in CHECKS, in stream order, once per event id (a
+    /// check stored twice is taken once, as every reader takes it).
+    pub async fn stored_checks(&self) -> Vec<Envelope> {
         use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
         let mut stream = self.bus.js.get_stream("CHECKS").await.expect("CHECKS");
         let last = stream.info().await.expect("info").state.last_sequence;
-        let mut ids: HashMap<String, std::collections::HashSet<Uuid>> = HashMap::new();
         if last == 0 {
-            return HashMap::new();
+            return Vec::new();
         }
         let consumer = stream
             .create_consumer(OrderedConfig { deliver_policy: DeliverPolicy::All, ..Default::default() })
             .await
             .expect("consumer");
         let mut messages = consumer.messages().await.expect("messages");
+        let (mut seen, mut all) = (std::collections::HashSet::new(), Vec::new());
         while let Some(message) = messages.next().await {
             let message = message.expect("message");
             for envelope in events::batch::decode(&message.subject, &message.payload).unwrap_or_default() {
-                ids.entry(envelope.subject()).or_default().insert(envelope.id);
+                if seen.insert(envelope.id) {
+                    all.push(envelope);
+                }
             }
             if message.info().expect("info").stream_sequence >= last {
                 break;
             }
         }
-        ids.into_iter().map(|(subject, ids)| (subject, ids.len())).collect()
+        all
+    }
+
+    /// The scheduled times of the checks stored in CHECKS per (website,
+    /// region), each in order.
+    pub async fn check_slots(&self) -> HashMap<(Uuid, String), Vec<DateTime<Utc>>> {
+        let mut slots: HashMap<(Uuid, String), Vec<DateTime<Utc>>> = HashMap::new();
+        for envelope in self.stored_checks().await {
+            if let Event::CheckCompleted(check) = envelope.event {
+                slots.entry((check.website_id, check.region.to_string())).or_default().push(check.scheduled_at);
+            }
+        }
+        slots.values_mut().for_each(|times| times.sort());
+        slots
     }
 }
 
