@@ -192,13 +192,14 @@ async fn publish(bus: &Bus, envelope: &Envelope) -> anyhow::Result<async_nats::j
 }
 
 /// CPU seconds used so far: this process's threads (the load generator, and
-/// the API runtime's apart) and the PostgreSQL backends serving the
-/// benchmark's database.
+/// the API runtime's apart), the PostgreSQL backends serving the
+/// benchmark's database and the InfluxDB server.
 #[derive(Debug, Clone, Copy, Default)]
 struct Cpu {
     client: f64,
     server: f64,
     postgres: f64,
+    influx: f64,
 }
 
 impl Cpu {
@@ -207,6 +208,7 @@ impl Cpu {
             client: self.client - before.client,
             server: self.server - before.server,
             postgres: self.postgres - before.postgres,
+            influx: self.influx - before.influx,
         }
     }
 }
@@ -224,12 +226,23 @@ fn proc_cpu(path: &std::path::Path) -> Option<(String, f64)> {
     Some((comm, ticks as f64 / USER_HZ))
 }
 
+/// The InfluxDB server's process, from the pid file `./dev` keeps beside
+/// its data (`TEST_INFLUXDB_DATA_DIR`), if known.
+fn influx_pid() -> Option<i32> {
+    let data = std::path::PathBuf::from(std::env::var_os("TEST_INFLUXDB_DATA_DIR")?);
+    std::fs::read_to_string(data.parent()?.join("influxd.pid")).ok()?.trim().parse().ok()
+}
+
 /// The PostgreSQL backends connected to the benchmark's database.
 async fn backends(pool: &sqlx::PgPool) -> Vec<i32> {
     sqlx::query_scalar("select pid from pg_stat_activity where datname = current_database()")
         .fetch_all(pool)
         .await
         .unwrap_or_default()
+}
+
+fn cpu_of(pid: i32) -> Option<f64> {
+    proc_cpu(&std::path::Path::new("/proc").join(pid.to_string()).join("stat")).map(|(_, seconds)| seconds)
 }
 
 fn cpu_now(backends: &[i32]) -> Cpu {
@@ -245,11 +258,8 @@ fn cpu_now(backends: &[i32]) -> Cpu {
             }
         }
     }
-    cpu.postgres = backends
-        .iter()
-        .filter_map(|pid| proc_cpu(&std::path::Path::new("/proc").join(pid.to_string()).join("stat")))
-        .map(|(_, s)| s)
-        .sum();
+    cpu.postgres = backends.iter().filter_map(|pid| cpu_of(*pid)).sum();
+    cpu.influx = influx_pid().and_then(cpu_of).unwrap_or(0.0);
     cpu
 }
 
@@ -326,8 +336,12 @@ async fn measure(
     let elapsed = started.elapsed().as_secs_f64();
     let cpu = cpu_now(&backends).since(cpu_before);
     let per_request = |seconds: f64| seconds * 1000.0 / all.len().max(1) as f64;
-    let cpu =
-        Cpu { client: per_request(cpu.client), server: per_request(cpu.server), postgres: per_request(cpu.postgres) };
+    let cpu = Cpu {
+        client: per_request(cpu.client),
+        server: per_request(cpu.server),
+        postgres: per_request(cpu.postgres),
+        influx: per_request(cpu.influx),
+    };
     let rate = all.len() as f64 / elapsed;
     all.sort_by(|a, b| a.total_cmp(b));
     Ok(Measured { times: all, rate, failed, cpu })
@@ -354,15 +368,15 @@ async fn report(
 ) -> anyhow::Result<Vec<Measured>> {
     println!("\nat {websites} websites ({} clients, {} s per call):", options.clients, options.seconds);
     println!(
-        "  {:<15} {:>7} {:>7} {:>7} {:>6}  {:>22}  target",
-        "call", "p50 ms", "p99 ms", "req/s", "failed", "CPU ms/req gen/api/pg"
+        "  {:<15} {:>7} {:>7} {:>7} {:>6}  {:>29}  target",
+        "call", "p50 ms", "p99 ms", "req/s", "failed", "CPU ms/req gen/api/pg/influx"
     );
     let mut all = Vec::new();
     for (name, path, target) in CALLS {
         let path = path.replace("{id}", &series_id.to_string());
         let m = measure(base, token, &path, pool, options).await?;
         println!(
-            "  {name:<15} {:>7.1} {:>7.1} {:>7.0} {:>6}  {:>8.2} {:>6.2} {:>6.2}  {}",
+            "  {name:<15} {:>7.1} {:>7.1} {:>7.0} {:>6}  {:>8.2} {:>6.2} {:>6.2} {:>6.2}  {}",
             m.p(50.0),
             m.p(99.0),
             m.rate,
@@ -370,6 +384,7 @@ async fn report(
             m.cpu.client,
             m.cpu.server,
             m.cpu.postgres,
+            m.cpu.influx,
             verdict(name, *target, &m)
         );
         all.push(m);
