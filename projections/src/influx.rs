@@ -57,25 +57,28 @@ const ROLLED_KEPT: usize = 256;
 /// days, with when they were read and the time they cover up to (ms).
 type RolledKey = (Uuid, Option<String>, u32);
 
+/// Bucketed rollup points and the time (ms) up to which they cover.
+type Rolled = (Arc<Vec<SeriesPoint>>, i64);
+
 #[derive(Default)]
-struct RolledCache(Mutex<HashMap<RolledKey, (Instant, Arc<Vec<SeriesPoint>>, i64)>>);
+struct RolledCache(Mutex<HashMap<RolledKey, (Instant, Rolled)>>);
 
 impl RolledCache {
-    fn get(&self, key: &RolledKey) -> Option<(Arc<Vec<SeriesPoint>>, i64)> {
+    fn get(&self, key: &RolledKey) -> Option<Rolled> {
         let cache = self.0.lock().ok()?;
-        let (at, points, covered) = cache.get(key)?;
-        (at.elapsed() < ROLLED_FRESH).then(|| (points.clone(), *covered))
+        let (at, rolled) = cache.get(key)?;
+        (at.elapsed() < ROLLED_FRESH).then(|| rolled.clone())
     }
 
-    fn put(&self, key: RolledKey, points: Arc<Vec<SeriesPoint>>, covered: i64) {
+    fn put(&self, key: RolledKey, rolled: Rolled) {
         if let Ok(mut cache) = self.0.lock() {
             if cache.len() >= ROLLED_KEPT {
-                cache.retain(|_, (at, _, _)| at.elapsed() < ROLLED_FRESH);
+                cache.retain(|_, (at, _)| at.elapsed() < ROLLED_FRESH);
                 if cache.len() >= ROLLED_KEPT {
                     cache.clear();
                 }
             }
-            cache.insert(key, (Instant::now(), points, covered));
+            cache.insert(key, (Instant::now(), rolled));
         }
     }
 }
@@ -259,8 +262,8 @@ impl Influx {
                 Some(rolled) => Some(rolled),
                 None => {
                     let rolled = self.rolled(&filter, rollup, days).await;
-                    if let Some((points, covered)) = &rolled {
-                        self.rolled.put(key, points.clone(), *covered);
+                    if let Some(rolled) = &rolled {
+                        self.rolled.put(key, rolled.clone());
                     }
                     rolled
                 }
@@ -297,7 +300,7 @@ impl Influx {
     /// The points of `rollup` matching `filter` in buckets of `days`
     /// minutes, and the time (ms) up to which the rollup covers them; `None`
     /// without rollup points.
-    async fn rolled(&self, filter: &str, rollup: Rollup, days: u32) -> Option<(Arc<Vec<SeriesPoint>>, i64)> {
+    async fn rolled(&self, filter: &str, rollup: Rollup, days: u32) -> Option<Rolled> {
         let from =
             format!("{}.{}.{}", quote_ident(&self.database), quote_ident(ROLLUPS), quote_ident(rollup.measurement));
         // The rollup's points as stored, put into buckets here: a
@@ -496,8 +499,9 @@ fn filter(website_id: Uuid, region: Option<&RegionName>, days: u32) -> String {
 /// is, the highest status code; oldest first, then by region.
 pub fn buckets(points: Vec<SeriesPoint>, minutes: u32) -> Vec<SeriesPoint> {
     let width = i64::from(minutes.max(1)) * 60_000;
-    let mut buckets: std::collections::BTreeMap<(i64, String), (f64, u32, bool, Option<u16>)> =
-        std::collections::BTreeMap::new();
+    // Sum and number of response times, all up, highest code.
+    type Bucket = (f64, u32, bool, Option<u16>);
+    let mut buckets: std::collections::BTreeMap<(i64, String), Bucket> = std::collections::BTreeMap::new();
     for point in points {
         let start = point.time.timestamp_millis().div_euclid(width) * width;
         let (sum, count, up, status_code) = buckets.entry((start, point.region)).or_insert((0.0, 0, true, None));

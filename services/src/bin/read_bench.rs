@@ -115,6 +115,29 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.min(sorted.len() - 1)]
 }
 
+/// A check of `website_id` scheduled at `scheduled_at`: 200 when up, 503
+/// when down.
+fn check(
+    website_id: uuid::Uuid,
+    region: &RegionName,
+    scheduled_at: chrono::DateTime<Utc>,
+    up: bool,
+    response_ms: u32,
+) -> CheckCompleted {
+    CheckCompleted {
+        website_id,
+        region: region.clone(),
+        scheduled_at,
+        started_at: scheduled_at + ChronoDuration::milliseconds(2),
+        up,
+        status_code: Some(if up { 200 } else { 503 }),
+        response_ms: Some(response_ms),
+        cause: (!up).then_some(FailureCause::HttpStatus),
+        message: None,
+        cert_not_after: None,
+    }
+}
+
 /// Publishes websites `from..to` and a check of each, many publishes in
 /// flight, and waits until both projections have applied them.
 async fn seed(
@@ -149,18 +172,7 @@ async fn seed(
             acks.push(publish(bus, &Envelope::new(event, Utc::now())).await?);
             let up = n % down_every != 0;
             let scheduled_at = Utc::now();
-            checks.push(CheckCompleted {
-                website_id,
-                region: region.clone(),
-                scheduled_at,
-                started_at: scheduled_at + ChronoDuration::milliseconds(2),
-                up,
-                status_code: Some(if up { 200 } else { 503 }),
-                response_ms: Some(20 + (n % 200) as u32),
-                cause: (!up).then_some(FailureCause::HttpStatus),
-                message: None,
-                cert_not_after: None,
-            });
+            checks.push(check(website_id, region, scheduled_at, up, 20 + (n % 200) as u32));
         }
         for ack in acks.drain(..) {
             ack.await?;
@@ -425,18 +437,7 @@ async fn seed_series(
         .map(|n| {
             let scheduled_at = first + ChronoDuration::seconds(n * SERIES_INTERVAL_SECS);
             let up = n % 50 != 0;
-            CheckCompleted {
-                website_id: website,
-                region: region.clone(),
-                scheduled_at,
-                started_at: scheduled_at + ChronoDuration::milliseconds(3),
-                up,
-                status_code: Some(if up { 200 } else { 503 }),
-                response_ms: Some(40 + (n % 300) as u32),
-                cause: (!up).then_some(FailureCause::HttpStatus),
-                message: None,
-                cert_not_after: None,
-            }
+            check(website, region, scheduled_at, up, 40 + (n % 300) as u32)
         })
         .collect();
     for chunk in checks.chunks(5000) {
