@@ -21,7 +21,8 @@ use events::{CheckCompleted, RegionName};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 pub const MEASUREMENT: &str = "checks";
@@ -45,6 +46,46 @@ pub struct Influx {
     token: Option<String>,
     /// Days raw points are kept (0: for ever).
     retention_days: u32,
+    /// Rollup points read lately, shared by the clones.
+    rolled: Arc<RolledCache>,
+}
+
+/// How long rollup points once read answer again. A rollup's points do not
+/// change once written (a continuous query writes each interval once, after
+/// it ends), so an older read is not wrong, only shorter: the raw points
+/// after it fill the rest, as they do after the newest rollup point.
+const ROLLED_FRESH: Duration = Duration::from_secs(60);
+/// The most series whose rollup points are kept (about 100 KB each).
+const ROLLED_KEPT: usize = 256;
+
+/// The bucketed rollup points of recent series, by website, region and
+/// days, with when they were read and the time they cover up to (ms).
+type RolledKey = (Uuid, Option<String>, u32);
+
+/// Bucketed rollup points and the time (ms) up to which they cover.
+type Rolled = (Arc<Vec<SeriesPoint>>, i64);
+
+#[derive(Default)]
+struct RolledCache(Mutex<HashMap<RolledKey, (Instant, Rolled)>>);
+
+impl RolledCache {
+    fn get(&self, key: &RolledKey) -> Option<Rolled> {
+        let cache = self.0.lock().ok()?;
+        let (at, rolled) = cache.get(key)?;
+        (at.elapsed() < ROLLED_FRESH).then(|| rolled.clone())
+    }
+
+    fn put(&self, key: RolledKey, rolled: Rolled) {
+        if let Ok(mut cache) = self.0.lock() {
+            if cache.len() >= ROLLED_KEPT {
+                cache.retain(|_, (at, _)| at.elapsed() < ROLLED_FRESH);
+                if cache.len() >= ROLLED_KEPT {
+                    cache.clear();
+                }
+            }
+            cache.insert(key, (Instant::now(), rolled));
+        }
+    }
 }
 
 /// The retention policy of the rollups, kept for ever.
@@ -125,6 +166,7 @@ impl Influx {
             database: database.to_owned(),
             token: token.map(str::to_owned),
             retention_days: 0,
+            rolled: Arc::default(),
         }
     }
 
@@ -258,7 +300,9 @@ impl Influx {
     /// if any check in it failed), read from the rollup of [`rollup_for`]
     /// as far as it reaches and from the raw points after that (a rollup
     /// is written when its interval ends, and not for times before it was
-    /// created).
+    /// created). The rollup's points, once read, answer for
+    /// [`ROLLED_FRESH`] in this process; each call reads the raw points
+    /// after them.
     pub async fn series(&self, website_id: Uuid, region: Option<&RegionName>, days: u32) -> Result<Vec<SeriesPoint>> {
         let filter = filter(website_id, region, days);
         if days <= 1 {
@@ -272,19 +316,22 @@ impl Influx {
         let mut points = Vec::new();
         let mut raw_filter = filter.clone();
         if let Some(rollup) = rollup_for(days) {
-            let from =
-                format!("{}.{}.{}", quote_ident(&self.database), quote_ident(ROLLUPS), quote_ident(rollup.measurement));
-            // Without rollups (not created, or none written yet) every
-            // point comes from the raw ones.
-            let newest = format!("SELECT last(\"checks\") FROM {from} WHERE {filter}");
-            let newest = self.points(&newest).await.unwrap_or_default().iter().map(|p| p.time).max();
-            if let Some(newest) = newest {
-                let covered = newest.timestamp_millis() + i64::from(rollup.minutes) * 60_000;
-                let query = format!(
-                    "SELECT {aggregate} FROM {from} WHERE {filter} AND time < {covered}ms \
-                     GROUP BY time({days}m), \"region\" fill(none)"
-                );
-                points = self.points(&query).await?;
+            let key = (website_id, region.map(ToString::to_string), days);
+            let rolled = match self.rolled.get(&key) {
+                Some(rolled) => Some(rolled),
+                None => {
+                    let rolled = self.rolled(&filter, rollup, days).await;
+                    if let Some(rolled) = &rolled {
+                        self.rolled.put(key, rolled.clone());
+                    }
+                    rolled
+                }
+            };
+            if let Some((rolled, covered)) = rolled {
+                // A bucket is in the window while its end is.
+                let width = i64::from(days) * 60_000;
+                let from = (Utc::now() - chrono::Duration::days(i64::from(days))).timestamp_millis() - width;
+                points = rolled.iter().filter(|p| p.time.timestamp_millis() > from).cloned().collect();
                 let _ = write!(raw_filter, " AND time >= {covered}ms");
             }
         }
@@ -307,6 +354,26 @@ impl Influx {
             same
         });
         Ok(points)
+    }
+
+    /// The points of `rollup` matching `filter` in buckets of `days`
+    /// minutes, and the time (ms) up to which the rollup covers them; `None`
+    /// without rollup points.
+    async fn rolled(&self, filter: &str, rollup: Rollup, days: u32) -> Option<Rolled> {
+        let from =
+            format!("{}.{}.{}", quote_ident(&self.database), quote_ident(ROLLUPS), quote_ident(rollup.measurement));
+        // The rollup's points as stored, put into buckets here: a
+        // `GROUP BY time()` over them costs InfluxDB several times what
+        // reading them does. Without rollups (none written yet, or a server
+        // without retention policies, which refuses the statement) every
+        // point comes from the raw ones; were InfluxDB away, the raw query
+        // says so.
+        let query =
+            format!("SELECT \"response_ms\", \"up\", \"status_code\" FROM {from} WHERE {filter} GROUP BY \"region\"");
+        let rolled = self.points(&query).await.map_err(|e| tracing::debug!(error = %e, "no rollup to read")).ok()?;
+        let newest = rolled.iter().map(|p| p.time).max()?;
+        let covered = newest.timestamp_millis() + i64::from(rollup.minutes) * 60_000;
+        Some((Arc::new(buckets(rolled, days)), covered))
     }
 
     /// The points a series query answers, oldest first.
@@ -489,6 +556,39 @@ fn filter(website_id: Uuid, region: Option<&RegionName>, days: u32) -> String {
         let _ = write!(filter, " AND \"region\" = '{region}'");
     }
     filter
+}
+
+/// `points` in buckets of `minutes` minutes, as InfluxDB's `GROUP BY
+/// time(<minutes>m), "region" fill(none)` makes them: aligned on the epoch,
+/// the mean response time (of the points that have one), down if any point
+/// is, the highest status code; oldest first, then by region.
+pub fn buckets(points: Vec<SeriesPoint>, minutes: u32) -> Vec<SeriesPoint> {
+    let width = i64::from(minutes.max(1)) * 60_000;
+    // Sum and number of response times, all up, highest code.
+    type Bucket = (f64, u32, bool, Option<u16>);
+    let mut buckets: std::collections::BTreeMap<(i64, String), Bucket> = std::collections::BTreeMap::new();
+    for point in points {
+        let start = point.time.timestamp_millis().div_euclid(width) * width;
+        let (sum, count, up, status_code) = buckets.entry((start, point.region)).or_insert((0.0, 0, true, None));
+        if let Some(ms) = point.response_ms {
+            *sum += ms;
+            *count += 1;
+        }
+        *up &= point.up;
+        *status_code = (*status_code).max(point.status_code);
+    }
+    buckets
+        .into_iter()
+        .filter_map(|((start, region), (sum, count, up, status_code))| {
+            Some(SeriesPoint {
+                time: DateTime::from_timestamp_millis(start)?,
+                region,
+                response_ms: (count > 0).then(|| sum / f64::from(count)),
+                up,
+                status_code,
+            })
+        })
+        .collect()
 }
 
 /// The line-protocol line of one check (no trailing newline).
@@ -679,6 +779,37 @@ async fn check_status(response: reqwest::Response) -> Result<reqwest::Response, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn point(minute: i64, region: &str, response_ms: Option<f64>, up: bool, status_code: Option<u16>) -> SeriesPoint {
+        SeriesPoint {
+            time: DateTime::from_timestamp(minute * 60, 0).unwrap_or_default(),
+            region: region.into(),
+            response_ms,
+            up,
+            status_code,
+        }
+    }
+
+    #[test]
+    fn buckets_are_aligned_on_the_epoch_and_hold_the_mean_the_worst_status_and_the_highest_code() {
+        let points = vec![
+            point(90, "eu", Some(10.0), true, Some(200)),
+            point(120, "eu", Some(30.0), false, Some(503)),
+            point(150, "eu", None, true, None),
+            point(100, "us", Some(7.0), true, Some(200)),
+            point(179, "eu", Some(5.0), true, Some(200)),
+            point(180, "eu", Some(1.0), true, Some(200)),
+        ];
+        let buckets = buckets(points, 90);
+        assert_eq!(
+            buckets,
+            vec![
+                point(90, "eu", Some(15.0), false, Some(503)),
+                point(90, "us", Some(7.0), true, Some(200)),
+                point(180, "eu", Some(1.0), true, Some(200)),
+            ]
+        );
+    }
 
     #[test]
     fn a_check_becomes_one_line_with_integer_fields_and_a_microsecond_timestamp() {

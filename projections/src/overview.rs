@@ -18,7 +18,7 @@
 
 use crate::postgres::{decode_website, WebsiteRow};
 use crate::Result;
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use events::outage::{self, Status};
 use events::website::Website;
 use events::{DownPolicy, RegionName};
@@ -364,11 +364,14 @@ fn uptime_sql(website: &str) -> String {
 
 /// Up to `limit` websites matching `filter` in `sort` order, after `after`.
 pub async fn page(pool: &PgPool, filter: &Filter, sort: Sort, after: Option<&Key>, limit: i64) -> Result<Vec<Entry>> {
-    let now = Utc::now();
     let by_uptime = sort == Sort::Uptime24h;
-    let mut query = QueryBuilder::<Postgres>::new("with params as (select ");
-    query.push_bind(now).push("::timestamptz as now, ");
-    query.push_bind(now - Duration::hours(24)).push("::timestamptz as day_ago),");
+    // Nothing but the request's own values is a parameter: the time comes
+    // from the server and the limit is written into the text (a checked
+    // number). PostgreSQL then plans the statement once per connection and
+    // reuses the plan; planning this query costs as much as running it, and
+    // a plan made for an unknown `limit` reads every website.
+    let mut query =
+        QueryBuilder::<Postgres>::new("with params as (select now() as now, now() - interval '24 hours' as day_ago),");
     // Sorting by uptime needs it for every website with an incident in the
     // window (the others were up all along); any other sort only for the
     // rows of the page, after they are chosen.
@@ -408,7 +411,7 @@ pub async fn page(pool: &PgPool, filter: &Filter, sort: Sort, after: Option<&Key
         query.push(" and ");
         key.push_after(&mut query);
     }
-    query.push(" order by ").push(sort.order()).push(" limit ").push_bind(limit).push(")");
+    query.push(" order by ").push(sort.order()).push(" limit ").push(limit).push(")");
     if by_uptime {
         query.push(" select p.*");
     } else {

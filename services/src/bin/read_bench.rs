@@ -4,10 +4,18 @@
 //! website, every K-th down), lets the projector build the projection,
 //! serves the API in this process and measures, with several clients at
 //! once, the calls the dashboard makes: a page of `/monitor`,
-//! `/monitor/summary`, a search, and a status filter. It measures at 1,000
-//! websites, then grows the same system to `--websites` and measures again,
-//! printing p50/p99 latency and requests/s of each call beside the issue's
-//! targets.
+//! `/monitor/summary`, a search, a status filter, and one website's
+//! response-time series over 7 and 90 days (90 days of checks written to
+//! InfluxDB, their rollups made by the continuous queries' own `SELECT ...
+//! INTO`). It measures at 1,000 websites, then grows the same system to
+//! `--websites` and measures again, printing p50/p99 latency and requests/s
+//! of each call beside the issue's targets, and then both runs side by side.
+//!
+//! The API (and the projector) run on a runtime of their own, so the CPU time
+//! each call costs is printed per request for the load generator (this
+//! process's other threads), the API and the PostgreSQL backends of the
+//! benchmark's database: on a small machine the generator shares the cores,
+//! and this shows how much of them it takes.
 //!
 //! Then it puts `--page-websites` of them, each with a past outage, on a
 //! public status page and offers `/status/<slug>.json` (the page's data, no
@@ -57,18 +65,43 @@ struct Options {
     /// Requests a second offered to the status page.
     #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=5000))]
     offered: u32,
+    /// Keep the PostgreSQL and InfluxDB databases afterwards (to look at
+    /// their query plans); their name is printed.
+    #[arg(long)]
+    keep: bool,
 }
 
 /// The status page's p99 target in milliseconds, at 200 requests/s.
 const PAGE_TARGET_MS: f64 = 100.0;
 
-/// The calls measured, with the issue's p99 target in milliseconds.
+/// The calls measured, with the issue's p99 target in milliseconds. `{id}`
+/// stands for the website whose series was written ([`seed_series`]).
 const CALLS: &[(&str, &str, f64)] = &[
     ("page of 50", "/monitor?limit=50", 50.0),
     ("summary", "/monitor/summary", 50.0),
     ("search q=", "/monitor?limit=50&q=site-0042", 100.0),
     ("down, by name", "/monitor?limit=50&status=down&sort=name", 100.0),
+    ("series 7 days", "/monitor/{id}?days=7", 200.0),
+    ("series 90 days", "/monitor/{id}?days=90", 200.0),
 ];
+
+/// The page's throughput target (requests/s).
+const PAGE_RATE_TARGET: f64 = 1000.0;
+
+/// The most points a series should have per region.
+const SERIES_POINTS_TARGET: usize = 2000;
+
+/// Days of checks written for the series website, one every
+/// [`SERIES_INTERVAL_SECS`].
+const SERIES_DAYS: i64 = 90;
+const SERIES_INTERVAL_SECS: i64 = 180;
+
+/// The name of the API runtime's threads, by which their CPU time is told
+/// apart from the load generator's.
+const SERVER_THREADS: &str = "api-server";
+
+/// `/proc` reports CPU times in USER_HZ ticks, 100 a second on Linux.
+const USER_HZ: f64 = 100.0;
 
 fn setting(name: &str) -> anyhow::Result<String> {
     std::env::var(name).with_context(|| format!("{name} is not set: run the benchmark with ./dev readbench"))
@@ -80,6 +113,29 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     }
     let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
     sorted[rank.min(sorted.len() - 1)]
+}
+
+/// A check of `website_id` scheduled at `scheduled_at`: 200 when up, 503
+/// when down.
+fn check(
+    website_id: uuid::Uuid,
+    region: &RegionName,
+    scheduled_at: chrono::DateTime<Utc>,
+    up: bool,
+    response_ms: u32,
+) -> CheckCompleted {
+    CheckCompleted {
+        website_id,
+        region: region.clone(),
+        scheduled_at,
+        started_at: scheduled_at + ChronoDuration::milliseconds(2),
+        up,
+        status_code: Some(if up { 200 } else { 503 }),
+        response_ms: Some(response_ms),
+        cause: (!up).then_some(FailureCause::HttpStatus),
+        message: None,
+        cert_not_after: None,
+    }
 }
 
 /// Publishes websites `from..to` and a check of each, many publishes in
@@ -116,18 +172,7 @@ async fn seed(
             acks.push(publish(bus, &Envelope::new(event, Utc::now())).await?);
             let up = n % down_every != 0;
             let scheduled_at = Utc::now();
-            checks.push(CheckCompleted {
-                website_id,
-                region: region.clone(),
-                scheduled_at,
-                started_at: scheduled_at + ChronoDuration::milliseconds(2),
-                up,
-                status_code: Some(if up { 200 } else { 503 }),
-                response_ms: Some(20 + (n % 200) as u32),
-                cause: (!up).then_some(FailureCause::HttpStatus),
-                message: None,
-                cert_not_after: None,
-            });
+            checks.push(check(website_id, region, scheduled_at, up, 20 + (n % 200) as u32));
         }
         for ack in acks.drain(..) {
             ack.await?;
@@ -158,14 +203,123 @@ async fn publish(bus: &Bus, envelope: &Envelope) -> anyhow::Result<async_nats::j
     Ok(bus.js.send_publish(envelope.subject(), publish).await?)
 }
 
-/// Latency of every request (ms), requests/s and failures of one call.
-async fn measure(base: &str, token: &str, path: &str, options: &Options) -> anyhow::Result<(Vec<f64>, f64, u64)> {
+/// CPU seconds used so far: this process's threads (the load generator, and
+/// the API runtime's apart), the PostgreSQL backends serving the
+/// benchmark's database and the InfluxDB server.
+#[derive(Debug, Clone, Copy, Default)]
+struct Cpu {
+    client: f64,
+    server: f64,
+    postgres: f64,
+    influx: f64,
+}
+
+impl Cpu {
+    fn since(self, before: Cpu) -> Cpu {
+        Cpu {
+            client: self.client - before.client,
+            server: self.server - before.server,
+            postgres: self.postgres - before.postgres,
+            influx: self.influx - before.influx,
+        }
+    }
+}
+
+/// The command name and CPU seconds (user and system) of a `stat` file of
+/// `/proc`; `None` when it is gone or unreadable.
+fn proc_cpu(path: &std::path::Path) -> Option<(String, f64)> {
+    let stat = std::fs::read_to_string(path).ok()?;
+    let (head, rest) = stat.rsplit_once(')')?;
+    let comm = head.split_once('(')?.1.to_owned();
+    // Fields after the name, from the state (field 3): utime is field 14,
+    // stime field 15.
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some((comm, ticks as f64 / USER_HZ))
+}
+
+/// The InfluxDB server's process, from the pid file `./dev` keeps beside
+/// its data (`TEST_INFLUXDB_DATA_DIR`), if known.
+fn influx_pid() -> Option<i32> {
+    let data = std::path::PathBuf::from(std::env::var_os("TEST_INFLUXDB_DATA_DIR")?);
+    std::fs::read_to_string(data.parent()?.join("influxd.pid")).ok()?.trim().parse().ok()
+}
+
+/// The PostgreSQL backends connected to the benchmark's database.
+async fn backends(pool: &sqlx::PgPool) -> Vec<i32> {
+    sqlx::query_scalar("select pid from pg_stat_activity where datname = current_database()")
+        .fetch_all(pool)
+        .await
+        .unwrap_or_default()
+}
+
+fn cpu_of(pid: i32) -> Option<f64> {
+    proc_cpu(&std::path::Path::new("/proc").join(pid.to_string()).join("stat")).map(|(_, seconds)| seconds)
+}
+
+fn cpu_now(backends: &[i32]) -> Cpu {
+    let mut cpu = Cpu::default();
+    if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
+        for task in tasks.flatten() {
+            if let Some((comm, seconds)) = proc_cpu(&task.path().join("stat")) {
+                if comm.starts_with(SERVER_THREADS) {
+                    cpu.server += seconds;
+                } else {
+                    cpu.client += seconds;
+                }
+            }
+        }
+    }
+    cpu.postgres = backends.iter().filter_map(|pid| cpu_of(*pid)).sum();
+    cpu.influx = influx_pid().and_then(cpu_of).unwrap_or(0.0);
+    cpu
+}
+
+/// One call measured.
+#[derive(Debug, Clone)]
+struct Measured {
+    /// Latency of every request (ms), sorted.
+    times: Vec<f64>,
+    /// Requests answered a second.
+    rate: f64,
+    failed: u64,
+    /// CPU milliseconds per request.
+    cpu: Cpu,
+}
+
+impl Measured {
+    fn p(&self, p: f64) -> f64 {
+        percentile(&self.times, p)
+    }
+}
+
+/// Runs `path` with `options.clients` requests in flight for
+/// `options.seconds`, on connections kept alive.
+async fn measure(
+    base: &str,
+    token: &str,
+    path: &str,
+    pool: &sqlx::PgPool,
+    options: &Options,
+) -> anyhow::Result<Measured> {
     let client = reqwest::Client::builder().pool_max_idle_per_host(options.clients as usize).build()?;
     let url = format!("{base}{path}");
-    // Warm the connections and the server's caches.
+    // Warm the connections (and the pool's), and the server's caches.
+    let mut warm = tokio::task::JoinSet::new();
     for _ in 0..options.clients {
-        client.get(&url).bearer_auth(token).send().await?.bytes().await?;
+        let (client, url, token) = (client.clone(), url.clone(), token.to_owned());
+        warm.spawn(async move {
+            for _ in 0..5 {
+                client.get(&url).bearer_auth(&token).send().await?.bytes().await?;
+            }
+            Ok::<_, reqwest::Error>(())
+        });
     }
+    while let Some(done) = warm.join_next().await {
+        done??;
+    }
+    let backends = backends(pool).await;
+    let cpu_before = cpu_now(&backends);
     let started = Instant::now();
     let deadline = started + Duration::from_secs(options.seconds);
     let mut tasks = tokio::task::JoinSet::new();
@@ -191,27 +345,147 @@ async fn measure(base: &str, token: &str, path: &str, options: &Options) -> anyh
         all.extend(times);
         failed += f;
     }
-    let rate = all.len() as f64 / started.elapsed().as_secs_f64();
+    let elapsed = started.elapsed().as_secs_f64();
+    let cpu = cpu_now(&backends).since(cpu_before);
+    let per_request = |seconds: f64| seconds * 1000.0 / all.len().max(1) as f64;
+    let cpu = Cpu {
+        client: per_request(cpu.client),
+        server: per_request(cpu.server),
+        postgres: per_request(cpu.postgres),
+        influx: per_request(cpu.influx),
+    };
+    let rate = all.len() as f64 / elapsed;
     all.sort_by(|a, b| a.total_cmp(b));
-    Ok((all, rate, failed))
+    Ok(Measured { times: all, rate, failed, cpu })
 }
 
-async fn report(base: &str, token: &str, websites: u64, options: &Options) -> anyhow::Result<()> {
+/// Whether a call met its targets: p99, and for the page its throughput.
+fn verdict(name: &str, target: f64, measured: &Measured) -> String {
+    let mut met = measured.p(99.0) < target && measured.failed == 0;
+    let mut what = format!("p99 < {target} ms");
+    if name == CALLS[0].0 {
+        met &= measured.rate >= PAGE_RATE_TARGET;
+        what.push_str(&format!(", >= {PAGE_RATE_TARGET} req/s"));
+    }
+    format!("{what}: {}", if met { "met" } else { "missed" })
+}
+
+async fn report(
+    base: &str,
+    token: &str,
+    series_id: uuid::Uuid,
+    websites: u64,
+    pool: &sqlx::PgPool,
+    options: &Options,
+) -> anyhow::Result<Vec<Measured>> {
     println!("\nat {websites} websites ({} clients, {} s per call):", options.clients, options.seconds);
-    println!("  {:<16} {:>9} {:>9} {:>10} {:>8}  target", "call", "p50 ms", "p99 ms", "req/s", "failed");
+    println!(
+        "  {:<15} {:>7} {:>7} {:>7} {:>6}  {:>29}  target",
+        "call", "p50 ms", "p99 ms", "req/s", "failed", "CPU ms/req gen/api/pg/influx"
+    );
+    let mut all = Vec::new();
     for (name, path, target) in CALLS {
-        let (times, rate, failed) = measure(base, token, path, options).await?;
-        let p99 = percentile(&times, 99.0);
-        let verdict = if p99 < *target { "met" } else { "missed" };
+        let path = path.replace("{id}", &series_id.to_string());
+        let m = measure(base, token, &path, pool, options).await?;
         println!(
-            "  {name:<16} {:>9.1} {:>9.1} {:>10.0} {:>8}  p99 < {target} ms: {verdict}",
-            percentile(&times, 50.0),
-            p99,
-            rate,
-            failed
+            "  {name:<15} {:>7.1} {:>7.1} {:>7.0} {:>6}  {:>8.2} {:>6.2} {:>6.2} {:>6.2}  {}",
+            m.p(50.0),
+            m.p(99.0),
+            m.rate,
+            m.failed,
+            m.cpu.client,
+            m.cpu.server,
+            m.cpu.postgres,
+            m.cpu.influx,
+            verdict(name, *target, &m)
         );
+        all.push(m);
+    }
+    Ok(all)
+}
+
+/// Both measurements side by side.
+fn compare(first: (u64, &[Measured]), second: (u64, &[Measured])) {
+    let head = |n: u64| format!("at {n} websites");
+    println!("\nside by side (p99 ms, req/s):");
+    println!("  {:<15} {:>20} {:>22}  target", "call", head(first.0), head(second.0));
+    for (n, (name, _, target)) in CALLS.iter().enumerate() {
+        let cell =
+            |m: Option<&Measured>| m.map_or("-".to_owned(), |m| format!("{:.1} ms {:>6.0}/s", m.p(99.0), m.rate));
+        let verdict = second.1.get(n).map(|m| verdict(name, *target, m)).unwrap_or_default();
+        println!("  {name:<15} {:>20} {:>22}  {verdict}", cell(first.1.get(n)), cell(second.1.get(n)));
+    }
+}
+
+/// Writes `SERIES_DAYS` of checks of `website` to InfluxDB (every
+/// `SERIES_INTERVAL_SECS`, one in 50 down), as the projection writes them,
+/// and makes their rollups with the continuous queries' own statements over
+/// the whole period (a continuous query only rolls up the interval that
+/// just ended). The last hour's checks stay raw only, as they would be.
+async fn seed_series(
+    influx_url: &str,
+    database: &str,
+    influx: &projections::influx::Influx,
+    website: uuid::Uuid,
+    region: &RegionName,
+) -> anyhow::Result<()> {
+    influx.ensure_database().await?;
+    let now = Utc::now();
+    let first = now - ChronoDuration::days(SERIES_DAYS);
+    let count = SERIES_DAYS * 86_400 / SERIES_INTERVAL_SECS;
+    let checks: Vec<CheckCompleted> = (0..count)
+        .map(|n| {
+            let scheduled_at = first + ChronoDuration::seconds(n * SERIES_INTERVAL_SECS);
+            let up = n % 50 != 0;
+            check(website, region, scheduled_at, up, 40 + (n % 300) as u32)
+        })
+        .collect();
+    for chunk in checks.chunks(5000) {
+        influx.write(&chunk.iter().collect::<Vec<_>>()).await?;
+    }
+    let http = reqwest::Client::new();
+    let hour = now.timestamp() / 3600 * 3600;
+    for rollup in projections::influx::ROLLUP_LEVELS {
+        let statement = format!(
+            "SELECT mean(\"response_ms\") AS \"response_ms\", min(\"up\") AS \"up\", max(\"status_code\") AS \"status_code\", \
+             count(\"up\") AS \"checks\" INTO \"{database}\".\"{}\".\"{}\" FROM \"{}\" \
+             WHERE \"website_id\" = '{website}' AND time >= {}s AND time < {hour}s GROUP BY time({}m), *",
+            projections::influx::ROLLUPS,
+            rollup.measurement,
+            projections::influx::MEASUREMENT,
+            first.timestamp(),
+            rollup.minutes
+        );
+        let response = http
+            .post(format!("{influx_url}/query"))
+            .query(&[("db", database)])
+            .form(&[("q", statement.as_str())])
+            .send()
+            .await?;
+        let status = response.status();
+        let body = response.text().await?;
+        if !status.is_success() || body.contains("\"error\"") {
+            anyhow::bail!("rolling up {}: HTTP {status}: {body}", rollup.measurement);
+        }
     }
     Ok(())
+}
+
+/// The most points one region's series has in `days`' answer.
+async fn series_points(base: &str, token: &str, website: uuid::Uuid, days: u32) -> anyhow::Result<usize> {
+    let points: Vec<serde_json::Value> = reqwest::Client::new()
+        .get(format!("{base}/monitor/{website}?days={days}"))
+        .bearer_auth(token)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let mut per_region: HashMap<String, usize> = HashMap::new();
+    for point in &points {
+        *per_region.entry(point["region"].as_str().unwrap_or_default().to_owned()).or_default() += 1;
+    }
+    Ok(per_region.into_values().max().unwrap_or(0))
 }
 
 /// Puts the first `count` websites on a status page `bench`, each with an
@@ -314,24 +588,54 @@ status page of {} websites, {offered} req/s offered for {} s (no token):",
     Ok(())
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+/// A `read` token, as the dashboard would sign in with: every request
+/// authenticates as a real token does, not as the bootstrap token.
+async fn read_token(base: &str, admin: &str) -> anyhow::Result<String> {
+    let created: serde_json::Value = reqwest::Client::new()
+        .post(format!("{base}/tokens"))
+        .bearer_auth(admin)
+        .json(&serde_json::json!({ "name": "readbench", "scope": "read" }))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    created["secret"].as_str().map(str::to_owned).context("the new token has no secret")
+}
+
+fn main() -> anyhow::Result<()> {
     services::runtime::init_tracing();
     let options = <Options as clap::Parser>::parse();
+    // The API and the projector on threads of their own (see Cpu); the
+    // load generator on the others.
+    let server = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name(SERVER_THREADS)
+        .enable_all()
+        .build()?;
+    let client =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name("load").enable_all().build()?;
+    let outcome = client.block_on(run(options, server.handle().clone()));
+    server.shutdown_background();
+    outcome
+}
+
+async fn run(options: Options, server: tokio::runtime::Handle) -> anyhow::Result<()> {
     let stamp = Utc::now().format("%Y%m%d%H%M%S").to_string();
     let admin = sqlx::PgPool::connect(&setting("TEST_DATABASE_URL")?).await?;
     let db_name = format!("bench_read_{stamp}");
     sqlx::query(&format!("create database {db_name}")).execute(&admin).await?;
     let mut db_url = url::Url::parse(&setting("TEST_DATABASE_URL")?)?;
     db_url.set_path(&db_name);
-    let token = format!("wm_readbench_{}", uuid::Uuid::new_v4().simple());
+    let admin_token = format!("wm_readbench_{}", uuid::Uuid::new_v4().simple());
+    let influx_url = setting("TEST_INFLUXDB_URL")?;
     let settings: HashMap<&str, String> = HashMap::from([
         ("NATS_URL", setting("TEST_NATS_URL")?),
         ("DATABASE_URL", db_url.to_string()),
         ("REDIS_URL", setting("TEST_REDIS_URL")?),
-        ("INFLUXDB_URL", setting("TEST_INFLUXDB_URL")?),
+        ("INFLUXDB_URL", influx_url.clone()),
         ("INFLUXDB_BUCKET", db_name.clone()),
-        ("ADMIN_TOKEN", token.clone()),
+        ("ADMIN_TOKEN", admin_token.clone()),
     ]);
     let config = Config::from_lookup(|name| settings.get(name).cloned())?;
     let cancel = CancellationToken::new();
@@ -341,23 +645,31 @@ async fn main() -> anyhow::Result<()> {
             let _ = bus.js.delete_stream(stream).await;
         }
     }
-    let deps = Deps::connect(&config).await?;
+    // Connected on the server's runtime, so the connections' own tasks
+    // (NATS) count as the server's.
+    let deps = {
+        let config = config.clone();
+        server.spawn(async move { Deps::connect(&config).await }).await??
+    };
     deps.database_ready(&cancel).await?;
     let (bus, pool) = (deps.bus.clone(), deps.pool.clone());
     let region = RegionName::parse("local").map_err(|e| anyhow::anyhow!("{e}"))?;
     bus.publish(&Envelope::new(Event::RegionAdded(RegionAdded { region: region.clone() }), Utc::now()), Some(0))
         .await?;
-    tokio::spawn(projector::serve(deps.clone(), config.projector.clone(), cancel.clone()));
+    server.spawn(projector::serve(deps.clone(), config.projector.clone(), cancel.clone()));
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let base = format!("http://{}", listener.local_addr()?);
     let app = api::app(Arc::new(ApiState::new(deps.clone(), &config.api)));
-    let acceptor = TcpAcceptor::from_tokio(listener)?;
-    tokio::spawn(async move {
-        let _ = Server::new_with_acceptor(acceptor).run(app).await;
+    let listener = server.spawn(tokio::net::TcpListener::bind("127.0.0.1:0")).await??;
+    let base = format!("http://{}", listener.local_addr()?);
+    server.spawn(async move {
+        let acceptor = TcpAcceptor::from_tokio(listener)?;
+        Server::new_with_acceptor(acceptor).run(app).await
     });
+    let token = read_token(&base, &admin_token).await?;
 
     let mut seeded = 0;
+    let mut runs = Vec::new();
+    let mut series_id = None;
     for target in [1_000, options.websites] {
         let started = Instant::now();
         seed(&bus, &pool, &region, seeded, target, options.down_every).await?;
@@ -367,11 +679,36 @@ async fn main() -> anyhow::Result<()> {
             started.elapsed().as_secs_f64()
         );
         seeded = target;
+        let website = match series_id {
+            Some(id) => id,
+            None => {
+                let id: uuid::Uuid = sqlx::query_scalar("select id from websites order by created_at, id limit 1")
+                    .fetch_one(&pool)
+                    .await?;
+                *series_id.insert(id)
+            }
+        };
+        // Written again before each measurement (the same points): what is
+        // measured is the whole 90 days, whatever happened to the database.
+        let started = Instant::now();
+        seed_series(&influx_url, &db_name, &deps.influx, website, &region).await?;
+        println!(
+            "wrote {SERIES_DAYS} days of checks of one website to InfluxDB (one every {SERIES_INTERVAL_SECS} s) and their rollups in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        for days in [7, 90] {
+            let points = series_points(&base, &token, website, days).await?;
+            let verdict = if points <= SERIES_POINTS_TARGET { "met" } else { "missed" };
+            println!("  days={days}: {points} points per series (target <= {SERIES_POINTS_TARGET}: {verdict})");
+        }
         sqlx::query("analyze").execute(&pool).await?;
-        report(&base, &token, seeded, &options).await?;
+        runs.push((seeded, report(&base, &token, website, seeded, &pool, &options).await?));
         if seeded >= options.websites {
             break;
         }
+    }
+    if let [first, second] = runs.as_slice() {
+        compare((first.0, &first.1), (second.0, &second.1));
     }
     let bytes = reqwest::Client::new()
         .get(format!("{base}/monitor?limit=50"))
@@ -384,6 +721,16 @@ async fn main() -> anyhow::Result<()> {
     status_page(&bus, &pool, &region, options.page_websites).await?;
     report_page(&base, &options).await?;
     cancel.cancel();
+    if options.keep {
+        println!("\nkept the databases {db_name} (PostgreSQL and InfluxDB)");
+        return Ok(());
+    }
     sqlx::query(&format!("drop database if exists {db_name} with (force)")).execute(&admin).await.ok();
+    reqwest::Client::new()
+        .post(format!("{influx_url}/query"))
+        .form(&[("q", format!("DROP DATABASE \"{db_name}\""))])
+        .send()
+        .await
+        .ok();
     Ok(())
 }
