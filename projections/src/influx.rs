@@ -105,14 +105,37 @@ pub struct Rollup {
     /// websites.
     every: u32,
     covers: u32,
+    /// The rollup it is made from (`None`: the raw points).
+    from: Option<&'static str>,
 }
 
 /// One point a minute (windows up to a week), one an hour (longer ones,
 /// from the minute points: 60 times fewer to read).
 pub const ROLLUP_LEVELS: [Rollup; 2] = [
-    Rollup { measurement: "checks_1m", minutes: 1, every: 10, covers: 15 },
-    Rollup { measurement: "checks_1h", minutes: 60, every: 60, covers: 120 },
+    Rollup { measurement: "checks_1m", minutes: 1, every: 10, covers: 15, from: None },
+    Rollup { measurement: "checks_1h", minutes: 60, every: 60, covers: 120, from: Some("checks_1m") },
 ];
+
+impl Rollup {
+    /// The `SELECT ... INTO` that makes this rollup in `database` from its
+    /// source, over the points `condition` (InfluxQL) selects, or all.
+    pub fn select_into(&self, database: &str, condition: Option<&str>) -> String {
+        let db = quote_ident(database);
+        let in_rollups = |measurement: &str| format!("{db}.{}.{}", quote_ident(ROLLUPS), quote_ident(measurement));
+        let (source, checks) = match self.from {
+            None => (quote_ident(MEASUREMENT), "count(\"up\")"),
+            Some(rollup) => (in_rollups(rollup), "sum(\"checks\")"),
+        };
+        let condition = condition.map(|c| format!(" WHERE {c}")).unwrap_or_default();
+        format!(
+            "SELECT mean(\"response_ms\") AS \"response_ms\", min(\"up\") AS \"up\", \
+             max(\"status_code\") AS \"status_code\", {checks} AS \"checks\" \
+             INTO {} FROM {source}{condition} GROUP BY time({}m), *",
+            in_rollups(self.measurement),
+            self.minutes
+        )
+    }
+}
 
 /// The rollup a series over `days` reads: none for a day (every check), the
 /// minute one up to a week, the hour one beyond.
@@ -194,21 +217,15 @@ impl Influx {
             (format!("ALTER RETENTION POLICY {} ON {db} DURATION {duration}", quote_ident(RAW_POLICY)), None),
             (format!("CREATE RETENTION POLICY {} ON {db} DURATION INF REPLICATION 1", quote_ident(ROLLUPS)), None),
         ];
-        let mut source = format!("\"{MEASUREMENT}\"");
-        let mut count = "count(\"up\")";
         for rollup in ROLLUP_LEVELS {
             let name = quote_ident(rollup.measurement);
-            let into = format!("{db}.{}.{name}", quote_ident(ROLLUPS));
             let create = format!(
-                "CREATE CONTINUOUS QUERY {name} ON {db} RESAMPLE EVERY {}m FOR {}m BEGIN \
-                 SELECT mean(\"response_ms\") AS \"response_ms\", min(\"up\") AS \"up\", \
-                 max(\"status_code\") AS \"status_code\", {count} AS \"checks\" \
-                 INTO {into} FROM {source} GROUP BY time({}m), * END",
-                rollup.every, rollup.covers, rollup.minutes
+                "CREATE CONTINUOUS QUERY {name} ON {db} RESAMPLE EVERY {}m FOR {}m BEGIN {} END",
+                rollup.every,
+                rollup.covers,
+                rollup.select_into(&self.database, None)
             );
             statements.push((create, Some(format!("DROP CONTINUOUS QUERY {name} ON {db}"))));
-            source = into;
-            count = "sum(\"checks\")";
         }
         for (statement, drop_earlier) in statements {
             let replaced = match (self.execute(&statement).await, drop_earlier) {

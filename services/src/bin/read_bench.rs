@@ -446,16 +446,8 @@ async fn seed_series(
     let http = reqwest::Client::new();
     let hour = now.timestamp() / 3600 * 3600;
     for rollup in projections::influx::ROLLUP_LEVELS {
-        let statement = format!(
-            "SELECT mean(\"response_ms\") AS \"response_ms\", min(\"up\") AS \"up\", max(\"status_code\") AS \"status_code\", \
-             count(\"up\") AS \"checks\" INTO \"{database}\".\"{}\".\"{}\" FROM \"{}\" \
-             WHERE \"website_id\" = '{website}' AND time >= {}s AND time < {hour}s GROUP BY time({}m), *",
-            projections::influx::ROLLUPS,
-            rollup.measurement,
-            projections::influx::MEASUREMENT,
-            first.timestamp(),
-            rollup.minutes
-        );
+        let condition = format!("\"website_id\" = '{website}' AND time >= {}s AND time < {hour}s", first.timestamp());
+        let statement = rollup.select_into(database, Some(&condition));
         let response = http
             .post(format!("{influx_url}/query"))
             .query(&[("db", database)])
