@@ -19,6 +19,7 @@ use crate::{follow, Deps};
 use anyhow::Context;
 use async_nats::jetstream::consumer::pull::MessagesErrorKind;
 use async_nats::jetstream::consumer::{self, AckPolicy, DeliverPolicy};
+use async_nats::jetstream::context::ConsumerInfoErrorKind;
 use async_nats::jetstream::stream::ConsumerErrorKind;
 use async_nats::jetstream::{ErrorCode, Message};
 use events::subject::CHECKS_STREAM;
@@ -41,7 +42,11 @@ const INFLUX_WRITES_IN_FLIGHT: usize = 4;
 const INFLUX_PULL_EXPIRES: Duration = Duration::from_secs(5);
 
 /// The durable consumer feeding InfluxDB.
-pub const INFLUX_CONSUMER: &str = "influx-checks";
+pub const INFLUX_CONSUMER: &str = "influx-checks-each";
+/// The consumer of earlier versions, which acknowledged everything before a
+/// message with it: after a restart, messages pulled and never written were
+/// acknowledged with the first write after. Replaced from where it stood.
+const EARLIER_INFLUX_CONSUMER: &str = "influx-checks";
 
 /// Which Postgres projection to run or replay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,18 +122,37 @@ pub async fn run_influx(bus: Bus, influx: Influx, batch: usize, cancel: Cancella
 fn influx_consumer_config() -> consumer::pull::Config {
     consumer::pull::Config {
         durable_name: Some(INFLUX_CONSUMER.into()),
-        description: Some("CHECKS into InfluxDB; acknowledged after each write".into()),
+        description: Some("CHECKS into InfluxDB; each message acknowledged once written".into()),
         deliver_policy: DeliverPolicy::All,
-        ack_policy: AckPolicy::All,
+        ack_policy: AckPolicy::Explicit,
         ack_wait: Duration::from_secs(60),
         max_ack_pending: 100_000,
         ..Default::default()
     }
 }
 
+/// Creates the consumer after the earlier version's acknowledged position
+/// and deletes that one, if it exists.
+async fn replace_earlier_consumer(stream: &async_nats::jetstream::stream::Stream) -> anyhow::Result<()> {
+    let floor = match stream.consumer_info(EARLIER_INFLUX_CONSUMER).await {
+        Ok(earlier) => earlier.ack_floor.stream_sequence,
+        Err(e) if e.kind() == ConsumerInfoErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).context("looking up the earlier influxdb consumer"),
+    };
+    let config = consumer::pull::Config {
+        deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: floor + 1 },
+        ..influx_consumer_config()
+    };
+    stream.create_consumer(config).await.context("creating the influxdb consumer")?;
+    delete_consumer(stream, EARLIER_INFLUX_CONSUMER).await?;
+    tracing::info!(from = floor + 1, "the influxdb consumer acknowledges each message from now on");
+    Ok(())
+}
+
 async fn follow_influx(bus: &Bus, influx: &Influx, max_batch: usize, cancel: &CancellationToken) -> anyhow::Result<()> {
     influx.ensure_database().await?;
     let stream = bus.js.get_stream(CHECKS_STREAM).await.context("opening CHECKS")?;
+    replace_earlier_consumer(&stream).await?;
     let consumer = stream
         .get_or_create_consumer(INFLUX_CONSUMER, influx_consumer_config())
         .await
@@ -144,16 +168,16 @@ async fn follow_influx(bus: &Bus, influx: &Influx, max_batch: usize, cancel: &Ca
         .await
         .context("opening message stream")?
         .ready_chunks(max_batch);
-    // The batch being written, and its last message (acknowledged once it
-    // is): the next batch is received and decoded meanwhile.
-    let mut writing: Option<(tokio::task::JoinHandle<anyhow::Result<()>>, Message)> = None;
+    // The batch being written, and its messages (acknowledged once it is):
+    // the next batch is received and decoded meanwhile.
+    let mut writing: Option<(tokio::task::JoinHandle<anyhow::Result<()>>, Vec<Message>)> = None;
     loop {
         let batch = match writing.as_mut() {
             Some((written, _)) => tokio::select! {
                 _ = cancel.cancelled() => return Ok(()),
                 result = written => {
-                    if let Some((_, last)) = writing.take() {
-                        acknowledge(result, &last).await?;
+                    if let Some((_, messages)) = writing.take() {
+                        acknowledge(result, &messages).await?;
                     }
                     continue;
                 }
@@ -190,12 +214,10 @@ async fn follow_influx(bus: &Bus, influx: &Influx, max_batch: usize, cancel: &Ca
                 },
             ));
         }
-        if let Some((written, last)) = writing.take() {
-            acknowledge(written.await, &last).await?;
+        if let Some((written, messages)) = writing.take() {
+            acknowledge(written.await, &messages).await?;
         }
-        if let Some(last) = messages.pop() {
-            writing = Some((tokio::spawn(write_checks(influx.clone(), checks)), last));
-        }
+        writing = Some((tokio::spawn(write_checks(influx.clone(), checks)), messages));
     }
 }
 
@@ -210,16 +232,20 @@ async fn write_checks(influx: Influx, checks: Vec<CheckCompleted>) -> anyhow::Re
     Ok(())
 }
 
-/// When the write succeeded, acknowledges the batch ending with `last`
-/// (AckPolicy::All: acknowledging the last acknowledges all before it).
+/// When the write succeeded, acknowledges each message of the batch.
 async fn acknowledge(
     written: Result<anyhow::Result<()>, tokio::task::JoinError>,
-    last: &Message,
+    messages: &[Message],
 ) -> anyhow::Result<()> {
     written.context("influxdb write task")??;
-    last.ack().await.map_err(|e| anyhow::anyhow!("acknowledging: {e}"))?;
-    let (seq, lag) = follow::position_of(last)?;
-    crate::metrics::reader_at(INFLUX_CONSUMER, seq, lag);
+    for message in messages {
+        message.ack().await.map_err(|e| anyhow::anyhow!("acknowledging: {e}"))?;
+    }
+    if let Some(last) = messages.last() {
+        let (seq, lag) = follow::position_of(last)?;
+        // Named as before the consumer was replaced, for dashboards.
+        crate::metrics::reader_at(EARLIER_INFLUX_CONSUMER, seq, lag);
+    }
     Ok(())
 }
 
@@ -229,13 +255,21 @@ pub async fn replay_influx(bus: &Bus, influx: &Influx) -> anyhow::Result<()> {
     influx.ensure_database().await?;
     influx.drop_checks().await?;
     let stream = bus.js.get_stream(CHECKS_STREAM).await.context("opening CHECKS")?;
-    match stream.delete_consumer(INFLUX_CONSUMER).await {
-        Ok(_) => {}
-        // Never created (InfluxDB never fed): nothing to restart.
-        Err(e) if matches!(e.kind(), ConsumerErrorKind::JetStream(js) if js.error_code() == ErrorCode::CONSUMER_NOT_FOUND) =>
-            {}
-        Err(e) => return Err(e).context("deleting the influxdb consumer"),
+    for name in [INFLUX_CONSUMER, EARLIER_INFLUX_CONSUMER] {
+        delete_consumer(&stream, name).await?;
     }
     tracing::info!("influxdb dropped; the projector re-reads CHECKS from its first retained message");
     Ok(())
+}
+
+/// Deletes the consumer `name` of `stream`, if it exists (never created:
+/// InfluxDB never fed, nothing to restart).
+async fn delete_consumer(stream: &async_nats::jetstream::stream::Stream, name: &str) -> anyhow::Result<()> {
+    match stream.delete_consumer(name).await {
+        Ok(_) => Ok(()),
+        Err(e) if matches!(e.kind(), ConsumerErrorKind::JetStream(js) if js.error_code() == ErrorCode::CONSUMER_NOT_FOUND) => {
+            Ok(())
+        }
+        Err(e) => Err(e).with_context(|| format!("deleting the consumer {name}")),
+    }
 }
