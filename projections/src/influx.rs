@@ -99,10 +99,11 @@ pub struct Rollup {
     /// Minutes per point.
     pub minutes: u32,
     /// Minutes between two runs of its query, and minutes each run covers
-    /// (the last buckets again, for points written late). A run visits
-    /// every website's series however few points it finds, so the runs
-    /// are spaced: one a minute costs seconds of CPU a minute at 56,000
-    /// websites.
+    /// (the last bucket again, for points written late; a point written
+    /// later than that, after InfluxDB was away, is in the raw points only).
+    /// A run visits every website's series however few points it finds, so
+    /// the runs are spaced: one a minute costs seconds of CPU a minute at
+    /// 56,000 websites.
     every: u32,
     covers: u32,
     /// The rollup it is made from (`None`: the raw points).
@@ -112,7 +113,7 @@ pub struct Rollup {
 /// One point a minute (windows up to a week), one an hour (longer ones,
 /// from the minute points: 60 times fewer to read).
 pub const ROLLUP_LEVELS: [Rollup; 2] = [
-    Rollup { measurement: "checks_1m", minutes: 1, every: 10, covers: 15, from: None },
+    Rollup { measurement: "checks_1m", minutes: 1, every: 10, covers: 11, from: None },
     Rollup { measurement: "checks_1h", minutes: 60, every: 60, covers: 120, from: Some("checks_1m") },
 ];
 

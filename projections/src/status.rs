@@ -53,8 +53,7 @@ impl Handler for StatusProjection {
         overview::lock_status(tx).await?;
         // Only a region gone up or down (or checked the first time) can
         // change a website's status.
-        let mut flipped = write_newest(tx, &newest).await?;
-        flipped.sort_unstable();
+        let flipped = write_newest(tx, &newest).await?;
         overview::refresh_status(tx, &flipped, None).await
     }
 
@@ -70,7 +69,8 @@ impl Handler for StatusProjection {
 }
 
 /// Writes each result unless the row already holds a newer one; returns
-/// the websites of which a region's up/down changed or was written first.
+/// the websites of which a region's up/down changed or was written first,
+/// sorted.
 async fn write_newest(tx: &mut Transaction<'_, Postgres>, checks: &[&CheckCompleted]) -> Result<Vec<Uuid>> {
     if checks.is_empty() {
         return Ok(Vec::new());
@@ -95,29 +95,35 @@ async fn write_newest(tx: &mut Transaction<'_, Postgres>, checks: &[&CheckComple
         causes.push(c.cause.map(|cause| cause.as_str().to_owned()));
         messages.push(c.message.clone());
     }
+    // What each region held before, looked up by key (an index probe per
+    // result), then the results written: a region whose up/down changed or
+    // that had none flipped.
+    let before: HashMap<(Uuid, String), bool> = sqlx::query_as::<_, (Uuid, String, bool)>(
+        "select l.website_id, l.region, l.up
+         from unnest($1::uuid[], $2::text[]) as k(website_id, region)
+         join latest_status l on l.website_id = k.website_id and l.region = k.region",
+    )
+    .bind(&ids)
+    .bind(&regions)
+    .fetch_all(&mut **tx)
+    .await?
+    .into_iter()
+    .map(|(id, region, up)| ((id, region), up))
+    .collect();
     // Results of websites already removed are not projected: the row
     // would outlive its website.
-    // `before` reads the rows as they were when the statement started.
-    let flipped = sqlx::query_scalar(
-            "with b as (
-                select * from unnest($1::uuid[], $2::text[], $3::bool[], $4::timestamptz[], $5::timestamptz[],
-                                     $6::int[], $7::int[], $8::text[], $9::text[])
-                     as b(website_id, region, up, scheduled_at, checked_at, response_ms, status_code, cause, message)
-                where exists (select 1 from websites w where w.id = b.website_id)
-             ), before as (
-                select l.website_id, l.region, l.up from latest_status l join b using (website_id, region)
-             ), written as (
-                insert into latest_status (website_id, region, up, scheduled_at, checked_at, response_ms, status_code, cause, message)
-                select * from b
-                on conflict (website_id, region) do update set
-                   up = excluded.up, scheduled_at = excluded.scheduled_at, checked_at = excluded.checked_at,
-                   response_ms = excluded.response_ms, status_code = excluded.status_code,
-                   cause = excluded.cause, message = excluded.message
-                where latest_status.scheduled_at < excluded.scheduled_at
-                returning website_id, region, up
-             )
-             select distinct w.website_id from written w left join before o using (website_id, region)
-             where o.up is distinct from w.up",
+    let written: Vec<(Uuid, String, bool)> = sqlx::query_as(
+            "insert into latest_status (website_id, region, up, scheduled_at, checked_at, response_ms, status_code, cause, message)
+             select b.* from unnest($1::uuid[], $2::text[], $3::bool[], $4::timestamptz[], $5::timestamptz[],
+                                    $6::int[], $7::int[], $8::text[], $9::text[])
+                  as b(website_id, region, up, scheduled_at, checked_at, response_ms, status_code, cause, message)
+             where exists (select 1 from websites w where w.id = b.website_id)
+             on conflict (website_id, region) do update set
+                up = excluded.up, scheduled_at = excluded.scheduled_at, checked_at = excluded.checked_at,
+                response_ms = excluded.response_ms, status_code = excluded.status_code,
+                cause = excluded.cause, message = excluded.message
+             where latest_status.scheduled_at < excluded.scheduled_at
+             returning website_id, region, up",
         )
         .bind(&ids)
         .bind(&regions)
@@ -130,6 +136,13 @@ async fn write_newest(tx: &mut Transaction<'_, Postgres>, checks: &[&CheckComple
         .bind(&messages)
         .fetch_all(&mut **tx)
         .await?;
+    let mut flipped: Vec<Uuid> = written
+        .into_iter()
+        .filter(|(id, region, up)| before.get(&(*id, region.clone())) != Some(up))
+        .map(|(id, _, _)| id)
+        .collect();
+    flipped.sort_unstable();
+    flipped.dedup();
     Ok(flipped)
 }
 

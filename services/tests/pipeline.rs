@@ -381,7 +381,7 @@ async fn a_week_is_read_from_the_rollup_as_far_as_it_reaches_and_from_the_raw_po
             .collect::<HashMap<String, String>>()
     };
     let shown = queries().await;
-    assert!(shown["checks_1m"].contains("RESAMPLE EVERY 10m FOR 15m"), "{shown:?}");
+    assert!(shown["checks_1m"].contains("RESAMPLE EVERY 10m FOR 11m"), "{shown:?}");
     assert!(shown["checks_1h"].contains(&format!("FROM {db}.rollups.checks_1m")), "{shown:?}");
     stack.deps.influx.ensure_database().await.expect("a second start changes nothing");
     assert_eq!(queries().await, shown);

@@ -246,3 +246,62 @@ async fn the_streams_survive_a_nats_restart_and_are_reapplied_idempotently() {
     bus.ensure_streams(config.checks_max_age).await.expect("re-apply definitions");
     assert_eq!(last_sequence(&bus).await, 1, "the acknowledged event is still there");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_earlier_influxdb_consumer_is_replaced_from_where_it_stood() {
+    use async_nats::jetstream::consumer::{pull, AckPolicy};
+    use futures::StreamExt;
+    let nats = Nats::start().await;
+    let db = Db::fresh().await;
+    let config = config(&nats, &db, &[]);
+    let bus = services::runtime::connect_bus(&config).await.expect("bus");
+    let website = Uuid::now_v7();
+    let start = Utc::now() - chrono::Duration::minutes(10);
+    for minute in 0..3 {
+        let scheduled_at = start + chrono::Duration::minutes(minute);
+        let check = CheckCompleted {
+            website_id: website,
+            region: RegionName::parse("local").expect("region"),
+            scheduled_at,
+            started_at: scheduled_at,
+            up: true,
+            status_code: Some(200),
+            response_ms: Some(10),
+            cause: None,
+            message: None,
+            cert_not_after: None,
+        };
+        let id = CheckCompleted::event_id(website, &check.region, scheduled_at);
+        bus.publish(&Envelope::with_id(id, Event::CheckCompleted(check), Utc::now()), None).await.expect("check");
+    }
+    // The consumer of an earlier version acknowledged the first two.
+    let checks = bus.js.get_stream("CHECKS").await.expect("CHECKS");
+    let earlier = checks
+        .create_consumer(pull::Config {
+            durable_name: Some("influx-checks".into()),
+            ack_policy: AckPolicy::All,
+            ..Default::default()
+        })
+        .await
+        .expect("earlier consumer");
+    let pulled: Vec<_> = earlier.fetch().max_messages(2).messages().await.expect("fetch").collect().await;
+    pulled.last().expect("two messages").as_ref().expect("message").double_ack().await.expect("ack");
+
+    let influx = projections::influx::Influx::new(&config.influxdb.url, &config.influxdb.bucket, None);
+    let cancel = CancellationToken::new();
+    tokio::spawn(projector::run_influx(bus.clone(), influx.clone(), 100, cancel.clone()));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(info) = checks.consumer_info(projector::INFLUX_CONSUMER).await {
+            if info.ack_floor.stream_sequence >= 3 {
+                break;
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "the new consumer did not reach the third check");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The third only: the first two were written by the earlier version.
+    assert_eq!(influx.count_checks(&[website]).await.expect("count"), 1);
+    assert!(checks.consumer_info("influx-checks").await.is_err(), "the earlier consumer is deleted");
+    cancel.cancel();
+}
