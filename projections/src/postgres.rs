@@ -345,10 +345,13 @@ async fn apply(tx: &mut Transaction<'_, Postgres>, seq: u64, envelope: &Envelope
             // Websites were changed before the removal; rows left here are
             // of a website added concurrently, which cannot keep a region
             // that no longer exists.
-            sqlx::query("delete from website_regions where region = $1")
-                .bind(e.region.as_str())
-                .execute(&mut **tx)
-                .await?;
+            let mut left: Vec<Uuid> =
+                sqlx::query_scalar("delete from website_regions where region = $1 returning website_id")
+                    .bind(e.region.as_str())
+                    .fetch_all(&mut **tx)
+                    .await?;
+            left.sort_unstable();
+            overview::refresh_status(tx, &left, Some(at)).await?;
             if removed.is_some() {
                 // Nothing observes from the region any more, so its open
                 // outages end here (no recovery was seen, and none will be);

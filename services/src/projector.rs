@@ -143,7 +143,15 @@ async fn replace_earlier_consumer(stream: &async_nats::jetstream::stream::Stream
         deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: floor + 1 },
         ..influx_consumer_config()
     };
-    stream.create_consumer(config).await.context("creating the influxdb consumer")?;
+    // Made already (by another instance, or before a crash here): only the
+    // earlier one is left to delete.
+    match stream.consumer_info(INFLUX_CONSUMER).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == ConsumerInfoErrorKind::NotFound => {
+            stream.create_consumer(config).await.context("creating the influxdb consumer")?;
+        }
+        Err(e) => return Err(e).context("looking up the influxdb consumer"),
+    }
     delete_consumer(stream, EARLIER_INFLUX_CONSUMER).await?;
     tracing::info!(from = floor + 1, "the influxdb consumer acknowledges each message from now on");
     Ok(())
