@@ -50,10 +50,11 @@ pub struct Influx {
     rolled: Arc<RolledCache>,
 }
 
-/// How long rollup points once read answer again. A rollup's points do not
-/// change once written (a continuous query writes each interval once, after
-/// it ends), so an older read is not wrong, only shorter: the raw points
-/// after it fill the rest, as they do after the newest rollup point.
+/// How long rollup points once read answer again. A rollup's points change
+/// at most once after they are written (the next run of its continuous
+/// query computes its last bucket again, for points written late), so an
+/// older read is at most a bucket short for a minute: the raw points after
+/// it fill the rest, as they do after the newest rollup point.
 const ROLLED_FRESH: Duration = Duration::from_secs(60);
 /// The most series whose rollup points are kept (about 100 KB each).
 const ROLLED_KEPT: usize = 256;
