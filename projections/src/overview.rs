@@ -59,13 +59,6 @@ pub async fn refresh_status(
     refresh(tx, websites, |_| at).await
 }
 
-/// [`refresh_status`] of websites each changed at its own time.
-pub async fn refresh_status_each(tx: &mut Transaction<'_, Postgres>, changed: &[(Uuid, DateTime<Utc>)]) -> Result<()> {
-    let at: std::collections::HashMap<Uuid, DateTime<Utc>> = changed.iter().copied().collect();
-    let websites: Vec<Uuid> = changed.iter().map(|(id, _)| *id).collect();
-    refresh(tx, &websites, |id| at.get(&id).copied()).await
-}
-
 /// A website's status from its down policy as stored and the latest result
 /// of each of its regions (none yet: `None`).
 pub fn status_of(down_policy: &str, ups: &[Option<bool>]) -> Status {
