@@ -47,18 +47,6 @@ struct CurrentStatus {
     checked_at: Option<DateTime<Utc>>,
 }
 
-/// Recomputes the status of `websites` from the latest check of each of
-/// their regions ([`outage::status`]) and stores those that changed, since
-/// `at` (a change of the website) or else since the newest check. Call it
-/// after [`lock_status`] in the same transaction.
-pub async fn refresh_status(
-    tx: &mut Transaction<'_, Postgres>,
-    websites: &[Uuid],
-    at: Option<DateTime<Utc>>,
-) -> Result<()> {
-    refresh(tx, websites, |_| at).await
-}
-
 /// A website's status from its down policy as stored and the latest result
 /// of each of its regions (none yet: `None`).
 pub fn status_of(down_policy: &str, ups: &[Option<bool>]) -> Status {
@@ -69,10 +57,14 @@ pub fn status_of(down_policy: &str, ups: &[Option<bool>]) -> Status {
     outage::status(policy, &regions)
 }
 
-async fn refresh(
+/// Recomputes the status of `websites` from the latest check of each of
+/// their regions ([`outage::status`]) and stores those that changed, since
+/// `at` (a change of the website) or else since the newest check. Call it
+/// after [`lock_status`] in the same transaction.
+pub async fn refresh_status(
     tx: &mut Transaction<'_, Postgres>,
     websites: &[Uuid],
-    at: impl Fn(Uuid) -> Option<DateTime<Utc>>,
+    at: Option<DateTime<Utc>>,
 ) -> Result<()> {
     if websites.is_empty() {
         return Ok(());
@@ -96,7 +88,7 @@ async fn refresh(
     for row in current {
         let status = status_of(&row.down_policy, &row.ups);
         if status.as_str() != row.status {
-            if let Some(when) = at(row.id).or(row.checked_at) {
+            if let Some(when) = at.or(row.checked_at) {
                 ids.push(row.id);
                 statuses.push(status.as_str());
                 since.push(when);
