@@ -7,15 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 source ./system.sh
 
-if [ ! -x /usr/bin/chromium ]; then
-  say "installing chromium (apt)"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium >/tmp/e2e-apt.log 2>&1 \
-    || { apt-get update >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium >/tmp/e2e-apt.log 2>&1; } \
-    || { tail -n 20 /tmp/e2e-apt.log >&2; exit 1; }
-fi
-if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  npm ci --no-audit --no-fund --loglevel=error >/tmp/e2e-npm.log 2>&1 || { tail -n 20 /tmp/e2e-npm.log >&2; exit 1; }
-fi
+./deps.sh
 start_system e2e
 target_port=$(free_port)
 python3 target.py "$target_port" & pids+=($!)

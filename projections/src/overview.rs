@@ -431,7 +431,12 @@ pub async fn page(pool: &PgPool, filter: &Filter, sort: Sort, after: Option<&Key
          order by ",
     );
     query.push(sort.order());
-    let rows: Vec<EntryRow> = query.build_query_as().fetch_all(pool).await?;
+    // A search is planned with its own text each time: whether the trigram
+    // index or the sort's index serves it depends on how many websites the
+    // text matches, and a plan kept for the statement would serve every
+    // text as the first few did.
+    let searching = filter.text.as_deref().is_some_and(|t| !t.is_empty());
+    let rows: Vec<EntryRow> = query.build_query_as().persistent(!searching).fetch_all(pool).await?;
     rows.into_iter().map(decode_entry).collect()
 }
 

@@ -10,6 +10,9 @@
 //! INTO`). It measures at 1,000 websites, then grows the same system to
 //! `--websites` and measures again, printing p50/p99 latency and requests/s
 //! of each call beside the issue's targets, and then both runs side by side.
+//! At both sizes it also loads the overview in headless Chromium, signed in,
+//! with the cache off (`e2e/render.mjs`): its first render and the bytes it
+//! transferred.
 //!
 //! The API (and the projector) run on a runtime of their own, so the CPU time
 //! each call costs is printed per request for the load generator (this
@@ -87,6 +90,13 @@ const CALLS: &[(&str, &str, f64)] = &[
 
 /// The page's throughput target (requests/s).
 const PAGE_RATE_TARGET: f64 = 1000.0;
+
+/// The overview's first render in Chromium: its targets (ms, bytes
+/// transferred), the script that measures it and how long it may take.
+const RENDER_TARGET_MS: f64 = 1500.0;
+const RENDER_TARGET_BYTES: u64 = 500_000;
+const RENDER_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../e2e/render.mjs");
+const RENDER_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// The most points a series should have per region.
 const SERIES_POINTS_TARGET: usize = 2000;
@@ -404,6 +414,82 @@ async fn report(
     Ok(all)
 }
 
+/// The overview's first render, as `e2e/render.mjs` measured it: every
+/// load's time (ms) and bytes transferred, with the browser's cache off.
+#[derive(Debug, Clone, serde::Deserialize)]
+struct Render {
+    times_ms: Vec<f64>,
+    bytes: Vec<u64>,
+}
+
+impl Render {
+    fn slowest(&self) -> f64 {
+        self.times_ms.iter().copied().fold(0.0, f64::max)
+    }
+
+    fn heaviest(&self) -> u64 {
+        self.bytes.iter().copied().max().unwrap_or(0)
+    }
+
+    fn verdict(&self) -> &'static str {
+        if self.slowest() < RENDER_TARGET_MS && self.heaviest() < RENDER_TARGET_BYTES {
+            "met"
+        } else {
+            "missed"
+        }
+    }
+}
+
+/// Signs in to the dashboard with `token` in headless Chromium and loads
+/// the overview a few times (`e2e/render.mjs`, which `./dev readbench`
+/// installs what it needs for).
+async fn first_render(base: &str, token: &str) -> anyhow::Result<Render> {
+    let run = tokio::process::Command::new("node")
+        .arg(RENDER_SCRIPT)
+        .env("BASE_URL", base)
+        .env("TOKEN", token)
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(RENDER_TIMEOUT, run)
+        .await
+        .map_err(|_| anyhow::anyhow!("no answer within {RENDER_TIMEOUT:?}"))?
+        .context("running node")?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let tail: Vec<&str> = stderr.lines().rev().take(5).collect();
+        anyhow::bail!("{RENDER_SCRIPT} failed: {}", tail.into_iter().rev().collect::<Vec<_>>().join(" / "));
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout.lines().last().context("the render script printed nothing")?;
+    Ok(serde_json::from_str(line)?)
+}
+
+/// Measures the first render and prints it; a machine without Chromium
+/// gets the reason instead.
+async fn report_render(base: &str, token: &str) -> Option<Render> {
+    match first_render(base, token).await {
+        Ok(render) => {
+            let mut times = render.times_ms.clone();
+            times.sort_by(|a, b| a.total_cmp(b));
+            println!(
+                "  first render (Chromium, cache off, {} loads): p50 {:.0} ms, slowest {:.0} ms, {} KiB transferred  \
+                 < {RENDER_TARGET_MS} ms and < {} KB: {}",
+                times.len(),
+                percentile(&times, 50.0),
+                render.slowest(),
+                render.heaviest() / 1024,
+                RENDER_TARGET_BYTES / 1000,
+                render.verdict()
+            );
+            Some(render)
+        }
+        Err(e) => {
+            println!("  first render: not measured ({e:#})");
+            None
+        }
+    }
+}
+
 /// Both measurements side by side.
 fn compare(first: (u64, &[Measured]), second: (u64, &[Measured])) {
     let head = |n: u64| format!("at {n} websites");
@@ -694,13 +780,26 @@ async fn run(options: Options, server: tokio::runtime::Handle) -> anyhow::Result
             println!("  days={days}: {points} points per series (target <= {SERIES_POINTS_TARGET}: {verdict})");
         }
         sqlx::query("analyze").execute(&pool).await?;
-        runs.push((seeded, report(&base, &token, website, seeded, &pool, &options).await?));
+        let measured = report(&base, &token, website, seeded, &pool, &options).await?;
+        let render = report_render(&base, &token).await;
+        runs.push((seeded, measured, render));
         if seeded >= options.websites {
             break;
         }
     }
     if let [first, second] = runs.as_slice() {
         compare((first.0, &first.1), (second.0, &second.1));
+        let cell = |render: &Option<Render>| {
+            render.as_ref().map_or("-".to_owned(), |r| format!("{:.0} ms {:>4} KiB", r.slowest(), r.heaviest() / 1024))
+        };
+        let verdict = second.2.as_ref().map_or("not measured", Render::verdict);
+        println!(
+            "  {:<15} {:>20} {:>22}  < {RENDER_TARGET_MS} ms, < {} KB: {verdict}",
+            "first render",
+            cell(&first.2),
+            cell(&second.2),
+            RENDER_TARGET_BYTES / 1000
+        );
     }
     let bytes = reqwest::Client::new()
         .get(format!("{base}/monitor?limit=50"))
