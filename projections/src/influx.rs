@@ -36,6 +36,10 @@ const RAW_POLICY: &str = "autogen";
 /// Dropping the checks of many websites rewrites every file and index of
 /// the measurement: minutes on a large database, not the seconds of a query.
 const DROP_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+/// One slice's rollup reads 17 minutes of a sixteenth of the websites: a
+/// few seconds at a million websites on a busy server, not the seconds of
+/// a query.
+const ROLLUP_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 
 #[derive(Clone)]
 pub struct Influx {
@@ -92,29 +96,39 @@ impl RolledCache {
 /// The retention policy of the rollups, kept for ever.
 pub const ROLLUPS: &str = "rollups";
 
-/// A downsampled copy of the checks, written by a continuous query.
+/// A downsampled copy of the checks, made by the projector ([`Influx::roll_up`]
+/// on the schedule of [`Rollup::due`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rollup {
     /// Its measurement in the [`ROLLUPS`] retention policy.
     pub measurement: &'static str,
     /// Minutes per point.
     pub minutes: u32,
-    /// Minutes between two runs of its query, and minutes each run covers
-    /// (the last bucket again, for points written late; a point written
-    /// later than that, after InfluxDB was away, is in the raw points only).
-    /// A run visits every website's series however few points it finds, so
-    /// the runs are spaced: one a minute costs seconds of CPU a minute at
-    /// 56,000 websites.
+    /// Minutes in which every website's points are rolled up once, a
+    /// [`ROLLUP_SLICES`]th of the websites at a time; and minutes each run
+    /// covers (its last complete buckets, made again for points written
+    /// late; a point written later than that, after InfluxDB was away, is in
+    /// the raw points only). A run visits every series it selects however
+    /// few points it finds (seconds of CPU at 56,000 websites), so each run
+    /// takes a slice of the websites and the slices are spread over the
+    /// period: a little work every minute instead of a burst that holds up
+    /// the checks.
     every: u32,
     covers: u32,
     /// The rollup it is made from (`None`: the raw points).
     from: Option<&'static str>,
 }
 
+/// The slices a rollup's period is divided into: websites by the last hex
+/// digit of their id (random in a v7 UUID, so the slices are even).
+pub const ROLLUP_SLICES: u32 = 16;
+
 /// One point a minute (windows up to a week), one an hour (longer ones,
-/// from the minute points: 60 times fewer to read).
+/// from the minute points: 60 times fewer to read). Each period has at
+/// least [`ROLLUP_SLICES`] minutes, so at most one slice of a level is due
+/// in a minute.
 pub const ROLLUP_LEVELS: [Rollup; 2] = [
-    Rollup { measurement: "checks_1m", minutes: 1, every: 10, covers: 11, from: None },
+    Rollup { measurement: "checks_1m", minutes: 1, every: 16, covers: 17, from: None },
     Rollup { measurement: "checks_1h", minutes: 60, every: 60, covers: 120, from: Some("checks_1m") },
 ];
 
@@ -136,6 +150,25 @@ impl Rollup {
             in_rollups(self.measurement),
             self.minutes
         )
+    }
+
+    /// The slice due in `minute` (minutes since the epoch), if any: slice
+    /// `s` runs `s * every / ROLLUP_SLICES` minutes into each period.
+    pub fn due(&self, minute: i64) -> Option<u32> {
+        let into = u32::try_from(minute.rem_euclid(i64::from(self.every))).ok()?;
+        (0..ROLLUP_SLICES).find(|slice| slice * self.every / ROLLUP_SLICES == into)
+    }
+
+    /// The statement rolling up `slice` at `now`: its websites' buckets that
+    /// ended in the last `covers` minutes (the bucket still open is left
+    /// for a later run).
+    pub fn slice_into(&self, database: &str, slice: u32, now: DateTime<Utc>) -> String {
+        let bucket = i64::from(self.minutes) * 60;
+        let end = now.timestamp().div_euclid(bucket) * bucket;
+        let start = end - i64::from(self.covers) * 60;
+        let condition =
+            format!("\"website_id\" =~ /{:x}$/ AND time >= {start}s AND time < {end}s", slice % ROLLUP_SLICES);
+        self.select_into(database, Some(&condition))
     }
 }
 
@@ -204,48 +237,56 @@ impl Influx {
 
     /// Creates the database if it does not exist (a no-op on 1.x when it
     /// does; with 2.x/3.x the bucket is created by the operator), sets the
-    /// raw points' retention and creates the rollups (a retention policy
-    /// kept for ever and one continuous query per [`ROLLUP_LEVELS`]). A
-    /// server without retention policies or continuous queries (the v1
-    /// compatibility API of 2.x/3.x) keeps raw points only; that is logged.
+    /// raw points' retention and creates the rollups' retention policy (kept
+    /// for ever); the continuous queries earlier versions made the rollups
+    /// with are dropped ([`Influx::roll_up`] makes them now). A server
+    /// without retention policies (the v1 compatibility API of 2.x/3.x)
+    /// keeps raw points only; that is logged.
     pub async fn ensure_database(&self) -> Result<()> {
         let db = quote_ident(&self.database);
         self.execute(&format!("CREATE DATABASE {db}")).await?;
         let duration = if self.retention_days == 0 { "INF".to_owned() } else { format!("{}d", self.retention_days) };
-        // Each statement, and what replaces it when a different one of that
-        // name exists (a continuous query of an earlier version; the same
-        // definition again is not an error).
-        let mut statements = vec![
-            (format!("ALTER RETENTION POLICY {} ON {db} DURATION {duration}", quote_ident(RAW_POLICY)), None),
-            (format!("CREATE RETENTION POLICY {} ON {db} DURATION INF REPLICATION 1", quote_ident(ROLLUPS)), None),
-        ];
-        for rollup in ROLLUP_LEVELS {
-            let name = quote_ident(rollup.measurement);
-            let create = format!(
-                "CREATE CONTINUOUS QUERY {name} ON {db} RESAMPLE EVERY {}m FOR {}m BEGIN {} END",
-                rollup.every,
-                rollup.covers,
-                rollup.select_into(&self.database, None)
-            );
-            statements.push((create, Some(format!("DROP CONTINUOUS QUERY {name} ON {db}"))));
-        }
-        for (statement, drop_earlier) in statements {
-            let replaced = match (self.execute(&statement).await, drop_earlier) {
-                (Ok(_), _) => Ok(()),
-                (Err(InfluxError::Statement(e)), Some(earlier)) if e.contains("already exists") => {
-                    match self.execute(&earlier).await {
-                        Ok(_) => self.execute(&statement).await.map(drop),
-                        Err(e) => Err(e),
-                    }
-                }
+        for statement in [
+            format!("ALTER RETENTION POLICY {} ON {db} DURATION {duration}", quote_ident(RAW_POLICY)),
+            format!("CREATE RETENTION POLICY {} ON {db} DURATION INF REPLICATION 1", quote_ident(ROLLUPS)),
+        ] {
+            match self.execute(&statement).await {
+                Ok(_) => {}
                 // Created by an earlier start.
-                (Err(InfluxError::Statement(e)), None) if e.contains("already exists") => Ok(()),
-                (Err(e), _) => Err(e),
-            };
-            if let Err(e) = replaced {
-                tracing::warn!(error = %e, statement, "InfluxDB keeps raw points only");
+                Err(InfluxError::Statement(e)) if e.contains("already exists") => {}
+                Err(e) => tracing::warn!(error = %e, statement, "InfluxDB keeps raw points only"),
             }
         }
+        let queries = self.continuous_queries().await.unwrap_or_default();
+        for rollup in ROLLUP_LEVELS {
+            if queries.iter().any(|name| name == rollup.measurement) {
+                let name = quote_ident(rollup.measurement);
+                if let Err(e) = self.execute(&format!("DROP CONTINUOUS QUERY {name} ON {db}")).await {
+                    tracing::warn!(error = %e, rollup = rollup.measurement, "the continuous query of an earlier version stays");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The names of this database's continuous queries (none on a server
+    /// without them).
+    pub async fn continuous_queries(&self) -> Result<Vec<String>> {
+        let request = self.request(reqwest::Method::GET, "query").query(&[("q", "SHOW CONTINUOUS QUERIES")]);
+        let series = query_response(request).await?;
+        Ok(series
+            .iter()
+            .filter(|s| s.name == self.database)
+            .flat_map(|s| s.rows())
+            .filter_map(|row| row.text("name"))
+            .collect())
+    }
+
+    /// Rolls up `slice` of `rollup`'s websites at `now` ([`Rollup::slice_into`]).
+    /// Writing a bucket again overwrites it, so a run repeated (two
+    /// projectors, a restart) changes nothing.
+    pub async fn roll_up(&self, rollup: Rollup, slice: u32, now: DateTime<Utc>) -> Result<()> {
+        self.execute_within(&rollup.slice_into(&self.database, slice, now), ROLLUP_TIMEOUT).await?;
         Ok(())
     }
 
@@ -798,6 +839,35 @@ async fn check_status(response: reqwest::Response) -> Result<reqwest::Response, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_slice_of_a_rollup_runs_once_a_period_and_never_two_in_a_minute() {
+        for rollup in ROLLUP_LEVELS {
+            let period = i64::from(rollup.every);
+            for start in [0, 7, 29_000_000] {
+                let mut slices: Vec<u32> = (start..start + period).filter_map(|minute| rollup.due(minute)).collect();
+                slices.sort_unstable();
+                assert_eq!(slices, (0..ROLLUP_SLICES).collect::<Vec<_>>(), "{}", rollup.measurement);
+            }
+            assert!(rollup.covers > rollup.every, "a bucket is always covered by a run after it ends");
+        }
+    }
+
+    #[test]
+    fn a_slice_covers_the_buckets_ended_in_its_window_of_the_websites_ending_in_its_digit() {
+        let now = DateTime::from_timestamp(1_700_000_000 + 61, 0).unwrap_or_default();
+        let minute = ROLLUP_LEVELS[0].slice_into("db", 10, now);
+        let end = now.timestamp() / 60 * 60;
+        assert!(
+            minute.contains(&format!("\"website_id\" =~ /a$/ AND time >= {}s AND time < {end}s", end - 17 * 60)),
+            "{minute}"
+        );
+        assert!(minute.contains("INTO \"db\".\"rollups\".\"checks_1m\" FROM \"checks\""), "{minute}");
+        let hour = ROLLUP_LEVELS[1].slice_into("db", 15, now);
+        let end = now.timestamp() / 3600 * 3600;
+        assert!(hour.contains(&format!("/f$/ AND time >= {}s AND time < {end}s", end - 120 * 60)), "{hour}");
+        assert!(hour.contains("FROM \"db\".\"rollups\".\"checks_1m\""), "{hour}");
+    }
 
     fn point(minute: i64, region: &str, response_ms: Option<f64>, up: bool, status_code: Option<u16>) -> SeriesPoint {
         SeriesPoint {

@@ -22,11 +22,12 @@ use async_nats::jetstream::consumer::{self, AckPolicy, DeliverPolicy};
 use async_nats::jetstream::context::ConsumerInfoErrorKind;
 use async_nats::jetstream::stream::ConsumerErrorKind;
 use async_nats::jetstream::{ErrorCode, Message};
+use chrono::Utc;
 use events::subject::CHECKS_STREAM;
 use events::{CheckCompleted, Event};
 use futures::StreamExt;
 use projections::handler::Handler;
-use projections::influx::Influx;
+use projections::influx::{Influx, ROLLUP_LEVELS};
 use projections::postgres::MonitorProjection;
 use projections::status::StatusProjection;
 use sqlx::PgPool;
@@ -37,6 +38,10 @@ use tokio_util::sync::CancellationToken;
 const INFLUX_WRITE_POINTS: usize = 5000;
 /// InfluxDB writes under way at once.
 const INFLUX_WRITES_IN_FLIGHT: usize = 4;
+
+/// How long after each minute starts the rollups due in it run: the feed
+/// has written the checks of the minute before by then.
+const ROLLUP_DELAY_MS: i64 = 5_000;
 
 /// How long one pull request of the InfluxDB feed waits on the server.
 const INFLUX_PULL_EXPIRES: Duration = Duration::from_secs(5);
@@ -74,7 +79,8 @@ pub async fn serve(deps: Deps, config: ProjectorConfig, cancel: CancellationToke
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(run(bus.clone(), pool.clone(), Projection::Monitor, config.batch, cancel.clone()));
     tasks.spawn(run(bus.clone(), pool, Projection::Status, config.batch, cancel.clone()));
-    tasks.spawn(run_influx(bus, influx, config.batch, cancel.clone()));
+    tasks.spawn(run_influx(bus, influx.clone(), config.batch, cancel.clone()));
+    tasks.spawn(run_rollups(influx, cancel.clone()));
     while let Some(joined) = tasks.join_next().await {
         joined.context("projection task panicked")??;
     }
@@ -107,6 +113,49 @@ pub async fn replay(
     match projection {
         Projection::Monitor => runner::replay(bus, pool, &MonitorProjection, cancel).await,
         Projection::Status => runner::replay(bus, pool, &StatusProjection, cancel).await,
+    }
+}
+
+/// Makes the InfluxDB rollups until cancelled: every minute, the slice of
+/// each level due in it ([`projections::influx::Rollup::due`]). A failed
+/// run is logged and made good by the slice's next one, which covers more
+/// than the period between them; a run repeated (a restart, a second
+/// projector) writes the same points again.
+pub async fn run_rollups(influx: Influx, cancel: CancellationToken) -> anyhow::Result<()> {
+    let mut failing = false;
+    loop {
+        let now = Utc::now().timestamp_millis();
+        let next = (now.div_euclid(60_000) + 1) * 60_000 + ROLLUP_DELAY_MS;
+        let wait = Duration::from_millis(u64::try_from(next - now).unwrap_or(0));
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(wait) => {}
+        }
+        let now = Utc::now();
+        let minute = now.timestamp().div_euclid(60);
+        for rollup in ROLLUP_LEVELS {
+            let Some(slice) = rollup.due(minute) else { continue };
+            let started = std::time::Instant::now();
+            let run = tokio::select! {
+                _ = cancel.cancelled() => return Ok(()),
+                run = influx.roll_up(rollup, slice, now) => run,
+            };
+            match run {
+                Ok(()) => {
+                    if std::mem::take(&mut failing) {
+                        tracing::info!(rollup = rollup.measurement, "rolling up again");
+                    }
+                    tracing::debug!(rollup = rollup.measurement, slice, elapsed = ?started.elapsed(), "rolled up");
+                }
+                // Once per failing spell (a server without `SELECT ...
+                // INTO` would say so every minute).
+                Err(e) if !failing => {
+                    failing = true;
+                    tracing::warn!(error = %e, rollup = rollup.measurement, slice, "rolling up failed; the raw points stay");
+                }
+                Err(e) => tracing::debug!(error = %e, rollup = rollup.measurement, slice, "rolling up failed"),
+            }
+        }
     }
 }
 

@@ -11,7 +11,6 @@ use poem::http::{Method, StatusCode};
 use redis::AsyncCommands;
 use serde_json::json;
 use services::{cron, projector, queue, worker};
-use std::collections::HashMap;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -359,51 +358,85 @@ async fn a_week_is_read_from_the_rollup_as_far_as_it_reaches_and_from_the_raw_po
     assert_eq!((points[1]["response_ms"].as_f64(), points[1]["up"].as_bool()), (Some(12.0), Some(true)));
     let (_, day) = stack.call(Method::GET, &format!("/monitor/{id}?days=1"), None).await;
     assert_eq!(day.as_array().map(Vec::len), Some(1), "a day is every raw check: {day}");
+}
 
-    // The rollups are made by continuous queries, created once, run every
-    // 10 minutes (the minute one) and every hour from the minute points.
+/// Runs an InfluxQL statement on the stack's InfluxDB server and returns
+/// its answer (times in seconds).
+async fn influxql(stack: &Stack, statement: &str) -> serde_json::Value {
+    let answer = reqwest::Client::new()
+        .post(format!("{}/query", stack.config.influxdb.url))
+        .query(&[("db", stack.config.influxdb.bucket.as_str()), ("epoch", "s")])
+        .form(&[("q", statement)])
+        .send()
+        .await
+        .expect("statement");
+    let answer: serde_json::Value = answer.json().await.expect("json");
+    assert!(answer["results"][0]["error"].is_null(), "{statement}: {answer}");
+    answer
+}
+
+/// The points of `website` in the rollup `measurement`: time, checks, up
+/// and response time.
+async fn rollup_points(stack: &Stack, measurement: &str, website: &str) -> Vec<serde_json::Value> {
     let db = &stack.config.influxdb.bucket;
-    let queries = || async {
-        let shown: serde_json::Value = reqwest::Client::new()
-            .get(format!("{}/query", stack.config.influxdb.url))
-            .query(&[("q", "SHOW CONTINUOUS QUERIES")])
-            .send()
-            .await
-            .expect("query")
-            .json()
-            .await
-            .expect("json");
-        let series = shown["results"][0]["series"].as_array().cloned().unwrap_or_default();
-        let ours = series.iter().find(|s| s["name"] == db.as_str()).cloned().unwrap_or_default();
-        let rows = ours["values"].as_array().cloned().unwrap_or_default();
-        rows.iter()
-            .map(|row| (row[0].as_str().unwrap_or_default().to_owned(), row[1].as_str().unwrap_or_default().to_owned()))
-            .collect::<HashMap<String, String>>()
-    };
-    let shown = queries().await;
-    assert!(shown["checks_1m"].contains("RESAMPLE EVERY 10m FOR 11m"), "{shown:?}");
-    assert!(shown["checks_1h"].contains(&format!("FROM {db}.rollups.checks_1m")), "{shown:?}");
-    stack.deps.influx.ensure_database().await.expect("a second start changes nothing");
-    assert_eq!(queries().await, shown);
-
-    // A definition of an earlier version is replaced.
-    let influx = |q: String| {
-        let url = format!("{}/query", stack.config.influxdb.url);
-        async move {
-            let answer = reqwest::Client::new().post(url).form(&[("q", q)]).send().await.expect("statement");
-            let answer = answer.text().await.expect("answer");
-            assert!(!answer.contains("error"), "{answer}");
-        }
-    };
-    influx(format!("DROP CONTINUOUS QUERY checks_1m ON {db}")).await;
-    influx(format!(
-        "CREATE CONTINUOUS QUERY checks_1m ON {db} BEGIN SELECT count(up) AS checks INTO {db}.rollups.checks_1m \
-         FROM checks GROUP BY time(1m), * END"
-    ))
+    let answer = influxql(
+        stack,
+        &format!("SELECT checks, up, response_ms FROM {db}.rollups.{measurement} WHERE website_id = '{website}'"),
+    )
     .await;
-    assert!(!queries().await["checks_1m"].contains("RESAMPLE"));
-    stack.deps.influx.ensure_database().await.expect("replaced");
-    assert_eq!(queries().await, shown);
+    answer["results"][0]["series"][0]["values"].as_array().cloned().unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollups_are_made_a_slice_of_the_websites_at_a_time_in_place_of_continuous_queries() {
+    let stack = start(&[]).await;
+    let influx = stack.deps.influx.clone();
+    let db = stack.config.influxdb.bucket.clone();
+    influx.ensure_database().await.expect("database");
+    // A continuous query an earlier version made is dropped at start.
+    influxql(
+        &stack,
+        &format!(
+            "CREATE CONTINUOUS QUERY checks_1m ON {db} BEGIN SELECT count(up) AS checks INTO {db}.rollups.checks_1m \
+             FROM checks GROUP BY time(1m), * END"
+        ),
+    )
+    .await;
+    assert_eq!(influx.continuous_queries().await.expect("queries"), ["checks_1m"]);
+    influx.ensure_database().await.expect("a second start");
+    assert!(influx.continuous_queries().await.expect("queries").is_empty());
+
+    // Two checks in one minute and one in the next, half an hour into the
+    // hour before this one.
+    let id = stack.add_website(json!({ "url": "https://example.com", "name": "rolled", "interval_seconds": 60 })).await;
+    let website: Uuid = id.parse().expect("uuid");
+    let hour = chrono::Utc::now().timestamp() / 3600 * 3600;
+    let first = hour - 1800;
+    let at = |s: i64| chrono::DateTime::from_timestamp(s, 0).expect("time");
+    stack.check(website, "local", at(first), true).await;
+    stack.check(website, "local", at(first + 20), false).await;
+    stack.check(website, "local", at(first + 60), true).await;
+    stack.influx_settled().await;
+
+    let slice = u32::from_str_radix(&id[id.len() - 1..], 16).expect("a hex digit");
+    let [minutes, hours] = projections::influx::ROLLUP_LEVELS;
+    // Another slice's run leaves this website alone.
+    influx.roll_up(minutes, (slice + 1) % 16, at(first + 300)).await.expect("another slice");
+    assert!(rollup_points(&stack, "checks_1m", &id).await.is_empty());
+    // Its own slice, a few minutes after: a point per minute.
+    influx.roll_up(minutes, slice, at(first + 300)).await.expect("minute rollup");
+    assert_eq!(
+        rollup_points(&stack, "checks_1m", &id).await,
+        [json!([first, 2, 0, 12]), json!([first + 60, 1, 1, 12])]
+    );
+    // Run again (a restart, a second projector): the same points.
+    influx.roll_up(minutes, slice, at(first + 360)).await.expect("minute rollup again");
+    assert_eq!(rollup_points(&stack, "checks_1m", &id).await.len(), 2);
+    // The hour, from the minute points, once it has ended.
+    influx.roll_up(hours, slice, at(hour - 60)).await.expect("hour rollup, the hour still open");
+    assert!(rollup_points(&stack, "checks_1h", &id).await.is_empty());
+    influx.roll_up(hours, slice, at(hour + 60)).await.expect("hour rollup");
+    assert_eq!(rollup_points(&stack, "checks_1h", &id).await, [json!([hour - 3600, 3, 0, 12])]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,8 +6,8 @@
 //! once, the calls the dashboard makes: a page of `/monitor`,
 //! `/monitor/summary`, a search, a status filter, and one website's
 //! response-time series over 7 and 90 days (90 days of checks written to
-//! InfluxDB, their rollups made by the continuous queries' own `SELECT ...
-//! INTO`). It measures at 1,000 websites, then grows the same system to
+//! InfluxDB, their rollups made by the projector's own `SELECT ... INTO`).
+//! It measures at 1,000 websites, then grows the same system to
 //! `--websites` and measures again, printing p50/p99 latency and requests/s
 //! of each call beside the targets, and then both runs side by side.
 //! At both sizes it also loads the overview in headless Chromium, signed in,
@@ -505,8 +505,8 @@ fn compare(first: (u64, &[Measured]), second: (u64, &[Measured])) {
 
 /// Writes `SERIES_DAYS` of checks of `website` to InfluxDB (every
 /// `SERIES_INTERVAL_SECS`, one in 50 down), as the projection writes them,
-/// and makes their rollups with the continuous queries' own statements over
-/// the whole period (a continuous query only rolls up the interval that
+/// and makes their rollups with the projector's own statements over
+/// the whole period (a projector's run only rolls up the interval that
 /// just ended). The last hour's checks stay raw only, as they would be.
 async fn seed_series(
     influx_url: &str,
