@@ -129,10 +129,12 @@ async fn apply(tx: &mut Transaction<'_, Postgres>, seq: u64, envelope: &Envelope
                 .execute(&mut **tx)
                 .await?;
             if removed.rows_affected() == 1 {
-                sqlx::query("delete from latest_status where website_id = $1")
-                    .bind(e.website_id)
-                    .execute(&mut **tx)
-                    .await?;
+                for table in ["website_regions", "latest_status"] {
+                    sqlx::query(&format!("delete from {table} where website_id = $1"))
+                        .bind(e.website_id)
+                        .execute(&mut **tx)
+                        .await?;
+                }
             }
         }
         Event::TokenCreated(e) => {
@@ -440,7 +442,18 @@ async fn add_websites(tx: &mut Transaction<'_, Postgres>, added: &[(i64, DateTim
     .into_iter()
     .map(|(id, region, up)| ((id, region), up))
     .collect();
-    let mut rows = Vec::with_capacity(added.len());
+    // Each column as an array (one value per website): PostgreSQL reads
+    // arrays in their binary form, where a JSON document of rows would be
+    // built here and parsed there. The lists within a website (emails,
+    // channels) are JSON, mostly empty.
+    let n = added.len();
+    let (mut urls, mut names, mut intervals, mut timeouts) =
+        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut emails, mut created, mut seqs, mut failures) =
+        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut policies, mut channels, mut specs, mut statuses) =
+        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    let mut regions_of: HashMap<Uuid, Vec<&str>> = HashMap::with_capacity(n);
     for (seq, at, e) in added {
         let mut regions: Vec<&str> = e.regions.iter().map(|r| r.as_str()).filter(|r| existing.contains(*r)).collect();
         regions.sort_unstable();
@@ -448,53 +461,69 @@ async fn add_websites(tx: &mut Transaction<'_, Postgres>, added: &[(i64, DateTim
         let ups: Vec<Option<bool>> =
             regions.iter().map(|r| results.get(&(e.website_id, (*r).to_owned())).copied()).collect();
         let down_policy = e.down_policy.unwrap_or_default().as_str();
-        rows.push(serde_json::json!({
-            "id": e.website_id,
-            "url": e.url.as_str(),
-            "name": e.name.as_str(),
-            "interval_seconds": to_i32(e.interval_seconds.get()),
-            "timeout_ms": to_i32(e.timeout_ms.get()),
-            "notify_emails": e.notify_emails.iter().map(|m| m.as_str()).collect::<Vec<_>>(),
-            "created_at": at,
-            "stream_seq": seq,
-            "failures_before_down": e.failures_before_down.map(|f| to_i32(f.get())),
-            "down_policy": down_policy,
-            "channel_ids": e.channel_ids,
-            "check_spec": json(&e.check.clone().unwrap_or_default())?,
-            "regions": regions,
-            "status": overview::status_of(down_policy, &ups).as_str(),
-        }));
+        urls.push(e.url.as_str());
+        names.push(e.name.as_str());
+        intervals.push(to_i32(e.interval_seconds.get()));
+        timeouts.push(to_i32(e.timeout_ms.get()));
+        emails.push(json(&e.notify_emails.iter().map(|m| m.as_str()).collect::<Vec<_>>())?.to_string());
+        created.push(*at);
+        seqs.push(*seq);
+        failures.push(e.failures_before_down.map(|f| to_i32(f.get())));
+        policies.push(down_policy);
+        channels.push(json(&e.channel_ids)?.to_string());
+        specs.push(json(&e.check.clone().unwrap_or_default())?.to_string());
+        statuses.push(overview::status_of(down_policy, &ups).as_str());
+        regions_of.insert(e.website_id, regions);
     }
-    let rows = json(&rows)?;
     let inserted: Vec<Uuid> = sqlx::query_scalar(
         "insert into websites (id, url, name, interval_seconds, timeout_ms, notify_emails, created_at, updated_at, stream_seq,
                                failures_before_down, down_policy, channel_ids, check_spec, status, status_since)
          select r.id, r.url, r.name, r.interval_seconds, r.timeout_ms,
-                array(select jsonb_array_elements_text(r.notify_emails)), r.created_at, r.created_at, r.stream_seq,
-                r.failures_before_down, r.down_policy, array(select jsonb_array_elements_text(r.channel_ids)::uuid),
-                r.check_spec, r.status, r.created_at
-         from jsonb_to_recordset($1) as r(id uuid, url text, name text, interval_seconds int, timeout_ms int,
-              notify_emails jsonb, created_at timestamptz, stream_seq bigint, failures_before_down int,
-              down_policy text, channel_ids jsonb, check_spec jsonb, status text)
+                case when r.notify_emails = '[]' then '{}'::text[]
+                     else array(select jsonb_array_elements_text(r.notify_emails::jsonb)) end,
+                r.created_at, r.created_at, r.stream_seq, r.failures_before_down, r.down_policy,
+                case when r.channel_ids = '[]' then '{}'::uuid[]
+                     else array(select jsonb_array_elements_text(r.channel_ids::jsonb)::uuid) end,
+                r.check_spec::jsonb, r.status, r.created_at
+         from unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::int[], $6::text[], $7::timestamptz[],
+                     $8::bigint[], $9::int[], $10::text[], $11::text[], $12::text[], $13::text[])
+              as r(id, url, name, interval_seconds, timeout_ms, notify_emails, created_at, stream_seq,
+                   failures_before_down, down_policy, channel_ids, check_spec, status)
          on conflict (id) do nothing
          returning id",
     )
-    .bind(&rows)
+    .bind(&ids)
+    .bind(&urls)
+    .bind(&names)
+    .bind(&intervals)
+    .bind(&timeouts)
+    .bind(&emails)
+    .bind(&created)
+    .bind(&seqs)
+    .bind(&failures)
+    .bind(&policies)
+    .bind(&channels)
+    .bind(&specs)
+    .bind(&statuses)
     .fetch_all(&mut **tx)
     .await?;
-    if inserted.is_empty() {
+    let (mut region_ids, mut region_names) = (Vec::with_capacity(inserted.len()), Vec::with_capacity(inserted.len()));
+    for id in &inserted {
+        for region in regions_of.get(id).into_iter().flatten() {
+            region_ids.push(*id);
+            region_names.push(*region);
+        }
+    }
+    if region_ids.is_empty() {
         return Ok(());
     }
     sqlx::query(
         "insert into website_regions (website_id, region)
-         select r.id, g.name
-         from jsonb_to_recordset($1) as r(id uuid, regions jsonb)
-         cross join lateral jsonb_array_elements_text(r.regions) as g(name)
-         where r.id in (select unnest($2::uuid[]))
+         select * from unnest($1::uuid[], $2::text[])
          on conflict do nothing",
     )
-    .bind(&rows)
-    .bind(&inserted)
+    .bind(&region_ids)
+    .bind(&region_names)
     .execute(&mut **tx)
     .await?;
     Ok(())
