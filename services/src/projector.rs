@@ -11,6 +11,8 @@
 //! JetStream consumer instead and acknowledges a batch only after InfluxDB
 //! accepted it; a redelivered batch rewrites the same points. It decodes
 //! with the runner's policy (unknown types skipped, malformed ones fatal).
+//! The projector also makes InfluxDB's rollups ([`run_rollups`]), a slice
+//! of the websites a minute.
 
 use crate::bus::Bus;
 use crate::config::ProjectorConfig;
