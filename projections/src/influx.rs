@@ -55,10 +55,10 @@ pub struct Influx {
 }
 
 /// How long rollup points once read answer again. A rollup's points change
-/// at most once after they are written (the next run of its continuous
-/// query computes its last bucket again, for points written late), so an
-/// older read is at most a bucket short for a minute: the raw points after
-/// it fill the rest, as they do after the newest rollup point.
+/// at most once after they are written (the next run of their slice
+/// computes its last buckets again, for points written late), so an older
+/// read is at most a bucket short for a minute: the raw points after it
+/// fill the rest, as they do after the newest rollup point.
 const ROLLED_FRESH: Duration = Duration::from_secs(60);
 /// The most series whose rollup points are kept (about 100 KB each).
 const ROLLED_KEPT: usize = 256;
@@ -272,8 +272,7 @@ impl Influx {
     /// The names of this database's continuous queries (none on a server
     /// without them).
     pub async fn continuous_queries(&self) -> Result<Vec<String>> {
-        let request = self.request(reqwest::Method::GET, "query").query(&[("q", "SHOW CONTINUOUS QUERIES")]);
-        let series = query_response(request).await?;
+        let series = self.select("SHOW CONTINUOUS QUERIES").await?;
         Ok(series
             .iter()
             .filter(|s| s.name == self.database)
