@@ -7,7 +7,7 @@
 
 use crate::config::{NatsCredentials, NatsSecurity};
 use crate::metrics;
-use async_nats::jetstream::{self, context::Publish, context::PublishErrorKind, stream};
+use async_nats::jetstream::{self, context::PublishErrorKind, message::PublishMessage, stream};
 use async_nats::ConnectErrorKind;
 use events::subject::{CHECKS_STREAM, MONITOR_STREAM};
 use events::Envelope;
@@ -109,7 +109,8 @@ impl Bus {
     /// stream sequence. `expected_subject_seq` is the sequence of the last
     /// event on the envelope's subject the command saw (0: none).
     pub async fn publish(&self, envelope: &Envelope, expected_subject_seq: Option<u64>) -> Result<u64> {
-        let mut publish = Publish::build().payload(envelope.to_json().into()).message_id(envelope.id.to_string());
+        let mut publish =
+            PublishMessage::build().payload(envelope.to_json().into()).message_id(envelope.id.to_string());
         if let Some(seq) = expected_subject_seq {
             publish = publish.expected_last_subject_sequence(seq);
         }
@@ -182,6 +183,15 @@ fn servers(url: &str) -> Result<Vec<async_nats::ServerAddr>> {
 /// about three intervals rather than the library's default of minutes.
 const PING_INTERVAL: Duration = Duration::from_secs(2);
 
+/// How long connecting to one server may take, from TCP to the server's
+/// answer to the first ping, before the next listed server is tried. A
+/// frozen server (or one cut off behind a network that still completes
+/// TCP handshakes) accepts the connection and then says nothing; a
+/// reconnect that happens to try it first moves on after this. (Before
+/// async-nats 0.47 the limit covered only TCP, and such a reconnect
+/// waited for the server's greeting until the server woke up.)
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// How often the connection's server is asked for an answer, how long it
 /// may take, and how many may go missing before the client leaves it.
 const ALIVE_EVERY: Duration = Duration::from_secs(2);
@@ -195,7 +205,9 @@ const ALIVE_SUBJECT: &str = "website-monitor.alive";
 /// client's own pings do not: they are sent only while the connection is
 /// idle, so a busy client stays with a frozen server (or one cut off by the
 /// network without the connection closing) until TCP gives up, minutes
-/// later. The task ends with the process.
+/// later. The reconnect tries the listed servers in random order, each for
+/// at most [`CONNECT_TIMEOUT`], so it may try the silent server again but
+/// does not stay with it. The task ends with the process.
 fn watch_server(client: async_nats::Client) {
     tokio::spawn(async move {
         let mut missed = 0;
@@ -224,7 +236,10 @@ fn watch_server(client: async_nats::Client) {
 /// The client options of `security`: TLS roots and client certificate,
 /// and at most one kind of credentials. Errors name the setting.
 async fn options(url: &str, security: &NatsSecurity) -> Result<async_nats::ConnectOptions> {
-    let mut options = async_nats::ConnectOptions::new().name("website-monitor").ping_interval(PING_INTERVAL);
+    let mut options = async_nats::ConnectOptions::new()
+        .name("website-monitor")
+        .ping_interval(PING_INTERVAL)
+        .connection_timeout(CONNECT_TIMEOUT);
     if security.requires_tls(url) {
         options = options.require_tls(true);
     }

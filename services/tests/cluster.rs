@@ -1,8 +1,9 @@
 //! Faults of a three-node NATS cluster under load, against real servers:
 //! the streams at three replicas, the API written to and websites checked
 //! while one node is killed (`kill -9`) or frozen (SIGSTOP: cut off with
-//! its connections open). Each test prints its figures as "load held /
-//! faults / lost / duplicated".
+//! its connections open). Each of these prints its figures as "load held /
+//! faults / lost / duplicated"; the last test checks the client's part of
+//! a frozen node alone: connecting passes over it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -14,6 +15,7 @@ use common::target::Target;
 use common::{free_port, Nats};
 use poem::http::{Method, StatusCode};
 use serde_json::json;
+use services::bus::Bus;
 use std::time::{Duration, Instant};
 
 /// Three nodes routed to each other; the first is handed to the stack.
@@ -252,4 +254,26 @@ async fn a_node_cut_off_from_the_other_two_leaves_them_serving() {
     // again within seconds, long before the node comes back.
     assert!(unavailable <= Duration::from_secs(30), "writes refused for {unavailable:?}");
     assert!(resumed <= Duration::from_secs(30), "checks visible again only {resumed:?} after the cut");
+}
+
+/// A client (re)connecting tries the listed servers in random order. A
+/// frozen one accepts the TCP connection (the kernel does) and then says
+/// nothing: trying it must cost at most the connection timeout before the
+/// next server is tried, never a wait for its greeting until it wakes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_passes_over_a_frozen_server_to_the_next_one_listed() {
+    let (frozen, live) = (Nats::start().await, Nats::start().await);
+    frozen.pause();
+    let urls = format!("{},{}", frozen.url, live.url);
+    // Each connection tries the frozen server first half the time.
+    for _ in 0..8 {
+        let started = Instant::now();
+        let bus = tokio::time::timeout(Duration::from_secs(10), Bus::connect(&urls))
+            .await
+            .expect("connected within 10 s")
+            .expect("connected");
+        assert_eq!(bus.client.server_info().port, live.port);
+        println!("connected past the frozen server in {:.1} s", started.elapsed().as_secs_f64());
+    }
+    frozen.resume();
 }

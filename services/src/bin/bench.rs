@@ -264,7 +264,7 @@ async fn main() -> anyhow::Result<()> {
                 check: None,
             });
             let envelope = Envelope::new(event, Utc::now());
-            let publish = async_nats::jetstream::context::Publish::build()
+            let publish = async_nats::jetstream::message::PublishMessage::build()
                 .payload(envelope.to_json().into())
                 .message_id(envelope.id.to_string());
             acks.push(bus.js.send_publish(envelope.subject(), publish).await?);

@@ -207,7 +207,7 @@ async fn seed(
 }
 
 async fn publish(bus: &Bus, envelope: &Envelope) -> anyhow::Result<async_nats::jetstream::context::PublishAckFuture> {
-    let publish = async_nats::jetstream::context::Publish::build()
+    let publish = async_nats::jetstream::message::PublishMessage::build()
         .payload(envelope.to_json().into())
         .message_id(envelope.id.to_string());
     Ok(bus.js.send_publish(envelope.subject(), publish).await?)

@@ -14,7 +14,7 @@
 
 use crate::bus::Bus;
 use crate::queue::GROUP;
-use async_nats::jetstream::context::Publish;
+use async_nats::jetstream::message::PublishMessage;
 use chrono::Utc;
 use events::batch::CheckBatch;
 use events::{CheckCompleted, RegionName};
@@ -180,7 +180,7 @@ async fn publish(target: &Target, batch: &CheckBatch) -> bool {
     let first = std::time::Instant::now();
     let mut pause = Duration::from_millis(100);
     for attempt in 1.. {
-        let publish = Publish::build().payload(payload.clone()).message_id(id.clone());
+        let publish = PublishMessage::build().payload(payload.clone()).message_id(id.clone());
         let started = std::time::Instant::now();
         let stored = async {
             target.bus.js.send_publish(target.subject.clone(), publish).await?.await?;
