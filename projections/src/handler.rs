@@ -39,6 +39,14 @@ pub trait Handler: Send + Sync {
     /// The subjects it reads within the stream (`None`: all of them).
     const FILTER: Option<&'static str> = None;
 
+    /// Events per transaction during a replay, at most. A replay reads as
+    /// fast as it can, and fewer, larger transactions write less (the
+    /// latest status keeps one row per website and region however many
+    /// results a batch has); a handler whose writes grow with its events
+    /// takes smaller ones, so the next is read and decoded while one is
+    /// written.
+    const REPLAY_BATCH: usize = 100_000;
+
     /// Applies `events` (in stream order, never empty) within `tx`; the
     /// runner commits them with the new position.
     fn apply(
@@ -50,6 +58,22 @@ pub trait Handler: Send + Sync {
     /// Empties what it wrote, within `tx`; the runner moves its position
     /// back to the start of the stream in the same transaction.
     fn reset(&self, tx: &mut Transaction<'_, Postgres>) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Called in the transaction that resets it for a replay, after
+    /// [`Handler::reset`]: sets aside what a bulk load would otherwise keep
+    /// up row by row (indexes), for [`Handler::restore`] to build again in
+    /// one go. Nothing by default.
+    fn set_aside(&self, _tx: &mut Transaction<'_, Postgres>) -> impl Future<Output = Result<(), Self::Error>> + Send {
+        async { Ok(()) }
+    }
+
+    /// Builds again what [`Handler::set_aside`] set aside, within `tx`. The
+    /// runner calls it when a replay ends and when a reader starts (a replay
+    /// may have been cut short), never while a replay is under way. Nothing
+    /// by default.
+    fn restore(&self, _tx: &mut Transaction<'_, Postgres>) -> impl Future<Output = Result<(), Self::Error>> + Send {
+        async { Ok(()) }
+    }
 
     /// Called after a batch was committed (e.g. to wake whoever acts on
     /// what it wrote); nothing by default.

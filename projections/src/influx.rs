@@ -669,7 +669,8 @@ pub fn line(check: &CheckCompleted) -> String {
     }
     encode_line(
         MEASUREMENT,
-        &[("website_id", &check.website_id.to_string()), ("region", check.region.as_str())],
+        // In key order, which InfluxDB would otherwise sort each line into.
+        &[("region", check.region.as_str()), ("website_id", &check.website_id.to_string())],
         &fields,
         check.scheduled_at.timestamp_micros(),
     )
@@ -686,7 +687,8 @@ pub enum Field {
 
 /// One line of the line protocol: `measurement,tags fields timestamp`,
 /// every name and value escaped. Tags are written in the order given
-/// (InfluxDB sorts them itself); `fields` must not be empty.
+/// (InfluxDB sorts them itself, so lines written in key order are parsed
+/// faster); `fields` must not be empty.
 pub fn encode_line(measurement: &str, tags: &[(&str, &str)], fields: &[(&str, Field)], timestamp: i64) -> String {
     let mut line = String::with_capacity(128);
     escape_into(&mut line, measurement, &[',', ' ']);
@@ -916,7 +918,7 @@ mod tests {
         };
         assert_eq!(
             line(&check),
-            "checks,website_id=00000000-0000-0000-0000-000000000000,region=eu-west \
+            "checks,region=eu-west,website_id=00000000-0000-0000-0000-000000000000 \
              up=0i,lateness_us=7000i,response_ms=42i,status_code=503i,cause=\"http_status\",\
              message=\"refused\" 1700000000123000"
         );

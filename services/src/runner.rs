@@ -28,11 +28,6 @@ use std::collections::BTreeSet;
 use std::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
-/// Events per transaction during a replay, at most: a replay reads as fast
-/// as it can, and fewer, larger transactions write less (the latest status
-/// keeps one row per website and region however many results a batch has).
-pub const REPLAY_BATCH: usize = 100_000;
-
 /// Runs `handler` until `cancel` fires, restarting with backoff after any
 /// error; batches hold at most `max_batch` events.
 pub async fn run<H: Handler>(
@@ -44,6 +39,7 @@ pub async fn run<H: Handler>(
 ) -> anyhow::Result<()> {
     tracing::info!(handler = H::NAME, "following {}", H::STREAM);
     follow::supervise(H::NAME, &cancel, || async {
+        restore(&pool, &handler).await?;
         Ok(matches!(pass(&bus, &pool, &handler, None, max_batch, &cancel).await?, Pass::Cancelled))
     })
     .await
@@ -60,27 +56,65 @@ pub async fn replay<H: Handler>(
     cancel: &CancellationToken,
 ) -> anyhow::Result<u64> {
     let target = last_sequence::<H>(bus).await?;
-    reset(pool, handler).await?;
-    tracing::info!(handler = H::NAME, target, "reset; replaying");
-    loop {
-        if cursor::offset(pool, H::NAME).await? >= target {
-            return Ok(target);
-        }
-        match pass(bus, pool, handler, Some(target), REPLAY_BATCH, cancel).await? {
-            Pass::Cancelled => anyhow::bail!("replay of {} cancelled", H::NAME),
-            Pass::Reached | Pass::Moved => {}
+    // Held by a session of its own for the whole replay, so that readers
+    // starting meanwhile leave what it set aside to it; closing the session
+    // frees it, also when the process dies.
+    let mut replaying = pool.acquire().await?.detach();
+    sqlx::query("select pg_advisory_lock(hashtext($1))")
+        .bind(replay_lock::<H>())
+        .execute(&mut replaying)
+        .await
+        .context("waiting for another replay")?;
+    let replayed = async {
+        reset(pool, handler).await?;
+        tracing::info!(handler = H::NAME, target, "reset; replaying");
+        loop {
+            if cursor::offset(pool, H::NAME).await? >= target {
+                return Ok(target);
+            }
+            match pass(bus, pool, handler, Some(target), H::REPLAY_BATCH, cancel).await? {
+                Pass::Cancelled => anyhow::bail!("replay of {} cancelled", H::NAME),
+                Pass::Reached | Pass::Moved => {}
+            }
         }
     }
+    .await;
+    sqlx::Connection::close(replaying).await?;
+    // Also after a failed replay: readers go on with what it reached.
+    restore(pool, handler).await?;
+    replayed
 }
 
-/// Empties what `handler` wrote and moves it back to the start of its
+/// The name of the advisory lock a replay of `H` holds.
+fn replay_lock<H: Handler>() -> String {
+    format!("replay {}", H::NAME)
+}
+
+/// Has `handler` build again what a replay set aside, unless a replay of it
+/// is under way (it does so when it ends).
+async fn restore<H: Handler>(pool: &PgPool, handler: &H) -> anyhow::Result<()> {
+    let mut tx = pool.begin().await?;
+    let free: bool = sqlx::query_scalar("select pg_try_advisory_xact_lock_shared(hashtext($1))")
+        .bind(replay_lock::<H>())
+        .fetch_one(&mut *tx)
+        .await?;
+    if free {
+        handler.restore(&mut tx).await.with_context(|| format!("restoring {}", H::NAME))?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Empties what `handler` wrote, has it set aside what the replay's bulk
+/// load would keep up row by row, and moves it back to the start of its
 /// stream, in one transaction.
-pub async fn reset<H: Handler>(pool: &PgPool, handler: &H) -> anyhow::Result<()> {
+async fn reset<H: Handler>(pool: &PgPool, handler: &H) -> anyhow::Result<()> {
     let mut tx = pool.begin().await?;
     // Lock the position first so a reader mid-batch finishes (or waits)
     // before its rows are emptied under it.
     cursor::lock(&mut tx, H::NAME).await?;
     handler.reset(&mut tx).await.with_context(|| format!("resetting {}", H::NAME))?;
+    handler.set_aside(&mut tx).await.with_context(|| format!("setting aside for {}", H::NAME))?;
     cursor::store(&mut tx, H::NAME, 0).await?;
     tx.commit().await?;
     Ok(())

@@ -355,7 +355,7 @@ async fn unknown_ids_routes_and_methods_get_json_errors() {
         assert_eq!(methods.join(" "), allowed, "{method} {path}");
     }
 
-    let huge = format!(r#"{{"url": "https://google.com", "name": "{}"}}"#, "x".repeat(100_000));
+    let huge = format!(r#"{{"url": "https://google.com", "name": "{}"}}"#, "x".repeat(1_100_000));
     let response = app.client.post("/websites").content_type("application/json").body(huge).send().await;
     let (status, error) = raw(response).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{error}");

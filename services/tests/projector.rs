@@ -305,3 +305,76 @@ async fn the_earlier_influxdb_consumer_is_replaced_from_where_it_stood() {
     assert!(checks.consumer_info("influx-checks").await.is_err(), "the earlier consumer is deleted");
     cancel.cancel();
 }
+
+/// The indexes of the tables MONITOR's projection fills, as the catalogue
+/// has them, with their columns' statistics targets.
+async fn indexes(pool: &sqlx::PgPool) -> Vec<(String, String, Vec<i32>)> {
+    sqlx::query_as(
+        "select c.relname::text, pg_get_indexdef(i.indexrelid),
+                array(select a.attstattarget::int from pg_attribute a where a.attrelid = i.indexrelid order by a.attnum)
+         from pg_index i join pg_class c on c.oid = i.indexrelid
+         where i.indrelid in ('websites'::regclass, 'website_regions'::regclass)
+         order by 1",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("indexes")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_builds_its_indexes_again_and_one_cut_short_leaves_them_to_the_next_reader() {
+    let nats = Nats::start().await;
+    let db = Db::fresh().await;
+    let bus = services::runtime::connect_bus(&config(&nats, &db, &[])).await.expect("bus");
+    let region = |name: &str| {
+        Envelope::new(Event::RegionAdded(RegionAdded { region: RegionName::parse(name).expect("region") }), Utc::now())
+    };
+    bus.publish(&region("local"), Some(0)).await.expect("region");
+    publish_history(bus.clone(), 30).await;
+    let built = indexes(&db.pool).await;
+    assert!(built.len() >= 8, "{built:?}");
+    let deferred = || async {
+        let n: i64 =
+            sqlx::query_scalar("select count(*) from deferred_indexes").fetch_one(&db.pool).await.expect("count");
+        n
+    };
+
+    // A whole replay: the same indexes afterwards, statistics targets too.
+    projector::replay(&bus, &db.pool, projector::Projection::Monitor, &CancellationToken::new()).await.expect("replay");
+    assert_eq!(indexes(&db.pool).await, built);
+    assert_eq!(deferred().await, 0);
+
+    // A replay that died after its reset: only the unique indexes are left.
+    let mut tx = db.pool.begin().await.expect("begin");
+    projections::handler::Handler::set_aside(&postgres::MonitorProjection, &mut tx).await.expect("set aside");
+    tx.commit().await.expect("commit");
+    let left = indexes(&db.pool).await;
+    assert_eq!(left.len(), 2, "the two primary keys: {left:?}");
+    assert!(deferred().await >= 5);
+
+    // A reader starting while another replay holds the lock leaves them to it.
+    let mut replaying = db.pool.acquire().await.expect("connection").detach();
+    sqlx::query("select pg_advisory_lock(hashtext('replay postgres'))").execute(&mut replaying).await.expect("lock");
+    let cancel = CancellationToken::new();
+    let reader =
+        tokio::spawn(projector::run(bus.clone(), db.pool.clone(), projector::Projection::Monitor, 100, cancel.clone()));
+    let last = bus.publish(&region("second"), None).await.expect("region");
+    assert!(wait_offset(&db, last, Duration::from_secs(30)).await, "reader did not apply the new event");
+    assert_eq!(indexes(&db.pool).await, left);
+    cancel.cancel();
+    reader.await.expect("reader").expect("reader ran");
+    sqlx::Connection::close(replaying).await.expect("unlock");
+
+    // The next reader to start builds them again.
+    let cancel = CancellationToken::new();
+    let reader =
+        tokio::spawn(projector::run(bus.clone(), db.pool.clone(), projector::Projection::Monitor, 100, cancel.clone()));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while deferred().await > 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(indexes(&db.pool).await, built);
+    assert_eq!(deferred().await, 0);
+    cancel.cancel();
+    reader.await.expect("reader").expect("reader ran");
+}

@@ -154,7 +154,7 @@ const DOCUMENTED: &[(u8, u16, &str)] = &[
     (BAD_REQUEST, 400, "The body is not JSON or not of the documented shape, or a parameter is not of its type"),
     (NOT_FOUND, 404, "No such resource (website, region, ...)"),
     (CONFLICT, 409, "Conflicts with the current state (exists already, still in use, or changed concurrently; retry)"),
-    (TOO_LARGE, 413, "The body is larger than 64 KiB"),
+    (TOO_LARGE, 413, "The body is larger than 1 MiB"),
     (INVALID, 422, "Some values are not acceptable; `errors` names every refused field"),
     (UNAVAILABLE, 503, "A server the API depends on is unavailable"),
 ];

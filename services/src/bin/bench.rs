@@ -139,6 +139,10 @@ fn setting(name: &str) -> anyhow::Result<String> {
     std::env::var(name).with_context(|| format!("{name} is not set: run the benchmark with ./dev bench"))
 }
 
+/// Checks started in one second (unix time): how many, how many of them
+/// over a second late, and the latest start's lateness in ms.
+type Started = (u64, u64, f64);
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -299,8 +303,8 @@ async fn main() -> anyhow::Result<()> {
     let measuring = Arc::new(std::sync::atomic::AtomicBool::new(false));
     // Checks published (a message may hold many).
     let counted = Arc::new(AtomicU64::new(0));
-    // Checks started per second (unix second -> count), while measuring.
-    let started_per_second: Arc<Mutex<HashMap<i64, u64>>> = Arc::new(Mutex::new(HashMap::new()));
+    // Checks started per second, while measuring.
+    let started_per_second: Arc<Mutex<HashMap<i64, Started>>> = Arc::new(Mutex::new(HashMap::new()));
     {
         let mut subscription = bus.client.subscribe("checks.>").await?;
         let (lateness, measuring, counted, per_second) =
@@ -320,7 +324,10 @@ async fn main() -> anyhow::Result<()> {
                             all.push(late);
                         }
                         if let Ok(mut seconds) = per_second.lock() {
-                            *seconds.entry(check.started_at.timestamp()).or_default() += 1;
+                            let second = seconds.entry(check.started_at.timestamp()).or_default();
+                            second.0 += 1;
+                            second.1 += u64::from(late > 1000.0);
+                            second.2 = second.2.max(late);
                         }
                     }
                 }
@@ -424,11 +431,11 @@ async fn main() -> anyhow::Result<()> {
         percentile(&detector_lags, 50.0)
     );
     println!("  queue backlog      {backlog} jobs at the end");
-    let mut seconds: Vec<(i64, u64)> =
+    let mut seconds: Vec<(i64, Started)> =
         started_per_second.lock().map(|s| s.iter().map(|(k, v)| (*k, *v)).collect()).unwrap_or_default();
-    seconds.sort_unstable();
+    seconds.sort_unstable_by_key(|(second, _)| *second);
     // The first and last seconds are partly outside the window.
-    let full: Vec<f64> = seconds.iter().skip(1).rev().skip(1).map(|(_, n)| *n as f64).collect();
+    let full: Vec<f64> = seconds.iter().skip(1).rev().skip(1).map(|(_, (n, _, _))| *n as f64).collect();
     if !full.is_empty() {
         let mean = full.iter().sum::<f64>() / full.len() as f64;
         let peak = full.iter().copied().fold(f64::MIN, f64::max);
@@ -438,6 +445,21 @@ async fn main() -> anyhow::Result<()> {
             peak / mean,
             full.len()
         );
+    }
+    // Where the late starts fell: the seconds holding a check started more
+    // than a second late, to set beside the services' logs.
+    let late_seconds: Vec<String> = seconds
+        .iter()
+        .filter(|(_, (_, over, _))| *over > 0)
+        .map(|(second, (n, over, latest))| {
+            let at = chrono::DateTime::from_timestamp(*second, 0).map(|t| t.format("%H:%M:%S").to_string());
+            format!("{} {over}/{n} (max {latest:.0} ms)", at.unwrap_or_default())
+        })
+        .collect();
+    if late_seconds.is_empty() {
+        println!("  started > 1 s late none");
+    } else {
+        println!("  started > 1 s late in {} seconds: {}", late_seconds.len(), late_seconds.join(", "));
     }
     // The stream's own count is of bytes before compression; the files
     // hold what the disk keeps.
