@@ -33,13 +33,18 @@ use projections::influx::{Influx, ROLLUP_LEVELS};
 use projections::postgres::MonitorProjection;
 use projections::status::StatusProjection;
 use sqlx::PgPool;
+use std::collections::VecDeque;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// Points per InfluxDB write, at most.
 const INFLUX_WRITE_POINTS: usize = 5000;
-/// InfluxDB writes under way at once.
+/// InfluxDB writes under way at once, per batch.
 const INFLUX_WRITES_IN_FLIGHT: usize = 4;
+/// Batches of messages being written to InfluxDB at once: a batch is what
+/// the consumer had ready, often a few thousand points, so one at a time
+/// would leave InfluxDB waiting between them.
+const INFLUX_BATCHES_IN_FLIGHT: usize = 4;
 
 /// How long after each minute starts the rollups due in it run: the feed
 /// has written the checks of the minute before by then.
@@ -227,20 +232,22 @@ async fn follow_influx(bus: &Bus, influx: &Influx, max_batch: usize, cancel: &Ca
         .await
         .context("opening message stream")?
         .ready_chunks(max_batch);
-    // The batch being written, and its messages (acknowledged once it is):
-    // the next batch is received and decoded meanwhile.
-    let mut writing: Option<(tokio::task::JoinHandle<anyhow::Result<()>>, Vec<Message>)> = None;
+    // The batches being written, oldest first, each with its messages
+    // (acknowledged once it is): further batches are received, decoded and
+    // sent meanwhile, so InfluxDB always has writes to work on.
+    let mut writing: VecDeque<(tokio::task::JoinHandle<anyhow::Result<()>>, Vec<Message>)> = VecDeque::new();
     loop {
-        let batch = match writing.as_mut() {
+        let full = writing.len() >= INFLUX_BATCHES_IN_FLIGHT;
+        let batch = match writing.front_mut() {
             Some((written, _)) => tokio::select! {
                 _ = cancel.cancelled() => return Ok(()),
                 result = written => {
-                    if let Some((_, messages)) = writing.take() {
+                    if let Some((_, messages)) = writing.pop_front() {
                         acknowledge(result, &messages).await?;
                     }
                     continue;
                 }
-                batch = batches.next() => batch,
+                batch = batches.next(), if !full => batch,
             },
             None => tokio::select! {
                 _ = cancel.cancelled() => return Ok(()),
@@ -273,22 +280,27 @@ async fn follow_influx(bus: &Bus, influx: &Influx, max_batch: usize, cancel: &Ca
                 },
             ));
         }
-        if let Some((written, messages)) = writing.take() {
-            acknowledge(written.await, &messages).await?;
-        }
-        writing = Some((tokio::spawn(write_checks(influx.clone(), checks)), messages));
+        writing.push_back((tokio::spawn(write_checks(influx.clone(), checks)), messages));
     }
 }
 
 /// Writes `checks` into InfluxDB: a few thousand points a request, several
-/// requests at once (what InfluxDB takes best).
+/// requests at once (what InfluxDB takes best), the next sent as soon as
+/// one is answered.
 async fn write_checks(influx: Influx, checks: Vec<CheckCompleted>) -> anyhow::Result<()> {
     let checks: Vec<&CheckCompleted> = checks.iter().collect();
-    for round in checks.chunks(INFLUX_WRITE_POINTS * INFLUX_WRITES_IN_FLIGHT) {
-        let writes = round.chunks(INFLUX_WRITE_POINTS).map(|part| influx.write(part));
-        futures::future::try_join_all(writes).await?;
+    let mut parts = checks.chunks(INFLUX_WRITE_POINTS);
+    let mut writing = futures::stream::FuturesUnordered::new();
+    loop {
+        while writing.len() < INFLUX_WRITES_IN_FLIGHT {
+            let Some(part) = parts.next() else { break };
+            writing.push(influx.write(part));
+        }
+        match writing.next().await {
+            Some(written) => written?,
+            None => return Ok(()),
+        }
     }
-    Ok(())
 }
 
 /// When the write succeeded, acknowledges each message of the batch.
