@@ -17,6 +17,17 @@ use uuid::Uuid;
 
 pub const PROJECTION: &str = "latest_status";
 
+/// Per website, the scheduled time of the oldest of its latest checks (one
+/// per region it was checked from): what a schedule rebuilt from nothing
+/// needs to tell a slot just missed from one to come.
+pub async fn oldest_latest_checks(pool: &sqlx::PgPool) -> Result<HashMap<Uuid, DateTime<Utc>>> {
+    let rows: Vec<(Uuid, DateTime<Utc>)> =
+        sqlx::query_as("select website_id, min(scheduled_at) from latest_status group by website_id")
+            .fetch_all(pool)
+            .await?;
+    Ok(rows.into_iter().collect())
+}
+
 /// The newest result per (website, region) in `batch`, by scheduled time.
 pub fn newest(batch: &[StreamEvent]) -> Vec<&CheckCompleted> {
     let mut newest: HashMap<(Uuid, &str), &CheckCompleted> = HashMap::new();

@@ -89,17 +89,21 @@ async fn follow(
     .await
 }
 
-/// Rebuilds the schedule from the Postgres projection; returns the MONITOR
-/// sequence the snapshot reflects.
+/// Rebuilds the schedule from the Postgres projection, each website at its
+/// next slot or at the slot just gone if the lost schedule missed it (the
+/// latest status tells); returns the MONITOR sequence the snapshot
+/// reflects.
 pub async fn rebuild(store: &ScheduleStore, pool: &PgPool) -> anyhow::Result<u64> {
     let (offset, websites, regions) = postgres::websites_at_offset(pool, PROJECTION).await?;
     for region in &regions {
         store.add_region(region).await?;
     }
+    let last_checked = projections::status::oldest_latest_checks(pool).await?;
+    let last_checked = |id| last_checked.get(&id).and_then(|at| u64::try_from(at.timestamp_millis()).ok());
     let now = now_ms();
     let entries: Vec<_> = websites.into_iter().map(|w| (w.website, w.stream_seq)).collect();
     for chunk in entries.chunks(1000) {
-        store.upsert_many(chunk, now).await?;
+        store.upsert_many(chunk, now, last_checked).await?;
     }
     store.set_offset(offset, true).await?;
     tracing::info!(offset, websites = entries.len(), regions = regions.len(), "schedule rebuilt from postgres");
@@ -361,7 +365,7 @@ pub async fn reconcile(store: &ScheduleStore, pool: &PgPool) -> anyhow::Result<R
     }
     report.added = lost.len();
     for chunk in lost.chunks(1000) {
-        store.upsert_many(chunk, now).await?;
+        store.upsert_many(chunk, now, |_| None).await?;
     }
     for (id, site) in &sites {
         if !known.contains(id) && site.seq <= pg_offset {

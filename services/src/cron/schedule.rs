@@ -30,6 +30,23 @@ pub fn next_slot_after(now_ms: u64, interval_ms: u64, offset_ms: u64) -> u64 {
     now_ms - phase + interval_ms
 }
 
+/// When a website is first due in a schedule rebuilt from nothing (Redis
+/// lost it), given the scheduled time of the oldest of its latest checks
+/// (one per region): at the slot just gone if that one was missed, the
+/// last check being from the slot before it (the schedule vanished while
+/// the website waited), else at its next slot. A website checked longer
+/// ago (an outage of more than an interval) or never waits for its next
+/// slot, so a long outage or a first start does not make every website
+/// due at once.
+pub fn rebuilt_due(now_ms: u64, interval_ms: u64, offset_ms: u64, last_checked_ms: Option<u64>) -> u64 {
+    let next = next_slot_after(now_ms, interval_ms, offset_ms);
+    let gone = next.saturating_sub(interval_ms);
+    match last_checked_ms {
+        Some(last) if last < gone && last + interval_ms >= gone => gone,
+        _ => next,
+    }
+}
+
 /// When a website just added (or added to a region) is first checked.
 pub fn first_due(now_ms: u64, id: Uuid) -> u64 {
     now_ms + offset_ms(id, FIRST_CHECK_SPREAD_MS)
@@ -80,6 +97,20 @@ mod tests {
             let due = first_due(now, Uuid::now_v7());
             assert!(due >= now && due < now + FIRST_CHECK_SPREAD_MS);
         }
+    }
+
+    #[test]
+    fn a_rebuilt_schedule_catches_up_the_one_slot_the_lost_schedule_missed() {
+        let (interval, offset) = (10_000, 3_000);
+        let now = 1_700_000_005_000; // slots at ...003_000, ...013_000
+        let (gone, next) = (1_700_000_003_000, 1_700_000_013_000);
+        // Checked at the slot before the one just gone: that one is made up.
+        assert_eq!(rebuilt_due(now, interval, offset, Some(gone - interval)), gone);
+        // Checked at the one just gone (or later): the next slot.
+        assert_eq!(rebuilt_due(now, interval, offset, Some(gone)), next);
+        // Two or more slots missed, or never checked: the next slot.
+        assert_eq!(rebuilt_due(now, interval, offset, Some(gone - 2 * interval)), next);
+        assert_eq!(rebuilt_due(now, interval, offset, None), next);
     }
 
     #[test]

@@ -226,8 +226,16 @@ impl ScheduleStore {
     /// Applies many full website states in one round trip. Unlike a single
     /// new website (checked within seconds), a bulk load schedules each at
     /// its slot, so rebuilding a million websites spreads their first checks
-    /// over their intervals instead of firing them all at once.
-    pub async fn upsert_many(&self, websites: &[(Website, u64)], now_ms: u64) -> Result<()> {
+    /// over their intervals instead of firing them all at once. `last_checked`
+    /// gives the oldest of a website's latest checks, when known: a rebuilt
+    /// schedule makes up the one slot a lost schedule missed (see
+    /// [`schedule::rebuilt_due`]).
+    pub async fn upsert_many(
+        &self,
+        websites: &[(Website, u64)],
+        now_ms: u64,
+        last_checked: impl Fn(Uuid) -> Option<u64>,
+    ) -> Result<()> {
         if websites.is_empty() {
             return Ok(());
         }
@@ -235,8 +243,8 @@ impl ScheduleStore {
         pipe.load_script(&UPSERT).ignore();
         for (website, seq) in websites {
             let interval_ms = u64::from(website.interval_seconds.get()) * 1000;
-            let first_due =
-                schedule::next_slot_after(now_ms, interval_ms, schedule::offset_ms(website.id, interval_ms));
+            let offset_ms = schedule::offset_ms(website.id, interval_ms);
+            let first_due = schedule::rebuilt_due(now_ms, interval_ms, offset_ms, last_checked(website.id));
             pipe.invoke_script(&upsert_invocation(&SiteChange::full(website), *seq, now_ms, first_due)).ignore();
         }
         let mut conn = self.conn.clone();
