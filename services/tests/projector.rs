@@ -7,6 +7,7 @@
 mod common;
 
 use chrono::Utc;
+use common::stack::eventually;
 use common::{config, last_sequence, snapshot, Db, Nats};
 use events::{
     CheckCompleted, Envelope, Event, FailureCause, IntervalSecs, RegionAdded, RegionName, TimeoutMs, WebsiteAdded,
@@ -369,10 +370,10 @@ async fn a_replay_builds_its_indexes_again_and_one_cut_short_leaves_them_to_the_
     let cancel = CancellationToken::new();
     let reader =
         tokio::spawn(projector::run(bus.clone(), db.pool.clone(), projector::Projection::Monitor, 100, cancel.clone()));
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while deferred().await > 0 && std::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(Duration::from_secs(30), "the set-aside indexes to be built", || async {
+        (deferred().await == 0).then_some(())
+    })
+    .await;
     assert_eq!(indexes(&db.pool).await, built);
     assert_eq!(deferred().await, 0);
     cancel.cancel();
