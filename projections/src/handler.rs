@@ -47,6 +47,10 @@ pub trait Handler: Send + Sync {
     /// written.
     const REPLAY_BATCH: usize = 100_000;
 
+    /// Tables whose non-unique indexes a replay sets aside while it writes
+    /// and builds again when it ends ([`crate::indexes`]).
+    const SET_ASIDE: &'static [&'static str] = &[];
+
     /// Applies `events` (in stream order, never empty) within `tx`; the
     /// runner commits them with the new position.
     fn apply(
@@ -58,22 +62,6 @@ pub trait Handler: Send + Sync {
     /// Empties what it wrote, within `tx`; the runner moves its position
     /// back to the start of the stream in the same transaction.
     fn reset(&self, tx: &mut Transaction<'_, Postgres>) -> impl Future<Output = Result<(), Self::Error>> + Send;
-
-    /// Called in the transaction that resets it for a replay, after
-    /// [`Handler::reset`]: sets aside what a bulk load would otherwise keep
-    /// up row by row (indexes), for [`Handler::restore`] to build again in
-    /// one go. Nothing by default.
-    fn set_aside(&self, _tx: &mut Transaction<'_, Postgres>) -> impl Future<Output = Result<(), Self::Error>> + Send {
-        async { Ok(()) }
-    }
-
-    /// Builds again what [`Handler::set_aside`] set aside, within `tx`. The
-    /// runner calls it when a replay ends and when a reader starts (a replay
-    /// may have been cut short), never while a replay is under way. Nothing
-    /// by default.
-    fn restore(&self, _tx: &mut Transaction<'_, Postgres>) -> impl Future<Output = Result<(), Self::Error>> + Send {
-        async { Ok(()) }
-    }
 
     /// Called after a batch was committed (e.g. to wake whoever acts on
     /// what it wrote); nothing by default.

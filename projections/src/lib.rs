@@ -8,6 +8,7 @@
 
 pub mod cursor;
 pub mod handler;
+pub mod indexes;
 pub mod influx;
 pub mod overview;
 pub mod postgres;

@@ -13,6 +13,7 @@ use crate::handler::{Handler, StreamEvent};
 use crate::overview;
 use crate::{Error, Result};
 use chrono::{DateTime, Utc};
+use events::check::CheckSpec;
 use events::maintenance::Window;
 use events::subject::MONITOR_STREAM;
 use events::website::Website;
@@ -48,6 +49,7 @@ impl Handler for MonitorProjection {
     // Each event is a row or more: a replay writes one part while the
     // runner reads and decodes the next.
     const REPLAY_BATCH: usize = 10_000;
+    const SET_ASIDE: &'static [&'static str] = &["websites", "website_regions"];
 
     async fn apply(&self, tx: &mut Transaction<'_, Postgres>, events: &[StreamEvent]) -> Result<()> {
         // Websites' regions and policies decide their status, which the
@@ -79,68 +81,6 @@ impl Handler for MonitorProjection {
         .await?;
         Ok(())
     }
-
-    async fn set_aside(&self, tx: &mut Transaction<'_, Postgres>) -> Result<()> {
-        set_aside_indexes(tx, &["websites", "website_regions"]).await
-    }
-
-    async fn restore(&self, tx: &mut Transaction<'_, Postgres>) -> Result<()> {
-        restore_indexes(tx).await
-    }
-}
-
-/// Sets aside the indexes of `tables` that no statement of the projection
-/// relies on (all but the unique ones, which `on conflict` uses): a replay
-/// adding 56,000 websites spends most of its time keeping six indexes up
-/// row by row, where building them afterwards takes a fraction of it.
-/// What makes each again is kept in `deferred_indexes`, in the same
-/// transaction as the drop.
-async fn set_aside_indexes(tx: &mut Transaction<'_, Postgres>, tables: &[&str]) -> Result<()> {
-    let names: Vec<String> = sqlx::query_scalar(
-        "insert into deferred_indexes (name, statements)
-         select i.indexrelid::regclass::text,
-                array[pg_get_indexdef(i.indexrelid)] || array(
-                    select format('alter index %s alter column %s set statistics %s',
-                                  i.indexrelid::regclass, a.attnum, a.attstattarget)
-                    from pg_attribute a
-                    where a.attrelid = i.indexrelid and a.attstattarget > 0
-                    order by a.attnum)
-         from pg_index i
-         where i.indrelid = any(select to_regclass(t)::oid from unnest($1::text[]) as t) and not i.indisunique
-         on conflict (name) do nothing
-         returning name",
-    )
-    .bind(tables)
-    .fetch_all(&mut **tx)
-    .await?;
-    for name in names {
-        // A name as the catalogue spells it, quoted where it must be.
-        sqlx::query(&format!("drop index {name}")).execute(&mut **tx).await?;
-    }
-    Ok(())
-}
-
-/// Builds the indexes [`set_aside_indexes`] set aside, one after the other,
-/// each with its statistics targets; one that exists already (built by a
-/// reader that got there first) is left as it is.
-async fn restore_indexes(tx: &mut Transaction<'_, Postgres>) -> Result<()> {
-    // Locked, so that two readers starting together build each once.
-    let deferred: Vec<(String, Vec<String>)> =
-        sqlx::query_as("select name, statements from deferred_indexes order by name for update")
-            .fetch_all(&mut **tx)
-            .await?;
-    for (name, statements) in deferred {
-        let exists: bool =
-            sqlx::query_scalar("select to_regclass($1) is not null").bind(&name).fetch_one(&mut **tx).await?;
-        if !exists {
-            for statement in &statements {
-                sqlx::query(statement).execute(&mut **tx).await?;
-            }
-            tracing::info!(index = name, "index built again after a replay");
-        }
-        sqlx::query("delete from deferred_indexes where name = $1").bind(&name).execute(&mut **tx).await?;
-    }
-    Ok(())
 }
 
 async fn apply(tx: &mut Transaction<'_, Postgres>, seq: u64, envelope: &Envelope) -> Result<()> {
@@ -519,6 +459,17 @@ async fn add_websites(tx: &mut Transaction<'_, Postgres>, added: &[(i64, DateTim
     let (mut policies, mut channels, mut specs, mut statuses) =
         (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
     let mut regions_of: HashMap<Uuid, Vec<&str>> = HashMap::with_capacity(n);
+    // Most websites have no emails, channels or check settings of their
+    // own: those are written once, not once each.
+    let empty = "[]".to_owned();
+    let default_spec = json(&CheckSpec::default())?.to_string();
+    let list = |items: Vec<serde_json::Value>| -> String {
+        if items.is_empty() {
+            empty.clone()
+        } else {
+            serde_json::Value::Array(items).to_string()
+        }
+    };
     for (seq, at, e) in added {
         let mut regions: Vec<&str> = e.regions.iter().map(|r| r.as_str()).filter(|r| existing.contains(*r)).collect();
         regions.sort_unstable();
@@ -530,13 +481,16 @@ async fn add_websites(tx: &mut Transaction<'_, Postgres>, added: &[(i64, DateTim
         names.push(e.name.as_str());
         intervals.push(to_i32(e.interval_seconds.get()));
         timeouts.push(to_i32(e.timeout_ms.get()));
-        emails.push(json(&e.notify_emails.iter().map(|m| m.as_str()).collect::<Vec<_>>())?.to_string());
+        emails.push(list(e.notify_emails.iter().map(|m| json(&m.as_str())).collect::<Result<_>>()?));
         created.push(*at);
         seqs.push(*seq);
         failures.push(e.failures_before_down.map(|f| to_i32(f.get())));
         policies.push(down_policy);
-        channels.push(json(&e.channel_ids)?.to_string());
-        specs.push(json(&e.check.clone().unwrap_or_default())?.to_string());
+        channels.push(list(e.channel_ids.iter().map(|id| serde_json::Value::String(id.to_string())).collect()));
+        specs.push(match &e.check {
+            Some(spec) => json(spec)?.to_string(),
+            None => default_spec.clone(),
+        });
         statuses.push(overview::status_of(down_policy, &ups).as_str());
         regions_of.insert(e.website_id, regions);
     }

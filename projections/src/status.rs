@@ -53,6 +53,10 @@ impl Handler for StatusProjection {
     type Error = Error;
     const NAME: &'static str = PROJECTION;
     const STREAM: &'static str = CHECKS_STREAM;
+    // The reset marks every website pending and the first batches set each
+    // one's status again: two updates of every row, which keep up every
+    // index of it (the status is indexed, so none is a HOT update).
+    const SET_ASIDE: &'static [&'static str] = &["websites"];
 
     async fn apply(&self, tx: &mut Transaction<'_, Postgres>, events: &[StreamEvent]) -> Result<()> {
         let newest = newest(events);
@@ -72,6 +76,9 @@ impl Handler for StatusProjection {
         overview::lock_status(tx).await?;
         sqlx::query("truncate latest_status").execute(&mut **tx).await?;
         // No check is known any more: every website waits for its first.
+        // The indexes go first (the runner would set them aside after the
+        // reset), so that this update does not keep them up.
+        crate::indexes::set_aside(tx, Self::SET_ASIDE).await?;
         sqlx::query("update websites set status = 'pending', status_since = created_at where status <> 'pending'")
             .execute(&mut **tx)
             .await?;

@@ -15,7 +15,7 @@ use crate::secrets::Sealer;
 use anyhow::Context;
 use projections::influx::Influx;
 use redis::aio::ConnectionManager;
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -33,11 +33,21 @@ pub struct Deps {
 impl Deps {
     /// Connects to NATS and prepares the other clients of `config`.
     pub async fn connect(config: &Config) -> anyhow::Result<Deps> {
+        // Each statement is planned for the values it is run with. A
+        // prepared statement's generic plan is made from the statistics of
+        // the moment and kept until they change: one made just after a
+        // replay emptied a table plans for an empty table while it fills
+        // again (a status replay's lookup of 100,000 keys stalled for
+        // minutes that way).
+        let options = config
+            .database_url
+            .parse::<PgConnectOptions>()
+            .context("DATABASE_URL")?
+            .options([("plan_cache_mode", "force_custom_plan")]);
         let pool = PgPoolOptions::new()
             .max_connections(config.database_pool_size)
             .acquire_timeout(Duration::from_secs(10))
-            .connect_lazy(&config.database_url)
-            .context("DATABASE_URL")?;
+            .connect_lazy_with(options);
         let redis = redis_client(config)?;
         let influx = Influx::new(&config.influxdb.url, &config.influxdb.bucket, config.influxdb.token.as_deref())
             .with_retention_days(config.influxdb.retention_days);

@@ -21,8 +21,8 @@ use crate::follow;
 use anyhow::Context;
 use async_nats::jetstream::stream::LastRawMessageErrorKind;
 use events::{DecodeError, Envelope};
-use projections::cursor;
 use projections::handler::{Handler, StreamEvent};
+use projections::{cursor, indexes};
 use sqlx::PgPool;
 use std::collections::BTreeSet;
 use std::sync::Mutex;
@@ -39,7 +39,7 @@ pub async fn run<H: Handler>(
 ) -> anyhow::Result<()> {
     tracing::info!(handler = H::NAME, "following {}", H::STREAM);
     follow::supervise(H::NAME, &cancel, || async {
-        restore(&pool, &handler).await?;
+        indexes::restore(&pool).await.context("building indexes set aside")?;
         Ok(matches!(pass(&bus, &pool, &handler, None, max_batch, &cancel).await?, Pass::Cancelled))
     })
     .await
@@ -58,10 +58,10 @@ pub async fn replay<H: Handler>(
     let target = last_sequence::<H>(bus).await?;
     // Held by a session of its own for the whole replay, so that readers
     // starting meanwhile leave what it set aside to it; closing the session
-    // frees it, also when the process dies.
+    // frees it, also when the process dies. Replays run one at a time.
     let mut replaying = pool.acquire().await?.detach();
     sqlx::query("select pg_advisory_lock(hashtext($1))")
-        .bind(replay_lock::<H>())
+        .bind(indexes::REPLAY_LOCK)
         .execute(&mut replaying)
         .await
         .context("waiting for another replay")?;
@@ -79,34 +79,17 @@ pub async fn replay<H: Handler>(
         }
     }
     .await;
+    // Unlocked before the session closes: its end is not waited for, and
+    // the builds below must find the lock free.
+    sqlx::query("select pg_advisory_unlock(hashtext($1))").bind(indexes::REPLAY_LOCK).execute(&mut replaying).await?;
     sqlx::Connection::close(replaying).await?;
     // Also after a failed replay: readers go on with what it reached.
-    restore(pool, handler).await?;
+    indexes::restore(pool).await.context("building indexes set aside")?;
     replayed
 }
 
-/// The name of the advisory lock a replay of `H` holds.
-fn replay_lock<H: Handler>() -> String {
-    format!("replay {}", H::NAME)
-}
-
-/// Has `handler` build again what a replay set aside, unless a replay of it
-/// is under way (it does so when it ends).
-async fn restore<H: Handler>(pool: &PgPool, handler: &H) -> anyhow::Result<()> {
-    let mut tx = pool.begin().await?;
-    let free: bool = sqlx::query_scalar("select pg_try_advisory_xact_lock_shared(hashtext($1))")
-        .bind(replay_lock::<H>())
-        .fetch_one(&mut *tx)
-        .await?;
-    if free {
-        handler.restore(&mut tx).await.with_context(|| format!("restoring {}", H::NAME))?;
-    }
-    tx.commit().await?;
-    Ok(())
-}
-
-/// Empties what `handler` wrote, has it set aside what the replay's bulk
-/// load would keep up row by row, and moves it back to the start of its
+/// Empties what `handler` wrote, sets aside the indexes the replay's bulk
+/// load would keep up row by row ([`Handler::SET_ASIDE`]), and moves it back to the start of its
 /// stream, in one transaction.
 async fn reset<H: Handler>(pool: &PgPool, handler: &H) -> anyhow::Result<()> {
     let mut tx = pool.begin().await?;
@@ -114,7 +97,7 @@ async fn reset<H: Handler>(pool: &PgPool, handler: &H) -> anyhow::Result<()> {
     // before its rows are emptied under it.
     cursor::lock(&mut tx, H::NAME).await?;
     handler.reset(&mut tx).await.with_context(|| format!("resetting {}", H::NAME))?;
-    handler.set_aside(&mut tx).await.with_context(|| format!("setting aside for {}", H::NAME))?;
+    indexes::set_aside(&mut tx, H::SET_ASIDE).await.context("setting indexes aside")?;
     cursor::store(&mut tx, H::NAME, 0).await?;
     tx.commit().await?;
     Ok(())
@@ -215,6 +198,7 @@ fn read_ahead<H: Handler>(
     let (sender, receiver) = tokio::sync::mpsc::channel(1);
     tokio::spawn(async move {
         let mut events = Vec::new();
+        let first_chunk = (max_batch / 8).max(1);
         // The last message read, and the last handed over.
         let (mut last, mut handed) = (from, from);
         loop {
@@ -236,7 +220,9 @@ fn read_ahead<H: Handler>(
                     }
                 }
                 last = seq;
-                let full = events.len() >= max_batch;
+                // The first chunk is smaller, so that writing starts while
+                // the rest is read.
+                let full = events.len() >= if handed == from { first_chunk } else { max_batch };
                 let ready = until.is_some_and(|target| last >= target);
                 if full || ready {
                     let chunk = Chunk { events: std::mem::take(&mut events), last, lag: batches.lag() };
