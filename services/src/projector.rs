@@ -12,7 +12,7 @@
 //! accepted it; a redelivered batch rewrites the same points. It decodes
 //! with the runner's policy (unknown types skipped, malformed ones fatal).
 //! The projector also makes InfluxDB's rollups ([`run_rollups`]), a slice
-//! of the websites a minute.
+//! of the websites a minute; with several projectors, one of them.
 
 use crate::bus::Bus;
 use crate::config::ProjectorConfig;
@@ -24,15 +24,15 @@ use async_nats::jetstream::consumer::{self, AckPolicy, DeliverPolicy};
 use async_nats::jetstream::context::ConsumerInfoErrorKind;
 use async_nats::jetstream::stream::ConsumerErrorKind;
 use async_nats::jetstream::{ErrorCode, Message};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use events::subject::CHECKS_STREAM;
 use events::{CheckCompleted, Event};
 use futures::StreamExt;
 use projections::handler::Handler;
-use projections::influx::{Influx, ROLLUP_LEVELS};
+use projections::influx::{Influx, Rollup, ROLLUP_LEVELS};
 use projections::postgres::MonitorProjection;
 use projections::status::StatusProjection;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use std::collections::VecDeque;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -49,6 +49,18 @@ const INFLUX_BATCHES_IN_FLIGHT: usize = 4;
 /// How long after each minute starts the rollups due in it run: the feed
 /// has written the checks of the minute before by then.
 const ROLLUP_DELAY_MS: i64 = 5_000;
+
+/// The advisory lock (by `hashtext`) of the projector that makes the
+/// rollups: one does, however many run.
+pub const ROLLUP_LOCK: &str = "influxdb rollups";
+
+/// Rollup runs owed at most: a day's. After a longer InfluxDB outage the
+/// oldest buckets stay in the raw points only.
+const ROLLUPS_OWED: usize = 24 * 60 + 24;
+
+/// Owed runs made up in a minute besides the ones due in it, so that an
+/// InfluxDB coming back is not handed hours of runs at once.
+const ROLLUPS_MADE_UP_PER_MINUTE: usize = 2;
 
 /// How long one pull request of the InfluxDB feed waits on the server.
 const INFLUX_PULL_EXPIRES: Duration = Duration::from_secs(5);
@@ -85,9 +97,9 @@ pub async fn serve(deps: Deps, config: ProjectorConfig, cancel: CancellationToke
     let Deps { bus, pool, influx, .. } = deps;
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(run(bus.clone(), pool.clone(), Projection::Monitor, config.batch, cancel.clone()));
-    tasks.spawn(run(bus.clone(), pool, Projection::Status, config.batch, cancel.clone()));
+    tasks.spawn(run(bus.clone(), pool.clone(), Projection::Status, config.batch, cancel.clone()));
     tasks.spawn(run_influx(bus, influx.clone(), config.batch, cancel.clone()));
-    tasks.spawn(run_rollups(influx, cancel.clone()));
+    tasks.spawn(run_rollups(influx, pool, cancel.clone()));
     while let Some(joined) = tasks.join_next().await {
         joined.context("projection task panicked")??;
     }
@@ -124,12 +136,16 @@ pub async fn replay(
 }
 
 /// Makes the InfluxDB rollups until cancelled: every minute, the slice of
-/// each level due in it ([`projections::influx::Rollup::due`]). A failed
-/// run is logged and made good by the slice's next one, which covers more
-/// than the period between them; a run repeated (a restart, a second
-/// projector) writes the same points again.
-pub async fn run_rollups(influx: Influx, cancel: CancellationToken) -> anyhow::Result<()> {
-    let mut failing = false;
+/// each level due in it ([`projections::influx::Rollup::due`]). Only one
+/// projector makes them, the one holding the advisory lock
+/// [`ROLLUP_LOCK`] ([`lead_rollups`]); the others take over when its
+/// session ends. A run that fails is owed: made up in a later minute with
+/// the time it was due at, so it covers the same buckets (the slice's next
+/// run covers only one minute more than the period between them).
+pub async fn run_rollups(influx: Influx, pool: PgPool, cancel: CancellationToken) -> anyhow::Result<()> {
+    let mut lock: Option<PgConnection> = None;
+    let mut leading = false;
+    let mut runs = RollupRuns::default();
     loop {
         let now = Utc::now().timestamp_millis();
         let next = (now.div_euclid(60_000) + 1) * 60_000 + ROLLUP_DELAY_MS;
@@ -138,31 +154,118 @@ pub async fn run_rollups(influx: Influx, cancel: CancellationToken) -> anyhow::R
             _ = cancel.cancelled() => return Ok(()),
             _ = tokio::time::sleep(wait) => {}
         }
-        let now = Utc::now();
-        let minute = now.timestamp().div_euclid(60);
-        for rollup in ROLLUP_LEVELS {
-            let Some(slice) = rollup.due(minute) else { continue };
-            let started = std::time::Instant::now();
-            let run = tokio::select! {
+        leading = match lead_rollups(&pool, &mut lock).await {
+            Lead::Held => true,
+            // PostgreSQL away: whoever made them last goes on (two would
+            // only repeat runs).
+            Lead::Unknown => leading,
+            Lead::Elsewhere => {
+                // The projector that makes them owes them.
+                runs = RollupRuns::default();
+                false
+            }
+        };
+        if leading {
+            tokio::select! {
                 _ = cancel.cancelled() => return Ok(()),
-                run = influx.roll_up(rollup, slice, now) => run,
-            };
-            match run {
+                () = runs.minute(&influx, Utc::now()) => {}
+            }
+        }
+    }
+}
+
+/// The rollup runs due and not yet made, oldest first, each with the time
+/// it was due at.
+#[derive(Debug, Default)]
+pub struct RollupRuns {
+    owed: VecDeque<(Rollup, u32, DateTime<Utc>)>,
+    failing: bool,
+}
+
+impl RollupRuns {
+    /// How many runs are owed.
+    pub fn owed(&self) -> usize {
+        self.owed.len()
+    }
+
+    /// The work of the minute of `now`: the runs due in it, then up to
+    /// [`ROLLUPS_MADE_UP_PER_MINUTE`] owed ones, oldest first, until one
+    /// fails (it and the rest stay owed).
+    pub async fn minute(&mut self, influx: &Influx, now: DateTime<Utc>) {
+        let minute = now.timestamp().div_euclid(60);
+        let due: Vec<_> =
+            ROLLUP_LEVELS.into_iter().filter_map(|r| r.due(minute).map(|slice| (r, slice, now))).collect();
+        let runs = due.len() + ROLLUPS_MADE_UP_PER_MINUTE;
+        self.owed.extend(due);
+        for _ in 0..runs {
+            let Some(&(rollup, slice, at)) = self.owed.front() else { break };
+            let started = std::time::Instant::now();
+            match influx.roll_up(rollup, slice, at).await {
                 Ok(()) => {
-                    if std::mem::take(&mut failing) {
-                        tracing::info!(rollup = rollup.measurement, "rolling up again");
+                    self.owed.pop_front();
+                    if std::mem::take(&mut self.failing) {
+                        tracing::info!(rollup = rollup.measurement, owed = self.owed.len(), "rolling up again");
                     }
-                    tracing::debug!(rollup = rollup.measurement, slice, elapsed = ?started.elapsed(), "rolled up");
+                    tracing::debug!(rollup = rollup.measurement, slice, %at, elapsed = ?started.elapsed(), "rolled up");
                 }
                 // Once per failing spell (a server without `SELECT ...
                 // INTO` would say so every minute).
-                Err(e) if !failing => {
-                    failing = true;
-                    tracing::warn!(error = %e, rollup = rollup.measurement, slice, "rolling up failed; the raw points stay");
+                Err(e) => {
+                    if std::mem::replace(&mut self.failing, true) {
+                        tracing::debug!(error = %e, rollup = rollup.measurement, slice, "rolling up failed");
+                    } else {
+                        tracing::warn!(error = %e, rollup = rollup.measurement, slice, "rolling up failed; owed until it works");
+                    }
+                    break;
                 }
-                Err(e) => tracing::debug!(error = %e, rollup = rollup.measurement, slice, "rolling up failed"),
             }
         }
+        if self.owed.len() > ROLLUPS_OWED {
+            let dropped = self.owed.len() - ROLLUPS_OWED;
+            self.owed.drain(..dropped);
+            tracing::warn!(dropped, "rollups owed for over a day given up; their buckets stay in the raw points only");
+        }
+    }
+}
+
+/// Who holds the rollups' lock, as far as PostgreSQL says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lead {
+    /// This projector: it makes the rollups.
+    Held,
+    /// Another projector.
+    Elsewhere,
+    /// PostgreSQL did not answer.
+    Unknown,
+}
+
+/// Whether this projector makes the rollups: it does while it holds the
+/// session-level advisory lock [`ROLLUP_LOCK`] on a connection of its own,
+/// `held`, checked each time. A projector that loses it (its connection
+/// broke) drops that connection, which ends the session and frees the lock
+/// for whoever asks next.
+pub async fn lead_rollups(pool: &PgPool, held: &mut Option<PgConnection>) -> Lead {
+    if let Some(connection) = held {
+        if sqlx::query("select 1").execute(&mut *connection).await.is_ok() {
+            return Lead::Held;
+        }
+        tracing::info!("lost the rollups' lock; another projector may take them over");
+        *held = None;
+    }
+    let Ok(connection) = pool.acquire().await else { return Lead::Unknown };
+    let mut connection = connection.detach();
+    let locked = sqlx::query_scalar::<_, bool>("select pg_try_advisory_lock(hashtext($1))")
+        .bind(ROLLUP_LOCK)
+        .fetch_one(&mut connection)
+        .await;
+    match locked {
+        Ok(true) => {
+            tracing::info!("making the InfluxDB rollups");
+            *held = Some(connection);
+            Lead::Held
+        }
+        Ok(false) => Lead::Elsewhere,
+        Err(_) => Lead::Unknown,
     }
 }
 

@@ -440,6 +440,37 @@ async fn rollups_are_made_a_slice_of_the_websites_at_a_time_in_place_of_continuo
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollup_run_that_failed_is_made_up_later_over_the_buckets_it_was_due_for() {
+    let stack = start(&[]).await;
+    let influx = stack.deps.influx.clone();
+    influx.ensure_database().await.expect("database");
+    let id = stack.add_website(json!({ "url": "https://example.com", "name": "owed", "interval_seconds": 60 })).await;
+    let website: Uuid = id.parse().expect("uuid");
+    let first = (chrono::Utc::now().timestamp() / 60 - 40) * 60;
+    let at = |s: i64| chrono::DateTime::from_timestamp(s, 0).expect("time");
+    stack.check(website, "local", at(first), true).await;
+    stack.check(website, "local", at(first + 20), false).await;
+    stack.influx_settled().await;
+
+    // The first minute after the checks' in which the website's slice of
+    // the minute rollup is due.
+    let slice = u32::from_str_radix(&id[id.len() - 1..], 16).expect("a hex digit");
+    let [minutes, _] = projections::influx::ROLLUP_LEVELS;
+    let due = (first / 60 + 1..).find(|m| minutes.due(*m) == Some(slice)).expect("due within a period");
+    // InfluxDB does not answer then: the run is owed.
+    let away = projections::influx::Influx::new("http://127.0.0.1:1", &stack.config.influxdb.bucket, None);
+    let mut runs = projector::RollupRuns::default();
+    runs.minute(&away, at(due * 60 + 5)).await;
+    assert!(runs.owed() >= 1, "owed {}", runs.owed());
+    assert!(rollup_points(&stack, "checks_1m", &id).await.is_empty());
+    // Twenty minutes on it does: the run is made over the buckets it was
+    // due for, which the slice's next run no longer reaches.
+    runs.minute(&influx, at(due * 60 + 20 * 60 + 5)).await;
+    assert_eq!(runs.owed(), 0);
+    assert_eq!(rollup_points(&stack, "checks_1m", &id).await, [json!([first, 2, 0, 12])]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn results_older_than_the_raw_retention_are_dropped_without_stopping_the_projection() {
     let stack = start(&[("INFLUXDB_RETENTION_DAYS", "2")]).await;
     let id = stack.add_website(json!({ "url": "https://example.com", "name": "old", "interval_seconds": 60 })).await;

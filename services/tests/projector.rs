@@ -404,3 +404,28 @@ async fn the_services_plan_each_statement_for_the_values_it_runs_with() {
     let mode: String = sqlx::query_scalar("show plan_cache_mode").fetch_one(&deps.pool).await.expect("show");
     assert_eq!(mode, "force_custom_plan");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_projector_of_several_makes_the_rollups_and_another_takes_over_when_it_is_gone() {
+    use projector::{lead_rollups, Lead};
+    let db = Db::fresh().await;
+    let mut first = None;
+    assert_eq!(lead_rollups(&db.pool, &mut first).await, Lead::Held);
+    assert_eq!(lead_rollups(&db.pool, &mut first).await, Lead::Held, "it keeps them");
+    let mut second = None;
+    assert_eq!(lead_rollups(&db.pool, &mut second).await, Lead::Elsewhere, "a second one waits");
+    assert!(second.is_none());
+    // The first one's session ends (its process died, its connection broke).
+    drop(first.take());
+    eventually(Duration::from_secs(10), "another projector to take the rollups over", || async {
+        let mut held = None;
+        (lead_rollups(&db.pool, &mut held).await == Lead::Held).then_some(held)
+    })
+    .await;
+    // PostgreSQL away: nobody can say.
+    let away = sqlx::postgres::PgPoolOptions::new()
+        .acquire_timeout(Duration::from_secs(1))
+        .connect_lazy("postgres://postgres@127.0.0.1:1/none")
+        .expect("pool");
+    assert_eq!(lead_rollups(&away, &mut None).await, Lead::Unknown);
+}
