@@ -111,8 +111,8 @@ pub struct Rollup {
     /// the raw points only). A run visits every series it selects however
     /// few points it finds (seconds of CPU at 56,000 websites), so each run
     /// takes a slice of the websites and the slices are spread over the
-    /// period: a little work every minute instead of a burst that holds up
-    /// the checks.
+    /// period: a little work every [`ROLLUP_TURN_SECS`] instead of a burst
+    /// that holds up the checks.
     every: u32,
     covers: u32,
     /// The rollup it is made from (`None`: the raw points).
@@ -120,13 +120,27 @@ pub struct Rollup {
 }
 
 /// The slices a rollup's period is divided into: websites by the last hex
-/// digit of their id (random in a v7 UUID, so the slices are even).
-pub const ROLLUP_SLICES: u32 = 16;
+/// digit of their id and the top two bits of the one before
+/// ([`rollup_slice`]; random in a v7 UUID, so the slices are even).
+pub const ROLLUP_SLICES: u32 = 64;
+
+/// Seconds between two rollup runs of a level, at most: a slice of a
+/// sixteenth of the websites once a minute held up the checks for a few
+/// seconds after it started; a quarter of that every 15 seconds does not
+/// make a burst of its own.
+pub const ROLLUP_TURN_SECS: i64 = 15;
+
+/// The slice of [`ROLLUP_SLICES`] `website_id` is rolled up in.
+pub fn rollup_slice(website_id: Uuid) -> u32 {
+    let bytes = website_id.as_bytes();
+    let last = bytes[15];
+    u32::from(last & 0x0f) + 16 * u32::from(last >> 6)
+}
 
 /// One point a minute (windows up to a week), one an hour (longer ones,
 /// from the minute points: 60 times fewer to read). Each period has at
-/// least [`ROLLUP_SLICES`] minutes, so at most one slice of a level is due
-/// in a minute.
+/// least [`ROLLUP_SLICES`] turns, so at most one slice of a level is due
+/// in a turn.
 pub const ROLLUP_LEVELS: [Rollup; 2] = [
     Rollup { measurement: "checks_1m", minutes: 1, every: 16, covers: 17, from: None },
     Rollup { measurement: "checks_1h", minutes: 60, every: 60, covers: 120, from: Some("checks_1m") },
@@ -152,11 +166,19 @@ impl Rollup {
         )
     }
 
-    /// The slice due in `minute` (minutes since the epoch), if any: slice
-    /// `s` runs `s * every / ROLLUP_SLICES` minutes into each period.
-    pub fn due(&self, minute: i64) -> Option<u32> {
-        let into = u32::try_from(minute.rem_euclid(i64::from(self.every))).ok()?;
-        (0..ROLLUP_SLICES).find(|slice| slice * self.every / ROLLUP_SLICES == into)
+    /// The slice due in `turn` ([`ROLLUP_TURN_SECS`] since the epoch), if
+    /// any: slice `s` runs `s * turns / ROLLUP_SLICES` turns into each
+    /// period of `turns`.
+    pub fn due(&self, turn: i64) -> Option<u32> {
+        let turns = self.turns();
+        let into = u32::try_from(turn.rem_euclid(i64::from(turns))).ok()?;
+        (0..ROLLUP_SLICES).find(|slice| slice * turns / ROLLUP_SLICES == into)
+    }
+
+    /// Turns in a period.
+    fn turns(&self) -> u32 {
+        let per_minute = u32::try_from(60 / ROLLUP_TURN_SECS).unwrap_or(1);
+        self.every * per_minute
     }
 
     /// The statement rolling up `slice` at `now`: its websites' buckets that
@@ -166,8 +188,14 @@ impl Rollup {
         let bucket = i64::from(self.minutes) * 60;
         let end = now.timestamp().div_euclid(bucket) * bucket;
         let start = end - i64::from(self.covers) * 60;
-        let condition =
-            format!("\"website_id\" =~ /{:x}$/ AND time >= {start}s AND time < {end}s", slice % ROLLUP_SLICES);
+        // The last hex digit, and the one before within the slice's
+        // quarter of the sixteen (`[4-7]`, `[8-b]`, ...).
+        let (last, quarter) = (slice % 16, (slice / 16) % 4);
+        let condition = format!(
+            "\"website_id\" =~ /[{:x}-{:x}]{last:x}$/ AND time >= {start}s AND time < {end}s",
+            quarter * 4,
+            quarter * 4 + 3
+        );
         self.select_into(database, Some(&condition))
     }
 }
@@ -842,11 +870,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_slice_of_a_rollup_runs_once_a_period_and_never_two_in_a_minute() {
+    fn every_slice_of_a_rollup_runs_once_a_period_and_never_two_in_a_turn() {
         for rollup in ROLLUP_LEVELS {
-            let period = i64::from(rollup.every);
-            for start in [0, 7, 29_000_000] {
-                let mut slices: Vec<u32> = (start..start + period).filter_map(|minute| rollup.due(minute)).collect();
+            let period = i64::from(rollup.turns());
+            assert_eq!(period * ROLLUP_TURN_SECS, i64::from(rollup.every) * 60);
+            for start in [0, 7, 116_000_000] {
+                let mut slices: Vec<u32> = (start..start + period).filter_map(|turn| rollup.due(turn)).collect();
                 slices.sort_unstable();
                 assert_eq!(slices, (0..ROLLUP_SLICES).collect::<Vec<_>>(), "{}", rollup.measurement);
             }
@@ -855,19 +884,42 @@ mod tests {
     }
 
     #[test]
-    fn a_slice_covers_the_buckets_ended_in_its_window_of_the_websites_ending_in_its_digit() {
+    fn a_slice_covers_the_buckets_ended_in_its_window_of_the_websites_ending_in_its_digits() {
         let now = DateTime::from_timestamp(1_700_000_000 + 61, 0).unwrap_or_default();
         let minute = ROLLUP_LEVELS[0].slice_into("db", 10, now);
         let end = now.timestamp() / 60 * 60;
         assert!(
-            minute.contains(&format!("\"website_id\" =~ /a$/ AND time >= {}s AND time < {end}s", end - 17 * 60)),
+            minute.contains(&format!("\"website_id\" =~ /[0-3]a$/ AND time >= {}s AND time < {end}s", end - 17 * 60)),
             "{minute}"
         );
         assert!(minute.contains("INTO \"db\".\"rollups\".\"checks_1m\" FROM \"checks\""), "{minute}");
-        let hour = ROLLUP_LEVELS[1].slice_into("db", 15, now);
+        let hour = ROLLUP_LEVELS[1].slice_into("db", 16 * 2 + 15, now);
         let end = now.timestamp() / 3600 * 3600;
-        assert!(hour.contains(&format!("/f$/ AND time >= {}s AND time < {end}s", end - 120 * 60)), "{hour}");
+        assert!(hour.contains(&format!("/[8-b]f$/ AND time >= {}s AND time < {end}s", end - 120 * 60)), "{hour}");
         assert!(hour.contains("FROM \"db\".\"rollups\".\"checks_1m\""), "{hour}");
+    }
+
+    #[test]
+    fn every_website_is_in_the_one_slice_whose_condition_matches_its_id() {
+        let now = DateTime::from_timestamp(1_700_000_000, 0).unwrap_or_default();
+        // The pattern each slice's statement selects its websites by.
+        let patterns: Vec<regex::Regex> = (0..ROLLUP_SLICES)
+            .map(|slice| {
+                let statement = ROLLUP_LEVELS[0].slice_into("db", slice, now);
+                let pattern = statement.split("=~ /").nth(1).and_then(|rest| rest.split('/').next()).unwrap_or("");
+                regex::Regex::new(pattern).unwrap_or_else(|e| panic!("{statement}: {e}"))
+            })
+            .collect();
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..2_000 {
+            let id = Uuid::now_v7();
+            let text = id.to_string();
+            let matching: Vec<u32> =
+                (0..ROLLUP_SLICES).zip(&patterns).filter(|(_, p)| p.is_match(&text)).map(|(s, _)| s).collect();
+            assert_eq!(matching, [rollup_slice(id)], "{id}");
+            seen.insert(rollup_slice(id));
+        }
+        assert_eq!(seen.len(), 64, "2,000 random ids fall in every slice");
     }
 
     fn point(minute: i64, region: &str, response_ms: Option<f64>, up: bool, status_code: Option<u16>) -> SeriesPoint {

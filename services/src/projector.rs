@@ -12,7 +12,7 @@
 //! accepted it; a redelivered batch rewrites the same points. It decodes
 //! with the runner's policy (unknown types skipped, malformed ones fatal).
 //! The projector also makes InfluxDB's rollups ([`run_rollups`]), a slice
-//! of the websites a minute; with several projectors, one of them.
+//! of the websites every 15 seconds; with several projectors, one of them.
 
 use crate::bus::Bus;
 use crate::config::ProjectorConfig;
@@ -29,7 +29,7 @@ use events::subject::CHECKS_STREAM;
 use events::{CheckCompleted, Event};
 use futures::StreamExt;
 use projections::handler::Handler;
-use projections::influx::{Influx, Rollup, ROLLUP_LEVELS};
+use projections::influx::{Influx, Rollup, ROLLUP_LEVELS, ROLLUP_TURN_SECS};
 use projections::postgres::MonitorProjection;
 use projections::status::StatusProjection;
 use sqlx::{PgConnection, PgPool};
@@ -46,21 +46,22 @@ const INFLUX_WRITES_IN_FLIGHT: usize = 4;
 /// would leave InfluxDB waiting between them.
 const INFLUX_BATCHES_IN_FLIGHT: usize = 4;
 
-/// How long after each minute starts the rollups due in it run: the feed
-/// has written the checks of the minute before by then.
+/// How long after each turn ([`ROLLUP_TURN_SECS`]) starts the rollups due
+/// in it run: the feed has written the checks of the minute before by then.
 const ROLLUP_DELAY_MS: i64 = 5_000;
 
 /// The advisory lock (by `hashtext`) of the projector that makes the
 /// rollups: one does, however many run.
 pub const ROLLUP_LOCK: &str = "influxdb rollups";
 
-/// Rollup runs owed at most: a day's. After a longer InfluxDB outage the
-/// oldest buckets stay in the raw points only.
-const ROLLUPS_OWED: usize = 24 * 60 + 24;
+/// Rollup runs owed at most: a day's (a run of the minute rollup each turn,
+/// of the hour one 64 an hour). After a longer InfluxDB outage the oldest
+/// buckets stay in the raw points only.
+const ROLLUPS_OWED: usize = 24 * 60 * 4 + 24 * 64;
 
-/// Owed runs made up in a minute besides the ones due in it, so that an
+/// Owed runs made up in a turn besides the ones due in it, so that an
 /// InfluxDB coming back is not handed hours of runs at once.
-const ROLLUPS_MADE_UP_PER_MINUTE: usize = 2;
+const ROLLUPS_MADE_UP_PER_TURN: usize = 1;
 
 /// How long one pull request of the InfluxDB feed waits on the server.
 const INFLUX_PULL_EXPIRES: Duration = Duration::from_secs(5);
@@ -135,11 +136,12 @@ pub async fn replay(
     }
 }
 
-/// Makes the InfluxDB rollups until cancelled: every minute, the slice of
-/// each level due in it ([`projections::influx::Rollup::due`]). Only one
+/// Makes the InfluxDB rollups until cancelled: every turn
+/// ([`ROLLUP_TURN_SECS`]), the slice of each level due in it
+/// ([`projections::influx::Rollup::due`]). Only one
 /// projector makes them, the one holding the advisory lock
 /// [`ROLLUP_LOCK`] ([`lead_rollups`]); the others take over when its
-/// session ends. A run that fails is owed: made up in a later minute with
+/// session ends. A run that fails is owed: made up in a later turn with
 /// the time it was due at, so it covers the same buckets (the slice's next
 /// run covers only one minute more than the period between them).
 pub async fn run_rollups(influx: Influx, pool: PgPool, cancel: CancellationToken) -> anyhow::Result<()> {
@@ -147,8 +149,9 @@ pub async fn run_rollups(influx: Influx, pool: PgPool, cancel: CancellationToken
     let mut leading = false;
     let mut runs = RollupRuns::default();
     loop {
+        let turn_ms = ROLLUP_TURN_SECS * 1000;
         let now = Utc::now().timestamp_millis();
-        let next = (now.div_euclid(60_000) + 1) * 60_000 + ROLLUP_DELAY_MS;
+        let next = (now.div_euclid(turn_ms) + 1) * turn_ms + ROLLUP_DELAY_MS;
         let wait = Duration::from_millis(u64::try_from(next - now).unwrap_or(0));
         tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
@@ -168,7 +171,7 @@ pub async fn run_rollups(influx: Influx, pool: PgPool, cancel: CancellationToken
         if leading {
             tokio::select! {
                 _ = cancel.cancelled() => return Ok(()),
-                () = runs.minute(&influx, Utc::now()) => {}
+                () = runs.turn(&influx, Utc::now()) => {}
             }
         }
     }
@@ -188,14 +191,13 @@ impl RollupRuns {
         self.owed.len()
     }
 
-    /// The work of the minute of `now`: the runs due in it, then up to
-    /// [`ROLLUPS_MADE_UP_PER_MINUTE`] owed ones, oldest first, until one
+    /// The work of the turn of `now`: the runs due in it, then up to
+    /// [`ROLLUPS_MADE_UP_PER_TURN`] owed ones, oldest first, until one
     /// fails (it and the rest stay owed).
-    pub async fn minute(&mut self, influx: &Influx, now: DateTime<Utc>) {
-        let minute = now.timestamp().div_euclid(60);
-        let due: Vec<_> =
-            ROLLUP_LEVELS.into_iter().filter_map(|r| r.due(minute).map(|slice| (r, slice, now))).collect();
-        let runs = due.len() + ROLLUPS_MADE_UP_PER_MINUTE;
+    pub async fn turn(&mut self, influx: &Influx, now: DateTime<Utc>) {
+        let turn = now.timestamp().div_euclid(ROLLUP_TURN_SECS);
+        let due: Vec<_> = ROLLUP_LEVELS.into_iter().filter_map(|r| r.due(turn).map(|slice| (r, slice, now))).collect();
+        let runs = due.len() + ROLLUPS_MADE_UP_PER_TURN;
         self.owed.extend(due);
         for _ in 0..runs {
             let Some(&(rollup, slice, at)) = self.owed.front() else { break };

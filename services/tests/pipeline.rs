@@ -418,10 +418,12 @@ async fn rollups_are_made_a_slice_of_the_websites_at_a_time_in_place_of_continuo
     stack.check(website, "local", at(first + 60), true).await;
     stack.influx_settled().await;
 
-    let slice = u32::from_str_radix(&id[id.len() - 1..], 16).expect("a hex digit");
+    let slice = projections::influx::rollup_slice(website);
     let [minutes, hours] = projections::influx::ROLLUP_LEVELS;
-    // Another slice's run leaves this website alone.
-    influx.roll_up(minutes, (slice + 1) % 16, at(first + 300)).await.expect("another slice");
+    // Other slices' runs leave this website alone.
+    for other in [(slice + 1) % 64, (slice + 16) % 64] {
+        influx.roll_up(minutes, other, at(first + 300)).await.expect("another slice");
+    }
     assert!(rollup_points(&stack, "checks_1m", &id).await.is_empty());
     // Its own slice, a few minutes after: a point per minute.
     influx.roll_up(minutes, slice, at(first + 300)).await.expect("minute rollup");
@@ -452,20 +454,24 @@ async fn a_rollup_run_that_failed_is_made_up_later_over_the_buckets_it_was_due_f
     stack.check(website, "local", at(first + 20), false).await;
     stack.influx_settled().await;
 
-    // The first minute after the checks' in which the website's slice of
-    // the minute rollup is due.
-    let slice = u32::from_str_radix(&id[id.len() - 1..], 16).expect("a hex digit");
+    // The first turn after the checks' minute in which the website's slice
+    // of the minute rollup is due.
+    let slice = projections::influx::rollup_slice(website);
     let [minutes, _] = projections::influx::ROLLUP_LEVELS;
-    let due = (first / 60 + 1..).find(|m| minutes.due(*m) == Some(slice)).expect("due within a period");
+    let turn = projections::influx::ROLLUP_TURN_SECS;
+    let due = (first / turn + 60 / turn..).find(|t| minutes.due(*t) == Some(slice)).expect("due within a period");
     // InfluxDB does not answer then: the run is owed.
     let away = projections::influx::Influx::new("http://127.0.0.1:1", &stack.config.influxdb.bucket, None);
     let mut runs = projector::RollupRuns::default();
-    runs.minute(&away, at(due * 60 + 5)).await;
+    runs.turn(&away, at(due * turn + 5)).await;
     assert!(runs.owed() >= 1, "owed {}", runs.owed());
     assert!(rollup_points(&stack, "checks_1m", &id).await.is_empty());
     // Twenty minutes on it does: the run is made over the buckets it was
     // due for, which the slice's next run no longer reaches.
-    runs.minute(&influx, at(due * 60 + 20 * 60 + 5)).await;
+    // (An owed run is made up each turn besides the ones due.)
+    for later in 0..3 {
+        runs.turn(&influx, at(due * turn + 20 * 60 + 5 + later * turn)).await;
+    }
     assert_eq!(runs.owed(), 0);
     assert_eq!(rollup_points(&stack, "checks_1m", &id).await, [json!([first, 2, 0, 12])]);
 }
