@@ -254,16 +254,16 @@ pub async fn lead_rollups(pool: &PgPool, held: &mut Option<PgConnection>) -> Lea
         tracing::info!("lost the rollups' lock; another projector may take them over");
         *held = None;
     }
-    let Ok(connection) = pool.acquire().await else { return Lead::Unknown };
-    let mut connection = connection.detach();
+    let Ok(mut connection) = pool.acquire().await else { return Lead::Unknown };
     let locked = sqlx::query_scalar::<_, bool>("select pg_try_advisory_lock(hashtext($1))")
         .bind(ROLLUP_LOCK)
-        .fetch_one(&mut connection)
+        .fetch_one(&mut *connection)
         .await;
+    // Kept out of the pool while it holds the lock; else back in it.
     match locked {
         Ok(true) => {
             tracing::info!("making the InfluxDB rollups");
-            *held = Some(connection);
+            *held = Some(connection.detach());
             Lead::Held
         }
         Ok(false) => Lead::Elsewhere,

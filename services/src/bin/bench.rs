@@ -338,8 +338,9 @@ async fn main() -> anyhow::Result<()> {
         });
     }
 
-    // Warm up one interval, then measure.
-    let warmup = Duration::from_secs(u64::from(options.interval) + 5);
+    // Warm up one interval, and at least 30 s (the checks of websites all
+    // added at once were still a second late 15 s in), then measure.
+    let warmup = Duration::from_secs((u64::from(options.interval) + 5).max(30));
     println!("warming up {} s, then measuring {} s", warmup.as_secs(), options.duration);
     tokio::time::sleep(warmup).await;
     measuring.store(true, Ordering::Relaxed);
