@@ -57,7 +57,7 @@ pub async fn set_aside(tx: &mut Transaction<'_, Postgres>, tables: &[&str]) -> R
     Ok(())
 }
 
-/// Builds the set-aside indexes, [`BUILDS_AT_ONCE`] at a time, each in a
+/// Builds the set-aside indexes, two at a time (`BUILDS_AT_ONCE`), each in a
 /// transaction of its own with its statistics targets, unless a replay is
 /// under way. One that exists already (built by a reader that got there
 /// first) is left as it is.

@@ -124,10 +124,10 @@ pub struct Rollup {
 /// ([`rollup_slice`]; random in a v7 UUID, so the slices are even).
 pub const ROLLUP_SLICES: u32 = 64;
 
-/// Seconds between two rollup runs of a level, at most: a slice of a
-/// sixteenth of the websites once a minute held up the checks for a few
-/// seconds after it started; a quarter of that every 15 seconds does not
-/// make a burst of its own.
+/// The rollups' turn, in seconds: each turn, the slice of each level due in
+/// it runs ([`Rollup::due`]). A sixteenth of the websites once a minute held
+/// up the checks for a few seconds after each run started; a 64th every 15
+/// seconds does not make a burst of its own.
 pub const ROLLUP_TURN_SECS: i64 = 15;
 
 /// The slice of [`ROLLUP_SLICES`] `website_id` is rolled up in.
