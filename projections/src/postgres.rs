@@ -460,7 +460,7 @@ async fn add_websites(tx: &mut Transaction<'_, Postgres>, added: &[(i64, DateTim
         (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
     let mut regions_of: HashMap<Uuid, Vec<&str>> = HashMap::with_capacity(n);
     // Most websites have no emails, channels or check settings of their
-    // own: those are written once, not once each.
+    // own: the JSON of none and of the default settings is made once.
     let empty = "[]".to_owned();
     let default_spec = json(&CheckSpec::default())?.to_string();
     let list = |items: Vec<serde_json::Value>| -> String {
