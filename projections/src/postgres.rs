@@ -22,7 +22,7 @@ use events::{
     WebsiteName, WebsiteUrl,
 };
 use sqlx::migrate::Migrator;
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::{Acquire, PgPool, Postgres, Transaction};
 use std::collections::{HashMap, HashSet};
 use uuid::Uuid;
 
@@ -430,6 +430,9 @@ async fn apply(tx: &mut Transaction<'_, Postgres>, seq: u64, envelope: &Envelope
 /// there, with their regions and their status: pending, unless (in a replay
 /// of this projection alone) their regions' results are known.
 async fn add_websites(tx: &mut Transaction<'_, Postgres>, added: &[(i64, DateTime<Utc>, &WebsiteAdded)]) -> Result<()> {
+    // A website added twice in one run keeps what it was added with first.
+    let mut seen = HashSet::with_capacity(added.len());
+    let added: Vec<_> = added.iter().filter(|(_, _, e)| seen.insert(e.website_id)).collect();
     if added.is_empty() {
         return Ok(());
     }
@@ -452,13 +455,22 @@ async fn add_websites(tx: &mut Transaction<'_, Postgres>, added: &[(i64, DateTim
     // built here and parsed there. The lists within a website (emails,
     // channels) are JSON, mostly empty.
     let n = added.len();
-    let (mut urls, mut names, mut intervals, mut timeouts) =
-        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
-    let (mut emails, mut created, mut seqs, mut failures) =
-        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
-    let (mut policies, mut channels, mut specs, mut statuses) =
-        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
-    let mut regions_of: HashMap<Uuid, Vec<&str>> = HashMap::with_capacity(n);
+    let mut rows = NewWebsites {
+        ids,
+        urls: Vec::with_capacity(n),
+        names: Vec::with_capacity(n),
+        intervals: Vec::with_capacity(n),
+        timeouts: Vec::with_capacity(n),
+        emails: Vec::with_capacity(n),
+        created: Vec::with_capacity(n),
+        seqs: Vec::with_capacity(n),
+        failures: Vec::with_capacity(n),
+        policies: Vec::with_capacity(n),
+        channels: Vec::with_capacity(n),
+        specs: Vec::with_capacity(n),
+        statuses: Vec::with_capacity(n),
+        regions_of: HashMap::with_capacity(n),
+    };
     // Most websites have no emails, channels or check settings of their
     // own: the JSON of none and of the default settings is made once.
     let empty = "[]".to_owned();
@@ -477,75 +489,132 @@ async fn add_websites(tx: &mut Transaction<'_, Postgres>, added: &[(i64, DateTim
         let ups: Vec<Option<bool>> =
             regions.iter().map(|r| results.get(&(e.website_id, (*r).to_owned())).copied()).collect();
         let down_policy = e.down_policy.unwrap_or_default().as_str();
-        urls.push(e.url.as_str());
-        names.push(e.name.as_str());
-        intervals.push(to_i32(e.interval_seconds.get()));
-        timeouts.push(to_i32(e.timeout_ms.get()));
-        emails.push(list(e.notify_emails.iter().map(|m| json(&m.as_str())).collect::<Result<_>>()?));
-        created.push(*at);
-        seqs.push(*seq);
-        failures.push(e.failures_before_down.map(|f| to_i32(f.get())));
-        policies.push(down_policy);
-        channels.push(list(e.channel_ids.iter().map(|id| serde_json::Value::String(id.to_string())).collect()));
-        specs.push(match &e.check {
+        rows.urls.push(e.url.as_str());
+        rows.names.push(e.name.as_str());
+        rows.intervals.push(to_i32(e.interval_seconds.get()));
+        rows.timeouts.push(to_i32(e.timeout_ms.get()));
+        rows.emails.push(list(e.notify_emails.iter().map(|m| json(&m.as_str())).collect::<Result<_>>()?));
+        rows.created.push(*at);
+        rows.seqs.push(*seq);
+        rows.failures.push(e.failures_before_down.map(|f| to_i32(f.get())));
+        rows.policies.push(down_policy);
+        rows.channels.push(list(e.channel_ids.iter().map(|id| serde_json::Value::String(id.to_string())).collect()));
+        rows.specs.push(match &e.check {
             Some(spec) => json(spec)?.to_string(),
             None => default_spec.clone(),
         });
-        statuses.push(overview::status_of(down_policy, &ups).as_str());
-        regions_of.insert(e.website_id, regions);
+        rows.statuses.push(overview::status_of(down_policy, &ups).as_str());
+        rows.regions_of.insert(e.website_id, regions);
     }
-    let inserted: Vec<Uuid> = sqlx::query_scalar(
-        "insert into websites (id, url, name, interval_seconds, timeout_ms, notify_emails, created_at, updated_at, stream_seq,
-                               failures_before_down, down_policy, channel_ids, check_spec, status, status_since)
-         select r.id, r.url, r.name, r.interval_seconds, r.timeout_ms,
-                case when r.notify_emails = '[]' then '{}'::text[]
-                     else array(select jsonb_array_elements_text(r.notify_emails::jsonb)) end,
-                r.created_at, r.created_at, r.stream_seq, r.failures_before_down, r.down_policy,
-                case when r.channel_ids = '[]' then '{}'::uuid[]
-                     else array(select jsonb_array_elements_text(r.channel_ids::jsonb)::uuid) end,
-                r.check_spec::jsonb, r.status, r.created_at
-         from unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::int[], $6::text[], $7::timestamptz[],
-                     $8::bigint[], $9::int[], $10::text[], $11::text[], $12::text[], $13::text[])
-              as r(id, url, name, interval_seconds, timeout_ms, notify_emails, created_at, stream_seq,
-                   failures_before_down, down_policy, channel_ids, check_spec, status)
-         on conflict (id) do nothing
-         returning id",
-    )
-    .bind(&ids)
-    .bind(&urls)
-    .bind(&names)
-    .bind(&intervals)
-    .bind(&timeouts)
-    .bind(&emails)
-    .bind(&created)
-    .bind(&seqs)
-    .bind(&failures)
-    .bind(&policies)
-    .bind(&channels)
-    .bind(&specs)
-    .bind(&statuses)
-    .fetch_all(&mut **tx)
-    .await?;
-    let (mut region_ids, mut region_names) = (Vec::with_capacity(inserted.len()), Vec::with_capacity(inserted.len()));
-    for id in &inserted {
-        for region in regions_of.get(id).into_iter().flatten() {
-            region_ids.push(*id);
-            region_names.push(*region);
+    // Checking each row for one already there makes an insert about twice
+    // as slow, and in a bulk import or a replay none is: a long run is
+    // inserted as it is, and checked row by row only if that fails on one.
+    // (Short runs are checked at once: each try is a subtransaction, and
+    // many in one transaction slow every reader's snapshots.)
+    if n >= UNCHECKED_RUN {
+        let mut attempt = (&mut **tx).begin().await?;
+        match rows.insert(&mut attempt, Existing::Fail).await {
+            Ok(()) => return Ok(attempt.commit().await?),
+            Err(Error::Database(e)) if e.as_database_error().is_some_and(|e| e.is_unique_violation()) => {
+                attempt.rollback().await?;
+            }
+            Err(e) => return Err(e),
         }
     }
-    if region_ids.is_empty() {
-        return Ok(());
+    rows.insert(tx, Existing::Skip).await
+}
+
+/// The shortest run of added websites inserted without checking each row
+/// first ([`add_websites`]).
+const UNCHECKED_RUN: usize = 1_000;
+
+/// What an insert of websites does with a row already there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Existing {
+    /// Fails with a unique violation.
+    Fail,
+    /// Keeps it, and leaves the website's regions as they are.
+    Skip,
+}
+
+/// Websites to insert, each column as an array, and their regions.
+struct NewWebsites<'a> {
+    ids: Vec<Uuid>,
+    urls: Vec<&'a str>,
+    names: Vec<&'a str>,
+    intervals: Vec<i32>,
+    timeouts: Vec<i32>,
+    emails: Vec<String>,
+    created: Vec<DateTime<Utc>>,
+    seqs: Vec<i64>,
+    failures: Vec<Option<i32>>,
+    policies: Vec<&'a str>,
+    channels: Vec<String>,
+    specs: Vec<String>,
+    statuses: Vec<&'a str>,
+    regions_of: HashMap<Uuid, Vec<&'a str>>,
+}
+
+impl NewWebsites<'_> {
+    async fn insert(&self, conn: &mut sqlx::PgConnection, existing: Existing) -> Result<()> {
+        let on_conflict = match existing {
+            Existing::Fail => "",
+            Existing::Skip => "on conflict do nothing",
+        };
+        let inserted: Vec<Uuid> = sqlx::query_scalar(&format!(
+            "insert into websites (id, url, name, interval_seconds, timeout_ms, notify_emails, created_at, updated_at, stream_seq,
+                                   failures_before_down, down_policy, channel_ids, check_spec, status, status_since)
+             select r.id, r.url, r.name, r.interval_seconds, r.timeout_ms,
+                    case when r.notify_emails = '[]' then '{{}}'::text[]
+                         else array(select jsonb_array_elements_text(r.notify_emails::jsonb)) end,
+                    r.created_at, r.created_at, r.stream_seq, r.failures_before_down, r.down_policy,
+                    case when r.channel_ids = '[]' then '{{}}'::uuid[]
+                         else array(select jsonb_array_elements_text(r.channel_ids::jsonb)::uuid) end,
+                    r.check_spec::jsonb, r.status, r.created_at
+             from unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::int[], $6::text[], $7::timestamptz[],
+                         $8::bigint[], $9::int[], $10::text[], $11::text[], $12::text[], $13::text[])
+                  as r(id, url, name, interval_seconds, timeout_ms, notify_emails, created_at, stream_seq,
+                       failures_before_down, down_policy, channel_ids, check_spec, status)
+             {on_conflict}
+             returning id"
+        ))
+        .bind(&self.ids)
+        .bind(&self.urls)
+        .bind(&self.names)
+        .bind(&self.intervals)
+        .bind(&self.timeouts)
+        .bind(&self.emails)
+        .bind(&self.created)
+        .bind(&self.seqs)
+        .bind(&self.failures)
+        .bind(&self.policies)
+        .bind(&self.channels)
+        .bind(&self.specs)
+        .bind(&self.statuses)
+        .fetch_all(&mut *conn)
+        .await?;
+        let (mut region_ids, mut region_names) =
+            (Vec::with_capacity(inserted.len()), Vec::with_capacity(inserted.len()));
+        for id in &inserted {
+            for region in self.regions_of.get(id).into_iter().flatten() {
+                region_ids.push(*id);
+                region_names.push(*region);
+            }
+        }
+        if region_ids.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(&format!(
+            "insert into website_regions (website_id, region)
+             select * from unnest($1::uuid[], $2::text[])
+             {on_conflict}"
+        ))
+        .bind(&region_ids)
+        .bind(&region_names)
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
     }
-    sqlx::query(
-        "insert into website_regions (website_id, region)
-         select * from unnest($1::uuid[], $2::text[])
-         on conflict do nothing",
-    )
-    .bind(&region_ids)
-    .bind(&region_names)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
 }
 
 async fn set_regions(tx: &mut Transaction<'_, Postgres>, website_id: Uuid, regions: &[RegionName]) -> Result<()> {

@@ -36,29 +36,30 @@ async fn wait_offset(db: &Db, at_least: u64, timeout: Duration) -> bool {
     projections::cursor::wait_for(&db.pool, PROJECTION, at_least, timeout).await.expect("offset")
 }
 
+/// A WebsiteAdded of `id` named `name`, checked from `local`.
+fn website_added(id: Uuid, name: &str) -> Event {
+    Event::WebsiteAdded(WebsiteAdded {
+        website_id: id,
+        url: WebsiteUrl::parse(&format!("https://{}.example.com", id.simple())).expect("url"),
+        name: WebsiteName::parse(name).expect("name"),
+        regions: vec![RegionName::parse("local").expect("region")],
+        interval_seconds: IntervalSecs::default(),
+        timeout_ms: TimeoutMs::default(),
+        notify_emails: vec![],
+        failures_before_down: None,
+        down_policy: None,
+        channel_ids: vec![],
+        check: None,
+    })
+}
+
 /// Publishes `count` websites, renames each, removes every tenth; returns
 /// the ids that should remain with their final names.
 async fn publish_history(bus: Bus, count: usize) -> Vec<(Uuid, String)> {
-    let region = RegionName::parse("local").expect("region");
     let mut remaining = Vec::new();
     for n in 0..count {
         let id = Uuid::now_v7();
-        let added = Envelope::new(
-            Event::WebsiteAdded(WebsiteAdded {
-                website_id: id,
-                url: WebsiteUrl::parse(&format!("https://{n}.example.com")).expect("url"),
-                name: WebsiteName::parse(&format!("site {n}")).expect("name"),
-                regions: vec![region.clone()],
-                interval_seconds: IntervalSecs::default(),
-                timeout_ms: TimeoutMs::default(),
-                notify_emails: vec![],
-                failures_before_down: None,
-                down_policy: None,
-                channel_ids: vec![],
-                check: None,
-            }),
-            Utc::now(),
-        );
+        let added = Envelope::new(website_added(id, &format!("site {n}")), Utc::now());
         let seq = bus.publish(&added, Some(0)).await.expect("publish added");
         let final_name = format!("renamed {n}");
         let renamed = Envelope::new(
@@ -428,4 +429,79 @@ async fn one_projector_of_several_makes_the_rollups_and_another_takes_over_when_
         .connect_lazy("postgres://postgres@127.0.0.1:1/none")
         .expect("pool");
     assert_eq!(lead_rollups(&away, &mut None).await, Lead::Unknown);
+}
+
+#[tokio::test]
+async fn a_long_run_of_added_websites_with_some_already_there_keeps_those_as_they_were() {
+    use projections::handler::{Handler, StreamEvent};
+    let db = Db::fresh().await;
+    let projection = postgres::MonitorProjection;
+    let added = |seq: u64, id: Uuid, name: &str| StreamEvent {
+        seq,
+        envelope: Envelope::new(website_added(id, name), Utc::now()),
+    };
+    let apply = |events: Vec<StreamEvent>| {
+        let pool = db.pool.clone();
+        async move {
+            let mut tx = pool.begin().await.expect("begin");
+            projection.apply(&mut tx, &events).await.expect("apply");
+            tx.commit().await.expect("commit");
+        }
+    };
+    let region = Envelope::new(
+        Event::RegionAdded(RegionAdded { region: RegionName::parse("local").expect("region") }),
+        Utc::now(),
+    );
+    apply(vec![StreamEvent { seq: 1, envelope: region }]).await;
+    let (known, twice, stray) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    apply(vec![added(2, known, "added first")]).await;
+    // A region row of a website not (yet) there, as an older database may hold.
+    sqlx::query("insert into website_regions (website_id, region) values ($1, 'local')")
+        .bind(stray)
+        .execute(&db.pool)
+        .await
+        .expect("stray region");
+
+    // Long runs, as a bulk import or a replay applies them: one with nothing
+    // there yet, one repeating a website, one with a website twice in it and
+    // one meeting the stray region row.
+    let fresh: Vec<StreamEvent> = (0..1_500).map(|n| added(10 + n, Uuid::now_v7(), &format!("site {n}"))).collect();
+    apply(fresh).await;
+    let mut run: Vec<StreamEvent> =
+        (0..1_500).map(|n| added(2_000 + n, Uuid::now_v7(), &format!("more {n}"))).collect();
+    run.insert(700, added(1_900, known, "added again"));
+    apply(run).await;
+    let mut run: Vec<StreamEvent> =
+        (0..1_500).map(|n| added(4_000 + n, Uuid::now_v7(), &format!("other {n}"))).collect();
+    run.insert(3, added(3_900, twice, "first of two"));
+    run.push(added(5_600, twice, "second of two"));
+    apply(run).await;
+    let mut run: Vec<StreamEvent> =
+        (0..1_500).map(|n| added(6_000 + n, Uuid::now_v7(), &format!("last {n}"))).collect();
+    run.push(added(7_600, stray, "stray"));
+    apply(run).await;
+
+    let count: i64 = sqlx::query_scalar("select count(*) from websites").fetch_one(&db.pool).await.expect("count");
+    assert_eq!(count, 1 + 4 * 1_500 + 2);
+    let name = |id: Uuid| {
+        let pool = db.pool.clone();
+        async move {
+            sqlx::query_as::<_, (String, i64)>("select name, stream_seq from websites where id = $1")
+                .bind(id)
+                .fetch_one(&pool)
+                .await
+                .expect("website")
+        }
+    };
+    assert_eq!(name(known).await, ("added first".to_owned(), 2), "the repeat changed nothing");
+    assert_eq!(name(twice).await, ("first of two".to_owned(), 3_900), "the first of a run wins");
+    assert_eq!(name(stray).await.0, "stray");
+    let regions: Vec<(Uuid, i64)> = sqlx::query_as(
+        "select w.id, count(wr.region) from websites w left join website_regions wr on wr.website_id = w.id
+         group by w.id having count(wr.region) <> 1",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .expect("regions");
+    assert_eq!(regions, vec![], "every website has its one region, once");
 }
