@@ -464,22 +464,23 @@ async fn a_long_run_of_added_websites_with_some_already_there_keeps_those_as_the
 
     // Long runs, as a bulk import or a replay applies them: one with nothing
     // there yet, one repeating a website, one with a website twice in it and
-    // one meeting the stray region row.
-    let fresh: Vec<StreamEvent> = (0..1_500).map(|n| added(10 + n, Uuid::now_v7(), &format!("site {n}"))).collect();
-    apply(fresh).await;
-    let mut run: Vec<StreamEvent> =
-        (0..1_500).map(|n| added(2_000 + n, Uuid::now_v7(), &format!("more {n}"))).collect();
-    run.insert(700, added(1_900, known, "added again"));
-    apply(run).await;
-    let mut run: Vec<StreamEvent> =
-        (0..1_500).map(|n| added(4_000 + n, Uuid::now_v7(), &format!("other {n}"))).collect();
-    run.insert(3, added(3_900, twice, "first of two"));
-    run.push(added(5_600, twice, "second of two"));
-    apply(run).await;
-    let mut run: Vec<StreamEvent> =
-        (0..1_500).map(|n| added(6_000 + n, Uuid::now_v7(), &format!("last {n}"))).collect();
-    run.push(added(7_600, stray, "stray"));
-    apply(run).await;
+    // one meeting the stray region row, each numbered on from `first`.
+    let sites =
+        |label: &str| -> Vec<(Uuid, String)> { (0..1_500).map(|n| (Uuid::now_v7(), format!("{label} {n}"))).collect() };
+    let run = |first: u64, sites: Vec<(Uuid, String)>| -> Vec<StreamEvent> {
+        sites.iter().zip(first..).map(|((id, name), seq)| added(seq, *id, name)).collect()
+    };
+    apply(run(10, sites("site"))).await;
+    let mut repeating = sites("more");
+    repeating.insert(700, (known, "added again".to_owned()));
+    apply(run(2_000, repeating)).await;
+    let mut doubled = sites("other");
+    doubled.insert(3, (twice, "first of two".to_owned()));
+    doubled.push((twice, "second of two".to_owned()));
+    apply(run(4_000, doubled)).await;
+    let mut meeting = sites("last");
+    meeting.push((stray, "stray".to_owned()));
+    apply(run(6_000, meeting)).await;
 
     let count: i64 = sqlx::query_scalar("select count(*) from websites").fetch_one(&db.pool).await.expect("count");
     assert_eq!(count, 1 + 4 * 1_500 + 2);
@@ -494,7 +495,7 @@ async fn a_long_run_of_added_websites_with_some_already_there_keeps_those_as_the
         }
     };
     assert_eq!(name(known).await, ("added first".to_owned(), 2), "the repeat changed nothing");
-    assert_eq!(name(twice).await, ("first of two".to_owned(), 3_900), "the first of a run wins");
+    assert_eq!(name(twice).await, ("first of two".to_owned(), 4_003), "the first of a run wins");
     assert_eq!(name(stray).await.0, "stray");
     let regions: Vec<(Uuid, i64)> = sqlx::query_as(
         "select w.id, count(wr.region) from websites w left join website_regions wr on wr.website_id = w.id
