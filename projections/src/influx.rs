@@ -166,6 +166,11 @@ impl Rollup {
         )
     }
 
+    /// Runs a day, of all its slices.
+    pub const fn runs_a_day(&self) -> usize {
+        (ROLLUP_SLICES * 24 * 60 / self.every) as usize
+    }
+
     /// The slice due in `turn` ([`ROLLUP_TURN_SECS`] since the epoch), if
     /// any: slice `s` runs `s * turns / ROLLUP_SLICES` turns into each
     /// period of `turns`.
@@ -880,6 +885,8 @@ mod tests {
                 assert_eq!(slices, (0..ROLLUP_SLICES).collect::<Vec<_>>(), "{}", rollup.measurement);
             }
             assert!(rollup.covers > rollup.every, "a bucket is always covered by a run after it ends");
+            let day = 24 * 3600 / ROLLUP_TURN_SECS;
+            assert_eq!((0..day).filter(|turn| rollup.due(*turn).is_some()).count(), rollup.runs_a_day());
         }
     }
 

@@ -54,10 +54,9 @@ const ROLLUP_DELAY_MS: i64 = 5_000;
 /// rollups: one does, however many run.
 pub const ROLLUP_LOCK: &str = "influxdb rollups";
 
-/// Rollup runs owed at most: a day's (a run of the minute rollup each turn,
-/// of the hour one 64 an hour). After a longer InfluxDB outage the oldest
-/// buckets stay in the raw points only.
-const ROLLUPS_OWED: usize = 24 * 60 * 4 + 24 * 64;
+/// Rollup runs owed at most: a day's of every level. After a longer
+/// InfluxDB outage the oldest buckets stay in the raw points only.
+const ROLLUPS_OWED: usize = ROLLUP_LEVELS[0].runs_a_day() + ROLLUP_LEVELS[1].runs_a_day();
 
 /// Owed runs made up in a turn besides the ones due in it, so that an
 /// InfluxDB coming back is not handed hours of runs at once.
