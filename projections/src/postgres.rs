@@ -441,10 +441,19 @@ async fn add_websites(tx: &mut Transaction<'_, Postgres>, added: &[(i64, DateTim
     // dangling name must not wedge the projection on a foreign key.
     let existing: HashSet<String> =
         sqlx::query_scalar("select name from regions").fetch_all(&mut **tx).await?.into_iter().collect();
+    // The ids of a run of added websites are of one stretch of time (the
+    // API makes them version 7), so an index scan of their range finds what is known of
+    // them; an `= any` of thousands of ids alone is costed as as many index
+    // descents, and PostgreSQL would read the whole table instead.
+    let (lowest, highest) = (ids.iter().min(), ids.iter().max());
     let results: HashMap<(Uuid, String), bool> = sqlx::query_as::<_, (Uuid, String, bool)>(
-        "select website_id, region, up from latest_status where website_id = any($1)",
+        "select website_id, region, up
+         from (select website_id, region, up from latest_status where website_id between $2 and $3 offset 0) as l
+         where website_id = any($1)",
     )
     .bind(&ids)
+    .bind(lowest)
+    .bind(highest)
     .fetch_all(&mut **tx)
     .await?
     .into_iter()
@@ -557,11 +566,13 @@ struct NewWebsites<'a> {
 
 impl NewWebsites<'_> {
     async fn insert(&self, conn: &mut sqlx::PgConnection, existing: Existing) -> Result<()> {
-        let on_conflict = match existing {
-            Existing::Fail => "",
-            Existing::Skip => "on conflict do nothing",
+        // Without the conflict clause every row is inserted (or none is):
+        // the ids are known, and not sent back.
+        let (on_conflict, returning) = match existing {
+            Existing::Fail => ("", ""),
+            Existing::Skip => ("on conflict do nothing", "returning id"),
         };
-        let inserted: Vec<Uuid> = sqlx::query_scalar(&format!(
+        let returned: Vec<Uuid> = sqlx::query_scalar(&format!(
             "insert into websites (id, url, name, interval_seconds, timeout_ms, notify_emails, created_at, updated_at, stream_seq,
                                    failures_before_down, down_policy, channel_ids, check_spec, status, status_since)
              select r.id, r.url, r.name, r.interval_seconds, r.timeout_ms,
@@ -576,7 +587,7 @@ impl NewWebsites<'_> {
                   as r(id, url, name, interval_seconds, timeout_ms, notify_emails, created_at, stream_seq,
                        failures_before_down, down_policy, channel_ids, check_spec, status)
              {on_conflict}
-             returning id"
+             {returning}"
         ))
         .bind(&self.ids)
         .bind(&self.urls)
@@ -593,9 +604,13 @@ impl NewWebsites<'_> {
         .bind(&self.statuses)
         .fetch_all(&mut *conn)
         .await?;
+        let inserted = match existing {
+            Existing::Fail => &self.ids,
+            Existing::Skip => &returned,
+        };
         let (mut region_ids, mut region_names) =
             (Vec::with_capacity(inserted.len()), Vec::with_capacity(inserted.len()));
-        for id in &inserted {
+        for id in inserted {
             for region in self.regions_of.get(id).into_iter().flatten() {
                 region_ids.push(*id);
                 region_names.push(*region);

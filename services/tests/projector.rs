@@ -432,7 +432,7 @@ async fn one_projector_of_several_makes_the_rollups_and_another_takes_over_when_
 }
 
 #[tokio::test]
-async fn a_long_run_of_added_websites_with_some_already_there_keeps_those_as_they_were() {
+async fn a_long_run_of_added_websites_takes_their_known_status_and_keeps_those_already_there() {
     use projections::handler::{Handler, StreamEvent};
     let db = Db::fresh().await;
     let projection = postgres::MonitorProjection;
@@ -470,7 +470,43 @@ async fn a_long_run_of_added_websites_with_some_already_there_keeps_those_as_the
     let run = |first: u64, sites: Vec<(Uuid, String)>| -> Vec<StreamEvent> {
         sites.iter().zip(first..).map(|((id, name), seq)| added(seq, *id, name)).collect()
     };
-    apply(run(10, sites("site"))).await;
+    // What is known of some of them already, as in a replay of this
+    // projection alone: their status comes from it, and the result of a
+    // website in their range of ids but not among them changes nothing.
+    let mut first = sites("site");
+    let (outsider, _) = first.remove(750);
+    first.push((Uuid::now_v7(), "site 1500".to_owned()));
+    let (down, up) = (first[5].0, first[900].0);
+    for (id, result) in [(down, false), (up, true), (outsider, false)] {
+        sqlx::query(
+            "insert into latest_status (website_id, region, up, scheduled_at, checked_at) values ($1, 'local', $2, now(), now())",
+        )
+        .bind(id)
+        .bind(result)
+        .execute(&db.pool)
+        .await
+        .expect("latest status");
+    }
+    apply(run(10, first)).await;
+    let statuses: Vec<(String, i64)> = sqlx::query_as(
+        "select status, count(*) from websites where stream_seq between 10 and 1509 group by status order by status",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .expect("statuses");
+    assert_eq!(statuses, vec![("down".to_owned(), 1), ("pending".to_owned(), 1_498), ("up".to_owned(), 1)]);
+    let status = |id: Uuid| {
+        let pool = db.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, String>("select status from websites where id = $1")
+                .bind(id)
+                .fetch_optional(&pool)
+                .await
+                .expect("status")
+        }
+    };
+    assert_eq!((status(down).await, status(up).await), (Some("down".to_owned()), Some("up".to_owned())));
+    assert_eq!(status(outsider).await, None, "a result alone adds no website");
     let mut repeating = sites("more");
     repeating.insert(700, (known, "added again".to_owned()));
     apply(run(2_000, repeating)).await;
