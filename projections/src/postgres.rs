@@ -442,9 +442,10 @@ async fn add_websites(tx: &mut Transaction<'_, Postgres>, added: &[(i64, DateTim
     let existing: HashSet<String> =
         sqlx::query_scalar("select name from regions").fetch_all(&mut **tx).await?.into_iter().collect();
     // The ids of a run of added websites are of one stretch of time (the
-    // API makes them version 7), so an index scan of their range finds what is known of
-    // them; an `= any` of thousands of ids alone is costed as as many index
-    // descents, and PostgreSQL would read the whole table instead.
+    // API makes them version 7), so an index scan of their range finds what
+    // is known of them; an `= any` of thousands of ids alone is costed as
+    // as many index descents, and PostgreSQL would read the whole table
+    // instead (at a million websites, 140 ms for each run of 10,000).
     let (lowest, highest) = (ids.iter().min(), ids.iter().max());
     let results: HashMap<(Uuid, String), bool> = sqlx::query_as::<_, (Uuid, String, bool)>(
         "select website_id, region, up
