@@ -445,7 +445,8 @@ async fn add_websites(tx: &mut Transaction<'_, Postgres>, added: &[(i64, DateTim
     // API makes them version 7), so an index scan of their range finds what
     // is known of them; an `= any` of thousands of ids alone is costed as
     // as many index descents, and PostgreSQL would read the whole table
-    // instead (at a million websites, 140 ms for each run of 10,000).
+    // instead (at a million websites with a third of them checked, 140 ms
+    // a run of 10,000 against 15 ms for the range).
     let (lowest, highest) = (ids.iter().min(), ids.iter().max());
     let results: HashMap<(Uuid, String), bool> = sqlx::query_as::<_, (Uuid, String, bool)>(
         "select website_id, region, up
