@@ -56,7 +56,14 @@ pub const ROLLUP_LOCK: &str = "influxdb rollups";
 
 /// Rollup runs owed at most: a day's of every level. After a longer
 /// InfluxDB outage the oldest buckets stay in the raw points only.
-const ROLLUPS_OWED: usize = ROLLUP_LEVELS[0].runs_a_day() + ROLLUP_LEVELS[1].runs_a_day();
+const ROLLUPS_OWED: usize = {
+    let (mut runs, mut level) = (0, 0);
+    while level < ROLLUP_LEVELS.len() {
+        runs += ROLLUP_LEVELS[level].runs_a_day();
+        level += 1;
+    }
+    runs
+};
 
 /// Owed runs made up in a turn besides the ones due in it, so that an
 /// InfluxDB coming back is not handed hours of runs at once.
