@@ -6,6 +6,7 @@
 //! same rows. No NATS here: the runner that feeds handlers lives in
 //! `services`.
 
+pub mod copy;
 pub mod cursor;
 pub mod handler;
 pub mod indexes;

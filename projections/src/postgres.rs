@@ -8,6 +8,7 @@
 //! their writes. Each write is also guarded by the row's own stream
 //! sequence, so re-applying is harmless.
 
+use crate::copy::BinaryRows;
 use crate::cursor::{to_i64, to_u64};
 use crate::handler::{Handler, StreamEvent};
 use crate::overview;
@@ -461,38 +462,10 @@ async fn add_websites(tx: &mut Transaction<'_, Postgres>, added: &[(i64, DateTim
     .into_iter()
     .map(|(id, region, up)| ((id, region), up))
     .collect();
-    // Each column as an array (one value per website): PostgreSQL reads
-    // arrays in their binary form, where a JSON document of rows would be
-    // built here and parsed there. The lists within a website (emails,
-    // channels) are JSON, mostly empty.
-    let n = added.len();
-    let mut rows = NewWebsites {
-        ids,
-        urls: Vec::with_capacity(n),
-        names: Vec::with_capacity(n),
-        intervals: Vec::with_capacity(n),
-        timeouts: Vec::with_capacity(n),
-        emails: Vec::with_capacity(n),
-        created: Vec::with_capacity(n),
-        seqs: Vec::with_capacity(n),
-        failures: Vec::with_capacity(n),
-        policies: Vec::with_capacity(n),
-        channels: Vec::with_capacity(n),
-        specs: Vec::with_capacity(n),
-        statuses: Vec::with_capacity(n),
-        regions_of: HashMap::with_capacity(n),
-    };
-    // Most websites have no emails, channels or check settings of their
-    // own: the JSON of none and of the default settings is made once.
-    let empty = "[]".to_owned();
+    // Most websites have no check settings of their own: the JSON of the
+    // default ones is made once.
     let default_spec = json(&CheckSpec::default())?.to_string();
-    let list = |items: Vec<serde_json::Value>| -> String {
-        if items.is_empty() {
-            empty.clone()
-        } else {
-            serde_json::Value::Array(items).to_string()
-        }
-    };
+    let mut rows = NewWebsites { ids, websites: Vec::with_capacity(added.len()) };
     for (seq, at, e) in added {
         let mut regions: Vec<&str> = e.regions.iter().map(|r| r.as_str()).filter(|r| existing.contains(*r)).collect();
         regions.sort_unstable();
@@ -500,31 +473,28 @@ async fn add_websites(tx: &mut Transaction<'_, Postgres>, added: &[(i64, DateTim
         let ups: Vec<Option<bool>> =
             regions.iter().map(|r| results.get(&(e.website_id, (*r).to_owned())).copied()).collect();
         let down_policy = e.down_policy.unwrap_or_default().as_str();
-        rows.urls.push(e.url.as_str());
-        rows.names.push(e.name.as_str());
-        rows.intervals.push(to_i32(e.interval_seconds.get()));
-        rows.timeouts.push(to_i32(e.timeout_ms.get()));
-        rows.emails.push(list(e.notify_emails.iter().map(|m| json(&m.as_str())).collect::<Result<_>>()?));
-        rows.created.push(*at);
-        rows.seqs.push(*seq);
-        rows.failures.push(e.failures_before_down.map(|f| to_i32(f.get())));
-        rows.policies.push(down_policy);
-        rows.channels.push(list(e.channel_ids.iter().map(|id| serde_json::Value::String(id.to_string())).collect()));
-        rows.specs.push(match &e.check {
-            Some(spec) => json(spec)?.to_string(),
-            None => default_spec.clone(),
+        rows.websites.push(NewWebsite {
+            seq: *seq,
+            at: *at,
+            event: e,
+            down_policy,
+            check_spec: match &e.check {
+                Some(spec) => json(spec)?.to_string(),
+                None => default_spec.clone(),
+            },
+            status: overview::status_of(down_policy, &ups).as_str(),
+            regions,
         });
-        rows.statuses.push(overview::status_of(down_policy, &ups).as_str());
-        rows.regions_of.insert(e.website_id, regions);
     }
     // Checking each row for one already there makes an insert about twice
     // as slow, and in a bulk import or a replay none is: a long run is
-    // inserted as it is, and checked row by row only if that fails on one.
-    // (Short runs are checked at once: each try is a subtransaction, and
-    // many in one transaction slow every reader's snapshots.)
-    if n >= UNCHECKED_RUN {
+    // copied in as it is ([`BinaryRows`]), and inserted checking row by
+    // row only if that fails on one. (Short runs are checked at once: each
+    // try is a subtransaction, and many in one transaction slow every
+    // reader's snapshots.)
+    if rows.ids.len() >= UNCHECKED_RUN {
         let mut attempt = (&mut **tx).begin().await?;
-        match rows.insert(&mut attempt, Existing::Fail).await {
+        match rows.copy(&mut attempt).await {
             Ok(()) => return Ok(attempt.commit().await?),
             Err(Error::Database(e)) if e.as_database_error().is_some_and(|e| e.is_unique_violation()) => {
                 attempt.rollback().await?;
@@ -532,51 +502,98 @@ async fn add_websites(tx: &mut Transaction<'_, Postgres>, added: &[(i64, DateTim
             Err(e) => return Err(e),
         }
     }
-    rows.insert(tx, Existing::Skip).await
+    rows.insert_new(tx).await
 }
 
-/// The shortest run of added websites inserted without checking each row
+/// The shortest run of added websites copied in without checking each row
 /// first ([`add_websites`]).
 const UNCHECKED_RUN: usize = 1_000;
 
-/// What an insert of websites does with a row already there.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Existing {
-    /// Fails with a unique violation.
-    Fail,
-    /// Keeps it, and leaves the website's regions as they are.
-    Skip,
-}
-
-/// Websites to insert, each column as an array, and their regions.
+/// Websites to store, in the order they were added.
 struct NewWebsites<'a> {
     ids: Vec<Uuid>,
-    urls: Vec<&'a str>,
-    names: Vec<&'a str>,
-    intervals: Vec<i32>,
-    timeouts: Vec<i32>,
-    emails: Vec<String>,
-    created: Vec<DateTime<Utc>>,
-    seqs: Vec<i64>,
-    failures: Vec<Option<i32>>,
-    policies: Vec<&'a str>,
-    channels: Vec<String>,
-    specs: Vec<String>,
-    statuses: Vec<&'a str>,
-    regions_of: HashMap<Uuid, Vec<&'a str>>,
+    websites: Vec<NewWebsite<'a>>,
 }
 
+/// A website to store: its event, and what the projection adds to it.
+struct NewWebsite<'a> {
+    seq: i64,
+    at: DateTime<Utc>,
+    event: &'a WebsiteAdded,
+    down_policy: &'static str,
+    check_spec: String,
+    status: &'static str,
+    /// The regions it is checked from that exist, sorted.
+    regions: Vec<&'a str>,
+}
+
+/// The columns both ways of storing new websites write, in this order.
+const NEW_WEBSITE_COLUMNS: &str = "id, url, name, interval_seconds, timeout_ms, notify_emails, created_at, updated_at,
+     stream_seq, failures_before_down, down_policy, channel_ids, check_spec, status, status_since";
+
 impl NewWebsites<'_> {
-    async fn insert(&self, conn: &mut sqlx::PgConnection, existing: Existing) -> Result<()> {
-        // Without the conflict clause every row is inserted (or none is):
-        // the ids are known, and not sent back.
-        let (on_conflict, returning) = match existing {
-            Existing::Fail => ("", ""),
-            Existing::Skip => ("on conflict do nothing", "returning id"),
+    /// Stores every website and its regions, or fails (a unique violation
+    /// if one is there already).
+    async fn copy(&self, conn: &mut sqlx::PgConnection) -> Result<()> {
+        let mut websites = BinaryRows::new();
+        let mut regions = BinaryRows::new();
+        for w in &self.websites {
+            let e = w.event;
+            let emails: Vec<&str> = e.notify_emails.iter().map(|m| m.as_str()).collect();
+            websites.row(15);
+            websites.value(&e.website_id)?;
+            websites.value(&e.url.as_str())?;
+            websites.value(&e.name.as_str())?;
+            websites.value(&to_i32(e.interval_seconds.get()))?;
+            websites.value(&to_i32(e.timeout_ms.get()))?;
+            websites.value(&emails)?;
+            websites.value(&w.at)?;
+            websites.value(&w.at)?;
+            websites.value(&w.seq)?;
+            websites.value(&e.failures_before_down.map(|f| to_i32(f.get())))?;
+            websites.value(&w.down_policy)?;
+            websites.value(&e.channel_ids)?;
+            websites.jsonb(&w.check_spec)?;
+            websites.value(&w.status)?;
+            websites.value(&w.at)?;
+            for region in &w.regions {
+                regions.row(2);
+                regions.value(&e.website_id)?;
+                regions.value(region)?;
+            }
+        }
+        websites.copy(conn, &format!("copy websites ({NEW_WEBSITE_COLUMNS}) from stdin (format binary)")).await?;
+        regions.copy(conn, "copy website_regions (website_id, region) from stdin (format binary)").await?;
+        Ok(())
+    }
+
+    /// Stores the websites not there yet, and the regions of those.
+    async fn insert_new(&self, tx: &mut Transaction<'_, Postgres>) -> Result<()> {
+        // Each column as an array (one value per website): PostgreSQL reads
+        // arrays in their binary form, where a JSON document of rows would be
+        // built here and parsed there. The lists within a website (emails,
+        // channels) are JSON, mostly empty.
+        let list = |items: Vec<String>| -> Result<String> {
+            Ok(if items.is_empty() { "[]".to_owned() } else { json(&items)?.to_string() })
         };
-        let returned: Vec<Uuid> = sqlx::query_scalar(&format!(
-            "insert into websites (id, url, name, interval_seconds, timeout_ms, notify_emails, created_at, updated_at, stream_seq,
-                                   failures_before_down, down_policy, channel_ids, check_spec, status, status_since)
+        let mut columns = Columns::default();
+        for w in &self.websites {
+            let e = w.event;
+            columns.urls.push(e.url.as_str());
+            columns.names.push(e.name.as_str());
+            columns.intervals.push(to_i32(e.interval_seconds.get()));
+            columns.timeouts.push(to_i32(e.timeout_ms.get()));
+            columns.emails.push(list(e.notify_emails.iter().map(|m| m.as_str().to_owned()).collect())?);
+            columns.created.push(w.at);
+            columns.seqs.push(w.seq);
+            columns.failures.push(e.failures_before_down.map(|f| to_i32(f.get())));
+            columns.policies.push(w.down_policy);
+            columns.channels.push(list(e.channel_ids.iter().map(Uuid::to_string).collect())?);
+            columns.specs.push(w.check_spec.as_str());
+            columns.statuses.push(w.status);
+        }
+        let inserted: Vec<Uuid> = sqlx::query_scalar(&format!(
+            "insert into websites ({NEW_WEBSITE_COLUMNS})
              select r.id, r.url, r.name, r.interval_seconds, r.timeout_ms,
                     case when r.notify_emails = '[]' then '{{}}'::text[]
                          else array(select jsonb_array_elements_text(r.notify_emails::jsonb)) end,
@@ -588,50 +605,63 @@ impl NewWebsites<'_> {
                          $8::bigint[], $9::int[], $10::text[], $11::text[], $12::text[], $13::text[])
                   as r(id, url, name, interval_seconds, timeout_ms, notify_emails, created_at, stream_seq,
                        failures_before_down, down_policy, channel_ids, check_spec, status)
-             {on_conflict}
-             {returning}"
+             on conflict do nothing
+             returning id"
         ))
         .bind(&self.ids)
-        .bind(&self.urls)
-        .bind(&self.names)
-        .bind(&self.intervals)
-        .bind(&self.timeouts)
-        .bind(&self.emails)
-        .bind(&self.created)
-        .bind(&self.seqs)
-        .bind(&self.failures)
-        .bind(&self.policies)
-        .bind(&self.channels)
-        .bind(&self.specs)
-        .bind(&self.statuses)
-        .fetch_all(&mut *conn)
+        .bind(&columns.urls)
+        .bind(&columns.names)
+        .bind(&columns.intervals)
+        .bind(&columns.timeouts)
+        .bind(&columns.emails)
+        .bind(&columns.created)
+        .bind(&columns.seqs)
+        .bind(&columns.failures)
+        .bind(&columns.policies)
+        .bind(&columns.channels)
+        .bind(&columns.specs)
+        .bind(&columns.statuses)
+        .fetch_all(&mut **tx)
         .await?;
-        let inserted = match existing {
-            Existing::Fail => &self.ids,
-            Existing::Skip => &returned,
-        };
-        let (mut region_ids, mut region_names) =
-            (Vec::with_capacity(inserted.len()), Vec::with_capacity(inserted.len()));
-        for id in inserted {
-            for region in self.regions_of.get(id).into_iter().flatten() {
-                region_ids.push(*id);
+        let inserted: HashSet<Uuid> = inserted.into_iter().collect();
+        let (mut region_ids, mut region_names) = (Vec::new(), Vec::new());
+        for w in self.websites.iter().filter(|w| inserted.contains(&w.event.website_id)) {
+            for region in &w.regions {
+                region_ids.push(w.event.website_id);
                 region_names.push(*region);
             }
         }
         if region_ids.is_empty() {
             return Ok(());
         }
-        sqlx::query(&format!(
+        sqlx::query(
             "insert into website_regions (website_id, region)
              select * from unnest($1::uuid[], $2::text[])
-             {on_conflict}"
-        ))
+             on conflict do nothing",
+        )
         .bind(&region_ids)
         .bind(&region_names)
-        .execute(&mut *conn)
+        .execute(&mut **tx)
         .await?;
         Ok(())
     }
+}
+
+/// The columns of [`NewWebsites::insert_new`] but the ids, as arrays.
+#[derive(Default)]
+struct Columns<'a> {
+    urls: Vec<&'a str>,
+    names: Vec<&'a str>,
+    intervals: Vec<i32>,
+    timeouts: Vec<i32>,
+    emails: Vec<String>,
+    created: Vec<DateTime<Utc>>,
+    seqs: Vec<i64>,
+    failures: Vec<Option<i32>>,
+    policies: Vec<&'a str>,
+    channels: Vec<String>,
+    specs: Vec<&'a str>,
+    statuses: Vec<&'a str>,
 }
 
 async fn set_regions(tx: &mut Transaction<'_, Postgres>, website_id: Uuid, regions: &[RegionName]) -> Result<()> {

@@ -431,28 +431,95 @@ async fn one_projector_of_several_makes_the_rollups_and_another_takes_over_when_
     assert_eq!(lead_rollups(&away, &mut None).await, Lead::Unknown);
 }
 
+/// Applies `events` to the MONITOR projection in one transaction, as the
+/// runner does.
+async fn apply_monitor(pool: &sqlx::PgPool, events: Vec<projections::handler::StreamEvent>) {
+    use projections::handler::Handler;
+    let mut tx = pool.begin().await.expect("begin");
+    postgres::MonitorProjection.apply(&mut tx, &events).await.expect("apply");
+    tx.commit().await.expect("commit");
+}
+
+fn region_added(seq: u64, name: &str) -> projections::handler::StreamEvent {
+    let region = RegionName::parse(name).expect("region");
+    projections::handler::StreamEvent {
+        seq,
+        envelope: Envelope::new(Event::RegionAdded(RegionAdded { region }), Utc::now()),
+    }
+}
+
+#[tokio::test]
+async fn a_website_with_every_setting_is_stored_alike_by_a_long_run_and_by_a_short_one() {
+    use projections::handler::StreamEvent;
+    let db = Db::fresh().await;
+    apply_monitor(&db.pool, vec![region_added(1, "local"), region_added(2, "europe")]).await;
+    let at = Utc::now();
+    let channels = [Uuid::now_v7(), Uuid::now_v7()];
+    // Text that needs quoting or escaping in any text form, every list
+    // non-empty, every optional setting given, and a region that does not
+    // exist (left out).
+    let full = |seq: u64, id: Uuid| -> StreamEvent {
+        let added: WebsiteAdded = serde_json::from_value(serde_json::json!({
+            "website_id": id,
+            "url": "https://example.com/a,b?q=%22x%22&t={1}",
+            "name": "Every \"setting\", \\ {here}",
+            "regions": ["europe", "gone", "local"],
+            "interval_seconds": 60,
+            "timeout_ms": 2500,
+            "notify_emails": ["ops@example.com", "o'neil+\"x\"@example.org"],
+            "failures_before_down": 3,
+            "down_policy": "all",
+            "channel_ids": channels,
+            "check": {"method": "HEAD", "keyword": "o\tk", "verify_tls": false, "body": "line\nnext",
+                      "expected_status": [{"from": 200, "to": 204}]},
+        }))
+        .expect("event");
+        StreamEvent { seq, envelope: Envelope::new(Event::WebsiteAdded(added), at) }
+    };
+    let (short, long) = (Uuid::now_v7(), Uuid::now_v7());
+    apply_monitor(&db.pool, vec![full(3, short)]).await;
+    // A run long enough to be copied in without checking each row.
+    let mut run: Vec<StreamEvent> = (10..1_510)
+        .map(|seq| StreamEvent { seq, envelope: Envelope::new(website_added(Uuid::now_v7(), "plain"), at) })
+        .collect();
+    run.push(full(1_510, long));
+    apply_monitor(&db.pool, run).await;
+
+    let stored = |id: Uuid| {
+        let pool = db.pool.clone();
+        async move { postgres::website(&pool, id).await.expect("read").expect("stored").website }
+    };
+    let (by_insert, by_copy) = (stored(short).await, stored(long).await);
+    assert_eq!(by_insert.id, short);
+    assert_eq!(by_insert.regions.iter().map(|r| r.as_str()).collect::<Vec<_>>(), ["europe", "local"]);
+    assert_eq!(by_insert.notify_emails.len(), 2);
+    assert_eq!(by_insert.channel_ids, channels);
+    assert_eq!(events::website::Website { id: short, ..by_copy }, by_insert);
+    let row = |id: Uuid| {
+        let pool = db.pool.clone();
+        async move {
+            sqlx::query_as::<_, (String, String, chrono::DateTime<Utc>, chrono::DateTime<Utc>)>(
+                "select status, check_spec::text, status_since, created_at from websites where id = $1",
+            )
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .expect("row")
+        }
+    };
+    assert_eq!(row(long).await, row(short).await);
+}
+
 #[tokio::test]
 async fn a_long_run_of_added_websites_takes_their_known_status_and_keeps_those_already_there() {
-    use projections::handler::{Handler, StreamEvent};
+    use projections::handler::StreamEvent;
     let db = Db::fresh().await;
-    let projection = postgres::MonitorProjection;
     let added = |seq: u64, id: Uuid, name: &str| StreamEvent {
         seq,
         envelope: Envelope::new(website_added(id, name), Utc::now()),
     };
-    let apply = |events: Vec<StreamEvent>| {
-        let pool = db.pool.clone();
-        async move {
-            let mut tx = pool.begin().await.expect("begin");
-            projection.apply(&mut tx, &events).await.expect("apply");
-            tx.commit().await.expect("commit");
-        }
-    };
-    let region = Envelope::new(
-        Event::RegionAdded(RegionAdded { region: RegionName::parse("local").expect("region") }),
-        Utc::now(),
-    );
-    apply(vec![StreamEvent { seq: 1, envelope: region }]).await;
+    let apply = |events: Vec<StreamEvent>| apply_monitor(&db.pool, events);
+    apply(vec![region_added(1, "local")]).await;
     let (known, twice, stray) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
     apply(vec![added(2, known, "added first")]).await;
     // A region row of a website not (yet) there, as an older database may hold.
