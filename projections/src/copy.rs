@@ -20,6 +20,8 @@ const TRAILER: i16 = -1;
 #[derive(Default)]
 pub struct BinaryRows {
     buf: PgArgumentBuffer,
+    /// Where the open row's field count goes, and its fields so far.
+    open: Option<(usize, i16)>,
 }
 
 impl BinaryRows {
@@ -29,14 +31,31 @@ impl BinaryRows {
         rows
     }
 
-    /// Starts a row of `fields` values; that many calls of [`Self::value`]
-    /// or [`Self::jsonb`] follow, in the statement's column order.
-    pub fn row(&mut self, fields: i16) {
-        self.buf.extend_from_slice(&fields.to_be_bytes());
+    /// Starts a row: the calls of [`Self::value`] and [`Self::jsonb`] that
+    /// follow are its fields, in the statement's column order.
+    pub fn row(&mut self) {
+        self.close_row();
+        self.open = Some((self.buf.len(), 0));
+        self.buf.extend_from_slice(&0_i16.to_be_bytes());
+    }
+
+    /// Writes the open row's field count.
+    fn close_row(&mut self) {
+        if let Some((at, fields)) = self.open.take() {
+            self.buf[at..at + 2].copy_from_slice(&fields.to_be_bytes());
+        }
+    }
+
+    /// Counts a field of the open row.
+    fn field(&mut self) {
+        if let Some((_, fields)) = &mut self.open {
+            *fields += 1;
+        }
     }
 
     /// Appends one value (`None` is NULL).
     pub fn value<'q, T: Encode<'q, Postgres>>(&mut self, value: &T) -> Result<()> {
+        self.field();
         let start = self.buf.len();
         self.buf.extend_from_slice(&0_i32.to_be_bytes());
         let null = value.encode_by_ref(&mut self.buf).map_err(|e| Error::Database(sqlx::Error::Encode(e)))?;
@@ -52,6 +71,7 @@ impl BinaryRows {
     /// Appends a JSON document, already serialised, to a `jsonb` column:
     /// its binary form is a version byte (1) and the text.
     pub fn jsonb(&mut self, json: &str) -> Result<()> {
+        self.field();
         let length = i32::try_from(json.len() + 1)
             .map_err(|_| Error::Database(sqlx::Error::Encode("a value over 2 GiB".into())))?;
         self.buf.extend_from_slice(&length.to_be_bytes());
@@ -63,6 +83,7 @@ impl BinaryRows {
     /// Sends the rows with `statement` (a `COPY ... FROM STDIN (FORMAT
     /// binary)`) on `conn`; returns how many were stored.
     pub async fn copy(mut self, conn: &mut PgConnection, statement: &str) -> Result<u64> {
+        self.close_row();
         self.buf.extend_from_slice(&TRAILER.to_be_bytes());
         let mut copy = conn.copy_in_raw(statement).await?;
         // A row the server refuses (a unique violation) fails `finish`.

@@ -540,7 +540,7 @@ impl NewWebsites<'_> {
         for w in &self.websites {
             let e = w.event;
             let emails: Vec<&str> = e.notify_emails.iter().map(|m| m.as_str()).collect();
-            websites.row(15);
+            websites.row();
             websites.value(&e.website_id)?;
             websites.value(&e.url.as_str())?;
             websites.value(&e.name.as_str())?;
@@ -557,7 +557,7 @@ impl NewWebsites<'_> {
             websites.value(&w.status)?;
             websites.value(&w.at)?;
             for region in &w.regions {
-                regions.row(2);
+                regions.row();
                 regions.value(&e.website_id)?;
                 regions.value(region)?;
             }
