@@ -197,7 +197,7 @@ impl Rollup {
         // quarter of the sixteen (`[4-7]`, `[8-b]`, ...). InfluxDB tries the
         // pattern on every website's id, and one anchored at the start (an
         // id is 36 characters) is tried once, not from each position in
-        // turn: a third less time at 56,000 websites.
+        // turn: 30% less time at 56,000 websites (90 ms against 64 a run).
         let (last, quarter) = (slice % 16, (slice / 16) % 4);
         let condition = format!(
             "\"website_id\" =~ /^.{{34}}[{:x}-{:x}]{last:x}$/ AND time >= {start}s AND time < {end}s",
