@@ -465,7 +465,7 @@ async fn add_websites(tx: &mut Transaction<'_, Postgres>, added: &[(i64, DateTim
     // Most websites have no check settings of their own: the JSON of the
     // default ones is made once.
     let default_spec = json(&CheckSpec::default())?.to_string();
-    let mut rows = NewWebsites { ids, websites: Vec::with_capacity(added.len()) };
+    let mut rows = NewWebsites { websites: Vec::with_capacity(added.len()) };
     for (seq, at, e) in added {
         let mut regions: Vec<&str> = e.regions.iter().map(|r| r.as_str()).filter(|r| existing.contains(*r)).collect();
         regions.sort_unstable();
@@ -492,7 +492,7 @@ async fn add_websites(tx: &mut Transaction<'_, Postgres>, added: &[(i64, DateTim
     // row only if that fails on one. (Short runs are checked at once: each
     // try is a subtransaction, and many in one transaction slow every
     // reader's snapshots.)
-    if rows.ids.len() >= UNCHECKED_RUN {
+    if rows.websites.len() >= UNCHECKED_RUN {
         let mut attempt = (&mut **tx).begin().await?;
         match rows.copy(&mut attempt).await {
             Ok(()) => return Ok(attempt.commit().await?),
@@ -511,7 +511,6 @@ const UNCHECKED_RUN: usize = 1_000;
 
 /// Websites to store, in the order they were added.
 struct NewWebsites<'a> {
-    ids: Vec<Uuid>,
     websites: Vec<NewWebsite<'a>>,
 }
 
@@ -579,6 +578,7 @@ impl NewWebsites<'_> {
         let mut columns = Columns::default();
         for w in &self.websites {
             let e = w.event;
+            columns.ids.push(e.website_id);
             columns.urls.push(e.url.as_str());
             columns.names.push(e.name.as_str());
             columns.intervals.push(to_i32(e.interval_seconds.get()));
@@ -608,7 +608,7 @@ impl NewWebsites<'_> {
              on conflict do nothing
              returning id"
         ))
-        .bind(&self.ids)
+        .bind(&columns.ids)
         .bind(&columns.urls)
         .bind(&columns.names)
         .bind(&columns.intervals)
@@ -647,9 +647,10 @@ impl NewWebsites<'_> {
     }
 }
 
-/// The columns of [`NewWebsites::insert_new`] but the ids, as arrays.
+/// The columns of [`NewWebsites::insert_new`], as arrays.
 #[derive(Default)]
 struct Columns<'a> {
+    ids: Vec<Uuid>,
     urls: Vec<&'a str>,
     names: Vec<&'a str>,
     intervals: Vec<i32>,
