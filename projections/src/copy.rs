@@ -4,10 +4,12 @@
 //! A long run of rows known to be new (a bulk import, a replay) is loaded
 //! this way rather than by an `insert ... select from unnest(...)` of one
 //! array per column: PostgreSQL then neither parses thirteen arrays nor
-//! runs a query over them, and stores the rows a page at a time.
+//! runs a query over them, and stores the rows a page at a time. The rows
+//! are sent a part at a time as they are framed ([`CopyIn`]), so that
+//! PostgreSQL stores one part while the next is encoded.
 
 use crate::{Error, Result};
-use sqlx::postgres::PgArgumentBuffer;
+use sqlx::postgres::{PgArgumentBuffer, PgCopyIn};
 use sqlx::{Encode, PgConnection, Postgres};
 
 /// The format's signature, then no flags and no header extension.
@@ -16,7 +18,7 @@ const HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
 /// The field count that ends the data.
 const TRAILER: i16 = -1;
 
-/// Rows in PostgreSQL's binary COPY format, ready to send.
+/// Rows in PostgreSQL's binary COPY format.
 #[derive(Default)]
 pub struct BinaryRows {
     buf: PgArgumentBuffer,
@@ -25,7 +27,7 @@ pub struct BinaryRows {
 }
 
 impl BinaryRows {
-    pub fn new() -> Self {
+    fn new() -> Self {
         let mut rows = Self::default();
         rows.buf.extend_from_slice(HEADER);
         rows
@@ -33,7 +35,7 @@ impl BinaryRows {
 
     /// Starts a row: the calls of [`Self::value`] and [`Self::jsonb`] that
     /// follow are its fields, in the statement's column order.
-    pub fn row(&mut self) {
+    fn row(&mut self) {
         self.close_row();
         self.open = Some((self.buf.len(), 0));
         self.buf.extend_from_slice(&0_i16.to_be_bytes());
@@ -79,21 +81,54 @@ impl BinaryRows {
         self.buf.extend_from_slice(json.as_bytes());
         Ok(())
     }
+}
 
-    /// Sends the rows with `statement` (a `COPY ... FROM STDIN (FORMAT
-    /// binary)`) on `conn`; returns how many were stored.
-    pub async fn copy(mut self, conn: &mut PgConnection, statement: &str) -> Result<u64> {
-        self.close_row();
-        self.buf.extend_from_slice(&TRAILER.to_be_bytes());
-        let mut copy = conn.copy_in_raw(statement).await?;
-        // A row the server refuses (a unique violation) fails `finish`.
-        match copy.send(self.buf.as_slice()).await {
-            Ok(_) => Ok(copy.finish().await?),
+/// How many bytes of framed rows [`CopyIn`] gathers before sending them.
+const PART: usize = 128 * 1024;
+
+/// A `COPY ... FROM STDIN (FORMAT binary)` under way on a connection: rows
+/// framed as in [`BinaryRows`] and sent every [`PART`] bytes.
+pub struct CopyIn<'c> {
+    sink: PgCopyIn<&'c mut PgConnection>,
+    rows: BinaryRows,
+}
+
+impl<'c> CopyIn<'c> {
+    /// Starts `statement` on `conn`.
+    pub async fn start(conn: &'c mut PgConnection, statement: &str) -> Result<Self> {
+        Ok(Self { sink: conn.copy_in_raw(statement).await?, rows: BinaryRows::new() })
+    }
+
+    /// Starts a row (see [`BinaryRows::row`]) and returns it to write its
+    /// fields in; the rows before it are sent first if they fill a part.
+    pub async fn row(&mut self) -> Result<&mut BinaryRows> {
+        if self.rows.buf.len() >= PART {
+            self.rows.close_row();
+            self.sink.send(self.rows.buf.as_slice()).await?;
+            self.rows.buf.clear();
+        }
+        self.rows.row();
+        Ok(&mut self.rows)
+    }
+
+    /// Ends the COPY with what writing its rows came to: sends the rest and
+    /// returns how many rows were stored, or, after an error in `written`,
+    /// aborts it (so the connection is not left mid-COPY) and returns that
+    /// error. A row the server refuses (a unique violation) fails here.
+    pub async fn end(mut self, written: Result<()>) -> Result<u64> {
+        let sent = match written {
+            Ok(()) => {
+                self.rows.close_row();
+                self.rows.buf.extend_from_slice(&TRAILER.to_be_bytes());
+                self.sink.send(self.rows.buf.as_slice()).await.map(|_| ()).map_err(Error::from)
+            }
+            Err(e) => Err(e),
+        };
+        match sent {
+            Ok(()) => Ok(self.sink.finish().await?),
             Err(e) => {
-                // Ends the COPY, so the connection can be used again if
-                // it is still there.
-                let _ = copy.abort(e.to_string()).await;
-                Err(e.into())
+                let _ = self.sink.abort(e.to_string()).await;
+                Err(e)
             }
         }
     }

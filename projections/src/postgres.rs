@@ -8,7 +8,7 @@
 //! their writes. Each write is also guarded by the row's own stream
 //! sequence, so re-applying is harmless.
 
-use crate::copy::BinaryRows;
+use crate::copy::CopyIn;
 use crate::cursor::{to_i64, to_u64};
 use crate::handler::{Handler, StreamEvent};
 use crate::overview;
@@ -59,6 +59,9 @@ impl Handler for MonitorProjection {
         // Websites added one after the other (a bulk import, a replay)
         // are written a run at a time: a few statements, not a few each.
         let mut added: Vec<(i64, DateTime<Utc>, &WebsiteAdded)> = Vec::new();
+        // Incidents one after the other (a replay of a long history holds
+        // thousands) read the maintenance windows once.
+        let mut windows = Windows::default();
         for event in events {
             if let Event::WebsiteAdded(e) = &event.envelope.event {
                 added.push((to_i64(event.seq), event.envelope.occurred_at, e));
@@ -66,7 +69,10 @@ impl Handler for MonitorProjection {
             }
             add_websites(tx, &added).await?;
             added.clear();
-            apply(tx, event.seq, &event.envelope).await?;
+            if !matches!(event.envelope.event, Event::SiteDown(_) | Event::SiteUp(_)) {
+                windows.forget();
+            }
+            apply(tx, event.seq, &event.envelope, &mut windows).await?;
         }
         add_websites(tx, &added).await
     }
@@ -84,7 +90,26 @@ impl Handler for MonitorProjection {
     }
 }
 
-async fn apply(tx: &mut Transaction<'_, Postgres>, seq: u64, envelope: &Envelope) -> Result<()> {
+/// Every maintenance window, read when first needed and kept while only
+/// incidents are applied (they change no window).
+#[derive(Default)]
+struct Windows(Option<Vec<Window>>);
+
+impl Windows {
+    async fn get(&mut self, tx: &mut Transaction<'_, Postgres>) -> Result<&[Window]> {
+        if self.0.is_none() {
+            self.0 = Some(maintenance_windows(&mut **tx, None).await?);
+        }
+        Ok(self.0.as_deref().unwrap_or_default())
+    }
+
+    /// To be called before applying anything but an incident.
+    fn forget(&mut self) {
+        self.0 = None;
+    }
+}
+
+async fn apply(tx: &mut Transaction<'_, Postgres>, seq: u64, envelope: &Envelope, windows: &mut Windows) -> Result<()> {
     let seq = to_i64(seq);
     let at = envelope.occurred_at;
     match &envelope.event {
@@ -376,8 +401,8 @@ async fn apply(tx: &mut Transaction<'_, Postgres>, seq: u64, envelope: &Envelope
             }
         }
         Event::SiteDown(e) => {
-            let windows = maintenance_windows(&mut **tx, Some(e.website_id)).await?;
-            let in_maintenance = windows.iter().any(|w| w.covers(e.website_id) && w.active_at(e.started_at));
+            let in_maintenance =
+                windows.get(tx).await?.iter().any(|w| w.covers(e.website_id) && w.active_at(e.started_at));
             sqlx::query(
                 "insert into incidents (website_id, region, started_at, cause, status_code, message, in_maintenance)
                  values ($1, $2, $3, $4, $5, $6, $7)
@@ -488,7 +513,7 @@ async fn add_websites(tx: &mut Transaction<'_, Postgres>, added: &[(i64, DateTim
     }
     // Checking each row for one already there makes an insert about twice
     // as slow, and in a bulk import or a replay none is: a long run is
-    // copied in as it is ([`BinaryRows`]), and inserted checking row by
+    // copied in as it is ([`CopyIn`]), and inserted checking row by
     // row only if that fails on one. (Short runs are checked at once: each
     // try is a subtransaction, and many in one transaction slow every
     // reader's snapshots.)
@@ -534,35 +559,47 @@ impl NewWebsites<'_> {
     /// Stores every website and its regions, or fails (a unique violation
     /// if one is there already).
     async fn copy(&self, conn: &mut sqlx::PgConnection) -> Result<()> {
-        let mut websites = BinaryRows::new();
-        let mut regions = BinaryRows::new();
-        for w in &self.websites {
-            let e = w.event;
-            let emails: Vec<&str> = e.notify_emails.iter().map(|m| m.as_str()).collect();
-            websites.row();
-            websites.value(&e.website_id)?;
-            websites.value(&e.url.as_str())?;
-            websites.value(&e.name.as_str())?;
-            websites.value(&to_i32(e.interval_seconds.get()))?;
-            websites.value(&to_i32(e.timeout_ms.get()))?;
-            websites.value(&emails)?;
-            websites.value(&w.at)?;
-            websites.value(&w.at)?;
-            websites.value(&w.seq)?;
-            websites.value(&e.failures_before_down.map(|f| to_i32(f.get())))?;
-            websites.value(&w.down_policy)?;
-            websites.value(&e.channel_ids)?;
-            websites.jsonb(&w.check_spec)?;
-            websites.value(&w.status)?;
-            websites.value(&w.at)?;
-            for region in &w.regions {
-                regions.row();
-                regions.value(&e.website_id)?;
-                regions.value(region)?;
+        let statement = format!("copy websites ({NEW_WEBSITE_COLUMNS}) from stdin (format binary)");
+        let mut websites = CopyIn::start(&mut *conn, &statement).await?;
+        let written = async {
+            for w in &self.websites {
+                let e = w.event;
+                let emails: Vec<&str> = e.notify_emails.iter().map(|m| m.as_str()).collect();
+                let row = websites.row().await?;
+                row.value(&e.website_id)?;
+                row.value(&e.url.as_str())?;
+                row.value(&e.name.as_str())?;
+                row.value(&to_i32(e.interval_seconds.get()))?;
+                row.value(&to_i32(e.timeout_ms.get()))?;
+                row.value(&emails)?;
+                row.value(&w.at)?;
+                row.value(&w.at)?;
+                row.value(&w.seq)?;
+                row.value(&e.failures_before_down.map(|f| to_i32(f.get())))?;
+                row.value(&w.down_policy)?;
+                row.value(&e.channel_ids)?;
+                row.jsonb(&w.check_spec)?;
+                row.value(&w.status)?;
+                row.value(&w.at)?;
             }
+            Ok(())
         }
-        websites.copy(conn, &format!("copy websites ({NEW_WEBSITE_COLUMNS}) from stdin (format binary)")).await?;
-        regions.copy(conn, "copy website_regions (website_id, region) from stdin (format binary)").await?;
+        .await;
+        websites.end(written).await?;
+        let mut regions =
+            CopyIn::start(conn, "copy website_regions (website_id, region) from stdin (format binary)").await?;
+        let written = async {
+            for w in &self.websites {
+                for region in &w.regions {
+                    let row = regions.row().await?;
+                    row.value(&w.event.website_id)?;
+                    row.value(region)?;
+                }
+            }
+            Ok(())
+        }
+        .await;
+        regions.end(written).await?;
         Ok(())
     }
 

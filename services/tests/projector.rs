@@ -613,3 +613,73 @@ async fn a_long_run_of_added_websites_takes_their_known_status_and_keeps_those_a
     .expect("regions");
     assert_eq!(regions, vec![], "every website has its one region, once");
 }
+
+#[tokio::test]
+async fn incidents_in_one_batch_see_the_maintenance_windows_of_their_place_in_it() {
+    use projections::handler::StreamEvent;
+    let db = Db::fresh().await;
+    let at = Utc::now();
+    let later = at + chrono::Duration::minutes(1);
+    let window = Uuid::now_v7();
+    let websites = [Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7()];
+    let event = |seq: u64, event: Event| StreamEvent { seq, envelope: Envelope::new(event, at) };
+    let down = |seq: u64, website: usize, started_at| {
+        event(
+            seq,
+            Event::SiteDown(events::SiteDown {
+                website_id: websites[website],
+                region: RegionName::parse("local").expect("region"),
+                started_at,
+                cause: None,
+                status_code: Some(503),
+                message: None,
+            }),
+        )
+    };
+    let scheduled = |seq: u64, all_websites: bool| {
+        let timing =
+            events::maintenance::Timing::once(at - chrono::Duration::hours(1), at + chrono::Duration::hours(1));
+        event(
+            seq,
+            Event::MaintenanceScheduled(events::MaintenanceScheduled {
+                window_id: window,
+                name: "upgrade".into(),
+                website_ids: if all_websites { vec![] } else { websites[1..3].to_vec() },
+                all_websites,
+                timing: timing.expect("timing"),
+            }),
+        )
+    };
+    let removed = |seq: u64| event(seq, Event::MaintenanceRemoved(events::MaintenanceRemoved { window_id: window }));
+    // One batch: website 0 down before the window exists; 1 and 2 during
+    // it (2 after another incident, which keeps the windows read for 1);
+    // 1 again once it is removed; 3 after it is scheduled again for all.
+    apply_monitor(
+        &db.pool,
+        vec![
+            down(1, 0, at),
+            scheduled(2, false),
+            down(3, 1, at),
+            down(4, 2, at),
+            removed(5),
+            down(6, 1, later),
+            scheduled(7, true),
+            down(8, 3, at),
+        ],
+    )
+    .await;
+    let rows: Vec<(Uuid, chrono::DateTime<Utc>, bool)> =
+        sqlx::query_as("select website_id, started_at, in_maintenance from incidents")
+            .fetch_all(&db.pool)
+            .await
+            .expect("incidents");
+    let mut flags: Vec<(usize, bool, bool)> = rows
+        .into_iter()
+        .map(|(id, started_at, flag)| {
+            let website = websites.iter().position(|w| *w == id).expect("a website of the test");
+            (website, started_at > at, flag)
+        })
+        .collect();
+    flags.sort();
+    assert_eq!(flags, vec![(0, false, false), (1, false, true), (1, true, false), (2, false, true), (3, false, true)]);
+}
