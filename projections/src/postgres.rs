@@ -19,8 +19,8 @@ use events::maintenance::Window;
 use events::subject::MONITOR_STREAM;
 use events::website::Website;
 use events::{
-    DownPolicy, EmailAddress, Envelope, Event, FailuresBeforeDown, IntervalSecs, RegionName, TimeoutMs, WebsiteAdded,
-    WebsiteName, WebsiteUrl,
+    DownPolicy, EmailAddress, Envelope, Event, FailuresBeforeDown, IntervalSecs, RegionName, SiteDown, SiteUp,
+    TimeoutMs, WebsiteAdded, WebsiteName, WebsiteUrl,
 };
 use sqlx::migrate::Migrator;
 use sqlx::{Acquire, PgPool, Postgres, Transaction};
@@ -59,22 +59,34 @@ impl Handler for MonitorProjection {
         // Websites added one after the other (a bulk import, a replay)
         // are written a run at a time: a few statements, not a few each.
         let mut added: Vec<(i64, DateTime<Utc>, &WebsiteAdded)> = Vec::new();
-        // Incidents one after the other (a replay of a long history holds
-        // thousands) read the maintenance windows once.
+        // So are region incidents (a replay of a long history holds
+        // thousands), which read the maintenance windows once a run.
+        let mut incidents: Vec<&Event> = Vec::new();
         let mut windows = Windows::default();
         for event in events {
-            if let Event::WebsiteAdded(e) = &event.envelope.event {
-                added.push((to_i64(event.seq), event.envelope.occurred_at, e));
-                continue;
+            match &event.envelope.event {
+                Event::WebsiteAdded(e) => {
+                    apply_incidents(tx, &incidents, &mut windows).await?;
+                    incidents.clear();
+                    added.push((to_i64(event.seq), event.envelope.occurred_at, e));
+                }
+                incident @ (Event::SiteDown(_) | Event::SiteUp(_)) => {
+                    add_websites(tx, &added).await?;
+                    added.clear();
+                    incidents.push(incident);
+                }
+                _ => {
+                    add_websites(tx, &added).await?;
+                    added.clear();
+                    apply_incidents(tx, &incidents, &mut windows).await?;
+                    incidents.clear();
+                    windows.forget();
+                    apply(tx, event.seq, &event.envelope, &mut windows).await?;
+                }
             }
-            add_websites(tx, &added).await?;
-            added.clear();
-            if !matches!(event.envelope.event, Event::SiteDown(_) | Event::SiteUp(_)) {
-                windows.forget();
-            }
-            apply(tx, event.seq, &event.envelope, &mut windows).await?;
         }
-        add_websites(tx, &added).await
+        add_websites(tx, &added).await?;
+        apply_incidents(tx, &incidents, &mut windows).await
     }
 
     async fn reset(&self, tx: &mut Transaction<'_, Postgres>) -> Result<()> {
@@ -400,44 +412,7 @@ async fn apply(tx: &mut Transaction<'_, Postgres>, seq: u64, envelope: &Envelope
                 crate::status_pages::close_idle(tx, None, at).await?;
             }
         }
-        Event::SiteDown(e) => {
-            let in_maintenance =
-                windows.get(tx).await?.iter().any(|w| w.covers(e.website_id) && w.active_at(e.started_at));
-            sqlx::query(
-                "insert into incidents (website_id, region, started_at, cause, status_code, message, in_maintenance)
-                 values ($1, $2, $3, $4, $5, $6, $7)
-                 on conflict (website_id, region, started_at) do nothing",
-            )
-            .bind(e.website_id)
-            .bind(e.region.as_str())
-            .bind(e.started_at)
-            .bind(e.cause.map(|c| c.as_str()))
-            .bind(e.status_code.map(i32::from))
-            .bind(&e.message)
-            .bind(in_maintenance)
-            .execute(&mut **tx)
-            .await?;
-            crate::status_pages::site_down(tx, e).await?;
-        }
-        Event::SiteUp(e) => {
-            // The row exists unless the SiteDown predates this projection's
-            // history; then the closed incident is recorded whole.
-            sqlx::query(
-                "insert into incidents (website_id, region, started_at, ended_at, duration_seconds)
-                 values ($1, $2, $3, $4, $5)
-                 on conflict (website_id, region, started_at) do update
-                 set ended_at = excluded.ended_at, duration_seconds = excluded.duration_seconds
-                 where incidents.ended_at is null",
-            )
-            .bind(e.website_id)
-            .bind(e.region.as_str())
-            .bind(e.started_at)
-            .bind(e.ended_at)
-            .bind(e.downtime_seconds)
-            .execute(&mut **tx)
-            .await?;
-            crate::status_pages::site_up(tx, e).await?;
-        }
+        event @ (Event::SiteDown(_) | Event::SiteUp(_)) => apply_incidents(tx, &[event], windows).await?,
         // Check results have projections of their own; certificate
         // warnings are the notifier's.
         Event::CheckCompleted(_) | Event::CertificateExpiring(_) => {}
@@ -455,6 +430,79 @@ async fn apply(tx: &mut Transaction<'_, Postgres>, seq: u64, envelope: &Envelope
 /// Inserts websites added at (stream sequence, time), unless already
 /// there, with their regions and their status: pending, unless (in a replay
 /// of this projection alone) their regions' results are known.
+/// Applies a run of region incidents (SiteDown and SiteUp, in stream
+/// order). Those of different websites touch different rows (the region
+/// incident, the website's public incident), so the run is applied in
+/// waves: the first incident of each website in it, then the second, and
+/// so on; a wave is at most four statements, whatever its size, and each
+/// website's incidents keep their order.
+async fn apply_incidents(tx: &mut Transaction<'_, Postgres>, run: &[&Event], windows: &mut Windows) -> Result<()> {
+    let mut waves: Vec<(Vec<&SiteDown>, Vec<&SiteUp>)> = Vec::new();
+    let mut seen: HashMap<Uuid, usize> = HashMap::new();
+    for event in run {
+        let website = match event {
+            Event::SiteDown(e) => e.website_id,
+            Event::SiteUp(e) => e.website_id,
+            _ => continue,
+        };
+        let wave = seen.entry(website).or_insert(0);
+        if waves.len() <= *wave {
+            waves.push((Vec::new(), Vec::new()));
+        }
+        match event {
+            Event::SiteDown(e) => waves[*wave].0.push(e),
+            Event::SiteUp(e) => waves[*wave].1.push(e),
+            _ => {}
+        }
+        *wave += 1;
+    }
+    for (downs, ups) in waves {
+        if !downs.is_empty() {
+            let windows = windows.get(tx).await?;
+            let in_maintenance: Vec<bool> = downs
+                .iter()
+                .map(|e| windows.iter().any(|w| w.covers(e.website_id) && w.active_at(e.started_at)))
+                .collect();
+            sqlx::query(
+                "insert into incidents (website_id, region, started_at, cause, status_code, message, in_maintenance)
+                 select * from unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::text[], $5::int[], $6::text[],
+                                      $7::bool[])
+                 on conflict (website_id, region, started_at) do nothing",
+            )
+            .bind(downs.iter().map(|e| e.website_id).collect::<Vec<_>>())
+            .bind(downs.iter().map(|e| e.region.as_str()).collect::<Vec<_>>())
+            .bind(downs.iter().map(|e| e.started_at).collect::<Vec<_>>())
+            .bind(downs.iter().map(|e| e.cause.map(|c| c.as_str())).collect::<Vec<_>>())
+            .bind(downs.iter().map(|e| e.status_code.map(i32::from)).collect::<Vec<_>>())
+            .bind(downs.iter().map(|e| e.message.as_deref()).collect::<Vec<_>>())
+            .bind(in_maintenance)
+            .execute(&mut **tx)
+            .await?;
+            crate::status_pages::sites_down(tx, &downs).await?;
+        }
+        if !ups.is_empty() {
+            // The row exists unless the SiteDown predates this projection's
+            // history; then the closed incident is recorded whole.
+            sqlx::query(
+                "insert into incidents (website_id, region, started_at, ended_at, duration_seconds)
+                 select * from unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::bigint[])
+                 on conflict (website_id, region, started_at) do update
+                 set ended_at = excluded.ended_at, duration_seconds = excluded.duration_seconds
+                 where incidents.ended_at is null",
+            )
+            .bind(ups.iter().map(|e| e.website_id).collect::<Vec<_>>())
+            .bind(ups.iter().map(|e| e.region.as_str()).collect::<Vec<_>>())
+            .bind(ups.iter().map(|e| e.started_at).collect::<Vec<_>>())
+            .bind(ups.iter().map(|e| e.ended_at).collect::<Vec<_>>())
+            .bind(ups.iter().map(|e| e.downtime_seconds).collect::<Vec<_>>())
+            .execute(&mut **tx)
+            .await?;
+            crate::status_pages::sites_up(tx, &ups).await?;
+        }
+    }
+    Ok(())
+}
+
 async fn add_websites(tx: &mut Transaction<'_, Postgres>, added: &[(i64, DateTime<Utc>, &WebsiteAdded)]) -> Result<()> {
     // A website added twice in one run keeps what it was added with first.
     let mut seen = HashSet::with_capacity(added.len());

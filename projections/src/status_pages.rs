@@ -170,27 +170,39 @@ pub async fn apply(tx: &mut Transaction<'_, Postgres>, seq: i64, envelope: &Enve
     Ok(())
 }
 
-/// After the region incident of `down` was recorded: opens the website's
-/// public incident unless one is open.
-pub async fn site_down(tx: &mut Transaction<'_, Postgres>, down: &SiteDown) -> Result<()> {
+/// After the region incidents of `downs` were recorded (each of another
+/// website): opens each website's public incident unless one is open.
+pub async fn sites_down(tx: &mut Transaction<'_, Postgres>, downs: &[&SiteDown]) -> Result<()> {
     sqlx::query(
         "insert into status_incidents (id, website_id, started_at, updated_at)
-         select $1, $2, $3, $3
-         where not exists (select 1 from status_incidents where website_id = $2 and ended_at is null)
+         select d.id, d.website_id, d.started_at, d.started_at
+         from unnest($1::uuid[], $2::uuid[], $3::timestamptz[]) as d (id, website_id, started_at)
+         where not exists (select 1 from status_incidents s where s.website_id = d.website_id and s.ended_at is null)
          on conflict (id) do nothing",
     )
-    .bind(events::status_page::incident_id(down.website_id, down.started_at))
-    .bind(down.website_id)
-    .bind(down.started_at)
+    .bind(downs.iter().map(|d| events::status_page::incident_id(d.website_id, d.started_at)).collect::<Vec<_>>())
+    .bind(downs.iter().map(|d| d.website_id).collect::<Vec<_>>())
+    .bind(downs.iter().map(|d| d.started_at).collect::<Vec<_>>())
     .execute(&mut **tx)
     .await?;
     Ok(())
 }
 
-/// After the region incident of `up` was closed: closes the website's public
-/// incident when no region is down any more.
-pub async fn site_up(tx: &mut Transaction<'_, Postgres>, up: &SiteUp) -> Result<()> {
-    close_idle(tx, Some(up.website_id), up.ended_at).await
+/// After the region incidents of `ups` were closed (each of another
+/// website): closes each website's public incident when no region is down
+/// any more, at its `ended_at`.
+pub async fn sites_up(tx: &mut Transaction<'_, Postgres>, ups: &[&SiteUp]) -> Result<()> {
+    sqlx::query(
+        "update status_incidents s set ended_at = greatest(s.started_at, u.at), updated_at = greatest(s.updated_at, u.at)
+         from unnest($1::uuid[], $2::timestamptz[]) as u (website_id, at)
+         where s.website_id = u.website_id and s.ended_at is null
+           and not exists (select 1 from incidents i where i.website_id = s.website_id and i.ended_at is null)",
+    )
+    .bind(ups.iter().map(|u| u.website_id).collect::<Vec<_>>())
+    .bind(ups.iter().map(|u| u.ended_at).collect::<Vec<_>>())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 /// Closes, at `at`, the open public incidents (of one website, or all) whose

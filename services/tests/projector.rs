@@ -683,3 +683,106 @@ async fn incidents_in_one_batch_see_the_maintenance_windows_of_their_place_in_it
     flags.sort();
     assert_eq!(flags, vec![(0, false, false), (1, false, true), (1, true, false), (2, false, true), (3, false, true)]);
 }
+
+#[tokio::test]
+async fn a_run_of_incidents_in_one_batch_leaves_what_one_batch_each_leaves() {
+    use projections::handler::StreamEvent;
+    let at = Utc::now();
+    let seconds = |s: i64| at + chrono::Duration::seconds(s);
+    let [a, b, c] = [Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7()];
+    let region = |name: &str| RegionName::parse(name).expect("region");
+    let down = |website_id: Uuid, name: &str, started: i64| {
+        Event::SiteDown(events::SiteDown {
+            website_id,
+            region: region(name),
+            started_at: seconds(started),
+            cause: Some(FailureCause::HttpStatus),
+            status_code: Some(503),
+            message: Some(format!("down from {started}")),
+        })
+    };
+    let up = |website_id: Uuid, name: &str, started: i64, ended: i64| {
+        Event::SiteUp(events::SiteUp {
+            website_id,
+            region: region(name),
+            started_at: seconds(started),
+            ended_at: seconds(ended),
+            downtime_seconds: ended - started,
+        })
+    };
+    let timing = events::maintenance::Timing::once(seconds(-3600), seconds(3600)).expect("timing");
+    let history = vec![
+        Event::MaintenanceScheduled(events::MaintenanceScheduled {
+            window_id: Uuid::now_v7(),
+            name: "upgrade".into(),
+            website_ids: vec![b],
+            all_websites: false,
+            timing,
+        }),
+        down(a, "europe", 0),
+        down(b, "europe", 0),
+        down(a, "asia", 1),
+        up(a, "europe", 0, 10),
+        down(a, "europe", 20),
+        // Down before this projection's history began.
+        up(c, "europe", -3600, 0),
+        up(a, "asia", 1, 30),
+        // Published twice.
+        down(b, "europe", 0),
+        up(b, "europe", 0, 5),
+        up(a, "europe", 20, 40),
+        down(c, "europe", 50),
+        down(a, "asia", 60),
+    ];
+    let batch = |events: &[Event], first: u64| -> Vec<StreamEvent> {
+        (first..).zip(events).map(|(seq, e)| StreamEvent { seq, envelope: Envelope::new(e.clone(), at) }).collect()
+    };
+    let tables = |pool: sqlx::PgPool| async move {
+        let incidents: Option<String> = sqlx::query_scalar(
+            "select string_agg(concat_ws('/', website_id, region, started_at, ended_at, duration_seconds, cause,
+                    status_code, message, in_maintenance), ',' order by website_id, region, started_at)
+             from incidents",
+        )
+        .fetch_one(&pool)
+        .await
+        .expect("incidents");
+        let public: Vec<(Uuid, chrono::DateTime<Utc>, Option<chrono::DateTime<Utc>>)> = sqlx::query_as(
+            "select website_id, started_at, ended_at from status_incidents order by website_id, started_at",
+        )
+        .fetch_all(&pool)
+        .await
+        .expect("status incidents");
+        (incidents.unwrap_or_default(), public)
+    };
+    let one_each = Db::fresh().await;
+    for (seq, event) in (1..).zip(&history) {
+        apply_monitor(&one_each.pool, batch(std::slice::from_ref(event), seq)).await;
+    }
+    let all_at_once = Db::fresh().await;
+    apply_monitor(&all_at_once.pool, batch(&history, 1)).await;
+    let (incidents, public) = tables(one_each.pool.clone()).await;
+    assert_eq!(tables(all_at_once.pool.clone()).await, (incidents.clone(), public.clone()));
+    // What they agree on: a's public incident closed at 40 s with both of
+    // its regions up, and one open from its second outage in asia; b's
+    // under maintenance; c's open.
+    let in_maintenance: Vec<&str> = incidents.split(',').filter(|row| row.ends_with("/t")).collect();
+    assert_eq!(in_maintenance.len(), 1, "{incidents}");
+    assert!(in_maintenance[0].starts_with(&b.to_string()), "{incidents}");
+    let micros = |t: chrono::DateTime<Utc>| t.timestamp_micros();
+    let mut public: Vec<(usize, i64, Option<i64>)> = public
+        .into_iter()
+        .map(|(w, s, e)| {
+            ([a, b, c].iter().position(|x| *x == w).expect("a website of the test"), micros(s), e.map(micros))
+        })
+        .collect();
+    public.sort();
+    assert_eq!(
+        public,
+        vec![
+            (0, micros(seconds(0)), Some(micros(seconds(40)))),
+            (0, micros(seconds(60)), None),
+            (1, micros(seconds(0)), Some(micros(seconds(5)))),
+            (2, micros(seconds(50)), None),
+        ]
+    );
+}
