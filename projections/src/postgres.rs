@@ -60,13 +60,12 @@ impl Handler for MonitorProjection {
         // are written a run at a time: a few statements, not a few each.
         let mut added: Vec<(i64, DateTime<Utc>, &WebsiteAdded)> = Vec::new();
         // So are region incidents (a replay of a long history holds
-        // thousands), which read the maintenance windows once a run.
+        // thousands).
         let mut incidents: Vec<&Event> = Vec::new();
-        let mut windows = Windows::default();
         for event in events {
             match &event.envelope.event {
                 Event::WebsiteAdded(e) => {
-                    apply_incidents(tx, &incidents, &mut windows).await?;
+                    apply_incidents(tx, &incidents).await?;
                     incidents.clear();
                     added.push((to_i64(event.seq), event.envelope.occurred_at, e));
                 }
@@ -78,15 +77,14 @@ impl Handler for MonitorProjection {
                 _ => {
                     add_websites(tx, &added).await?;
                     added.clear();
-                    apply_incidents(tx, &incidents, &mut windows).await?;
+                    apply_incidents(tx, &incidents).await?;
                     incidents.clear();
-                    windows.forget();
-                    apply(tx, event.seq, &event.envelope, &mut windows).await?;
+                    apply(tx, event.seq, &event.envelope).await?;
                 }
             }
         }
         add_websites(tx, &added).await?;
-        apply_incidents(tx, &incidents, &mut windows).await
+        apply_incidents(tx, &incidents).await
     }
 
     async fn reset(&self, tx: &mut Transaction<'_, Postgres>) -> Result<()> {
@@ -102,26 +100,7 @@ impl Handler for MonitorProjection {
     }
 }
 
-/// Every maintenance window, read when first needed and kept while only
-/// incidents are applied (they change no window).
-#[derive(Default)]
-struct Windows(Option<Vec<Window>>);
-
-impl Windows {
-    async fn get(&mut self, tx: &mut Transaction<'_, Postgres>) -> Result<&[Window]> {
-        if self.0.is_none() {
-            self.0 = Some(maintenance_windows(&mut **tx, None).await?);
-        }
-        Ok(self.0.as_deref().unwrap_or_default())
-    }
-
-    /// To be called before applying anything but an incident.
-    fn forget(&mut self) {
-        self.0 = None;
-    }
-}
-
-async fn apply(tx: &mut Transaction<'_, Postgres>, seq: u64, envelope: &Envelope, windows: &mut Windows) -> Result<()> {
+async fn apply(tx: &mut Transaction<'_, Postgres>, seq: u64, envelope: &Envelope) -> Result<()> {
     let seq = to_i64(seq);
     let at = envelope.occurred_at;
     match &envelope.event {
@@ -412,7 +391,7 @@ async fn apply(tx: &mut Transaction<'_, Postgres>, seq: u64, envelope: &Envelope
                 crate::status_pages::close_idle(tx, None, at).await?;
             }
         }
-        event @ (Event::SiteDown(_) | Event::SiteUp(_)) => apply_incidents(tx, &[event], windows).await?,
+        event @ (Event::SiteDown(_) | Event::SiteUp(_)) => apply_incidents(tx, &[event]).await?,
         // Check results have projections of their own; certificate
         // warnings are the notifier's.
         Event::CheckCompleted(_) | Event::CertificateExpiring(_) => {}
@@ -435,8 +414,13 @@ async fn apply(tx: &mut Transaction<'_, Postgres>, seq: u64, envelope: &Envelope
 /// incident, the website's public incident), so the run is applied in
 /// waves: the first incident of each website in it, then the second, and
 /// so on; a wave is at most four statements, whatever its size, and each
-/// website's incidents keep their order.
-async fn apply_incidents(tx: &mut Transaction<'_, Postgres>, run: &[&Event], windows: &mut Windows) -> Result<()> {
+/// website's incidents keep their order. The maintenance windows of the
+/// websites going down are read once (incidents change none).
+async fn apply_incidents(tx: &mut Transaction<'_, Postgres>, run: &[&Event]) -> Result<()> {
+    let going_down: Vec<Uuid> =
+        run.iter().filter_map(|e| if let Event::SiteDown(e) = e { Some(e.website_id) } else { None }).collect();
+    let windows =
+        if going_down.is_empty() { Vec::new() } else { maintenance_windows_of(&mut **tx, Some(&going_down)).await? };
     let mut waves: Vec<(Vec<&SiteDown>, Vec<&SiteUp>)> = Vec::new();
     let mut seen: HashMap<Uuid, usize> = HashMap::new();
     for event in run {
@@ -458,7 +442,6 @@ async fn apply_incidents(tx: &mut Transaction<'_, Postgres>, run: &[&Event], win
     }
     for (downs, ups) in waves {
         if !downs.is_empty() {
-            let windows = windows.get(tx).await?;
             let in_maintenance: Vec<bool> = downs
                 .iter()
                 .map(|e| windows.iter().any(|w| w.covers(e.website_id) && w.active_at(e.started_at)))
@@ -913,10 +896,19 @@ pub async fn maintenance_windows<'e, E: sqlx::PgExecutor<'e>>(
     executor: E,
     website_id: Option<Uuid>,
 ) -> Result<Vec<Window>> {
+    maintenance_windows_of(executor, website_id.map(|id| vec![id]).as_deref()).await
+}
+
+/// Maintenance windows of any of `website_ids` (their own and the
+/// all-websites ones) or (`None`) all of them, oldest first.
+async fn maintenance_windows_of<'e, E: sqlx::PgExecutor<'e>>(
+    executor: E,
+    website_ids: Option<&[Uuid]>,
+) -> Result<Vec<Window>> {
     let rows: Vec<WindowRow> = sqlx::query_as(&format!(
-        "{SELECT_WINDOWS} where $1::uuid is null or all_websites or website_ids @> array[$1] order by created_at, id"
+        "{SELECT_WINDOWS} where $1::uuid[] is null or all_websites or website_ids && $1 order by created_at, id"
     ))
-    .bind(website_id)
+    .bind(website_ids)
     .fetch_all(executor)
     .await?;
     rows.into_iter().map(|r| decode_window(r).map(|(window, _)| window)).collect()
