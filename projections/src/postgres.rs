@@ -406,9 +406,6 @@ async fn apply(tx: &mut Transaction<'_, Postgres>, seq: u64, envelope: &Envelope
     Ok(())
 }
 
-/// Inserts websites added at (stream sequence, time), unless already
-/// there, with their regions and their status: pending, unless (in a replay
-/// of this projection alone) their regions' results are known.
 /// Applies a run of region incidents (SiteDown and SiteUp, in stream
 /// order). Those of different websites touch different rows (the region
 /// incident, the website's public incident), so the run is applied in
@@ -486,6 +483,9 @@ async fn apply_incidents(tx: &mut Transaction<'_, Postgres>, run: &[&Event]) -> 
     Ok(())
 }
 
+/// Inserts websites added at (stream sequence, time), unless already
+/// there, with their regions and their status: pending, unless (in a replay
+/// of this projection alone) their regions' results are known.
 async fn add_websites(tx: &mut Transaction<'_, Postgres>, added: &[(i64, DateTime<Utc>, &WebsiteAdded)]) -> Result<()> {
     // A website added twice in one run keeps what it was added with first.
     let mut seen = HashSet::with_capacity(added.len());
