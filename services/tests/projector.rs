@@ -652,8 +652,8 @@ async fn incidents_in_one_batch_see_the_maintenance_windows_of_their_place_in_it
     };
     let removed = |seq: u64| event(seq, Event::MaintenanceRemoved(events::MaintenanceRemoved { window_id: window }));
     // One batch: website 0 down before the window exists; 1 and 2 during
-    // it (2 after another incident, which keeps the windows read for 1);
-    // 1 again once it is removed; 3 after it is scheduled again for all.
+    // it (one run of incidents: the windows are read once for both); 1
+    // again once it is removed; 3 after it is scheduled again for all.
     apply_monitor(
         &db.pool,
         vec![
