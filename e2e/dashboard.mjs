@@ -7,7 +7,7 @@
 // incident with its first update), after it recovered (operational, the
 // day's bar showing the downtime), and with JavaScript disabled.
 // Screenshots go to e2e/screenshots/.
-import { chromium } from "playwright-core";
+import { launchBrowser } from "./browser.mjs";
 import assert from "node:assert/strict";
 import { mkdirSync } from "node:fs";
 
@@ -17,10 +17,7 @@ const admin = process.env.ADMIN_TOKEN;
 assert.ok(base && target && admin, "BASE_URL, TARGET_URL and ADMIN_TOKEN must be set (e2e/run.sh sets them)");
 mkdirSync("screenshots", { recursive: true });
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-quic", "--no-first-run"],
-});
+const browser = await launchBrowser();
 const problems = [];
 let step = "start";
 try {

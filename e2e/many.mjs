@@ -4,7 +4,7 @@
 // status filter narrow it (and live in the URL), Next pages on, and a
 // search result opens the website's page. Run after dashboard.mjs on the
 // same system (e2e/run.sh).
-import { chromium } from "playwright-core";
+import { launchBrowser } from "./browser.mjs";
 import assert from "node:assert/strict";
 import { mkdirSync } from "node:fs";
 
@@ -40,10 +40,7 @@ async function createWebsites() {
 }
 
 await createWebsites();
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-quic", "--no-first-run"],
-});
+const browser = await launchBrowser();
 const problems = [];
 let step = "start";
 try {

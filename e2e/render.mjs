@@ -4,7 +4,7 @@
 // one JSON line: the time from navigation to a full page of rows (ROWS,
 // default 50) and the counts on screen, and the bytes transferred (headers
 // and bodies as sent, compressed where they were) of each load.
-import { chromium } from "playwright-core";
+import { launchBrowser } from "./browser.mjs";
 
 const base = process.env.BASE_URL;
 const token = process.env.TOKEN;
@@ -15,10 +15,7 @@ if (!base || !token) {
   process.exit(2);
 }
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-quic", "--no-first-run"],
-});
+const browser = await launchBrowser();
 try {
   const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
   await page.goto(`${base}/`);
