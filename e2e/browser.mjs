@@ -1,7 +1,8 @@
 // The browser every browser test drives: the system's Chromium (CHROMIUM,
 // default /usr/bin/chromium), headless. A launch that fails is tried again,
 // up to three times: Chromium has been seen to crash (SIGSEGV) while
-// starting, before its first page, on a machine where the next start works.
+// starting, before its first page, where it had started a minute before and
+// started again in a later run.
 import { chromium } from "playwright-core";
 
 const ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-quic", "--no-first-run"];
