@@ -61,15 +61,15 @@ impl Handler for MonitorProjection {
         let mut added: Vec<(i64, DateTime<Utc>, &WebsiteAdded)> = Vec::new();
         // So are region incidents (a replay of a long history holds
         // thousands).
-        let mut incidents: Vec<&Event> = Vec::new();
+        let mut incidents: Vec<RegionIncident> = Vec::new();
         for event in events {
-            match &event.envelope.event {
-                Event::WebsiteAdded(e) => {
+            match (&event.envelope.event, RegionIncident::of(&event.envelope.event)) {
+                (Event::WebsiteAdded(e), _) => {
                     apply_incidents(tx, &incidents).await?;
                     incidents.clear();
                     added.push((to_i64(event.seq), event.envelope.occurred_at, e));
                 }
-                incident @ (Event::SiteDown(_) | Event::SiteUp(_)) => {
+                (_, Some(incident)) => {
                     add_websites(tx, &added).await?;
                     added.clear();
                     incidents.push(incident);
@@ -388,10 +388,11 @@ async fn apply(tx: &mut Transaction<'_, Postgres>, seq: u64, envelope: &Envelope
                 .bind(at)
                 .execute(&mut **tx)
                 .await?;
-                crate::status_pages::close_idle(tx, None, at).await?;
+                crate::status_pages::close_idle(tx, at).await?;
             }
         }
-        event @ (Event::SiteDown(_) | Event::SiteUp(_)) => apply_incidents(tx, &[event]).await?,
+        Event::SiteDown(e) => apply_incidents(tx, &[RegionIncident::Down(e)]).await?,
+        Event::SiteUp(e) => apply_incidents(tx, &[RegionIncident::Up(e)]).await?,
         // Check results have projections of their own; certificate
         // warnings are the notifier's.
         Event::CheckCompleted(_) | Event::CertificateExpiring(_) => {}
@@ -406,6 +407,30 @@ async fn apply(tx: &mut Transaction<'_, Postgres>, seq: u64, envelope: &Envelope
     Ok(())
 }
 
+/// A region incident: a website went down, or came up again, in a region.
+#[derive(Clone, Copy)]
+enum RegionIncident<'a> {
+    Down(&'a SiteDown),
+    Up(&'a SiteUp),
+}
+
+impl<'a> RegionIncident<'a> {
+    fn of(event: &'a Event) -> Option<Self> {
+        match event {
+            Event::SiteDown(e) => Some(Self::Down(e)),
+            Event::SiteUp(e) => Some(Self::Up(e)),
+            _ => None,
+        }
+    }
+
+    fn website_id(&self) -> Uuid {
+        match self {
+            Self::Down(e) => e.website_id,
+            Self::Up(e) => e.website_id,
+        }
+    }
+}
+
 /// Applies a run of region incidents (SiteDown and SiteUp, in stream
 /// order). Those of different websites touch different rows (the region
 /// incident, the website's public incident), so the run is applied in
@@ -413,27 +438,21 @@ async fn apply(tx: &mut Transaction<'_, Postgres>, seq: u64, envelope: &Envelope
 /// so on; a wave is at most four statements, whatever its size, and each
 /// website's incidents keep their order. The maintenance windows of the
 /// websites going down are read once (incidents change none).
-async fn apply_incidents(tx: &mut Transaction<'_, Postgres>, run: &[&Event]) -> Result<()> {
+async fn apply_incidents(tx: &mut Transaction<'_, Postgres>, run: &[RegionIncident<'_>]) -> Result<()> {
     let going_down: Vec<Uuid> =
-        run.iter().filter_map(|e| if let Event::SiteDown(e) = e { Some(e.website_id) } else { None }).collect();
+        run.iter().filter_map(|i| if let RegionIncident::Down(e) = i { Some(e.website_id) } else { None }).collect();
     let windows =
         if going_down.is_empty() { Vec::new() } else { maintenance_windows_of(&mut **tx, Some(&going_down)).await? };
     let mut waves: Vec<(Vec<&SiteDown>, Vec<&SiteUp>)> = Vec::new();
     let mut seen: HashMap<Uuid, usize> = HashMap::new();
-    for event in run {
-        let website = match event {
-            Event::SiteDown(e) => e.website_id,
-            Event::SiteUp(e) => e.website_id,
-            _ => continue,
-        };
-        let wave = seen.entry(website).or_insert(0);
+    for incident in run {
+        let wave = seen.entry(incident.website_id()).or_insert(0);
         if waves.len() <= *wave {
             waves.push((Vec::new(), Vec::new()));
         }
-        match event {
-            Event::SiteDown(e) => waves[*wave].0.push(e),
-            Event::SiteUp(e) => waves[*wave].1.push(e),
-            _ => {}
+        match incident {
+            RegionIncident::Down(e) => waves[*wave].0.push(e),
+            RegionIncident::Up(e) => waves[*wave].1.push(e),
         }
         *wave += 1;
     }

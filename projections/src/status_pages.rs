@@ -205,15 +205,15 @@ pub async fn sites_up(tx: &mut Transaction<'_, Postgres>, ups: &[&SiteUp]) -> Re
     Ok(())
 }
 
-/// Closes, at `at`, the open public incidents (of one website, or all) whose
-/// website has no region down any more (also after a region was removed).
-pub async fn close_idle(tx: &mut Transaction<'_, Postgres>, website_id: Option<Uuid>, at: DateTime<Utc>) -> Result<()> {
+/// Closes, at `at`, the open public incidents whose website has no region
+/// down any more (after a region was removed; after a website's region
+/// incidents close, [`sites_up`]).
+pub async fn close_idle(tx: &mut Transaction<'_, Postgres>, at: DateTime<Utc>) -> Result<()> {
     sqlx::query(
-        "update status_incidents s set ended_at = greatest(s.started_at, $2), updated_at = greatest(s.updated_at, $2)
-         where s.ended_at is null and ($1::uuid is null or s.website_id = $1)
+        "update status_incidents s set ended_at = greatest(s.started_at, $1), updated_at = greatest(s.updated_at, $1)
+         where s.ended_at is null
            and not exists (select 1 from incidents i where i.website_id = s.website_id and i.ended_at is null)",
     )
-    .bind(website_id)
     .bind(at)
     .execute(&mut **tx)
     .await?;
