@@ -59,8 +59,7 @@ pub struct AuditPage {
 /// Command events (`monitor.>`: websites, regions, tokens, ...) matching
 /// `query`, paginated by stream sequence.
 pub async fn audit(bus: &Bus, query: &AuditQuery) -> Result<AuditPage, BusError> {
-    let mut stream = bus.monitor_stream().await?;
-    let last = stream.info().await.map_err(|e| BusError::JetStream(e.to_string()))?.state.last_sequence;
+    let last = bus.last_sequence(MONITOR_STREAM).await?;
     let matches = |entry: &Entry| {
         query.actor.as_deref().is_none_or(|a| entry.actor.label() == a)
             && query.event_type.as_deref().is_none_or(|t| entry.event_type == t)
@@ -275,8 +274,7 @@ pub struct FeedPage {
 /// oldest first. At most [`MAX_SCAN`] sequences are read, so a filter that
 /// matches little ends the page early, with a `next` past what was read.
 pub async fn feed_page(bus: &Bus, filter: &FeedFilter, after: u64, limit: usize) -> Result<FeedPage, BusError> {
-    let mut stream = bus.monitor_stream().await?;
-    let last = stream.info().await.map_err(|e| BusError::JetStream(e.to_string()))?.state.last_sequence;
+    let last = bus.last_sequence(MONITOR_STREAM).await?;
     let to = last.min(after.saturating_add(MAX_SCAN));
     let mut events = Vec::new();
     if to <= after || limit == 0 {

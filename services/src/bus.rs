@@ -137,6 +137,26 @@ impl Bus {
         }
     }
 
+    /// The last sequence of `stream` as its leader knows it. In a cluster a
+    /// replica that has lost its leader (cut off, or just back) answers
+    /// stream info too, with what it holds and naming no leader; that may
+    /// lack what the majority acknowledged meanwhile, so such an answer is
+    /// asked again until a leader answers, for as long as an election takes.
+    pub async fn last_sequence(&self, stream: &str) -> Result<u64> {
+        let started = std::time::Instant::now();
+        loop {
+            let handle = self.js.get_stream(stream).await.map_err(BusError::other)?;
+            let info = handle.cached_info();
+            if answered_by_leader(info.cluster.as_ref()) {
+                return Ok(info.state.last_sequence);
+            }
+            if started.elapsed() >= LEADER_WAIT {
+                return Err(BusError::JetStream(format!("stream {stream} has no leader")));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// The stream sequence of the last event on `subject` (0: none yet).
     pub async fn last_subject_seq(&self, subject: &str) -> Result<u64> {
         let stream = self.monitor_stream().await?;
@@ -164,6 +184,17 @@ impl Bus {
             Err(e) => Err(BusError::other(e)),
         }
     }
+}
+
+/// How long [`Bus::last_sequence`] waits for a stream's leader: NATS'
+/// elections take a few seconds when a leader goes silent.
+const LEADER_WAIT: Duration = Duration::from_secs(10);
+
+/// Whether a stream info answer came from the stream's leader (or from a
+/// server that is not clustered, which leads everything it holds): a
+/// replica answering without a leader names none.
+fn answered_by_leader(cluster: Option<&stream::ClusterInfo>) -> bool {
+    cluster.is_none_or(|cluster| cluster.leader.as_deref().is_some_and(|leader| !leader.is_empty()))
 }
 
 /// The servers of `url`: one URL or several, comma-separated (a cluster).
@@ -328,6 +359,22 @@ pub fn stream_definitions() -> Result<Vec<stream::Config>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_stream_info_naming_a_leader_is_taken_as_the_leaders() {
+        let cluster = |json: serde_json::Value| -> stream::ClusterInfo {
+            serde_json::from_value(json).unwrap_or_else(|e| panic!("{e}"))
+        };
+        let led = cluster(serde_json::json!({ "name": "c", "leader": "node-1", "replicas": [] }));
+        // What nats-server sends from a replica that has lost its leader.
+        let leaderless = cluster(serde_json::json!({ "name": "c", "replicas": [] }));
+        let empty = cluster(serde_json::json!({ "name": "c", "leader": "" }));
+        assert!(answered_by_leader(Some(&led)));
+        assert!(!answered_by_leader(Some(&leaderless)));
+        assert!(!answered_by_leader(Some(&empty)));
+        // A server that is not clustered.
+        assert!(answered_by_leader(None));
+    }
 
     #[test]
     fn a_cluster_url_lists_every_server() {

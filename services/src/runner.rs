@@ -106,10 +106,13 @@ async fn reset<H: Handler>(pool: &PgPool, handler: &H) -> anyhow::Result<()> {
 /// The last sequence of the handler's stream, or of its subjects when it
 /// reads only some (0: none yet).
 async fn last_sequence<H: Handler>(bus: &Bus) -> anyhow::Result<u64> {
-    let mut stream = bus.js.get_stream(H::STREAM).await.with_context(|| format!("opening stream {}", H::STREAM))?;
     let Some(subjects) = H::FILTER else {
-        return Ok(stream.info().await.context("reading stream info")?.state.last_sequence);
+        return bus
+            .last_sequence(H::STREAM)
+            .await
+            .with_context(|| format!("reading the last sequence of {}", H::STREAM));
     };
+    let stream = bus.js.get_stream(H::STREAM).await.with_context(|| format!("opening stream {}", H::STREAM))?;
     match stream.get_last_raw_message_by_subject(subjects).await {
         Ok(message) => Ok(message.sequence),
         Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(0),

@@ -88,6 +88,26 @@ async fn led_by(stack: &Stack, node: usize) -> String {
     }
 }
 
+/// How long until the leader of `stream` reports `node`'s replica current
+/// (caught up with the leader), asking every 100 ms up to `limit`.
+async fn replica_current(stack: &Stack, stream: &str, node: usize, limit: Duration) -> Duration {
+    let name = format!("node-{node}");
+    let started = Instant::now();
+    loop {
+        let mut info = stack.bus.js.get_stream(stream).await.expect("stream");
+        let info = info.info().await.expect("info");
+        let current = info.cluster.as_ref().is_some_and(|cluster| {
+            cluster.leader.as_deref().is_some_and(|leader| !leader.is_empty() && leader != name)
+                && cluster.replicas.iter().any(|replica| replica.name == name && replica.current)
+        });
+        if current {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < limit, "{name} not current in {stream} {limit:?} after it came back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// What a run of writes through a fault got.
 struct Writes {
     /// Ids answered 201.
@@ -233,18 +253,31 @@ async fn a_node_cut_off_from_the_other_two_leaves_them_serving() {
         checks_resumed(&stack, &cut_at, Duration::from_secs(60)),
     );
     let Writes { created, refused, unavailable } = writes;
-    // The majority answers on its own: a new leader for MONITOR.
+    // The majority answers on its own: a new leader for MONITOR, holding
+    // every write it acknowledged while the node was away.
     let leader = monitor_leader(&stack).await;
-    nodes[index].resume();
-
     let (lost, duplicated) = stack.writes_lost_and_doubled(&created).await;
+    // Back, the node catches up with what it missed. Meanwhile it may
+    // answer stream info itself, from what it held before the cut: the
+    // last sequence the services read (replays, the feed, the audit log)
+    // is the leader's all the same.
+    let acknowledged = stack.bus.last_sequence("MONITOR").await.expect("last sequence");
+    nodes[index].resume();
+    let back = Instant::now();
+    while back.elapsed() < Duration::from_secs(2) {
+        let last = stack.bus.last_sequence("MONITOR").await.expect("last sequence");
+        assert!(last >= acknowledged, "MONITOR's last sequence read as {last} after {acknowledged} was acknowledged");
+    }
+    let caught_up = replica_current(&stack, "MONITOR", index + 1, Duration::from_secs(30)).await;
+
     println!(
         "one of three nodes cut off (leading {led}): load held ({} websites added, {refused} refused in the {:.1} s after the cut) \
          / faults 1 / lost {lost} / duplicated {duplicated}; checks visible again {:.1} s after the cut, \
-         MONITOR led by {leader}",
+         MONITOR led by {leader}; the node current again {:.1} s after it came back",
         created.len(),
         unavailable.as_secs_f64(),
-        resumed.as_secs_f64()
+        resumed.as_secs_f64(),
+        caught_up.as_secs_f64()
     );
     assert_eq!((lost, duplicated), (0, 0));
     assert_ne!(leader, format!("node-{}", index + 1), "the cut-off node does not lead MONITOR");

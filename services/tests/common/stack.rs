@@ -292,11 +292,20 @@ impl Stack {
     }
 
     /// Events per website id in MONITOR (one per website only added),
-    /// asked until the stream answers (a new leader may still be settling).
+    /// asked until the stream's leader answers. A replica that has lost its
+    /// leader answers stream info with its own state (nats-server lets a
+    /// leaderless member answer, naming no leader), which may lack what the
+    /// majority acknowledged while it was cut off.
     pub async fn added_per_website(&self) -> HashMap<String, usize> {
-        eventually(Duration::from_secs(30), "MONITOR answering", || async {
+        eventually(Duration::from_secs(30), "MONITOR answering from its leader", || async {
             let stream = self.bus.monitor_stream().await.ok()?;
             let mut subjects = stream.info_with_subjects("monitor.website.>").await.ok()?;
+            let from_leader = subjects
+                .info
+                .cluster
+                .as_ref()
+                .is_none_or(|cluster| cluster.leader.as_deref().is_some_and(|leader| !leader.is_empty()));
+            from_leader.then_some(())?;
             let mut counts = HashMap::new();
             while let Some(entry) = subjects.next().await {
                 let (subject, count) = entry.ok()?;
