@@ -243,8 +243,7 @@ pub fn config(nats: &Nats, db: &Db, extra: &[(&str, &str)]) -> Config {
 }
 
 pub async fn last_sequence(bus: &Bus) -> u64 {
-    let mut stream = bus.monitor_stream().await.expect("MONITOR");
-    stream.info().await.expect("MONITOR info").state.last_sequence
+    bus.last_sequence("MONITOR").await.expect("MONITOR's last sequence")
 }
 
 /// Every projected table as JSON, in a stable order, for comparisons.

@@ -178,8 +178,7 @@ impl Stack {
 
     /// Waits until the detector has read everything in CHECKS.
     pub async fn detector_settled(&self) {
-        let mut checks = self.bus.js.get_stream("CHECKS").await.expect("CHECKS");
-        let last = checks.info().await.expect("info").state.last_sequence;
+        let last = self.bus.last_sequence("CHECKS").await.expect("CHECKS' last sequence");
         let done =
             projections::cursor::wait_for(&self.db.pool, detector::POSITION, last, Duration::from_secs(10)).await;
         assert!(done.expect("offset"), "detector did not reach {last}");
@@ -187,8 +186,8 @@ impl Stack {
 
     /// Waits until InfluxDB holds everything in CHECKS (the what-if reads it).
     pub async fn influx_settled(&self) {
-        let mut checks = self.bus.js.get_stream("CHECKS").await.expect("CHECKS");
-        let last = checks.info().await.expect("info").state.last_sequence;
+        let checks = self.bus.js.get_stream("CHECKS").await.expect("CHECKS");
+        let last = self.bus.last_sequence("CHECKS").await.expect("CHECKS' last sequence");
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
             let floor = match checks
@@ -329,8 +328,8 @@ impl Stack {
     /// check stored twice is taken once, as every reader takes it).
     pub async fn stored_checks(&self) -> Vec<Envelope> {
         use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
-        let mut stream = self.bus.js.get_stream("CHECKS").await.expect("CHECKS");
-        let last = stream.info().await.expect("info").state.last_sequence;
+        let stream = self.bus.js.get_stream("CHECKS").await.expect("CHECKS");
+        let last = self.bus.last_sequence("CHECKS").await.expect("CHECKS' last sequence");
         if last == 0 {
             return Vec::new();
         }
