@@ -193,7 +193,7 @@ const LEADER_WAIT: Duration = Duration::from_secs(10);
 /// Whether a stream info answer came from the stream's leader (or from a
 /// server that is not clustered, which leads everything it holds): a
 /// replica answering without a leader names none.
-fn answered_by_leader(cluster: Option<&stream::ClusterInfo>) -> bool {
+pub fn answered_by_leader(cluster: Option<&stream::ClusterInfo>) -> bool {
     cluster.is_none_or(|cluster| cluster.leader.as_deref().is_some_and(|leader| !leader.is_empty()))
 }
 

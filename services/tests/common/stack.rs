@@ -16,7 +16,7 @@ use poem::http::{Method, StatusCode};
 use poem::test::TestClient;
 use serde_json::Value;
 use services::api::{self, ApiState};
-use services::bus::Bus;
+use services::bus::{answered_by_leader, Bus};
 use services::cron::store::ScheduleStore;
 use services::{cron, detector, notification, projector, worker, Config, Deps};
 use std::collections::HashMap;
@@ -299,12 +299,7 @@ impl Stack {
         eventually(Duration::from_secs(30), "MONITOR answering from its leader", || async {
             let stream = self.bus.monitor_stream().await.ok()?;
             let mut subjects = stream.info_with_subjects("monitor.website.>").await.ok()?;
-            let from_leader = subjects
-                .info
-                .cluster
-                .as_ref()
-                .is_none_or(|cluster| cluster.leader.as_deref().is_some_and(|leader| !leader.is_empty()));
-            from_leader.then_some(())?;
+            answered_by_leader(subjects.info.cluster.as_ref()).then_some(())?;
             let mut counts = HashMap::new();
             while let Some(entry) = subjects.next().await {
                 let (subject, count) = entry.ok()?;
