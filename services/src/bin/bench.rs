@@ -7,7 +7,8 @@
 //! detector)
 //! against the test set's NATS, PostgreSQL, Redis and InfluxDB. It prints
 //! sustained checks/s, check-start lateness p50/p99, check-to-InfluxDB and
-//! check-to-Postgres lag p99 and memory, and the ratio to the baseline.
+//! check-to-Postgres lag p99, memory and CPU per process, and the ratio to
+//! the baseline.
 //!
 //! It resets what it uses: the NATS streams of the test set, its Redis, and
 //! a fresh Postgres database and InfluxDB database per run.
@@ -178,10 +179,27 @@ fn rss_kib(pid: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Resident memory of this process and of the servers, by name, in MiB.
-fn memory() -> Vec<(String, u64)> {
+/// CPU time `pid` has used (user and system), in clock ticks.
+fn cpu_ticks(pid: &str) -> u64 {
+    ticks_in(&std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default())
+}
+
+/// User and system time in a `/proc/<pid>/stat` line. The fields after
+/// the command name, which is in parentheses and may hold spaces and
+/// parentheses itself: utime and stime are the 12th and 13th of them.
+fn ticks_in(stat: &str) -> u64 {
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    after_name.split_whitespace().skip(11).take(2).filter_map(|field| field.parse::<u64>().ok()).sum()
+}
+
+/// Clock ticks a second in `/proc/<pid>/stat` (USER_HZ, 100 on Linux).
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// `per_process` summed over this process and the servers' processes, by
+/// name (PostgreSQL's backends and workers together).
+fn by_process(per_process: impl Fn(&str) -> u64) -> Vec<(String, u64)> {
     let mut totals: HashMap<String, u64> = HashMap::new();
-    totals.insert("pipeline (this process)".into(), rss_kib("self"));
+    totals.insert("pipeline (this process)".into(), per_process("self"));
     if let Ok(entries) = std::fs::read_dir("/proc") {
         for entry in entries.flatten() {
             let pid = entry.file_name().to_string_lossy().to_string();
@@ -196,12 +214,30 @@ fn memory() -> Vec<(String, u64)> {
                 c if c.starts_with("postgres") => "postgres",
                 _ => continue,
             };
-            *totals.entry(name.into()).or_default() += rss_kib(&pid);
+            *totals.entry(name.into()).or_default() += per_process(&pid);
         }
     }
-    let mut list: Vec<(String, u64)> = totals.into_iter().map(|(k, v)| (k, v / 1024)).collect();
+    let mut list: Vec<(String, u64)> = totals.into_iter().collect();
     list.sort();
     list
+}
+
+/// Resident memory of this process and of the servers, by name, in MiB.
+fn memory() -> Vec<(String, u64)> {
+    by_process(rss_kib).into_iter().map(|(name, kib)| (name, kib / 1024)).collect()
+}
+
+/// The share of one core each of this process and the servers used
+/// between two [`by_process`]`(cpu_ticks)` readings `seconds` apart
+/// (processes that ended between them are not counted).
+fn cpu_shares(before: &[(String, u64)], after: &[(String, u64)], seconds: f64) -> Vec<(String, f64)> {
+    after
+        .iter()
+        .map(|(name, ticks)| {
+            let earlier = before.iter().find(|(n, _)| n == name).map_or(0, |(_, t)| *t);
+            (name.clone(), ticks.saturating_sub(earlier) as f64 / TICKS_PER_SECOND / seconds.max(f64::EPSILON))
+        })
+        .collect()
 }
 
 #[tokio::main]
@@ -348,6 +384,7 @@ async fn main() -> anyhow::Result<()> {
     let influx_consumer_name = projector::INFLUX_CONSUMER;
     let start_seq = checks_stream.info().await?.state.last_sequence;
     let start_checks = counted.load(Ordering::Relaxed);
+    let start_cpu = by_process(cpu_ticks);
     let start = Instant::now();
     // (sequence, when it was the stream's last) and the lags observed.
     let mut marks: Vec<(u64, Instant)> = Vec::new();
@@ -386,6 +423,7 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let elapsed = start.elapsed().as_secs_f64();
+    let cpu = cpu_shares(&start_cpu, &by_process(cpu_ticks), elapsed);
     let end_state = checks_stream.info().await?.state.clone();
     let end_seq = end_state.last_sequence;
     let end_checks = counted.load(Ordering::Relaxed);
@@ -491,6 +529,9 @@ async fn main() -> anyhow::Result<()> {
     println!("  target answered    {} requests in all", answered.load(Ordering::Relaxed));
     for (name, mib) in memory() {
         println!("  memory             {name}: {mib} MiB");
+    }
+    for (name, share) in cpu {
+        println!("  cpu                {name}: {:.0}% of a core", share * 100.0);
     }
     // Replays on the run's own data: stop checking, let the projections
     // catch up, note what they hold, then rebuild each from its stream.
@@ -635,5 +676,28 @@ impl Snapshot {
             websites: format!("{} rows, {}", websites.0, websites.1.unwrap_or_default()),
             points: points.to_string(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_time_is_read_past_a_command_name_with_spaces_and_parentheses() {
+        let stat = "4242 (postgres: a (b) c) S 1 4242 4242 0 -1 4194560 1200 0 0 0 730 215 0 0 20 0 1 0 99 1000 50";
+        assert_eq!(ticks_in(stat), 730 + 215);
+        assert_eq!(ticks_in(""), 0);
+    }
+
+    #[test]
+    fn cpu_shares_are_of_the_window_and_count_what_each_used_in_it() {
+        let before = vec![("influxd".to_owned(), 1_000), ("postgres".to_owned(), 500)];
+        let after = vec![("influxd".to_owned(), 1_150), ("postgres".to_owned(), 520), ("redis-server".to_owned(), 30)];
+        let shares: HashMap<String, f64> = cpu_shares(&before, &after, 2.0).into_iter().collect();
+        assert!((shares["influxd"] - 0.75).abs() < 1e-9);
+        assert!((shares["postgres"] - 0.1).abs() < 1e-9);
+        // Started within the window: all of its time is in it.
+        assert!((shares["redis-server"] - 0.15).abs() < 1e-9);
     }
 }
