@@ -157,9 +157,16 @@ impl Bus {
         }
     }
 
-    /// The stream sequence of the last event on `subject` (0: none yet).
+    /// The stream sequence of the last event on `subject` of MONITOR (0:
+    /// none yet).
     pub async fn last_subject_seq(&self, subject: &str) -> Result<u64> {
-        let stream = self.monitor_stream().await?;
+        self.last_subject_seq_in(MONITOR_STREAM, subject).await
+    }
+
+    /// The stream sequence of the last message on `subject` (a filter may
+    /// hold wildcards) of `stream` (0: none yet), from the stream's leader.
+    pub async fn last_subject_seq_in(&self, stream: &str, subject: &str) -> Result<u64> {
+        let stream = self.js.get_stream(stream).await.map_err(BusError::other)?;
         match stream.get_last_raw_message_by_subject(subject).await {
             Ok(message) => Ok(message.sequence),
             Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(0),

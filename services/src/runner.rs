@@ -19,7 +19,6 @@
 use crate::bus::Bus;
 use crate::follow;
 use anyhow::Context;
-use async_nats::jetstream::stream::LastRawMessageErrorKind;
 use events::{DecodeError, Envelope};
 use projections::handler::{Handler, StreamEvent};
 use projections::{cursor, indexes};
@@ -106,17 +105,14 @@ async fn reset<H: Handler>(pool: &PgPool, handler: &H) -> anyhow::Result<()> {
 /// The last sequence of the handler's stream, or of its subjects when it
 /// reads only some (0: none yet).
 async fn last_sequence<H: Handler>(bus: &Bus) -> anyhow::Result<u64> {
-    let Some(subjects) = H::FILTER else {
-        return bus
-            .last_sequence(H::STREAM)
+    match H::FILTER {
+        None => {
+            bus.last_sequence(H::STREAM).await.with_context(|| format!("reading the last sequence of {}", H::STREAM))
+        }
+        Some(subjects) => bus
+            .last_subject_seq_in(H::STREAM, subjects)
             .await
-            .with_context(|| format!("reading the last sequence of {}", H::STREAM));
-    };
-    let stream = bus.js.get_stream(H::STREAM).await.with_context(|| format!("opening stream {}", H::STREAM))?;
-    match stream.get_last_raw_message_by_subject(subjects).await {
-        Ok(message) => Ok(message.sequence),
-        Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(0),
-        Err(e) => Err(e).with_context(|| format!("reading the last message on {subjects}")),
+            .with_context(|| format!("reading the last message on {subjects}")),
     }
 }
 
