@@ -8,6 +8,7 @@
 
 mod common;
 
+use async_nats::jetstream::stream::Info;
 use chrono::Utc;
 use common::smtp::Smtp;
 use common::stack::{eventually, Stack};
@@ -15,7 +16,7 @@ use common::target::Target;
 use common::{free_port, Nats};
 use poem::http::{Method, StatusCode};
 use serde_json::json;
-use services::bus::Bus;
+use services::bus::{answered_by_leader, Bus};
 use std::time::{Duration, Instant};
 
 /// Three nodes routed to each other; the first is handed to the stack.
@@ -54,9 +55,17 @@ async fn monitor_leader(stack: &Stack) -> String {
 
 /// The server name of the node leading `stream`.
 async fn stream_leader(stack: &Stack, stream: &str) -> String {
-    let mut stream = stack.bus.js.get_stream(stream).await.expect("stream");
-    let info = stream.info().await.expect("info");
-    info.cluster.as_ref().and_then(|c| c.leader.clone()).expect("a leader")
+    leader_info(stack, stream).await.cluster.and_then(|c| c.leader).expect("a leader")
+}
+
+/// `stream`'s info as its leader gives it: a replica without a leader
+/// answers too, naming none, and is asked again.
+async fn leader_info(stack: &Stack, stream: &str) -> Info {
+    eventually(Duration::from_secs(30), "an answer from the stream's leader", || async {
+        let info = stack.bus.js.get_stream(stream).await.expect("stream").cached_info().clone();
+        answered_by_leader(info.cluster.as_ref()).then_some(info)
+    })
+    .await
 }
 
 /// Which of the nodes the test holds (`node-1`, `node-2`; the stack holds
@@ -93,19 +102,14 @@ async fn led_by(stack: &Stack, node: usize) -> String {
 async fn replica_current(stack: &Stack, stream: &str, node: usize, limit: Duration) -> Duration {
     let name = format!("node-{node}");
     let started = Instant::now();
-    loop {
-        let mut info = stack.bus.js.get_stream(stream).await.expect("stream");
-        let info = info.info().await.expect("info");
-        let current = info.cluster.as_ref().is_some_and(|cluster| {
-            cluster.leader.as_deref().is_some_and(|leader| !leader.is_empty() && leader != name)
-                && cluster.replicas.iter().any(|replica| replica.name == name && replica.current)
-        });
-        if current {
-            return started.elapsed();
-        }
-        assert!(started.elapsed() < limit, "{name} not current in {stream} {limit:?} after it came back");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(limit, &format!("{name} current in {stream} after it came back"), || async {
+        let cluster = leader_info(stack, stream).await.cluster?;
+        let current = cluster.leader.as_deref() != Some(name.as_str())
+            && cluster.replicas.iter().any(|replica| replica.name == name && replica.current);
+        current.then_some(())
+    })
+    .await;
+    started.elapsed()
 }
 
 /// What a run of writes through a fault got.
