@@ -255,6 +255,38 @@ fn cpu_shares(before: &CpuTimes, after: &CpuTimes, seconds: f64) -> Vec<(String,
     list
 }
 
+/// Each watched process's share of a core in each second of the measured
+/// window, by the second (Unix time) the reading was taken in.
+#[derive(Default)]
+struct CpuSeconds(Vec<(i64, Vec<(String, f64)>)>);
+
+impl CpuSeconds {
+    fn push(&mut self, at: chrono::DateTime<Utc>, shares: Vec<(String, f64)>) {
+        self.0.push((at.timestamp(), shares));
+    }
+
+    /// `started` checks in `second`, with the CPU of each process in that
+    /// second and the one before (the reading taken at its end covers it).
+    fn around(&self, second: i64, started: u64) -> String {
+        let at = chrono::DateTime::from_timestamp(second, 0).map(|t| t.format("%H:%M:%S").to_string());
+        let readings: Vec<String> = [second, second + 1]
+            .iter()
+            .filter_map(|s| self.0.iter().find(|(taken, _)| taken == s))
+            .map(|(_, shares)| {
+                let parts: Vec<String> =
+                    shares.iter().map(|(name, share)| format!("{} {:.0}%", short_name(name), share * 100.0)).collect();
+                parts.join(", ")
+            })
+            .collect();
+        format!("{} at {}; cpu then: {}", started, at.unwrap_or_default(), readings.join(" | "))
+    }
+}
+
+/// A process's name without what it is in brackets.
+fn short_name(name: &str) -> &str {
+    name.split_once(' ').map_or(name, |(first, _)| first)
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     services::runtime::init_tracing();
@@ -407,9 +439,18 @@ async fn main() -> anyhow::Result<()> {
     let (mut pg_next, mut influx_next, mut detector_next) = (0usize, 0usize, 0usize);
     let mut per_window = Vec::new();
     let mut window_start = (Instant::now(), start_checks);
+    // Each process's CPU second by second, to set beside the seconds in
+    // which checks started unevenly.
+    let mut cpu_seconds = CpuSeconds::default();
+    let mut last_cpu = (Instant::now(), start_cpu.clone());
     while start.elapsed() < Duration::from_secs(options.duration) {
         tokio::time::sleep(Duration::from_millis(250)).await;
         let now = Instant::now();
+        if now - last_cpu.0 >= Duration::from_secs(1) {
+            let times = cpu_times();
+            cpu_seconds.push(Utc::now(), cpu_shares(&last_cpu.1, &times, (now - last_cpu.0).as_secs_f64()));
+            last_cpu = (now, times);
+        }
         let last = checks_stream.info().await?.state.last_sequence;
         marks.push((last, now));
         let pg = projections::cursor::offset(&pool, projections::status::PROJECTION).await?;
@@ -502,6 +543,14 @@ async fn main() -> anyhow::Result<()> {
             peak / mean,
             full.len()
         );
+        let inner = || seconds.iter().skip(1).take(full.len());
+        let busiest = inner().max_by_key(|(_, (n, _, _))| *n);
+        let slowest = inner().min_by_key(|(_, (n, _, _))| *n);
+        for (what, second) in [("fewest", slowest), ("most", busiest)] {
+            if let Some((second, (n, _, _))) = second {
+                println!("  {what:<6} started    {}", cpu_seconds.around(*second, *n));
+            }
+        }
     }
     // Where the late starts fell: the seconds holding a check started more
     // than a second late, to set beside the services' logs.
@@ -716,5 +765,17 @@ mod tests {
         let shares: HashMap<String, f64> = cpu_shares(&before, &after, 2.0).into_iter().collect();
         assert!((shares["influxd"] - 0.75).abs() < 1e-9);
         assert!((shares["postgres"] - 0.25).abs() < 1e-9, "{shares:?}");
+    }
+
+    #[test]
+    fn a_second_is_shown_with_the_readings_taken_in_it_and_the_next() {
+        let at = |s: i64| chrono::DateTime::from_timestamp(s, 0).unwrap_or_default();
+        let mut seconds = CpuSeconds::default();
+        seconds.push(at(99), vec![("influxd".into(), 0.1)]);
+        seconds.push(at(100), vec![("influxd".into(), 0.5), ("pipeline (this process)".into(), 0.8)]);
+        seconds.push(at(101), vec![("influxd".into(), 0.75)]);
+        seconds.push(at(102), vec![("influxd".into(), 0.2)]);
+        assert_eq!(seconds.around(100, 2883), "2883 at 00:01:40; cpu then: influxd 50%, pipeline 80% | influxd 75%");
+        assert_eq!(seconds.around(500, 1), "1 at 00:08:20; cpu then: ");
     }
 }
