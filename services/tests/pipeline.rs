@@ -169,6 +169,50 @@ async fn a_worker_killed_with_jobs_in_flight_loses_none() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checks_go_on_while_their_results_wait_for_a_stalled_store_and_each_is_stored_once() {
+    let stack = start(&[("WORKER_CONCURRENCY", "2")]).await;
+    let target = Target::start().await;
+    let key = queue::checks_key(&region_name("local"));
+    let mut conn = stack.store.connection();
+    worker::ensure_group(&mut conn, &key).await.expect("group");
+    stack.start_worker("local");
+    // JetStream stops answering (frozen, as a store held up by its disk
+    // would): no result can be stored meanwhile.
+    stack.nats.pause();
+    let mut ids = Vec::new();
+    for n in 0..40 {
+        let id = Uuid::now_v7();
+        let fields = [
+            ("id", id.to_string()),
+            ("url", target.url("/status")),
+            ("timeout_ms", "5000".to_owned()),
+            ("scheduled_ms", (1_700_000_000_000i64 + n).to_string()),
+        ];
+        let _: String = conn.xadd(&key, "*", &fields).await.expect("xadd");
+        ids.push(id);
+    }
+    // Two checks at once, yet all forty are made while none can be stored:
+    // a check's place is free once its result is handed over.
+    eventually(Duration::from_secs(10), "every job checked with the store stalled", || async {
+        (target.hits() >= 40).then_some(())
+    })
+    .await;
+    let pending: redis::streams::StreamPendingReply = conn.xpending(&key, queue::GROUP).await.expect("pending");
+    stack.nats.resume();
+    assert_eq!(pending.count(), 40, "no job is acknowledged before its result is stored");
+    eventually(Duration::from_secs(30), "every result stored and its job acknowledged", || async {
+        let mut conn = stack.store.connection();
+        let len: usize = conn.xlen(&key).await.expect("xlen");
+        (len == 0).then_some(())
+    })
+    .await;
+    let counts = stack.checks_per_subject().await;
+    for id in ids {
+        assert_eq!(counts.get(&format!("checks.local.{id}")), Some(&1), "one event for {id}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_malformed_job_goes_to_the_dead_letter_stream() {
     let stack = start(&[]).await;
     let key = queue::checks_key(&region_name("local"));

@@ -30,6 +30,11 @@ pub const MAX_CHECKS: usize = 1000;
 pub const MAX_BYTES: usize = 512 * 1024;
 /// Batches being stored at once.
 const IN_FLIGHT: usize = 4;
+/// Results a worker holds that are handed over and not yet stored, at
+/// most: as many as fill the batches being stored and the queue before
+/// them. A check whose result finds no place keeps its place among the
+/// checks at once, so a store that stays slow holds up new checks.
+pub const STORING: usize = MAX_CHECKS * IN_FLIGHT * 2;
 /// How long a small batch waits for more results when a publish slot is
 /// free: long enough to gather a burst, short against the check itself.
 const LINGER: Duration = Duration::from_millis(2);

@@ -2,7 +2,10 @@
 //! `workers` consumer group, runs up to `WORKER_CONCURRENCY` checks at once,
 //! and hands each result (a CheckCompleted) to the [`batch::Batcher`],
 //! which stores the results that are ready as one message and only then
-//! XACKs (and XDELs) their jobs.
+//! XACKs (and XDELs) their jobs. A check's place among those at once is
+//! free as soon as its result is handed over: a slow store (a disk busy
+//! with something else delaying JetStream's fsync) holds up results, not
+//! the checks due meanwhile, up to [`batch::STORING`] results waiting.
 //!
 //! Nothing is lost when a worker dies: its jobs stay pending and, once idle
 //! for `WORKER_RECLAIM_IDLE_MS`, another worker takes them over with
@@ -37,7 +40,7 @@ use redis::streams::{
 use redis::AsyncCommands;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 /// Everything a check task needs, shared.
@@ -46,6 +49,8 @@ struct Shared {
     key: String,
     acks: ConnectionManager,
     batcher: batch::Batcher,
+    /// Places of results handed over and not yet stored.
+    storing: Arc<Semaphore>,
     checker: Checker,
     sealer: crate::secrets::Sealer,
 }
@@ -73,7 +78,9 @@ pub async fn serve(deps: Deps, settings: WorkerConfig, cancel: CancellationToken
     }
     let consumer = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
     let batcher = batch::Batcher::start(bus, region.clone(), key.clone(), acks.clone());
-    let shared = Arc::new(Shared { region: region.clone(), key: key.clone(), acks, batcher, checker, sealer });
+    let storing = Arc::new(Semaphore::new(batch::STORING));
+    let shared =
+        Arc::new(Shared { region: region.clone(), key: key.clone(), acks, batcher, storing, checker, sealer });
     let permits = Arc::new(Semaphore::new(settings.concurrency));
     tracing::info!(%region, consumer, concurrency = settings.concurrency, "worker reading {key}");
 
@@ -110,10 +117,7 @@ pub async fn serve(deps: Deps, settings: WorkerConfig, cancel: CancellationToken
                     None => permits.clone().acquire_owned().await?,
                 };
                 let shared = shared.clone();
-                tokio::spawn(async move {
-                    process(&shared, entry).await;
-                    drop(permit);
-                });
+                tokio::spawn(async move { process(&shared, entry, permit).await });
             }
             Ok::<(), anyhow::Error>(())
         };
@@ -136,11 +140,14 @@ pub async fn serve(deps: Deps, settings: WorkerConfig, cancel: CancellationToken
             }
         }
     }
-    // Let checks in flight finish and publish; what does not finish in time
-    // stays pending and is reclaimed by another worker.
-    let drained =
-        tokio::time::timeout(DRAIN, permits.acquire_many(u32::try_from(settings.concurrency).unwrap_or(u32::MAX)))
-            .await;
+    // Let checks in flight finish and their results be stored; what does
+    // not finish in time stays pending and is reclaimed by another worker.
+    let all = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    let drained = tokio::time::timeout(DRAIN, async {
+        let _checked = permits.acquire_many(all(settings.concurrency)).await;
+        let _stored = shared.storing.acquire_many(all(batch::STORING)).await;
+    })
+    .await;
     if drained.is_err() {
         tracing::warn!(%region, "stopped with checks still in flight; they will be reclaimed");
     }
@@ -236,10 +243,7 @@ async fn reclaim(
         for entry in reply.claimed {
             let permit = permits.clone().acquire_owned().await?;
             let shared = shared.clone();
-            tokio::spawn(async move {
-                process(&shared, entry).await;
-                drop(permit);
-            });
+            tokio::spawn(async move { process(&shared, entry, permit).await });
         }
         if reply.next_stream_id == "0-0" {
             return Ok(());
@@ -274,8 +278,10 @@ async fn dead_letter(
 
 /// Checks one job and hands the result to the batcher, which stores it and
 /// then acknowledges the job. Any failure leaves the job pending, to be
-/// reclaimed and checked again.
-async fn process(shared: &Shared, entry: StreamId) {
+/// reclaimed and checked again. `checking` is the job's place among the
+/// checks at once, given up once the result has a place among those being
+/// stored.
+async fn process(shared: &Shared, entry: StreamId, checking: OwnedSemaphorePermit) {
     let job = match Job::from_fields(&entry.map) {
         Ok(job) => job,
         Err(reason) => {
@@ -300,6 +306,9 @@ async fn process(shared: &Shared, entry: StreamId) {
         },
     };
     let check = completed(&job, &shared.region, outcome);
+    // Never closed: the worker owns it for as long as it runs.
+    let Ok(_storing) = shared.storing.clone().acquire_owned().await else { return };
+    drop(checking);
     if !shared.batcher.store(check, entry.id).await {
         tracing::debug!(website_id = %job.website_id, "the result was not stored; the job will be retried");
     }
