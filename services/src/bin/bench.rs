@@ -265,8 +265,9 @@ impl CpuSeconds {
         self.0.push((at.timestamp(), shares));
     }
 
-    /// `started` checks in `second`, with the CPU of each process in that
-    /// second and the one before (the reading taken at its end covers it).
+    /// `started` checks in `second`, with the CPU of each process in the
+    /// second before it and in it (a reading covers the second before it
+    /// was taken).
     fn around(&self, second: i64, started: u64) -> String {
         let at = chrono::DateTime::from_timestamp(second, 0).map(|t| t.format("%H:%M:%S").to_string());
         let readings: Vec<String> = [second, second + 1]

@@ -216,11 +216,11 @@ async fn apply(store: &ScheduleStore, seq: u64, event: &Event) -> anyhow::Result
     Ok(())
 }
 
-/// The pause between two rounds of claims that found less than a batch:
-/// a check waits for the round after its time, and each second's checks
-/// start in the rounds that fall in it, so the longer the pause the later
-/// checks start and the more unevenly from one second to the next (a round
-/// more or less in a second is a tenth of its checks at 100 ms).
+/// The pause between two rounds of claims that found less than a batch. A
+/// check is queued by the first round after its time, so it waits up to
+/// this long, and the checks started in a second are those of the rounds
+/// that fall in it: at 100 ms, up to a tenth of a second's checks slipped
+/// into the next one.
 const CLAIM_EVERY: Duration = Duration::from_millis(25);
 
 /// Queues due checks of every region until cancelled. Also notices a

@@ -79,8 +79,7 @@ pub async fn serve(deps: Deps, settings: WorkerConfig, cancel: CancellationToken
     let consumer = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
     let batcher = batch::Batcher::start(bus, region.clone(), key.clone(), acks.clone());
     let storing = Arc::new(Semaphore::new(batch::STORING));
-    let shared =
-        Arc::new(Shared { region: region.clone(), key: key.clone(), acks, batcher, storing, checker, sealer });
+    let shared = Arc::new(Shared { region: region.clone(), key: key.clone(), acks, batcher, storing, checker, sealer });
     let permits = Arc::new(Semaphore::new(settings.concurrency));
     tracing::info!(%region, consumer, concurrency = settings.concurrency, "worker reading {key}");
 
