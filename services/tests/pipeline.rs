@@ -121,6 +121,39 @@ async fn monitor_series_refuses_bad_days_unknown_regions_and_unknown_websites() 
     assert_eq!(points, json!([]));
 }
 
+/// Queues `count` checks of `url` on `key` by hand (so nothing else
+/// schedules them); returns their websites' ids.
+async fn queue_jobs(conn: &mut redis::aio::ConnectionManager, key: &str, url: &str, count: i64) -> Vec<Uuid> {
+    let mut ids = Vec::new();
+    for n in 0..count {
+        let id = Uuid::now_v7();
+        let fields = [
+            ("id", id.to_string()),
+            ("url", url.to_owned()),
+            ("timeout_ms", "5000".to_owned()),
+            ("scheduled_ms", (1_700_000_000_000i64 + n).to_string()),
+        ];
+        let _: String = conn.xadd(key, "*", &fields).await.expect("xadd");
+        ids.push(id);
+    }
+    ids
+}
+
+/// Waits (up to `limit`) until the queue `key` is empty, every job
+/// acknowledged, then asserts each of `ids` was stored exactly once.
+async fn each_stored_once(stack: &Stack, key: &str, ids: &[Uuid], limit: Duration, what: &str) {
+    eventually(limit, what, || async {
+        let mut conn = stack.store.connection();
+        let len: usize = conn.xlen(key).await.expect("xlen");
+        (len == 0).then_some(())
+    })
+    .await;
+    let counts = stack.checks_per_subject().await;
+    for id in ids {
+        assert_eq!(counts.get(&format!("checks.local.{id}")), Some(&1), "one event for {id}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_with_jobs_in_flight_loses_none() {
     let stack = start(&[("WORKER_RECLAIM_IDLE_MS", "500")]).await;
@@ -129,18 +162,7 @@ async fn a_worker_killed_with_jobs_in_flight_loses_none() {
     let mut conn = stack.store.connection();
     worker::ensure_group(&mut conn, &key).await.expect("group");
     // Ten slow jobs queued by hand, so nothing else schedules them.
-    let mut ids = Vec::new();
-    for n in 0..10 {
-        let id = Uuid::now_v7();
-        let fields = [
-            ("id", id.to_string()),
-            ("url", target.url("/slow/1500")),
-            ("timeout_ms", "5000".to_owned()),
-            ("scheduled_ms", (1_700_000_000_000i64 + n).to_string()),
-        ];
-        let _: String = conn.xadd(&key, "*", &fields).await.expect("xadd");
-        ids.push(id);
-    }
+    let ids = queue_jobs(&mut conn, &key, &target.url("/slow/1500"), 10).await;
 
     // The first worker takes them all and dies mid-check.
     let (_, first) = stack.start_worker("local");
@@ -154,16 +176,7 @@ async fn a_worker_killed_with_jobs_in_flight_loses_none() {
 
     // Another worker reclaims, checks and publishes each exactly once.
     stack.start_worker("local");
-    eventually(Duration::from_secs(15), "every job reclaimed and acknowledged", || async {
-        let mut conn = stack.store.connection();
-        let len: usize = conn.xlen(&key).await.expect("xlen");
-        (len == 0).then_some(())
-    })
-    .await;
-    let counts = stack.checks_per_subject().await;
-    for id in ids {
-        assert_eq!(counts.get(&format!("checks.local.{id}")), Some(&1), "one event for {id}");
-    }
+    each_stored_once(&stack, &key, &ids, Duration::from_secs(15), "every job reclaimed and acknowledged").await;
     let dead: usize = conn.xlen(queue::dead_key(&region_name("local"))).await.expect("xlen");
     assert_eq!(dead, 0);
 }
@@ -179,18 +192,7 @@ async fn checks_go_on_while_their_results_wait_for_a_stalled_store_and_each_is_s
     // JetStream stops answering (frozen, as a store held up by its disk
     // would): no result can be stored meanwhile.
     stack.nats.pause();
-    let mut ids = Vec::new();
-    for n in 0..40 {
-        let id = Uuid::now_v7();
-        let fields = [
-            ("id", id.to_string()),
-            ("url", target.url("/status")),
-            ("timeout_ms", "5000".to_owned()),
-            ("scheduled_ms", (1_700_000_000_000i64 + n).to_string()),
-        ];
-        let _: String = conn.xadd(&key, "*", &fields).await.expect("xadd");
-        ids.push(id);
-    }
+    let ids = queue_jobs(&mut conn, &key, &target.url("/status"), 40).await;
     // Two checks at once, yet all forty are made while none can be stored:
     // a check's place is free once its result is handed over.
     eventually(Duration::from_secs(10), "every job checked with the store stalled", || async {
@@ -200,16 +202,7 @@ async fn checks_go_on_while_their_results_wait_for_a_stalled_store_and_each_is_s
     let pending: redis::streams::StreamPendingReply = conn.xpending(&key, queue::GROUP).await.expect("pending");
     stack.nats.resume();
     assert_eq!(pending.count(), 40, "no job is acknowledged before its result is stored");
-    eventually(Duration::from_secs(30), "every result stored and its job acknowledged", || async {
-        let mut conn = stack.store.connection();
-        let len: usize = conn.xlen(&key).await.expect("xlen");
-        (len == 0).then_some(())
-    })
-    .await;
-    let counts = stack.checks_per_subject().await;
-    for id in ids {
-        assert_eq!(counts.get(&format!("checks.local.{id}")), Some(&1), "one event for {id}");
-    }
+    each_stored_once(&stack, &key, &ids, Duration::from_secs(30), "every result stored and its job acknowledged").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
