@@ -23,14 +23,17 @@ pub async fn offset(pool: &PgPool, name: &str) -> Result<u64> {
 /// Locks the position row of `name` (creating it at 0) for the rest of the
 /// transaction and returns it; writers of one name are serialised here.
 pub async fn lock(tx: &mut Transaction<'_, Postgres>, name: &str) -> Result<u64> {
+    const LOCK: &str = "select stream_seq from projection_offsets where name = $1 for update";
+    // The row is there but for a reader's first batch: it is created only
+    // then, not tried on every batch.
+    if let Some(stored) = sqlx::query_scalar::<_, i64>(LOCK).bind(name).fetch_optional(&mut **tx).await? {
+        return Ok(to_u64(stored));
+    }
     sqlx::query("insert into projection_offsets (name, stream_seq) values ($1, 0) on conflict do nothing")
         .bind(name)
         .execute(&mut **tx)
         .await?;
-    let stored: i64 = sqlx::query_scalar("select stream_seq from projection_offsets where name = $1 for update")
-        .bind(name)
-        .fetch_one(&mut **tx)
-        .await?;
+    let stored: i64 = sqlx::query_scalar(LOCK).bind(name).fetch_one(&mut **tx).await?;
     Ok(to_u64(stored))
 }
 

@@ -1,8 +1,9 @@
 //! The latest-status projection of the CHECKS stream: per (website, region)
 //! the most recent check result. A batch of results is reduced to the newest
-//! per key and written with one statement, in the same transaction as the
-//! stream position, so 5,600 checks/s need a handful of transactions per
-//! second, not thousands. It is a [`Handler`]: the runner commits each
+//! per key and written with one statement (and a second for regions
+//! checked the first time), in the same transaction as the stream
+//! position, so 5,600 checks/s need a handful of transactions per second,
+//! not thousands. It is a [`Handler`]: the runner commits each
 //! batch with the position.
 
 use crate::handler::{Handler, StreamEvent};
@@ -12,7 +13,7 @@ use chrono::{DateTime, Utc};
 use events::subject::CHECKS_STREAM;
 use events::{CheckCompleted, Event};
 use sqlx::{Postgres, Transaction};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use uuid::Uuid;
 
 pub const PROJECTION: &str = "latest_status";
@@ -113,55 +114,77 @@ async fn write_newest(tx: &mut Transaction<'_, Postgres>, checks: &[&CheckComple
         causes.push(c.cause.map(|cause| cause.as_str().to_owned()));
         messages.push(c.message.clone());
     }
-    // What each region held before, looked up by key (an index probe per
-    // result), then the results written: a region whose up/down changed or
-    // that had none flipped.
-    let before: HashMap<(Uuid, String), bool> = sqlx::query_as::<_, (Uuid, String, bool)>(
-        "select l.website_id, l.region, l.up
-         from unnest($1::uuid[], $2::text[]) as k(website_id, region)
-         join latest_status l on l.website_id = k.website_id and l.region = k.region",
+    // The rows there are updated where the result is newer, each joined to
+    // itself by its tuple id to return what it held before (the statement's
+    // snapshot): one index probe per result, not one to read and one to
+    // write. A region whose up/down changed flipped. (A row is there only
+    // while its website is: removing a website removes its rows.)
+    let updated: Vec<(Uuid, String, bool, bool)> = sqlx::query_as(
+        "update latest_status l set
+            up = b.up, scheduled_at = b.scheduled_at, checked_at = b.checked_at, response_ms = b.response_ms,
+            status_code = b.status_code, cause = b.cause, message = b.message
+         from unnest($1::uuid[], $2::text[], $3::bool[], $4::timestamptz[], $5::timestamptz[],
+                     $6::int[], $7::int[], $8::text[], $9::text[])
+              as b(website_id, region, up, scheduled_at, checked_at, response_ms, status_code, cause, message),
+              latest_status o
+         where l.website_id = b.website_id and l.region = b.region and o.ctid = l.ctid
+           and l.scheduled_at < b.scheduled_at
+         returning l.website_id, l.region, l.up, o.up",
     )
     .bind(&ids)
     .bind(&regions)
+    .bind(&ups)
+    .bind(&scheduled)
+    .bind(&started)
+    .bind(&response)
+    .bind(&status)
+    .bind(&causes)
+    .bind(&messages)
     .fetch_all(&mut **tx)
-    .await?
-    .into_iter()
-    .map(|(id, region, up)| ((id, region), up))
-    .collect();
-    // Results of websites already removed are not projected: the row
-    // would outlive its website.
-    let written: Vec<(Uuid, String, bool)> = sqlx::query_as(
+    .await?;
+    let mut flipped = Vec::new();
+    let mut written: HashSet<(Uuid, &str)> = HashSet::with_capacity(updated.len());
+    for (id, region, up, was) in &updated {
+        if up != was {
+            flipped.push(*id);
+        }
+        written.insert((*id, region.as_str()));
+    }
+    // The rest: a region's first result (flipped: it had none), or one
+    // older than the row holds (left). Results of websites already removed
+    // are not projected: the row would outlive its website.
+    let rest: Vec<usize> = (0..checks.len()).filter(|&i| !written.contains(&(ids[i], regions[i].as_str()))).collect();
+    if !rest.is_empty() {
+        let inserted: Vec<Uuid> = sqlx::query_scalar(
             "insert into latest_status (website_id, region, up, scheduled_at, checked_at, response_ms, status_code, cause, message)
              select b.* from unnest($1::uuid[], $2::text[], $3::bool[], $4::timestamptz[], $5::timestamptz[],
                                     $6::int[], $7::int[], $8::text[], $9::text[])
                   as b(website_id, region, up, scheduled_at, checked_at, response_ms, status_code, cause, message)
              where exists (select 1 from websites w where w.id = b.website_id)
-             on conflict (website_id, region) do update set
-                up = excluded.up, scheduled_at = excluded.scheduled_at, checked_at = excluded.checked_at,
-                response_ms = excluded.response_ms, status_code = excluded.status_code,
-                cause = excluded.cause, message = excluded.message
-             where latest_status.scheduled_at < excluded.scheduled_at
-             returning website_id, region, up",
+             on conflict (website_id, region) do nothing
+             returning website_id",
         )
-        .bind(&ids)
-        .bind(&regions)
-        .bind(&ups)
-        .bind(&scheduled)
-        .bind(&started)
-        .bind(&response)
-        .bind(&status)
-        .bind(&causes)
-        .bind(&messages)
+        .bind(pick(&ids, &rest))
+        .bind(pick(&regions, &rest))
+        .bind(pick(&ups, &rest))
+        .bind(pick(&scheduled, &rest))
+        .bind(pick(&started, &rest))
+        .bind(pick(&response, &rest))
+        .bind(pick(&status, &rest))
+        .bind(pick(&causes, &rest))
+        .bind(pick(&messages, &rest))
         .fetch_all(&mut **tx)
         .await?;
-    let mut flipped: Vec<Uuid> = written
-        .into_iter()
-        .filter(|(id, region, up)| before.get(&(*id, region.clone())) != Some(up))
-        .map(|(id, _, _)| id)
-        .collect();
+        flipped.extend(inserted);
+    }
     flipped.sort_unstable();
     flipped.dedup();
     Ok(flipped)
+}
+
+/// The values of `column` at `rows`.
+fn pick<T: Clone>(column: &[T], rows: &[usize]) -> Vec<T> {
+    rows.iter().map(|&i| column[i].clone()).collect()
 }
 
 #[cfg(test)]

@@ -786,3 +786,79 @@ async fn a_run_of_incidents_in_one_batch_leaves_what_one_batch_each_leaves() {
         ]
     );
 }
+
+#[tokio::test]
+async fn a_result_is_kept_only_if_newer_and_only_a_changed_region_moves_the_status() {
+    use projections::handler::{Handler, StreamEvent};
+    let db = Db::fresh().await;
+    apply_monitor(&db.pool, vec![region_added(1, "local")]).await;
+    let (site, gone) = (Uuid::now_v7(), Uuid::now_v7());
+    apply_monitor(
+        &db.pool,
+        vec![StreamEvent { seq: 2, envelope: Envelope::new(website_added(site, "site"), Utc::now()) }],
+    )
+    .await;
+    // Whole seconds, as PostgreSQL keeps them to the microsecond.
+    let start = chrono::DateTime::from_timestamp(Utc::now().timestamp() - 3_600, 0).expect("time");
+    let at = |secs: i64| start + chrono::Duration::seconds(secs);
+    let check = |id: Uuid, secs: i64, up: bool| StreamEvent {
+        seq: 0,
+        envelope: Envelope::new(
+            Event::CheckCompleted(CheckCompleted {
+                website_id: id,
+                region: RegionName::parse("local").expect("region"),
+                scheduled_at: at(secs),
+                started_at: at(secs),
+                up,
+                status_code: up.then_some(200),
+                response_ms: up.then_some(12),
+                cause: (!up).then_some(FailureCause::Connect),
+                message: None,
+                cert_not_after: None,
+            }),
+            at(secs),
+        ),
+    };
+    let apply = |batch: Vec<StreamEvent>| {
+        let pool = db.pool.clone();
+        async move {
+            let mut tx = pool.begin().await.expect("begin");
+            projections::status::StatusProjection.apply(&mut tx, &batch).await.expect("apply");
+            tx.commit().await.expect("commit");
+        }
+    };
+    let state = || {
+        let pool = db.pool.clone();
+        async move {
+            let row: (String, chrono::DateTime<Utc>, bool, chrono::DateTime<Utc>) = sqlx::query_as(
+                "select w.status, w.status_since, l.up, l.scheduled_at
+                 from websites w join latest_status l on l.website_id = w.id where w.id = $1",
+            )
+            .bind(site)
+            .fetch_one(&pool)
+            .await
+            .expect("state");
+            let rows: i64 =
+                sqlx::query_scalar("select count(*) from latest_status").fetch_one(&pool).await.expect("rows");
+            (row, rows)
+        }
+    };
+    let up = |since: i64, latest: i64| (("up".to_owned(), at(since), true, at(latest)), 1);
+    let down = |since: i64, latest: i64| (("down".to_owned(), at(since), false, at(latest)), 1);
+
+    // The first result is written (and moves the status from pending);
+    // one of a website that is not there is not.
+    apply(vec![check(site, 0, true), check(gone, 0, true)]).await;
+    assert_eq!(state().await, up(0, 0));
+    // An older result changes nothing.
+    apply(vec![check(site, -10, false)]).await;
+    assert_eq!(state().await, up(0, 0));
+    // The newest of a batch counts.
+    apply(vec![check(site, 20, false), check(site, 10, true)]).await;
+    assert_eq!(state().await, down(20, 20));
+    // The same up/down again is written, and the status stays as it was since.
+    apply(vec![check(site, 30, false)]).await;
+    assert_eq!(state().await, down(20, 30));
+    apply(vec![check(site, 40, true), check(gone, 40, false)]).await;
+    assert_eq!(state().await, up(40, 40));
+}
