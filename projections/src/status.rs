@@ -18,6 +18,10 @@ use uuid::Uuid;
 
 pub const PROJECTION: &str = "latest_status";
 
+/// How long the readers of CHECKS that write to PostgreSQL (this one and
+/// the detector) gather results before applying them ([`Handler::LINGER`]).
+pub const CHECKS_LINGER: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// Per website, the scheduled time of the oldest of its latest checks (one
 /// per region it was checked from): what a schedule rebuilt from nothing
 /// needs to tell a slot just missed from one to come.
@@ -58,6 +62,8 @@ impl Handler for StatusProjection {
     // one's status again: two updates of every row, which keep up every
     // index of it (the status is indexed, so none is a HOT update).
     const SET_ASIDE: &'static [&'static str] = &["websites"];
+    // A batch of 280 results instead of five of 56 at 5,600 a second.
+    const LINGER: std::time::Duration = CHECKS_LINGER;
 
     async fn apply(&self, tx: &mut Transaction<'_, Postgres>, events: &[StreamEvent]) -> Result<()> {
         let newest = newest(events);

@@ -64,6 +64,7 @@ impl Handler for Detector {
     type Error = Error;
     const NAME: &'static str = POSITION;
     const STREAM: &'static str = CHECKS_STREAM;
+    const LINGER: std::time::Duration = projections::status::CHECKS_LINGER;
 
     async fn apply(&self, tx: &mut Transaction<'_, Postgres>, events: &[StreamEvent]) -> Result<(), Error> {
         let checks: Vec<(&Envelope, &CheckCompleted)> = events

@@ -2,7 +2,8 @@
 //! detector and the notifier's planner are all driven by it.
 //!
 //! A pass reads the handler's position, opens an ordered consumer after it
-//! ([`follow::after`]), and per batch of whatever is ready: decodes it, then
+//! ([`follow::after`]), and per batch of whatever is ready (or arrives
+//! within the handler's [`Handler::LINGER`]): decodes it, then
 //! in one transaction locks the position row, stops the pass if the row no
 //! longer holds the position the pass started from (a replay or a second
 //! reader moved it; the next pass starts from the row), lets the handler
@@ -25,6 +26,8 @@ use projections::{cursor, indexes};
 use sqlx::PgPool;
 use std::collections::BTreeSet;
 use std::sync::Mutex;
+use std::time::Duration;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// Runs `handler` until `cancel` fires, restarting with backoff after any
@@ -155,8 +158,31 @@ async fn pass<H: Handler>(
     let reading = cancel.child_token();
     let _stop_reading = reading.clone().drop_guard();
     let mut chunks = read_ahead::<H>(batches, position, until, max_batch, reading);
-    while let Some(chunk) = chunks.recv().await {
-        let Chunk { events, last, lag } = chunk?;
+    let linger = if until.is_none() { H::LINGER } else { Duration::ZERO };
+    // When the last batch started, and a chunk that did not fit in it.
+    let (mut applied, mut carried) = (Instant::now().checked_sub(linger).unwrap_or_else(Instant::now), None);
+    loop {
+        let chunk = match carried.take() {
+            Some(chunk) => chunk,
+            None => match chunks.recv().await {
+                Some(chunk) => chunk?,
+                None => break,
+            },
+        };
+        let Chunk { mut events, mut last, mut lag } = chunk;
+        if !linger.is_zero() {
+            tokio::time::sleep_until(applied + linger).await;
+            while let Ok(more) = chunks.try_recv() {
+                let more = more?;
+                if events.len() + more.events.len() > max_batch {
+                    carried = Some(more);
+                    break;
+                }
+                events.extend(more.events);
+                (last, lag) = (more.last, more.lag);
+            }
+        }
+        applied = Instant::now();
         match apply_batch(pool, handler, position, last, &events).await? {
             Batch::Applied { offset } => {
                 tracing::debug!(handler = name, offset, events = events.len(), "applied");
@@ -174,6 +200,10 @@ async fn pass<H: Handler>(
     }
     Ok(Pass::Cancelled)
 }
+
+/// Chunks a follower's reader keeps ready while a batch is gathered or
+/// applied: each is what one read found, a message or a few.
+const FOLLOWER_CHUNKS: usize = 64;
 
 /// Decoded events of whole messages, up to the message at `last`.
 struct Chunk {
@@ -194,7 +224,9 @@ fn read_ahead<H: Handler>(
     max_batch: usize,
     cancel: CancellationToken,
 ) -> tokio::sync::mpsc::Receiver<anyhow::Result<Chunk>> {
-    let (sender, receiver) = tokio::sync::mpsc::channel(1);
+    // A follower may gather several chunks into one batch (`LINGER`); a
+    // replay's chunks are full ones, one ahead.
+    let (sender, receiver) = tokio::sync::mpsc::channel(if until.is_none() { FOLLOWER_CHUNKS } else { 1 });
     tokio::spawn(async move {
         let mut events = Vec::new();
         let first_chunk = (max_batch / 8).max(1);

@@ -862,3 +862,84 @@ async fn a_result_is_kept_only_if_newer_and_only_a_changed_region_moves_the_stat
     apply(vec![check(site, 40, true), check(gone, 40, false)]).await;
     assert_eq!(state().await, up(40, 40));
 }
+
+/// A reader that only notes the size and time of each batch it is handed.
+#[derive(Clone, Default)]
+struct Batching {
+    batches: std::sync::Arc<std::sync::Mutex<Vec<(usize, std::time::Instant)>>>,
+}
+
+impl Batching {
+    fn seen(&self) -> Vec<(usize, std::time::Instant)> {
+        self.batches.lock().expect("batches").clone()
+    }
+
+    fn sizes(&self) -> Vec<usize> {
+        self.seen().into_iter().map(|(size, _)| size).collect()
+    }
+}
+
+impl projections::handler::Handler for Batching {
+    type Error = projections::Error;
+    const NAME: &'static str = "batching";
+    const STREAM: &'static str = events::subject::MONITOR_STREAM;
+    // Long, so that the test tells a gathered batch from a prompt one on a
+    // busy machine.
+    const LINGER: Duration = Duration::from_secs(2);
+
+    async fn apply(
+        &self,
+        _tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+        events: &[projections::handler::StreamEvent],
+    ) -> Result<(), Self::Error> {
+        self.batches.lock().expect("batches").push((events.len(), std::time::Instant::now()));
+        Ok(())
+    }
+
+    async fn reset(&self, _tx: &mut sqlx::Transaction<'_, sqlx::Postgres>) -> Result<(), Self::Error> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_applies_the_first_event_at_once_then_gathers_what_arrives_within_its_linger() {
+    let nats = Nats::start().await;
+    let db = Db::fresh().await;
+    let bus = services::runtime::connect_bus(&config(&nats, &db, &[])).await.expect("bus");
+    let publish = |n: usize| {
+        let bus = bus.clone();
+        async move {
+            for _ in 0..n {
+                let added = Envelope::new(website_added(Uuid::now_v7(), "site"), Utc::now());
+                bus.publish(&added, Some(0)).await.expect("publish");
+            }
+        }
+    };
+    let reader = Batching::default();
+    let cancel = CancellationToken::new();
+    let running =
+        tokio::spawn(services::runner::run(bus.clone(), db.pool.clone(), reader.clone(), 10, cancel.clone()));
+
+    // After a quiet spell the first event is applied without waiting.
+    let published = std::time::Instant::now();
+    publish(1).await;
+    let first = eventually(Duration::from_secs(1), "the first event", || async {
+        reader.seen().first().map(|(_, at)| *at)
+    })
+    .await;
+    assert!(first.duration_since(published) < Duration::from_secs(1), "{:?}", first.duration_since(published));
+    // Fifteen published one by one within the linger after it are gathered
+    // into a batch or two (none over the reader's largest), a linger later.
+    publish(15).await;
+    eventually(Duration::from_secs(10), "every event", || async {
+        (reader.sizes().iter().sum::<usize>() == 16).then_some(())
+    })
+    .await;
+    let sizes = reader.sizes();
+    assert_eq!(sizes[0], 1);
+    assert!((2..=4).contains(&sizes.len()) && sizes.iter().all(|&size| size <= 10), "{sizes:?}");
+    let second = reader.seen()[1].1;
+    assert!(second.duration_since(first) >= Duration::from_millis(1_900), "{:?}", second.duration_since(first));
+    cancel.cancel();
+    running.await.expect("runner").expect("runner ran");
+}
