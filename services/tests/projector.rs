@@ -917,16 +917,14 @@ async fn a_follower_applies_the_first_event_at_once_then_gathers_what_arrives_wi
     };
     let reader = Batching::default();
     let cancel = CancellationToken::new();
-    let running =
-        tokio::spawn(services::runner::run(bus.clone(), db.pool.clone(), reader.clone(), 10, cancel.clone()));
+    let running = tokio::spawn(services::runner::run(bus.clone(), db.pool.clone(), reader.clone(), 10, cancel.clone()));
 
     // After a quiet spell the first event is applied without waiting.
     let published = std::time::Instant::now();
     publish(1).await;
-    let first = eventually(Duration::from_secs(1), "the first event", || async {
-        reader.seen().first().map(|(_, at)| *at)
-    })
-    .await;
+    let first =
+        eventually(Duration::from_secs(1), "the first event", || async { reader.seen().first().map(|(_, at)| *at) })
+            .await;
     assert!(first.duration_since(published) < Duration::from_secs(1), "{:?}", first.duration_since(published));
     // Fifteen published one by one within the linger after it are gathered
     // into a batch or two (none over the reader's largest), a linger later.
