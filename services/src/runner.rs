@@ -42,7 +42,7 @@ pub async fn run<H: Handler>(
     tracing::info!(handler = H::NAME, "following {}", H::STREAM);
     follow::supervise(H::NAME, &cancel, || async {
         indexes::restore(&pool).await.context("building indexes set aside")?;
-        Ok(matches!(pass(&bus, &pool, &handler, None, max_batch, &cancel).await?, Pass::Cancelled))
+        Ok(matches!(pass(&bus, &pool, &handler, None, max_batch, None, &cancel).await?, Pass::Cancelled))
     })
     .await
 }
@@ -68,13 +68,16 @@ pub async fn replay<H: Handler>(
         .await
         .context("waiting for another replay")?;
     let replayed = async {
+        // The stream is read from its start while the reset empties the
+        // tables: the first events are decoded by the time it commits.
+        let mut ahead = Some(Reader::open::<H>(bus, 0, Some(target), H::REPLAY_BATCH, cancel).await?);
         reset(pool, handler).await?;
         tracing::info!(handler = H::NAME, target, "reset; replaying");
         loop {
             if cursor::offset(pool, H::NAME).await? >= target {
                 return Ok(target);
             }
-            match pass(bus, pool, handler, Some(target), H::REPLAY_BATCH, cancel).await? {
+            match pass(bus, pool, handler, Some(target), H::REPLAY_BATCH, ahead.take(), cancel).await? {
                 Pass::Cancelled => anyhow::bail!("replay of {} cancelled", H::NAME),
                 Pass::Reached | Pass::Moved => {}
             }
@@ -137,15 +140,40 @@ enum Batch {
     Moved { offset: u64 },
 }
 
+/// The stream read and decoded after a position in a task of its own
+/// ([`read_ahead`]); dropping it stops the task.
+struct Reader {
+    from: u64,
+    chunks: tokio::sync::mpsc::Receiver<anyhow::Result<Chunk>>,
+    _stop: tokio_util::sync::DropGuard,
+}
+
+impl Reader {
+    async fn open<H: Handler>(
+        bus: &Bus,
+        from: u64,
+        until: Option<u64>,
+        max_batch: usize,
+        cancel: &CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let batches = follow::after(bus, H::STREAM, from, H::FILTER, max_batch).await?;
+        let reading = cancel.child_token();
+        let chunks = read_ahead::<H>(batches, from, until, max_batch, reading.clone());
+        Ok(Self { from, chunks, _stop: reading.drop_guard() })
+    }
+}
+
 /// One pass: from the stored position to `until` (or until cancelled).
 /// Reading and decoding run ahead in a task of their own ([`read_ahead`]),
-/// so the next events are ready when a transaction commits.
+/// so the next events are ready when a transaction commits; `ahead` is a
+/// reader opened already, used if it reads from the stored position.
 async fn pass<H: Handler>(
     bus: &Bus,
     pool: &PgPool,
     handler: &H,
     until: Option<u64>,
     max_batch: usize,
+    ahead: Option<Reader>,
     cancel: &CancellationToken,
 ) -> anyhow::Result<Pass> {
     let name = H::NAME;
@@ -153,11 +181,11 @@ async fn pass<H: Handler>(
     if until.is_some_and(|target| position >= target) {
         return Ok(Pass::Reached);
     }
-    let batches = follow::after(bus, H::STREAM, position, H::FILTER, max_batch).await?;
-    // Dropped on return, which stops the reading task.
-    let reading = cancel.child_token();
-    let _stop_reading = reading.clone().drop_guard();
-    let mut chunks = read_ahead::<H>(batches, position, until, max_batch, reading);
+    let mut reader = match ahead {
+        Some(reader) if reader.from == position => reader,
+        _ => Reader::open::<H>(bus, position, until, max_batch, cancel).await?,
+    };
+    let chunks = &mut reader.chunks;
     let linger = if until.is_none() { H::LINGER } else { Duration::ZERO };
     // When the last batch started, and a chunk that did not fit in it.
     let (mut applied, mut carried) = (Instant::now().checked_sub(linger).unwrap_or_else(Instant::now), None);
