@@ -100,54 +100,23 @@ async fn write_newest(tx: &mut Transaction<'_, Postgres>, checks: &[&CheckComple
     if checks.is_empty() {
         return Ok(Vec::new());
     }
-    let mut ids = Vec::with_capacity(checks.len());
-    let mut regions = Vec::with_capacity(checks.len());
-    let mut ups = Vec::with_capacity(checks.len());
-    let mut scheduled: Vec<DateTime<Utc>> = Vec::with_capacity(checks.len());
-    let mut started: Vec<DateTime<Utc>> = Vec::with_capacity(checks.len());
-    let mut response: Vec<Option<i32>> = Vec::with_capacity(checks.len());
-    let mut status: Vec<Option<i32>> = Vec::with_capacity(checks.len());
-    let mut causes: Vec<Option<String>> = Vec::with_capacity(checks.len());
-    let mut messages: Vec<Option<String>> = Vec::with_capacity(checks.len());
-    for c in checks {
-        ids.push(c.website_id);
-        regions.push(c.region.to_string());
-        ups.push(c.up);
-        scheduled.push(c.scheduled_at);
-        started.push(c.started_at);
-        response.push(c.response_ms.map(|r| i32::try_from(r).unwrap_or(i32::MAX)));
-        status.push(c.status_code.map(i32::from));
-        causes.push(c.cause.map(|cause| cause.as_str().to_owned()));
-        messages.push(c.message.clone());
-    }
     // The rows there are updated where the result is newer, each joined to
     // itself by its tuple id to return what it held before (the statement's
     // snapshot): one index probe per result, not one to read and one to
     // write. A region whose up/down changed flipped. (A row is there only
     // while its website is: removing a website removes its rows.)
-    let updated: Vec<(Uuid, String, bool, bool)> = sqlx::query_as(
-        "update latest_status l set
-            up = b.up, scheduled_at = b.scheduled_at, checked_at = b.checked_at, response_ms = b.response_ms,
-            status_code = b.status_code, cause = b.cause, message = b.message
-         from unnest($1::uuid[], $2::text[], $3::bool[], $4::timestamptz[], $5::timestamptz[],
-                     $6::int[], $7::int[], $8::text[], $9::text[])
-              as b(website_id, region, up, scheduled_at, checked_at, response_ms, status_code, cause, message),
-              latest_status o
-         where l.website_id = b.website_id and l.region = b.region and o.ctid = l.ctid
-           and l.scheduled_at < b.scheduled_at
-         returning l.website_id, l.region, l.up, o.up",
-    )
-    .bind(&ids)
-    .bind(&regions)
-    .bind(&ups)
-    .bind(&scheduled)
-    .bind(&started)
-    .bind(&response)
-    .bind(&status)
-    .bind(&causes)
-    .bind(&messages)
-    .fetch_all(&mut **tx)
-    .await?;
+    let updated: Vec<(Uuid, String, bool, bool)> = Results::of(checks)
+        .bind(sqlx::query_as(&format!(
+            "update latest_status l set
+                up = b.up, scheduled_at = b.scheduled_at, checked_at = b.checked_at, response_ms = b.response_ms,
+                status_code = b.status_code, cause = b.cause, message = b.message
+             from {RESULTS}, latest_status o
+             where l.website_id = b.website_id and l.region = b.region and o.ctid = l.ctid
+               and l.scheduled_at < b.scheduled_at
+             returning l.website_id, l.region, l.up, o.up"
+        )))
+        .fetch_all(&mut **tx)
+        .await?;
     let mut flipped = Vec::new();
     let mut written: HashSet<(Uuid, &str)> = HashSet::with_capacity(updated.len());
     for (id, region, up, was) in &updated {
@@ -159,38 +128,77 @@ async fn write_newest(tx: &mut Transaction<'_, Postgres>, checks: &[&CheckComple
     // The rest: a region's first result (flipped: it had none), or one
     // older than the row holds (left). Results of websites already removed
     // are not projected: the row would outlive its website.
-    let rest: Vec<usize> = (0..checks.len()).filter(|&i| !written.contains(&(ids[i], regions[i].as_str()))).collect();
+    let rest: Vec<&CheckCompleted> =
+        checks.iter().copied().filter(|c| !written.contains(&(c.website_id, c.region.as_str()))).collect();
     if !rest.is_empty() {
-        let inserted: Vec<Uuid> = sqlx::query_scalar(
-            "insert into latest_status (website_id, region, up, scheduled_at, checked_at, response_ms, status_code, cause, message)
-             select b.* from unnest($1::uuid[], $2::text[], $3::bool[], $4::timestamptz[], $5::timestamptz[],
-                                    $6::int[], $7::int[], $8::text[], $9::text[])
-                  as b(website_id, region, up, scheduled_at, checked_at, response_ms, status_code, cause, message)
-             where exists (select 1 from websites w where w.id = b.website_id)
-             on conflict (website_id, region) do nothing
-             returning website_id",
-        )
-        .bind(pick(&ids, &rest))
-        .bind(pick(&regions, &rest))
-        .bind(pick(&ups, &rest))
-        .bind(pick(&scheduled, &rest))
-        .bind(pick(&started, &rest))
-        .bind(pick(&response, &rest))
-        .bind(pick(&status, &rest))
-        .bind(pick(&causes, &rest))
-        .bind(pick(&messages, &rest))
-        .fetch_all(&mut **tx)
-        .await?;
-        flipped.extend(inserted);
+        let inserted: Vec<(Uuid,)> = Results::of(&rest)
+            .bind(sqlx::query_as(&format!(
+                "insert into latest_status (website_id, region, up, scheduled_at, checked_at, response_ms, status_code, cause, message)
+                 select b.* from {RESULTS}
+                 where exists (select 1 from websites w where w.id = b.website_id)
+                 on conflict (website_id, region) do nothing
+                 returning website_id"
+            )))
+            .fetch_all(&mut **tx)
+            .await?;
+        flipped.extend(inserted.into_iter().map(|(id,)| id));
     }
     flipped.sort_unstable();
     flipped.dedup();
     Ok(flipped)
 }
 
-/// The values of `column` at `rows`.
-fn pick<T: Clone>(column: &[T], rows: &[usize]) -> Vec<T> {
-    rows.iter().map(|&i| column[i].clone()).collect()
+/// The rows of [`Results`] as a statement reads them: `b`, bound as $1 to
+/// $9 by [`Results::bind`].
+const RESULTS: &str = "unnest($1::uuid[], $2::text[], $3::bool[], $4::timestamptz[], $5::timestamptz[],
+                             $6::int[], $7::int[], $8::text[], $9::text[])
+                      as b(website_id, region, up, scheduled_at, checked_at, response_ms, status_code, cause, message)";
+
+/// Check results as one array per column of `latest_status`: PostgreSQL
+/// reads arrays in their binary form.
+struct Results {
+    ids: Vec<Uuid>,
+    regions: Vec<String>,
+    ups: Vec<bool>,
+    scheduled: Vec<DateTime<Utc>>,
+    started: Vec<DateTime<Utc>>,
+    response: Vec<Option<i32>>,
+    status: Vec<Option<i32>>,
+    causes: Vec<Option<String>>,
+    messages: Vec<Option<String>>,
+}
+
+impl Results {
+    fn of(checks: &[&CheckCompleted]) -> Self {
+        Self {
+            ids: checks.iter().map(|c| c.website_id).collect(),
+            regions: checks.iter().map(|c| c.region.to_string()).collect(),
+            ups: checks.iter().map(|c| c.up).collect(),
+            scheduled: checks.iter().map(|c| c.scheduled_at).collect(),
+            started: checks.iter().map(|c| c.started_at).collect(),
+            response: checks.iter().map(|c| c.response_ms.map(|r| i32::try_from(r).unwrap_or(i32::MAX))).collect(),
+            status: checks.iter().map(|c| c.status_code.map(i32::from)).collect(),
+            causes: checks.iter().map(|c| c.cause.map(|cause| cause.as_str().to_owned())).collect(),
+            messages: checks.iter().map(|c| c.message.clone()).collect(),
+        }
+    }
+
+    /// Binds the columns as $1 to $9 of `query`, in the order of [`RESULTS`].
+    fn bind<'q, O>(
+        self,
+        query: sqlx::query::QueryAs<'q, Postgres, O, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::QueryAs<'q, Postgres, O, sqlx::postgres::PgArguments> {
+        query
+            .bind(self.ids)
+            .bind(self.regions)
+            .bind(self.ups)
+            .bind(self.scheduled)
+            .bind(self.started)
+            .bind(self.response)
+            .bind(self.status)
+            .bind(self.causes)
+            .bind(self.messages)
+    }
 }
 
 #[cfg(test)]
