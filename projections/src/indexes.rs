@@ -84,6 +84,10 @@ async fn build(pool: PgPool, name: String) -> Result<()> {
     if !free {
         return Ok(());
     }
+    // Each build on one process: [`BUILDS_AT_ONCE`] of them already share
+    // the cores, and a build's parallel workers would only add their
+    // start-up and the merge of their sorted runs.
+    sqlx::query("set local max_parallel_maintenance_workers = 0").execute(&mut *tx).await?;
     // Locked, so that two readers starting together build it once.
     let statements: Option<Vec<String>> =
         sqlx::query_scalar("select statements from deferred_indexes where name = $1 for update")

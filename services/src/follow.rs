@@ -19,6 +19,7 @@ use crate::runtime::Backoff;
 use anyhow::Context;
 use async_nats::jetstream::consumer::pull::{self, MessagesErrorKind};
 use async_nats::jetstream::consumer::{AckPolicy, Consumer, DeliverPolicy};
+use async_nats::jetstream::message::Info;
 use async_nats::jetstream::{self, Message};
 use futures::stream::ReadyChunks;
 use futures::StreamExt;
@@ -164,7 +165,7 @@ impl Batches {
                                 Some(format!("delivered {} after {}", info.consumer_sequence, self.delivered));
                             break;
                         }
-                        let (seq, lag) = position_of(&message)?;
+                        let (seq, lag) = position(&info);
                         (self.delivered, self.last, self.lag) = (info.consumer_sequence, seq, lag);
                         messages.push((seq, message));
                     }
@@ -203,10 +204,15 @@ impl Batches {
 /// is once it has the message.
 pub fn position_of(message: &Message) -> anyhow::Result<(u64, Lag)> {
     let info = message.info().map_err(|e| anyhow::anyhow!("message info: {e}"))?;
+    Ok(position(&info))
+}
+
+/// [`position_of`] a message whose metadata is read already.
+fn position(info: &Info<'_>) -> (u64, Lag) {
     let now_nanos = i128::from(chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0));
     let age_nanos = (now_nanos - info.published.unix_timestamp_nanos()).max(0);
     let age = Duration::from_nanos(u64::try_from(age_nanos).unwrap_or(u64::MAX));
-    Ok((info.stream_sequence, Lag { waiting: info.pending, age }))
+    (info.stream_sequence, Lag { waiting: info.pending, age })
 }
 
 /// How long a pass must have run for its failure to count as a new one.
