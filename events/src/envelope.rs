@@ -130,9 +130,7 @@ impl Envelope {
             }
         }
     }
-}
 
-impl Envelope {
     /// Decodes an envelope in one pass: `data` is kept as text until `type`
     /// names its shape, then read straight into it. (The derived decoding
     /// of the flattened `event` first copies every field of the object into
