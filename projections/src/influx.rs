@@ -317,6 +317,20 @@ impl Influx {
             .collect())
     }
 
+    /// The bytes this database's shards keep on disk, TSM files and
+    /// write-ahead log, as the server counts them (`SHOW STATS`): whatever
+    /// directories it was started with.
+    pub async fn disk_bytes(&self) -> Result<u64> {
+        let stats = self.select("SHOW STATS").await?;
+        Ok(stats
+            .iter()
+            .filter(|s| s.name == "shard" && s.tags.get("database") == Some(&self.database))
+            .flat_map(|s| s.rows())
+            .filter_map(|row| row.integer("diskBytes"))
+            .map(|bytes| u64::try_from(bytes).unwrap_or(0))
+            .sum())
+    }
+
     /// Rolls up `slice` of `rollup`'s websites at `now` ([`Rollup::slice_into`]).
     /// Writing a bucket again overwrites it, so a run repeated (two
     /// projectors, a restart) changes nothing.

@@ -8,6 +8,7 @@ mod common;
 use common::stack::{eventually, region_name, Stack};
 use common::target::Target;
 use poem::http::{Method, StatusCode};
+use projections::influx::Influx;
 use redis::AsyncCommands;
 use serde_json::json;
 use services::{cron, projector, queue, worker};
@@ -355,6 +356,30 @@ async fn influxdb_dropped_and_replayed_from_checks_gives_the_same_points() {
     for point in before.as_array().expect("array") {
         assert!(after.as_array().expect("array").contains(point), "{point} missing after replay: {after}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bytes_influxdb_keeps_on_disk_are_counted_by_database() {
+    let (url, database) = common::influx_settings();
+    let (ours, other) = (Influx::new(&url, &database, None), Influx::new(&url, &format!("{database}_other"), None));
+    for influx in [&ours, &other] {
+        influx.ensure_database().await.expect("database");
+    }
+    assert_eq!(ours.disk_bytes().await.expect("stats"), 0, "no shard before a point");
+    let lines: String = (0..2_000)
+        .map(|i| format!("checks,region=r{},website_id=w{} up=1i,response_ms={i}i {}\n", i % 3, i % 100, i + 1))
+        .collect();
+    let response = reqwest::Client::new()
+        .post(format!("{url}/write"))
+        .query(&[("db", database.as_str()), ("precision", "s")])
+        .body(lines)
+        .send()
+        .await
+        .expect("write");
+    assert!(response.status().is_success(), "{:?}", response.text().await);
+    let written = ours.disk_bytes().await.expect("stats");
+    assert!(written > 1_000, "2,000 points in {written} bytes");
+    assert_eq!(other.disk_bytes().await.expect("stats"), 0, "another database's shards are not counted");
 }
 
 /// Writes `lines` of line protocol into the stack's InfluxDB database, in

@@ -156,6 +156,25 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 /// Bytes of the files under `dir`, recursively (0 if it cannot be read).
+/// Where the benchmark's NATS server keeps its JetStream store, as the
+/// server reports it on its monitoring endpoint (`TEST_NATS_MONITOR_URL`).
+async fn nats_store_dir() -> anyhow::Result<std::path::PathBuf> {
+    let url = setting("TEST_NATS_MONITOR_URL")?;
+    let varz: serde_json::Value = reqwest::Client::new()
+        .get(format!("{url}/varz"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let dir = varz
+        .pointer("/jetstream/config/store_dir")
+        .and_then(serde_json::Value::as_str)
+        .context("the server's /varz names no JetStream store directory")?;
+    Ok(dir.into())
+}
+
 fn directory_bytes(dir: &std::path::Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
     entries
@@ -573,24 +592,24 @@ async fn main() -> anyhow::Result<()> {
         println!("  started > 1 s late in {} seconds: {}{rest}", late_seconds.len(), late_seconds[..shown].join(", "));
     }
     // The stream's own count is of bytes before compression; the files
-    // hold what the disk keeps.
-    let checks_dir = std::env::var("TEST_NATS_STORE_DIR")
-        .map(|dir| std::path::Path::new(&dir).join("jetstream/$G/streams/CHECKS/msgs"));
-    let on_disk = checks_dir.as_deref().map_or(0, directory_bytes);
+    // hold what the disk keeps. Both directories are the servers' own:
+    // servers started by another checkout keep their data elsewhere.
+    let per_check = |bytes: u64| format!("{:.0}", bytes as f64 / end_checks.max(1) as f64);
+    let on_disk = match nats_store_dir().await {
+        Ok(dir) => per_check(directory_bytes(&dir.join("$G/streams/CHECKS/msgs"))),
+        Err(e) => format!("unknown ({e:#})"),
+    };
     println!(
-        "  CHECKS             {:.0} bytes/check on disk, {:.0} before compression ({} checks in {} messages)",
-        on_disk as f64 / end_checks.max(1) as f64,
-        end_state.bytes as f64 / end_checks.max(1) as f64,
+        "  CHECKS             {on_disk} bytes/check on disk, {} before compression ({} checks in {} messages)",
+        per_check(end_state.bytes),
         end_checks,
         end_state.messages
     );
-    if let Ok(dir) = std::env::var("TEST_INFLUXDB_DATA_DIR") {
-        let bytes = directory_bytes(&std::path::Path::new(&dir).join(&db_name));
-        println!(
-            "  InfluxDB           {:.0} bytes/check on disk (TSM and WAL)",
-            bytes as f64 / end_checks.max(1) as f64
-        );
-    }
+    let influx_bytes = match deps.influx.disk_bytes().await {
+        Ok(bytes) => per_check(bytes),
+        Err(e) => format!("unknown ({e})"),
+    };
+    println!("  InfluxDB           {influx_bytes} bytes/check on disk (TSM and WAL)");
     println!("  target answered    {} requests in all", answered.load(Ordering::Relaxed));
     for (name, mib) in memory() {
         println!("  memory             {name}: {mib} MiB");

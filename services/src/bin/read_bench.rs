@@ -248,11 +248,22 @@ fn proc_cpu(path: &std::path::Path) -> Option<(String, f64)> {
     Some((comm, ticks as f64 / USER_HZ))
 }
 
-/// The InfluxDB server's process, from the pid file `./dev` keeps beside
-/// its data (`TEST_INFLUXDB_DATA_DIR`), if known.
-fn influx_pid() -> Option<i32> {
-    let data = std::path::PathBuf::from(std::env::var_os("TEST_INFLUXDB_DATA_DIR")?);
-    std::fs::read_to_string(data.parent()?.join("influxd.pid")).ok()?.trim().parse().ok()
+/// The InfluxDB server's process, as the server tells it (`SHOW
+/// DIAGNOSTICS`), if it answers: whichever checkout started it.
+async fn influx_pid() -> Option<i32> {
+    let url = setting("TEST_INFLUXDB_URL").ok()?;
+    let answer: serde_json::Value = reqwest::Client::new()
+        .get(format!("{url}/query"))
+        .query(&[("q", "SHOW DIAGNOSTICS")])
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    let system = answer.pointer("/results/0/series")?.as_array()?.iter().find(|s| s["name"] == "system")?;
+    let column = system["columns"].as_array()?.iter().position(|c| c == "PID")?;
+    i32::try_from(system.pointer(&format!("/values/0/{column}"))?.as_i64()?).ok()
 }
 
 /// The PostgreSQL backends connected to the benchmark's database.
@@ -267,7 +278,7 @@ fn cpu_of(pid: i32) -> Option<f64> {
     proc_cpu(&std::path::Path::new("/proc").join(pid.to_string()).join("stat")).map(|(_, seconds)| seconds)
 }
 
-fn cpu_now(backends: &[i32]) -> Cpu {
+fn cpu_now(backends: &[i32], influx: Option<i32>) -> Cpu {
     let mut cpu = Cpu::default();
     if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
         for task in tasks.flatten() {
@@ -281,7 +292,7 @@ fn cpu_now(backends: &[i32]) -> Cpu {
         }
     }
     cpu.postgres = backends.iter().filter_map(|pid| cpu_of(*pid)).sum();
-    cpu.influx = influx_pid().and_then(cpu_of).unwrap_or(0.0);
+    cpu.influx = influx.and_then(cpu_of).unwrap_or(0.0);
     cpu
 }
 
@@ -328,8 +339,8 @@ async fn measure(
     while let Some(done) = warm.join_next().await {
         done??;
     }
-    let backends = backends(pool).await;
-    let cpu_before = cpu_now(&backends);
+    let (backends, influx) = (backends(pool).await, influx_pid().await);
+    let cpu_before = cpu_now(&backends, influx);
     let started = Instant::now();
     let deadline = started + Duration::from_secs(options.seconds);
     let mut tasks = tokio::task::JoinSet::new();
@@ -356,7 +367,7 @@ async fn measure(
         failed += f;
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let cpu = cpu_now(&backends).since(cpu_before);
+    let cpu = cpu_now(&backends, influx).since(cpu_before);
     let per_request = |seconds: f64| seconds * 1000.0 / all.len().max(1) as f64;
     let cpu = Cpu {
         client: per_request(cpu.client),
