@@ -155,7 +155,6 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.min(sorted.len() - 1)]
 }
 
-/// Bytes of the files under `dir`, recursively (0 if it cannot be read).
 /// Where the benchmark's NATS server keeps its JetStream store, as the
 /// server reports it on its monitoring endpoint (`TEST_NATS_MONITOR_URL`).
 async fn nats_store_dir() -> anyhow::Result<std::path::PathBuf> {
@@ -175,6 +174,7 @@ async fn nats_store_dir() -> anyhow::Result<std::path::PathBuf> {
     Ok(dir.into())
 }
 
+/// Bytes of the files under `dir`, recursively (0 if it cannot be read).
 fn directory_bytes(dir: &std::path::Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
     entries
