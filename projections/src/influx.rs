@@ -331,6 +331,14 @@ impl Influx {
             .sum())
     }
 
+    /// The server's process id, as it tells it (`SHOW DIAGNOSTICS`).
+    pub async fn server_pid(&self) -> Result<Option<i32>> {
+        let diagnostics = self.select("SHOW DIAGNOSTICS").await?;
+        let pid =
+            diagnostics.iter().filter(|s| s.name == "system").flat_map(|s| s.rows()).find_map(|row| row.integer("PID"));
+        Ok(pid.and_then(|pid| i32::try_from(pid).ok()))
+    }
+
     /// Rolls up `slice` of `rollup`'s websites at `now` ([`Rollup::slice_into`]).
     /// Writing a bucket again overwrites it, so a run repeated (two
     /// projectors, a restart) changes nothing.

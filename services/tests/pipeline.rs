@@ -382,6 +382,14 @@ async fn the_bytes_influxdb_keeps_on_disk_are_counted_by_database() {
     assert_eq!(other.disk_bytes().await.expect("stats"), 0, "another database's shards are not counted");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn influxdb_names_its_own_process() {
+    let (url, database) = common::influx_settings();
+    let pid = Influx::new(&url, &database, None).server_pid().await.expect("diagnostics").expect("a pid");
+    let name = std::fs::read_to_string(format!("/proc/{pid}/comm")).expect("a running process");
+    assert_eq!(name.trim(), "influxd");
+}
+
 /// Writes `lines` of line protocol into the stack's InfluxDB database, in
 /// retention policy `rp`.
 async fn write_influx(stack: &Stack, rp: &str, lines: &str) {

@@ -248,24 +248,6 @@ fn proc_cpu(path: &std::path::Path) -> Option<(String, f64)> {
     Some((comm, ticks as f64 / USER_HZ))
 }
 
-/// The InfluxDB server's process, as the server tells it (`SHOW
-/// DIAGNOSTICS`), if it answers: whichever checkout started it.
-async fn influx_pid() -> Option<i32> {
-    let url = setting("TEST_INFLUXDB_URL").ok()?;
-    let answer: serde_json::Value = reqwest::Client::new()
-        .get(format!("{url}/query"))
-        .query(&[("q", "SHOW DIAGNOSTICS")])
-        .send()
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()?;
-    let system = answer.pointer("/results/0/series")?.as_array()?.iter().find(|s| s["name"] == "system")?;
-    let column = system["columns"].as_array()?.iter().position(|c| c == "PID")?;
-    i32::try_from(system.pointer(&format!("/values/0/{column}"))?.as_i64()?).ok()
-}
-
 /// The PostgreSQL backends connected to the benchmark's database.
 async fn backends(pool: &sqlx::PgPool) -> Vec<i32> {
     sqlx::query_scalar("select pid from pg_stat_activity where datname = current_database()")
@@ -315,12 +297,14 @@ impl Measured {
 }
 
 /// Runs `path` with `options.clients` requests in flight for
-/// `options.seconds`, on connections kept alive.
+/// `options.seconds`, on connections kept alive; the CPU counted is that of
+/// this process, of `pool`'s backends and of the InfluxDB process `influx`.
 async fn measure(
     base: &str,
     token: &str,
     path: &str,
     pool: &sqlx::PgPool,
+    influx: Option<i32>,
     options: &Options,
 ) -> anyhow::Result<Measured> {
     let client = reqwest::Client::builder().pool_max_idle_per_host(options.clients as usize).build()?;
@@ -339,7 +323,7 @@ async fn measure(
     while let Some(done) = warm.join_next().await {
         done??;
     }
-    let (backends, influx) = (backends(pool).await, influx_pid().await);
+    let backends = backends(pool).await;
     let cpu_before = cpu_now(&backends, influx);
     let started = Instant::now();
     let deadline = started + Duration::from_secs(options.seconds);
@@ -397,6 +381,7 @@ async fn report(
     series_id: uuid::Uuid,
     websites: u64,
     pool: &sqlx::PgPool,
+    influx: Option<i32>,
     options: &Options,
 ) -> anyhow::Result<Vec<Measured>> {
     println!("\nat {websites} websites ({} clients, {} s per call):", options.clients, options.seconds);
@@ -407,7 +392,7 @@ async fn report(
     let mut all = Vec::new();
     for (name, path, target) in CALLS {
         let path = path.replace("{id}", &series_id.to_string());
-        let m = measure(base, token, &path, pool, options).await?;
+        let m = measure(base, token, &path, pool, influx, options).await?;
         println!(
             "  {name:<15} {:>7.1} {:>7.1} {:>7.0} {:>6}  {:>8.2} {:>6.2} {:>6.2} {:>6.2}  {}",
             m.p(50.0),
@@ -755,6 +740,8 @@ async fn run(options: Options, server: tokio::runtime::Handle) -> anyhow::Result
         Server::new_with_acceptor(acceptor).run(app).await
     });
     let token = read_token(&base, &admin_token).await?;
+    // Whichever checkout started it: the server's word, not a pid file.
+    let influx_pid = deps.influx.server_pid().await.ok().flatten();
 
     let mut seeded = 0;
     let mut runs = Vec::new();
@@ -791,7 +778,7 @@ async fn run(options: Options, server: tokio::runtime::Handle) -> anyhow::Result
             println!("  days={days}: {points} points per series (target <= {SERIES_POINTS_TARGET}: {verdict})");
         }
         sqlx::query("analyze").execute(&pool).await?;
-        let measured = report(&base, &token, website, seeded, &pool, &options).await?;
+        let measured = report(&base, &token, website, seeded, &pool, influx_pid, &options).await?;
         let render = report_render(&base, &token).await;
         runs.push((seeded, measured, render));
         if seeded >= options.websites {
