@@ -73,7 +73,13 @@ where
                 _ = cancel.cancelled() => return Ok(()),
                 deps = Deps::connect(&config) => deps?,
             };
-            service(deps, config, cancel.clone()).await
+            let pool = deps.pool.clone();
+            let outcome = service(deps, config, cancel.clone()).await;
+            // Each connection says goodbye (PostgreSQL logs one dropped
+            // without it as a lost client); one a task still holds is not
+            // waited for long.
+            let _ = tokio::time::timeout(POOL_CLOSE, pool.close()).await;
+            outcome
         };
         // Metrics are served from the start (also while waiting for the
         // servers); the exporter failing (its port taken) stops the process.
@@ -115,6 +121,10 @@ where
 /// How long a service may take to finish after SIGTERM before the process
 /// exits anyway (a server that went away must not hold it up).
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
+
+/// How long a service that has finished waits for its database
+/// connections to be closed.
+const POOL_CLOSE: Duration = Duration::from_millis(500);
 
 /// Completes `grace` after `cancel` fires.
 async fn deadline_after(cancel: &CancellationToken, grace: Duration) {

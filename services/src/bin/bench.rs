@@ -187,62 +187,77 @@ fn directory_bytes(dir: &std::path::Path) -> u64 {
         .sum()
 }
 
-fn rss_kib(pid: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        })
-        .unwrap_or(0)
-}
+/// The servers the benchmark uses, each found as the process listening on
+/// the port of its URL (`TEST_*_URL`): servers of another set running
+/// beside them (`./dev up`'s) are not counted.
+struct Servers(Vec<(i32, &'static str)>);
 
-/// CPU time `pid` has used (user and system), in clock ticks.
-fn cpu_ticks(pid: &str) -> u64 {
-    ticks_in(&std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default())
-}
-
-/// User and system time in a `/proc/<pid>/stat` line. The fields after
-/// the command name, which is in parentheses and may hold spaces and
-/// parentheses itself: utime and stime are the 12th and 13th of them.
-fn ticks_in(stat: &str) -> u64 {
-    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    after_name.split_whitespace().skip(11).take(2).filter_map(|field| field.parse::<u64>().ok()).sum()
-}
-
-/// Clock ticks a second in `/proc/<pid>/stat` (USER_HZ, 100 on Linux).
-const TICKS_PER_SECOND: f64 = 100.0;
-
-/// This process and the servers' processes: (pid, name), PostgreSQL's
-/// backends and workers under one name.
-fn watched_processes() -> Vec<(String, &'static str)> {
-    let mut list = vec![(std::process::id().to_string(), "pipeline (this process)")];
-    if let Ok(entries) = std::fs::read_dir("/proc") {
-        for entry in entries.flatten() {
-            let pid = entry.file_name().to_string_lossy().to_string();
-            if !pid.chars().all(|c| c.is_ascii_digit()) {
-                continue;
+impl Servers {
+    fn find() -> anyhow::Result<Self> {
+        let servers = [
+            ("postgres", "TEST_DATABASE_URL"),
+            ("redis-server", "TEST_REDIS_URL"),
+            ("influxd", "TEST_INFLUXDB_URL"),
+            ("nats-server", "TEST_NATS_URL"),
+        ];
+        let mut found = Vec::new();
+        for (name, variable) in servers {
+            let url = url::Url::parse(&setting(variable)?).with_context(|| format!("{variable} is not a URL"))?;
+            let port = url.port_or_known_default().with_context(|| format!("{variable} names no port"))?;
+            match listener_on(port) {
+                Some(pid) => found.push((pid, name)),
+                None => println!("no process of this user listens on :{port}: {name}'s cpu and memory are not counted"),
             }
-            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-            let name = match comm.trim() {
-                "nats-server" => "nats-server",
-                "redis-server" => "redis-server",
-                "influxd" => "influxd",
-                c if c.starts_with("postgres") => "postgres",
-                _ => continue,
-            };
-            list.push((pid, name));
         }
+        Ok(Self(found))
     }
-    list
+
+    /// This process and the servers' processes: (pid, name), PostgreSQL's
+    /// backends and workers (its postmaster's children) under its name.
+    fn processes(&self) -> Vec<(i32, &'static str)> {
+        let mut list = vec![(std::process::id().cast_signed(), "pipeline (this process)")];
+        list.extend(&self.0);
+        if let Some(&(postmaster, name)) = self.0.iter().find(|(_, name)| *name == "postgres") {
+            let children = procfs::process::all_processes()
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|process| process.stat().is_ok_and(|stat| stat.ppid == postmaster));
+            list.extend(children.map(|process| (process.pid, name)));
+        }
+        list
+    }
+}
+
+/// The process listening on TCP `port` (any address), as the kernel's
+/// socket tables and the processes' open files tell.
+fn listener_on(port: u16) -> Option<i32> {
+    let sockets: std::collections::HashSet<u64> = [procfs::net::tcp(), procfs::net::tcp6()]
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|entry| entry.state == procfs::net::TcpState::Listen && entry.local_address.port() == port)
+        .map(|entry| entry.inode)
+        .collect();
+    if sockets.is_empty() {
+        return None;
+    }
+    procfs::process::all_processes().ok()?.flatten().find_map(|process| {
+        let listens = process
+            .fd()
+            .ok()?
+            .flatten()
+            .any(|fd| matches!(fd.target, procfs::process::FDTarget::Socket(inode) if sockets.contains(&inode)));
+        listens.then_some(process.pid)
+    })
 }
 
 /// Resident memory of this process and of the servers, by name, in MiB.
-fn memory() -> Vec<(String, u64)> {
+fn memory(servers: &Servers) -> Vec<(String, u64)> {
     let mut totals: HashMap<&str, u64> = HashMap::new();
-    for (pid, name) in watched_processes() {
-        *totals.entry(name).or_default() += rss_kib(&pid);
+    for (pid, name) in servers.processes() {
+        let rss = procfs::process::Process::new(pid).and_then(|p| p.status()).ok().and_then(|s| s.vmrss);
+        *totals.entry(name).or_default() += rss.unwrap_or(0);
     }
     let mut list: Vec<(String, u64)> = totals.into_iter().map(|(k, v)| (k.to_owned(), v / 1024)).collect();
     list.sort();
@@ -250,10 +265,11 @@ fn memory() -> Vec<(String, u64)> {
 }
 
 /// CPU time so far of each watched process, by pid: (name, clock ticks).
-type CpuTimes = HashMap<String, (&'static str, u64)>;
+type CpuTimes = HashMap<i32, (&'static str, u64)>;
 
-fn cpu_times() -> CpuTimes {
-    watched_processes().into_iter().map(|(pid, name)| (pid.clone(), (name, cpu_ticks(&pid)))).collect()
+fn cpu_times(servers: &Servers) -> CpuTimes {
+    let ticks = |pid| procfs::process::Process::new(pid).and_then(|p| p.stat()).map_or(0, |s| s.utime + s.stime);
+    servers.processes().into_iter().map(|(pid, name)| (pid, (name, ticks(pid)))).collect()
 }
 
 /// The share of one core each of this process and the servers used
@@ -268,7 +284,9 @@ fn cpu_shares(before: &CpuTimes, after: &CpuTimes, seconds: f64) -> Vec<(String,
     }
     let mut list: Vec<(String, f64)> = used
         .into_iter()
-        .map(|(name, ticks)| (name.to_owned(), ticks as f64 / TICKS_PER_SECOND / seconds.max(f64::EPSILON)))
+        .map(|(name, ticks)| {
+            (name.to_owned(), ticks as f64 / procfs::ticks_per_second() as f64 / seconds.max(f64::EPSILON))
+        })
         .collect();
     list.sort_by(|a, b| a.0.cmp(&b.0));
     list
@@ -451,7 +469,8 @@ async fn main() -> anyhow::Result<()> {
     let influx_consumer_name = projector::INFLUX_CONSUMER;
     let start_seq = checks_stream.info().await?.state.last_sequence;
     let start_checks = counted.load(Ordering::Relaxed);
-    let start_cpu = cpu_times();
+    let servers = Servers::find()?;
+    let start_cpu = cpu_times(&servers);
     let start = Instant::now();
     // (sequence, when it was the stream's last) and the lags observed.
     let mut marks: Vec<(u64, Instant)> = Vec::new();
@@ -467,7 +486,7 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(250)).await;
         let now = Instant::now();
         if now - last_cpu.0 >= Duration::from_secs(1) {
-            let times = cpu_times();
+            let times = cpu_times(&servers);
             cpu_seconds.push(Utc::now(), cpu_shares(&last_cpu.1, &times, (now - last_cpu.0).as_secs_f64()));
             last_cpu = (now, times);
         }
@@ -499,7 +518,7 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let elapsed = start.elapsed().as_secs_f64();
-    let cpu = cpu_shares(&start_cpu, &cpu_times(), elapsed);
+    let cpu = cpu_shares(&start_cpu, &cpu_times(&servers), elapsed);
     let end_state = checks_stream.info().await?.state.clone();
     let end_seq = end_state.last_sequence;
     let end_checks = counted.load(Ordering::Relaxed);
@@ -611,7 +630,7 @@ async fn main() -> anyhow::Result<()> {
     };
     println!("  InfluxDB           {influx_bytes} bytes/check on disk (TSM and WAL)");
     println!("  target answered    {} requests in all", answered.load(Ordering::Relaxed));
-    for (name, mib) in memory() {
+    for (name, mib) in memory(&servers) {
         println!("  memory             {name}: {mib} MiB");
     }
     for (name, share) in cpu {
@@ -768,20 +787,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cpu_time_is_read_past_a_command_name_with_spaces_and_parentheses() {
-        let stat = "4242 (postgres: a (b) c) S 1 4242 4242 0 -1 4194560 1200 0 0 0 730 215 0 0 20 0 1 0 99 1000 50";
-        assert_eq!(ticks_in(stat), 730 + 215);
-        assert_eq!(ticks_in(""), 0);
+    fn a_server_is_the_process_listening_on_its_port() -> std::io::Result<()> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let port = listener.local_addr()?.port();
+        assert_eq!(listener_on(port), Some(std::process::id().cast_signed()));
+        drop(listener);
+        assert_eq!(listener_on(port), None);
+        Ok(())
     }
 
     #[test]
     fn cpu_shares_are_of_the_window_and_count_what_each_process_used_in_it() {
-        let times = |list: &[(&str, &'static str, u64)]| -> CpuTimes {
-            list.iter().map(|(pid, name, ticks)| ((*pid).to_owned(), (*name, *ticks))).collect()
+        let times = |list: &[(i32, &'static str, u64)]| -> CpuTimes {
+            list.iter().map(|(pid, name, ticks)| (*pid, (*name, *ticks))).collect()
         };
-        let before = times(&[("1", "influxd", 1_000), ("2", "postgres", 500), ("3", "postgres", 4_000)]);
+        let before = times(&[(1, "influxd", 1_000), (2, "postgres", 500), (3, "postgres", 4_000)]);
         // Backend 3 ended, backend 4 started within the window.
-        let after = times(&[("1", "influxd", 1_150), ("2", "postgres", 520), ("4", "postgres", 30)]);
+        let after = times(&[(1, "influxd", 1_150), (2, "postgres", 520), (4, "postgres", 30)]);
         let shares: HashMap<String, f64> = cpu_shares(&before, &after, 2.0).into_iter().collect();
         assert!((shares["influxd"] - 0.75).abs() < 1e-9);
         assert!((shares["postgres"] - 0.25).abs() < 1e-9, "{shares:?}");
