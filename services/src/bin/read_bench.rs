@@ -110,9 +110,6 @@ const SERIES_INTERVAL_SECS: i64 = 180;
 /// apart from the load generator's.
 const SERVER_THREADS: &str = "api-server";
 
-/// `/proc` reports CPU times in USER_HZ ticks, 100 a second on Linux.
-const USER_HZ: f64 = 100.0;
-
 fn setting(name: &str) -> anyhow::Result<String> {
     std::env::var(name).with_context(|| format!("{name} is not set: run the benchmark with ./dev readbench"))
 }
@@ -235,17 +232,9 @@ impl Cpu {
     }
 }
 
-/// The command name and CPU seconds (user and system) of a `stat` file of
-/// `/proc`; `None` when it is gone or unreadable.
-fn proc_cpu(path: &std::path::Path) -> Option<(String, f64)> {
-    let stat = std::fs::read_to_string(path).ok()?;
-    let (head, rest) = stat.rsplit_once(')')?;
-    let comm = head.split_once('(')?.1.to_owned();
-    // Fields after the name, from the state (field 3): utime is field 14,
-    // stime field 15.
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    Some((comm, ticks as f64 / USER_HZ))
+/// CPU seconds (user and system) of a process's or a thread's `stat`.
+fn seconds_of(stat: &procfs::process::Stat) -> f64 {
+    (stat.utime + stat.stime) as f64 / procfs::ticks_per_second() as f64
 }
 
 /// The PostgreSQL backends connected to the benchmark's database.
@@ -257,20 +246,17 @@ async fn backends(pool: &sqlx::PgPool) -> Vec<i32> {
 }
 
 fn cpu_of(pid: i32) -> Option<f64> {
-    proc_cpu(&std::path::Path::new("/proc").join(pid.to_string()).join("stat")).map(|(_, seconds)| seconds)
+    procfs::process::Process::new(pid).and_then(|p| p.stat()).ok().map(|stat| seconds_of(&stat))
 }
 
 fn cpu_now(backends: &[i32], influx: Option<i32>) -> Cpu {
     let mut cpu = Cpu::default();
-    if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
-        for task in tasks.flatten() {
-            if let Some((comm, seconds)) = proc_cpu(&task.path().join("stat")) {
-                if comm.starts_with(SERVER_THREADS) {
-                    cpu.server += seconds;
-                } else {
-                    cpu.client += seconds;
-                }
-            }
+    let tasks = procfs::process::Process::myself().and_then(|p| p.tasks());
+    for stat in tasks.into_iter().flatten().flatten().filter_map(|task| task.stat().ok()) {
+        if stat.comm.starts_with(SERVER_THREADS) {
+            cpu.server += seconds_of(&stat);
+        } else {
+            cpu.client += seconds_of(&stat);
         }
     }
     cpu.postgres = backends.iter().filter_map(|pid| cpu_of(*pid)).sum();
