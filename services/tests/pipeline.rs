@@ -536,8 +536,8 @@ async fn a_rollup_run_that_failed_is_made_up_later_over_the_buckets_it_was_due_f
     runs.turn(&away, at(due * turn + 5)).await;
     assert!(runs.owed() >= 1, "owed {}", runs.owed());
     assert!(rollup_points(&stack, "checks_1m", &id).await.is_empty());
-    // Twenty minutes on it does: the run is made over the buckets it was
-    // due for, which the slice's next run no longer reaches.
+    // Twenty minutes on it does, before the slice's next run (an hour
+    // after): the run is made over the buckets it was due for.
     // (An owed run is made up each turn besides the ones due.)
     for later in 0..3 {
         runs.turn(&influx, at(due * turn + 20 * 60 + 5 + later * turn)).await;
