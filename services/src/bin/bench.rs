@@ -460,10 +460,37 @@ async fn main() -> anyhow::Result<()> {
     }
 
     // Warm up one interval, and at least 30 s (the checks of websites all
-    // added at once were still a second late 15 s in), then measure.
+    // added at once were still a second late 15 s in), then measure once
+    // the queue holds less than a second of checks, waiting at most two
+    // intervals more: every website's first check is also its first point
+    // in InfluxDB (a new series), its first row of latest status and its
+    // status leaving pending, which a million websites added at once pay
+    // all in their first round and never again.
     let warmup = Duration::from_secs((u64::from(options.interval) + 5).max(30));
-    println!("warming up {} s, then measuring {} s", warmup.as_secs(), options.duration);
+    println!(
+        "warming up {} s and until the queue holds less than a second of checks (at most {} s more), then measuring {} s",
+        warmup.as_secs(),
+        2 * options.interval,
+        options.duration
+    );
     tokio::time::sleep(warmup).await;
+    let queue = services::queue::checks_key(&region);
+    let settling = Instant::now();
+    let second_of_checks = target_rate.ceil() as usize;
+    loop {
+        let queued: usize = redis::cmd("XLEN").arg(&queue).query_async(&mut redis).await?;
+        if queued < second_of_checks {
+            break;
+        }
+        if settling.elapsed() >= Duration::from_secs(2 * u64::from(options.interval)) {
+            println!("  the queue still held {queued} checks; measuring anyway");
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    if settling.elapsed() >= Duration::from_secs(1) {
+        println!("  warmed up {:.0} s in all", (warmup + settling.elapsed()).as_secs_f64());
+    }
     measuring.store(true, Ordering::Relaxed);
     let mut checks_stream = bus.js.get_stream("CHECKS").await?;
     let influx_consumer_name = projector::INFLUX_CONSUMER;
@@ -529,10 +556,7 @@ async fn main() -> anyhow::Result<()> {
     pg_lags.sort_by(|a, b| a.total_cmp(b));
     influx_lags.sort_by(|a, b| a.total_cmp(b));
     detector_lags.sort_by(|a, b| a.total_cmp(b));
-    let backlog: usize = {
-        let mut conn = redis::Client::open(config.redis_url.as_str())?.get_multiplexed_async_connection().await?;
-        redis::cmd("XLEN").arg("checks:local").query_async(&mut conn).await?
-    };
+    let backlog: usize = redis::cmd("XLEN").arg(&queue).query_async(&mut redis).await?;
 
     println!();
     println!(
