@@ -145,15 +145,15 @@ pub fn rollup_slice(website_id: Uuid) -> u32 {
 /// each point it reads and writes: at a million websites checked every 3
 /// minutes, one slice's minute rollup took 8 s over 17 minutes and 15 s
 /// over 65 (89,000 and 340,000 points). So each website's minute points
-/// are made once an hour, not every 16 minutes as before: half the CPU
-/// (a 64th of the websites a minute instead of every 15 s), and a series
-/// read takes the raw points of that hour instead of 16 minutes, which
-/// [`Influx::series`] does anyway after the rollup's newest point.
+/// are made once an hour rather than every 16 minutes: half the CPU (a
+/// 64th of the websites a minute rather than every 15 s), and a series
+/// read takes up to an hour of raw points after the rollup's newest point
+/// rather than 16 minutes ([`Influx::series`]).
 ///
-/// A slice's minute points reach up to 65 minutes back, so an hour bucket
+/// A slice's newest minute points may be 65 minutes old, so an hour bucket
 /// is complete once its end is that long past: each hour run covers the
-/// last three hours, and its last run over a bucket comes at least two
-/// hours after the bucket ends.
+/// last three hours, and the last run over a bucket comes two hours after
+/// the bucket ends.
 pub const ROLLUP_LEVELS: [Rollup; 2] = [
     Rollup { measurement: "checks_1m", minutes: 1, every: 64, covers: 65, from: None },
     Rollup { measurement: "checks_1h", minutes: 60, every: 60, covers: 180, from: Some("checks_1m") },
