@@ -124,9 +124,10 @@ pub struct Rollup {
 pub const ROLLUP_SLICES: u32 = 64;
 
 /// The rollups' turn, in seconds: each turn, the slice of each level due in
-/// it runs ([`Rollup::due`]). A sixteenth of the websites once a minute held
-/// up the checks for a few seconds after each run started; a 64th every 15
-/// seconds does not make a burst of its own.
+/// it runs ([`Rollup::due`]), a level's slices spread over its period.
+/// A sixteenth of the websites at once held up the checks for a few seconds
+/// after each run started; a 64th at a time does not make a burst of its
+/// own.
 pub const ROLLUP_TURN_SECS: i64 = 15;
 
 /// The slice of [`ROLLUP_SLICES`] `website_id` is rolled up in.
