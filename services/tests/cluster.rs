@@ -313,3 +313,20 @@ async fn a_client_passes_over_a_frozen_server_to_the_next_one_listed() {
     }
     frozen.resume();
 }
+
+/// A test's server whose port another server took meanwhile is not taken
+/// for that one, even when the other answers as a NATS server would.
+#[tokio::test]
+async fn a_server_started_on_a_port_another_holds_is_not_mistaken_for_it() {
+    let squatter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = squatter.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in squatter.incoming() {
+            use std::io::Write;
+            let _ = stream.and_then(|mut s| s.write_all(b"INFO {\"server_name\":\"someone-else\"}\r\n"));
+        }
+    });
+    assert!(Nats::start_on(port, None).await.is_none(), "the other server was taken for the test's");
+    let started = Nats::start().await;
+    assert_ne!(started.port, port);
+}

@@ -31,33 +31,43 @@ pub struct Nats {
 
 impl Nats {
     pub async fn start() -> Nats {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        let port = free_port();
-        let child = spawn_nats(port, dir.path(), None);
-        let nats = Nats { child, url: format!("nats://127.0.0.1:{port}"), port, dir, config: None };
-        nats.wait_ready().await;
-        nats
+        Self::launch(None).await
     }
 
     /// A server with `config` (nats-server configuration: `tls { ... }`,
     /// `authorization { ... }`) besides its port and store; `url` is
     /// `tls://` when the configuration has a `tls` block.
     pub async fn start_with_config(config: &str) -> Nats {
+        Self::launch(Some(config)).await
+    }
+
+    /// Starts a server on a free port, and on another if a server of
+    /// someone else's took that port first (see [`Self::wait_ready`]).
+    async fn launch(config: Option<&str>) -> Nats {
+        for _ in 0..STARTS {
+            if let Some(nats) = Self::start_on(free_port(), config).await {
+                return nats;
+            }
+        }
+        panic!("nats-server did not start on any of {STARTS} free ports");
+    }
+
+    /// A server on `port`, or `None` if it exited without answering
+    /// there (another server has the port).
+    pub async fn start_on(port: u16, config: Option<&str>) -> Option<Nats> {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let port = free_port();
-        let child = spawn_nats(port, dir.path(), Some(config));
-        let scheme = if config.contains("tls") { "tls" } else { "nats" };
+        let child = spawn_nats(port, dir.path(), config);
+        let scheme = if config.is_some_and(|c| c.contains("tls")) { "tls" } else { "nats" };
         let url = format!("{scheme}://127.0.0.1:{port}");
-        let nats = Nats { child, url, port, dir, config: Some(config.to_owned()) };
-        nats.wait_ready().await;
-        nats
+        let mut nats = Nats { child, url, port, dir, config: config.map(str::to_owned) };
+        nats.wait_ready().await.then_some(nats)
     }
 
     /// Kills the server and starts it again on the same port and store.
     pub async fn restart(&mut self) {
         self.stop();
         self.child = spawn_nats(self.port, self.dir.path(), self.config.as_deref());
-        self.wait_ready().await;
+        assert!(self.wait_ready().await, "nats-server did not start again on port {}", self.port);
     }
 
     /// Kills the server (start it again with `restart`).
@@ -77,17 +87,53 @@ impl Nats {
         signal(&self.child, "-CONT");
     }
 
-    async fn wait_ready(&self) {
+    /// Waits until this server answers on its port: true when it does,
+    /// false when it exited first (its port was taken). Another server
+    /// answering on the port is not this one: each names itself
+    /// ([`server_name`]) and says its name in the INFO it greets with.
+    async fn wait_ready(&mut self) -> bool {
+        let name = server_name(self.dir.path(), self.config.as_deref());
         // Up to 20 s: a node of a cluster starting beside busy tests may
         // take a while on a loaded machine.
         for _ in 0..800 {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
+            if self.child.try_wait().expect("the state of nats-server").is_some() {
+                return false;
+            }
+            if greeting(self.port).is_some_and(|info| info.contains(&format!("\"server_name\":\"{name}\""))) {
+                return true;
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
         panic!("nats-server did not start on port {}", self.port);
     }
+}
+
+/// Tries to start a server this many times, each on a new free port.
+const STARTS: usize = 5;
+
+/// The name a test's nats-server goes by: the configuration's
+/// `server_name`, else one made from its store's directory (unique, and
+/// the same after a restart).
+fn server_name(store: &std::path::Path, config: Option<&str>) -> String {
+    let configured = config.and_then(|c| {
+        c.lines()
+            .find_map(|line| line.trim().strip_prefix("server_name:").map(|n| n.trim().trim_matches('"').to_owned()))
+    });
+    configured.unwrap_or_else(|| {
+        let dir = store.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        format!("test{}", dir.trim_start_matches('.'))
+    })
+}
+
+/// The first line a server on `port` sends (NATS: its INFO), if one
+/// answers within a second.
+fn greeting(port: u16) -> Option<String> {
+    use std::io::BufRead;
+    let stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
+    let mut line = String::new();
+    std::io::BufReader::new(stream).read_line(&mut line).ok()?;
+    Some(line)
 }
 
 impl Drop for Nats {
@@ -107,6 +153,9 @@ fn spawn_nats(port: u16, store: &std::path::Path, config: Option<&str>) -> Child
     let bin = std::env::var("NATS_SERVER_BIN").unwrap_or_else(|_| "nats-server".into());
     let mut command = Command::new(&bin);
     command.args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"]).arg(store);
+    if !config.is_some_and(|c| c.contains("server_name:")) {
+        command.args(["--name", &server_name(store, None)]);
+    }
     if let Some(config) = config {
         // The command line's address, port and store win over the file's.
         let file = store.join("server.conf");
@@ -137,21 +186,30 @@ pub struct Redis {
 
 impl Redis {
     pub async fn start() -> Redis {
-        let port = free_port();
-        Self::spawn(port, &["--port", &port.to_string()]).await
+        for _ in 0..STARTS {
+            let port = free_port();
+            if let Some(redis) = Self::spawn(port, &["--port", &port.to_string()]).await {
+                return redis;
+            }
+        }
+        panic!("redis-server did not start on any of {STARTS} free ports");
     }
 
     /// A Redis speaking only TLS, with a certificate of the test's CA, and
     /// wanting `password`; `url` is `rediss://:<password>@127.0.0.1:<port>`.
     pub async fn start_tls(cert: &std::path::Path, key: &std::path::Path, password: &str) -> Redis {
         let (cert, key) = (cert.display().to_string(), key.display().to_string());
-        let port = free_port();
-        let tls_port = port.to_string();
-        let args = ["--port", "0", "--tls-port", &tls_port, "--tls-cert-file", &cert, "--tls-key-file", &key];
-        let args = [&args[..], &["--tls-auth-clients", "no", "--requirepass", password]].concat();
-        let mut redis = Self::spawn(port, &args).await;
-        redis.url = format!("rediss://:{password}@127.0.0.1:{port}");
-        redis
+        for _ in 0..STARTS {
+            let port = free_port();
+            let tls_port = port.to_string();
+            let args = ["--port", "0", "--tls-port", &tls_port, "--tls-cert-file", &cert, "--tls-key-file", &key];
+            let args = [&args[..], &["--tls-auth-clients", "no", "--requirepass", password]].concat();
+            if let Some(mut redis) = Self::spawn(port, &args).await {
+                redis.url = format!("rediss://:{password}@127.0.0.1:{port}");
+                return redis;
+            }
+        }
+        panic!("redis-server did not start on any of {STARTS} free ports");
     }
 
     /// Kills the server and starts an empty one on the same port.
@@ -159,11 +217,15 @@ impl Redis {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let restarted = Self::spawn(self.port, &["--port", &self.port.to_string()]).await;
-        *self = restarted;
+        *self = restarted.unwrap_or_else(|| panic!("redis-server did not start again on port {}", self.port));
     }
 
-    /// Starts redis-server with `args`, waiting until `port` answers.
-    async fn spawn(port: u16, args: &[&str]) -> Redis {
+    /// Starts redis-server with `args`, waiting until it listens on `port`;
+    /// `None` if it exited first (its port was taken). A server of
+    /// someone else's answering on the port is not taken for this one: a
+    /// Redis says which process it is (`process_id` in `INFO server`),
+    /// and a TLS one is given time to fail to bind.
+    async fn spawn(port: u16, args: &[&str]) -> Option<Redis> {
         let bin = std::env::var("REDIS_SERVER_BIN").unwrap_or_else(|_| "redis-server".into());
         let child = Command::new(&bin)
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
@@ -174,15 +236,37 @@ impl Redis {
             .unwrap_or_else(|e| {
                 panic!("cannot start {bin}: {e}. Run the tests with `./dev test`, which installs redis-server")
             });
-        let redis = Redis { child, url: format!("redis://127.0.0.1:{port}"), port };
+        let mut redis = Redis { child, url: format!("redis://127.0.0.1:{port}"), port };
+        let tls = args.contains(&"--tls-port");
+        let ours = format!("process_id:{}\r\n", redis.child.id());
         for _ in 0..200 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return redis;
+            if redis.child.try_wait().expect("the state of redis-server").is_some() {
+                return None;
+            }
+            if tls {
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    return redis.child.try_wait().expect("the state of redis-server").is_none().then_some(redis);
+                }
+            } else if redis_info(port).is_some_and(|info| info.contains(&ours)) {
+                return Some(redis);
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
         panic!("redis-server did not start on port {port}");
     }
+}
+
+/// What a Redis without a password on `port` answers to `INFO server`,
+/// if one answers within a second.
+fn redis_info(port: u16) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
+    stream.write_all(b"INFO server\r\n").ok()?;
+    let mut answer = vec![0; 8192];
+    let n = stream.read(&mut answer).ok()?;
+    Some(String::from_utf8_lossy(&answer[..n]).into_owned())
 }
 
 impl Drop for Redis {
