@@ -203,6 +203,15 @@ impl Rollup {
         (0..ROLLUP_SLICES).find(|slice| slice * turns / ROLLUP_SLICES == into)
     }
 
+    /// The turns from `from` and before `to` in which `slice` is due
+    /// ([`Self::due`]), oldest first.
+    pub fn due_turns(&self, slice: u32, from: i64, to: i64) -> impl Iterator<Item = i64> {
+        let turns = i64::from(self.turns());
+        let into = i64::from(slice) * turns / i64::from(ROLLUP_SLICES);
+        let first = from + (into - from).rem_euclid(turns);
+        (first..to).step_by(usize::try_from(turns).unwrap_or(1))
+    }
+
     /// Turns in a period.
     fn turns(&self) -> u32 {
         let per_minute = u32::try_from(60 / ROLLUP_TURN_SECS).unwrap_or(1);
@@ -961,6 +970,24 @@ mod tests {
                 let made = minute_runs.iter().filter(|t| **t <= last).map(|t| minutes.window(*t).1).max();
                 assert!(made >= Some(end), "slice {slice}: the hour ending {end} rolled up last at {last}");
             }
+        }
+    }
+
+    #[test]
+    fn the_turns_a_slice_is_due_in_are_the_ones_due_names_it_in() {
+        let from = 116_000_003;
+        let to = from + 3 * 24 * 3600 / ROLLUP_TURN_SECS;
+        for rollup in ROLLUP_LEVELS {
+            for slice in 0..ROLLUP_SLICES {
+                let expected: Vec<i64> = (from..to).filter(|turn| rollup.due(*turn) == Some(slice)).collect();
+                assert_eq!(
+                    rollup.due_turns(slice, from, to).collect::<Vec<_>>(),
+                    expected,
+                    "{} {slice}",
+                    rollup.measurement
+                );
+            }
+            assert_eq!(rollup.due_turns(0, from, from).count(), 0);
         }
     }
 

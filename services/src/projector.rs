@@ -29,7 +29,7 @@ use events::subject::CHECKS_STREAM;
 use events::{CheckCompleted, Event};
 use futures::StreamExt;
 use projections::handler::Handler;
-use projections::influx::{Influx, Rollup, ROLLUP_LEVELS, ROLLUP_TURN_SECS};
+use projections::influx::{Influx, Rollup, ROLLUP_LEVELS, ROLLUP_SLICES, ROLLUP_TURN_SECS};
 use projections::postgres::MonitorProjection;
 use projections::status::StatusProjection;
 use sqlx::{PgConnection, PgPool};
@@ -149,11 +149,15 @@ pub async fn replay(
 /// [`ROLLUP_LOCK`] ([`lead_rollups`]); the others take over when its
 /// session ends. A run that fails is owed: made up in a later turn with
 /// the time it was due at, so it covers the same buckets (the slice's next
-/// run covers only one minute more than the period between them).
+/// run covers only one minute more than the period between them). So are
+/// the runs that fell due while no projector made them: the one taking
+/// over reads in `rollup_runs` when each slice's last run made was due
+/// ([`RollupRuns::resume`]), and notes each run it makes there.
 pub async fn run_rollups(influx: Influx, pool: PgPool, cancel: CancellationToken) -> anyhow::Result<()> {
     let mut lock: Option<PgConnection> = None;
     let mut leading = false;
-    let mut runs = RollupRuns::default();
+    // `None` until taken over from what `rollup_runs` says was made.
+    let mut runs: Option<RollupRuns> = None;
     loop {
         let turn_ms = ROLLUP_TURN_SECS * 1000;
         let now = Utc::now().timestamp_millis();
@@ -170,24 +174,72 @@ pub async fn run_rollups(influx: Influx, pool: PgPool, cancel: CancellationToken
             Lead::Unknown => leading,
             Lead::Elsewhere => {
                 // The projector that makes them owes them.
-                runs = RollupRuns::default();
+                runs = None;
                 false
             }
         };
-        if leading {
-            tokio::select! {
-                _ = cancel.cancelled() => return Ok(()),
-                () = runs.turn(&influx, Utc::now()) => {}
+        if !leading {
+            continue;
+        }
+        if runs.is_none() {
+            match RollupRuns::resume(&pool, Utc::now()).await {
+                Ok(resumed) => {
+                    tracing::info!(owed = resumed.owed(), "took the rollups over from the last runs made");
+                    runs = Some(resumed);
+                }
+                // The runs of this turn are owed to the next one's resume.
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading the last rollup runs made failed; trying again next turn");
+                }
+            }
+        }
+        let Some(runs) = &mut runs else { continue };
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            made = runs.turn(&influx, Utc::now()) => {
+                // Not noted: a later run notes the slice again, and a
+                // projector taking over meanwhile only repeats some.
+                if let Err(e) = record_rollups(&pool, &made).await {
+                    tracing::debug!(error = %e, "noting the rollup runs made failed");
+                }
             }
         }
     }
+}
+
+/// A rollup run: its level, its slice, and the time it was due at.
+pub type RollupRun = (Rollup, u32, DateTime<Utc>);
+
+/// Notes the runs `made` in `rollup_runs`: per level and slice, the latest
+/// time one was due at.
+pub async fn record_rollups(pool: &PgPool, made: &[RollupRun]) -> anyhow::Result<()> {
+    if made.is_empty() {
+        return Ok(());
+    }
+    let measurements: Vec<&str> = made.iter().map(|(rollup, _, _)| rollup.measurement).collect();
+    let slices: Vec<i32> = made.iter().map(|(_, slice, _)| i32::try_from(*slice).unwrap_or(i32::MAX)).collect();
+    let due: Vec<DateTime<Utc>> = made.iter().map(|(_, _, at)| *at).collect();
+    sqlx::query(
+        "insert into rollup_runs (measurement, slice, due_at)
+         select measurement, slice, max(due_at) from unnest($1::text[], $2::int[], $3::timestamptz[])
+             as r(measurement, slice, due_at)
+         group by measurement, slice
+         on conflict (measurement, slice) do update set due_at = greatest(rollup_runs.due_at, excluded.due_at)",
+    )
+    .bind(&measurements)
+    .bind(&slices)
+    .bind(&due)
+    .execute(pool)
+    .await
+    .context("noting the rollup runs made")?;
+    Ok(())
 }
 
 /// The rollup runs due and not yet made, oldest first, each with the time
 /// it was due at.
 #[derive(Debug, Default)]
 pub struct RollupRuns {
-    owed: VecDeque<(Rollup, u32, DateTime<Utc>)>,
+    owed: VecDeque<RollupRun>,
     failing: bool,
 }
 
@@ -197,20 +249,64 @@ impl RollupRuns {
         self.owed.len()
     }
 
+    /// The runs owed by a projector taking the rollups over at `now`, as
+    /// far as `rollup_runs` says what was made ([`Self::owed_after`]).
+    pub async fn resume(pool: &PgPool, now: DateTime<Utc>) -> anyhow::Result<Self> {
+        let rows: Vec<(String, i32, DateTime<Utc>)> =
+            sqlx::query_as("select measurement, slice, due_at from rollup_runs")
+                .fetch_all(pool)
+                .await
+                .context("reading the rollup runs made")?;
+        // A level or slice no longer made (renamed, fewer slices) is left.
+        let made: Vec<RollupRun> = rows
+            .into_iter()
+            .filter_map(|(measurement, slice, at)| {
+                let rollup = ROLLUP_LEVELS.into_iter().find(|r| r.measurement == measurement)?;
+                let slice = u32::try_from(slice).ok().filter(|s| *s < ROLLUP_SLICES)?;
+                Some((rollup, slice, at))
+            })
+            .collect();
+        Ok(Self::owed_after(&made, now))
+    }
+
+    /// The runs owed at `now` after the last ones `made`: each slice's runs
+    /// due after its last one made and before the turn of `now` (whose own
+    /// are due in it), oldest first, a day's at most ([`ROLLUPS_OWED`]),
+    /// each at the time it was due. A slice without a run made owes none.
+    pub fn owed_after(made: &[RollupRun], now: DateTime<Utc>) -> Self {
+        let turn = now.timestamp().div_euclid(ROLLUP_TURN_SECS);
+        let day = 24 * 3600 / ROLLUP_TURN_SECS;
+        let mut owed: Vec<RollupRun> = made
+            .iter()
+            .flat_map(|&(rollup, slice, last)| {
+                let after = last.timestamp().div_euclid(ROLLUP_TURN_SECS) + 1;
+                rollup.due_turns(slice, after.max(turn - day), turn).filter_map(move |due| {
+                    let at = DateTime::from_timestamp_millis(due * ROLLUP_TURN_SECS * 1000 + ROLLUP_DELAY_MS)?;
+                    Some((rollup, slice, at))
+                })
+            })
+            .collect();
+        // In a turn with both, the minutes first: the hours are made of them.
+        owed.sort_by_key(|(rollup, _, at)| (*at, rollup.minutes));
+        let over = owed.len().saturating_sub(ROLLUPS_OWED);
+        Self { owed: owed.split_off(over).into(), failing: false }
+    }
+
     /// The work of the turn of `now`: the runs due in it, then up to
     /// [`ROLLUPS_MADE_UP_PER_TURN`] owed ones, oldest first, until one
-    /// fails (it and the rest stay owed).
-    pub async fn turn(&mut self, influx: &Influx, now: DateTime<Utc>) {
+    /// fails (it and the rest stay owed). Returns the runs made.
+    pub async fn turn(&mut self, influx: &Influx, now: DateTime<Utc>) -> Vec<RollupRun> {
         let turn = now.timestamp().div_euclid(ROLLUP_TURN_SECS);
         let due: Vec<_> = ROLLUP_LEVELS.into_iter().filter_map(|r| r.due(turn).map(|slice| (r, slice, now))).collect();
         let runs = due.len() + ROLLUPS_MADE_UP_PER_TURN;
         self.owed.extend(due);
+        let mut made = Vec::new();
         for _ in 0..runs {
             let Some(&(rollup, slice, at)) = self.owed.front() else { break };
             let started = std::time::Instant::now();
             match influx.roll_up(rollup, slice, at).await {
                 Ok(()) => {
-                    self.owed.pop_front();
+                    made.extend(self.owed.pop_front());
                     if std::mem::take(&mut self.failing) {
                         tracing::info!(rollup = rollup.measurement, owed = self.owed.len(), "rolling up again");
                     }
@@ -233,6 +329,7 @@ impl RollupRuns {
             self.owed.drain(..dropped);
             tracing::warn!(dropped, "rollups owed for over a day given up; their buckets stay in the raw points only");
         }
+        made
     }
 }
 
@@ -453,5 +550,62 @@ async fn delete_consumer(stream: &async_nats::jetstream::stream::Stream, name: &
             Ok(())
         }
         Err(e) => Err(e).with_context(|| format!("deleting the consumer {name}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TURN: i64 = ROLLUP_TURN_SECS;
+
+    fn at(turn: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp_millis(turn * TURN * 1000 + ROLLUP_DELAY_MS).unwrap_or_default()
+    }
+
+    /// The first turn from `from` in which `slice` of `rollup` is due.
+    fn first_due(rollup: Rollup, slice: u32, from: i64) -> i64 {
+        rollup.due_turns(slice, from, from + 100_000).next().unwrap_or_default()
+    }
+
+    #[test]
+    fn a_slice_owes_the_runs_due_after_its_last_one_made_and_before_this_turn() {
+        let [minutes, hours] = ROLLUP_LEVELS;
+        let last = first_due(minutes, 7, 116_000_000);
+        // Three periods (64 minutes each) and a minute later: two runs
+        // fell due in between, the third is due in this turn's own.
+        let period = 64 * 60 / TURN;
+        let now = at(last + 3 * period);
+        let runs = RollupRuns::owed_after(&[(minutes, 7, at(last))], now);
+        let owed: Vec<_> = runs.owed.iter().copied().collect();
+        assert_eq!(owed, [(minutes, 7, at(last + period)), (minutes, 7, at(last + 2 * period))]);
+        // Made up to this turn: nothing owed; and a level without a run
+        // made owes none either.
+        assert_eq!(RollupRuns::owed_after(&[(minutes, 7, at(last + 3 * period))], now).owed(), 0);
+        assert_eq!(RollupRuns::owed_after(&[], now).owed(), 0);
+        // Each slice of each level its own; oldest first, and in a turn
+        // with both levels, the minutes first.
+        let made: Vec<RollupRun> =
+            (0..ROLLUP_SLICES).flat_map(|s| [(minutes, s, at(last)), (hours, s, at(last))]).collect();
+        let runs = RollupRuns::owed_after(&made, now);
+        let times: Vec<_> = runs.owed.iter().map(|(rollup, _, at)| (*at, rollup.minutes)).collect();
+        assert!(times.windows(2).all(|w| w[0] <= w[1]), "not oldest first");
+        for (rollup, slice) in [(minutes, 7), (hours, 40)] {
+            let expected: Vec<_> =
+                rollup.due_turns(slice, last + 1, last + 3 * period).map(|t| (rollup, slice, at(t))).collect();
+            let got: Vec<_> = runs.owed.iter().filter(|(r, s, _)| *r == rollup && *s == slice).copied().collect();
+            assert_eq!(got, expected, "{} {slice}", rollup.measurement);
+        }
+    }
+
+    #[test]
+    fn a_projector_away_for_days_owes_the_last_days_runs_at_most() {
+        let made: Vec<RollupRun> =
+            ROLLUP_LEVELS.into_iter().flat_map(|r| (0..ROLLUP_SLICES).map(move |s| (r, s, at(116_000_000)))).collect();
+        let now = at(116_000_000 + 5 * 24 * 3600 / TURN);
+        let runs = RollupRuns::owed_after(&made, now);
+        assert!(runs.owed() > ROLLUPS_OWED / 2 && runs.owed() <= ROLLUPS_OWED, "{} owed", runs.owed());
+        let oldest = runs.owed.front().map(|(_, _, at)| *at).unwrap_or_default();
+        assert!(oldest >= now - chrono::Duration::days(1), "owed from {oldest}");
     }
 }

@@ -431,6 +431,58 @@ async fn one_projector_of_several_makes_the_rollups_and_another_takes_over_when_
     assert_eq!(lead_rollups(&away, &mut None).await, Lead::Unknown);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_projector_taking_the_rollups_over_owes_what_fell_due_since_the_last_runs_made() {
+    use projector::{record_rollups, RollupRuns};
+    let db = Db::fresh().await;
+    let [minutes, hours] = projections::influx::ROLLUP_LEVELS;
+    let now = chrono::Utc::now();
+    let ago = |minutes: i64| now - chrono::Duration::minutes(minutes);
+    // Nothing made yet (a new installation): nothing owed.
+    assert_eq!(RollupRuns::resume(&db.pool, now).await.expect("resume").owed(), 0);
+    // Slice 3 of the minutes made last 130 minutes ago (a note of an
+    // earlier run, later, does not move it back), slice 5 of the hours
+    // 10 minutes ago.
+    record_rollups(&db.pool, &[(minutes, 3, ago(130)), (hours, 5, ago(10))]).await.expect("note");
+    record_rollups(&db.pool, &[(minutes, 3, ago(200))]).await.expect("note an earlier one");
+    let resumed = RollupRuns::resume(&db.pool, now).await.expect("resume");
+    let expected = RollupRuns::owed_after(&[(minutes, 3, ago(130)), (hours, 5, ago(10))], now);
+    assert_eq!(resumed.owed(), expected.owed());
+    // Two periods of the minutes (64 minutes each) and more: two runs at
+    // least; the hours' slice is not due again yet.
+    assert!(resumed.owed() >= 2, "{} owed", resumed.owed());
+    assert_eq!(RollupRuns::owed_after(&[(hours, 5, ago(10))], now).owed(), 0);
+    // Once made up to now, nothing.
+    record_rollups(&db.pool, &[(minutes, 3, now)]).await.expect("note");
+    assert_eq!(RollupRuns::resume(&db.pool, now).await.expect("resume").owed(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_projector_making_the_rollups_notes_each_run_it_makes() {
+    let db = Db::fresh().await;
+    let (url, database) = common::influx_settings();
+    let influx = projections::influx::Influx::new(&url, &database, None);
+    influx.ensure_database().await.expect("database");
+    let cancel = CancellationToken::new();
+    let rollups = tokio::spawn(projector::run_rollups(influx, db.pool.clone(), cancel.clone()));
+    // Its first turn comes within 20 s (a turn is 15 s, run 5 s into it),
+    // and a slice of the minutes is due every fourth turn.
+    let noted: (String, i32, chrono::DateTime<Utc>) =
+        eventually(Duration::from_secs(90), "a rollup run noted", || async {
+            sqlx::query_as("select measurement, slice, due_at from rollup_runs")
+                .fetch_optional(&db.pool)
+                .await
+                .expect("read")
+        })
+        .await;
+    cancel.cancel();
+    rollups.await.expect("rollups").expect("rollups ran");
+    let (measurement, slice, due_at) = noted;
+    let level = projections::influx::ROLLUP_LEVELS.into_iter().find(|r| r.measurement == measurement).expect("a level");
+    let turn = due_at.timestamp().div_euclid(projections::influx::ROLLUP_TURN_SECS);
+    assert_eq!(level.due(turn), u32::try_from(slice).ok(), "noted in the turn it was due in");
+}
+
 /// Applies `events` to the MONITOR projection in one transaction, as the
 /// runner does.
 async fn apply_monitor(pool: &sqlx::PgPool, events: Vec<projections::handler::StreamEvent>) {
