@@ -467,10 +467,11 @@ async fn main() -> anyhow::Result<()> {
     // status leaving pending, which a million websites added at once pay
     // all in their first round and never again.
     let warmup = Duration::from_secs((u64::from(options.interval) + 5).max(30));
+    let settle_at_most = Duration::from_secs(2 * u64::from(options.interval));
     println!(
         "warming up {} s and until the queue holds less than a second of checks (at most {} s more), then measuring {} s",
         warmup.as_secs(),
-        2 * options.interval,
+        settle_at_most.as_secs(),
         options.duration
     );
     tokio::time::sleep(warmup).await;
@@ -482,7 +483,7 @@ async fn main() -> anyhow::Result<()> {
         if queued < second_of_checks {
             break;
         }
-        if settling.elapsed() >= Duration::from_secs(2 * u64::from(options.interval)) {
+        if settling.elapsed() >= settle_at_most {
             println!("  the queue still held {queued} checks; measuring anyway");
             break;
         }
