@@ -181,8 +181,11 @@ pub async fn run_rollups(influx: Influx, pool: PgPool, cancel: CancellationToken
         if !leading {
             continue;
         }
+        // One time for both: the runs a resume owes end where this turn's
+        // own begin.
+        let now = Utc::now();
         if runs.is_none() {
-            match RollupRuns::resume(&pool, Utc::now()).await {
+            match RollupRuns::resume(&pool, now).await {
                 Ok(resumed) => {
                     tracing::info!(owed = resumed.owed(), "took the rollups over from the last runs made");
                     runs = Some(resumed);
@@ -196,7 +199,7 @@ pub async fn run_rollups(influx: Influx, pool: PgPool, cancel: CancellationToken
         let Some(runs) = &mut runs else { continue };
         tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
-            made = runs.turn(&influx, Utc::now()) => {
+            made = runs.turn(&influx, now) => {
                 // Not noted: a later run notes the slice again, and a
                 // projector taking over meanwhile only repeats some.
                 if let Err(e) = record_rollups(&pool, &made).await {
@@ -572,8 +575,8 @@ mod tests {
     fn a_slice_owes_the_runs_due_after_its_last_one_made_and_before_this_turn() {
         let [minutes, hours] = ROLLUP_LEVELS;
         let last = first_due(minutes, 7, 116_000_000);
-        // Three periods (64 minutes each) and a minute later: two runs
-        // fell due in between, the third is due in this turn's own.
+        // Three periods (64 minutes each) later: two runs fell due in
+        // between; the third is due in this very turn, and is its own.
         let period = 64 * 60 / TURN;
         let now = at(last + 3 * period);
         let runs = RollupRuns::owed_after(&[(minutes, 7, at(last))], now);
