@@ -200,15 +200,19 @@ impl Rollup {
     pub fn due(&self, turn: i64) -> Option<u32> {
         let turns = self.turns();
         let into = u32::try_from(turn.rem_euclid(i64::from(turns))).ok()?;
-        (0..ROLLUP_SLICES).find(|slice| slice * turns / ROLLUP_SLICES == into)
+        (0..ROLLUP_SLICES).find(|slice| self.offset(*slice) == into)
+    }
+
+    /// How many turns into each period `slice` is due.
+    fn offset(&self, slice: u32) -> u32 {
+        slice * self.turns() / ROLLUP_SLICES
     }
 
     /// The turns from `from` and before `to` in which `slice` is due
     /// ([`Self::due`]), oldest first.
     pub fn due_turns(&self, slice: u32, from: i64, to: i64) -> impl Iterator<Item = i64> {
         let turns = i64::from(self.turns());
-        let into = i64::from(slice) * turns / i64::from(ROLLUP_SLICES);
-        let first = from + (into - from).rem_euclid(turns);
+        let first = from + (i64::from(self.offset(slice)) - from).rem_euclid(turns);
         (first..to).step_by(usize::try_from(turns).unwrap_or(1))
     }
 
