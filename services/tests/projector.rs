@@ -441,17 +441,21 @@ async fn a_projector_taking_the_rollups_over_owes_what_fell_due_since_the_last_r
     // Nothing made yet (a new installation): nothing owed.
     assert_eq!(RollupRuns::resume(&db.pool, now).await.expect("resume").owed(), 0);
     // Slice 3 of the minutes made last 130 minutes ago (a note of an
-    // earlier run, later, does not move it back), slice 5 of the hours
-    // 10 minutes ago.
-    record_rollups(&db.pool, &[(minutes, 3, ago(130)), (hours, 5, ago(10))]).await.expect("note");
+    // earlier run, later, does not move it back), slice 5 of the hours in
+    // the last turn it was due in (within the hour).
+    let turn_secs = projections::influx::ROLLUP_TURN_SECS;
+    let turn = now.timestamp().div_euclid(turn_secs);
+    let hour_due = hours.due_turns(5, turn - 3600 / turn_secs, turn).last().expect("due within the hour");
+    let hour_made = chrono::DateTime::from_timestamp(hour_due * turn_secs + 5, 0).expect("time");
+    record_rollups(&db.pool, &[(minutes, 3, ago(130)), (hours, 5, hour_made)]).await.expect("note");
     record_rollups(&db.pool, &[(minutes, 3, ago(200))]).await.expect("note an earlier one");
     let resumed = RollupRuns::resume(&db.pool, now).await.expect("resume");
-    let expected = RollupRuns::owed_after(&[(minutes, 3, ago(130)), (hours, 5, ago(10))], now);
+    let expected = RollupRuns::owed_after(&[(minutes, 3, ago(130)), (hours, 5, hour_made)], now);
     assert_eq!(resumed.owed(), expected.owed());
     // Two periods of the minutes (64 minutes each) and more: two runs at
     // least; the hours' slice is not due again yet.
     assert!(resumed.owed() >= 2, "{} owed", resumed.owed());
-    assert_eq!(RollupRuns::owed_after(&[(hours, 5, ago(10))], now).owed(), 0);
+    assert_eq!(RollupRuns::owed_after(&[(hours, 5, hour_made)], now).owed(), 0);
     // Once made up to now, nothing.
     record_rollups(&db.pool, &[(minutes, 3, now)]).await.expect("note");
     assert_eq!(RollupRuns::resume(&db.pool, now).await.expect("resume").owed(), 0);
